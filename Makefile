@@ -1,0 +1,31 @@
+# kvmhub: `make run` boots a demo VM; `make test` runs the whole suite. Both set up what is missing.
+.PHONY: run test setup lint unit integration bench clean
+
+VENV := .venv
+PY := $(VENV)/bin/python
+
+run:
+	scripts/demo.sh
+
+setup:
+	scripts/setup.sh --dev
+
+test: setup
+	$(PY) -m pytest tests
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+integration: setup
+	$(PY) -m pytest tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/bench_create.py
+	$(PY) benchmarks/bench_list.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a Debian 12 host (run as root): packages, virtualenv, /dev/kvm, daemons.
+# Usage: scripts/setup.sh [--dev]   (--dev adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils qemu-guest-agent
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
+  dnsmasq-base iproute2 util-linux
+  busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
+  python3 python3-venv python3-dev libxml2-utils virtinst
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The virtualenv: libvirt-python is built against the installed libvirt (libvirt-dev + pkg-config).
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.kvmhub-installed
+want="$(sha256sum pyproject.toml | cut -c1-16)-$DEV"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  libvirt_version="$(pkg-config --modversion libvirt)"
+  if [ "$DEV" = 1 ]; then
+    .venv/bin/pip install -q "libvirt-python==${libvirt_version}" -e ".[dev]"
+  else
+    .venv/bin/pip install -q "libvirt-python==${libvirt_version}" -e .
+  fi
+  echo "$want" > "$stamp"
+fi
+
+# /dev/kvm as udev leaves it on ordinary hosts; without it libvirtd re-probes QEMU on every start.
+if [ -e /dev/kvm ]; then
+  getent group kvm >/dev/null || groupadd --system kvm
+  chgrp kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi
+
+# Daemons: systemd when it runs the machine, else started by hand.
+start_daemon() {
+  local name=$1 sock=$2
+  if [ -d /run/systemd/system ]; then
+    systemctl start "$name"
+  elif ! pgrep -x "$name" >/dev/null; then
+    rm -f "$sock"
+    "$name" -d
+  fi
+  for _ in $(seq 1 150); do
+    [ -S "$sock" ] && return 0
+    sleep 0.2
+  done
+  echo "setup: $name did not come up (no $sock)" >&2
+  return 1
+}
+start_daemon virtlogd /run/libvirt/virtlogd-sock
+start_daemon libvirtd /run/libvirt/libvirt-sock
+echo "setup: ready (.venv/bin/kvmhub)"

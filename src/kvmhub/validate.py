@@ -1,0 +1,81 @@
+"""Checks on user input, run before anything on the host is touched."""
+
+from __future__ import annotations
+
+import re
+
+from kvmhub.errors import InvalidInput
+
+NAME_MAX = 63
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RULE = (
+    f"1 to {NAME_MAX} characters: letters, digits, '.', '_' and '-', starting with a letter or digit"
+)
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def check_name(name: str, kind: str = "VM") -> str:
+    """Return `name` if it is a valid kvmhub name, else raise InvalidInput saying the rule."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in {".", ".."}:
+        raise InvalidInput(
+            f"invalid {kind} name {name!r}",
+            cause=f"a {kind} name is {NAME_RULE}",
+            hint="pick a name like `web-1` or `db.lab`",
+        )
+    return name
+
+
+def parse_size(text: str | int, *, what: str = "size", default_unit: str = "") -> int:
+    """Parse '10G', '512M', '1.5GiB', '2048' (bytes, or `default_unit`) into bytes.
+
+    Binary units for single letters (G = GiB) as qemu-img and virsh read them; 'GB' is 10^9.
+    """
+    if isinstance(text, int):
+        value_bytes = text
+    else:
+        m = _SIZE_RE.match(text)
+        if not m:
+            raise InvalidInput(
+                f"invalid {what} {text!r}",
+                cause="a size is a number with an optional unit (K, M, G, T; KiB/MiB/GiB; KB/MB/GB)",
+                hint="for example 512M or 10G",
+            )
+        number, unit = m.group(1), (m.group(2) or default_unit).lower()
+        if unit not in _UNITS:
+            raise InvalidInput(
+                f"invalid {what} {text!r}: unknown unit {m.group(2)!r}",
+                cause="known units: K, M, G, T (binary), KiB/MiB/GiB/TiB, KB/MB/GB/TB",
+                hint="for example 512M or 10G",
+            )
+        value_bytes = int(float(number) * _UNITS[unit])
+    if value_bytes <= 0:
+        raise InvalidInput(f"invalid {what} {text!r}: must be greater than zero")
+    return value_bytes
+
+
+def format_size(n: int) -> str:
+    """Human-readable binary size: 1536 -> '1.5K', 10737418240 -> '10G'."""
+    value = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            text = f"{value:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{'' if unit == 'B' else unit}"
+        value /= 1024
+    return f"{n}"

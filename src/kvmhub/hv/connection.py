@@ -1,0 +1,218 @@
+"""The one door to libvirt: URI resolution, bounded calls, keepalive, reconnect, error translation.
+
+Every libvirt call kvmhub makes goes through :meth:`Hypervisor.call`, which runs it on a daemon
+thread and waits at most ``timeout`` seconds, so a stalled libvirtd gives a clear
+:class:`~kvmhub.errors.OperationTimeout` instead of a frozen CLI or server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import libvirt
+
+from kvmhub.errors import HostProblem, KvmhubError, OperationTimeout
+from kvmhub.hv.errors import translate
+
+T = TypeVar("T")
+
+DEFAULT_URI = "qemu:///system"
+DEFAULT_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 15.0
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The URI to use: the explicit one, else $KVMHUB_URI, else qemu:///system."""
+    return uri or os.environ.get("KVMHUB_URI") or DEFAULT_URI
+
+
+def is_local_uri(uri: str) -> bool:
+    """True when the URI's daemon runs on this machine (no host part, or a unix socket transport)."""
+    parts = urlsplit(uri)
+    return not parts.hostname or "+unix" in parts.scheme
+
+
+def host_root() -> str:
+    """Where this host's file system is seen from here ('' = as is; a test host sets its own)."""
+    return os.environ.get("KVMHUB_HOST_ROOT", "").rstrip("/")
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """libvirt prints every error on stderr by default; kvmhub reports them itself."""
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop on a daemon thread (needed for keepalive, events, streams)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
+    """Run fn on a daemon thread; raise OperationTimeout if it is not done in `timeout` seconds.
+
+    A daemon thread (not an executor) so a call stuck in a stalled libvirtd never blocks exit.
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def runner() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed back to the caller's thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=runner, name=f"libvirt-call:{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise OperationTimeout(
+            f"{what}: no answer from libvirt after {timeout:.0f} s",
+            cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
+            hint="check the daemon with `virsh version`; restart libvirtd if it does not answer",
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+class Hypervisor:
+    """A connection to one libvirt host, opened lazily, reopened after libvirtd restarts."""
+
+    def __init__(self, uri: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.uri = resolve_uri(uri)
+        self.timeout = timeout
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Hypervisor:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def is_local(self) -> bool:
+        return is_local_uri(self.uri)
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        """The open connection; opens (or reopens) it, bounded by CONNECT_TIMEOUT."""
+        with self._lock:
+            if self._conn is not None:
+                return self._conn
+            start_event_loop()
+            conn = run_bounded(self._open, CONNECT_TIMEOUT, f"connecting to {self.uri}")
+            self._conn = conn
+            return conn
+
+    def _open(self) -> libvirt.virConnect:
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, f"connecting to {self.uri}") from exc
+        try:
+            conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass  # local test:/// drivers have no keepalive; nothing to guard there
+
+        def on_close(_conn: libvirt.virConnect, _reason: int, _opaque: object) -> None:
+            with self._lock:
+                self._conn = None
+
+        try:
+            conn.registerCloseCallback(on_close, None)
+        except libvirt.libvirtError:
+            pass
+        return conn
+
+    def _drop(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                threading.Thread(target=conn.close, daemon=True).start()
+            except Exception:  # noqa: S110 - closing a dead connection is best effort
+                pass
+
+    def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        what: str,
+        timeout: float | None = None,
+        retry: bool = False,
+    ) -> T:
+        """Run one libvirt call bounded by a timeout, translating libvirt errors.
+
+        `fn` is called as fn(*args); pass bound methods of libvirt objects or lambdas.
+        `retry=True` (read-only calls only) reconnects and retries once when the connection died.
+
+        Raises OperationTimeout, HostProblem (connection lost), or the translated kvmhub error.
+        """
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return run_bounded(lambda: self._invoke(fn, args, what), limit, what)
+        except OperationTimeout:
+            self._drop()
+            raise
+        except _ConnectionLost as lost:
+            self._drop()
+            if retry:
+                return run_bounded(lambda: self._invoke(fn, args, what), limit, what)
+            raise HostProblem(
+                f"{what}: lost the connection to libvirtd",
+                cause="libvirtd restarted or stopped during the call",
+                hint="retry; if it persists check `virsh -c URI version` and start libvirtd",
+                original=lost.original,
+            ) from None
+
+    def _invoke(self, fn: Callable[..., T], args: tuple[Any, ...], what: str) -> T:
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            conn = self._conn
+            alive = True
+            if conn is not None:
+                try:
+                    alive = bool(conn.isAlive())
+                except libvirt.libvirtError:
+                    alive = False
+            if not alive:
+                raise _ConnectionLost(exc.get_error_message() or str(exc)) from exc
+            raise translate(exc, what) from exc
+
+    def close(self) -> None:
+        """Close the connection (bounded; a stalled daemon cannot block it)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                run_bounded(conn.close, 5.0, "closing the libvirt connection")
+            except (KvmhubError, libvirt.libvirtError):
+                pass
+
+
+class _ConnectionLost(Exception):
+    def __init__(self, original: str) -> None:
+        super().__init__(original)
+        self.original = original

@@ -1,0 +1,272 @@
+"""Domains (VMs) through libvirt, every call bounded and translated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+
+from kvmhub.errors import KvmhubError
+from kvmhub.hv.connection import Hypervisor
+
+KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
+KVMHUB_NS_PREFIX = "kvmhub"
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+def state_name(code: int) -> str:
+    return _STATE_NAMES.get(code, "unknown")
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """One row of a bulk listing, from a single getAllDomainStats call."""
+
+    name: str
+    uuid: str
+    state: str
+    persistent: bool
+    vcpus: int | None
+    memory_kib: int | None
+
+
+@dataclass(frozen=True)
+class Address:
+    """An IP address of a guest interface, and which source reported it."""
+
+    mac: str
+    ip: str
+    prefix: int
+    iface: str
+    source: str  # lease | agent | arp
+
+
+class Domain:
+    """A libvirt domain; methods are bounded libvirt calls."""
+
+    def __init__(self, hv: Hypervisor, dom: Any) -> None:
+        self.hv = hv
+        self._dom = dom
+        self.name: str = dom.name()
+
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
+        return self.hv.call(fn, *args, what=f"{what} {self.name}", timeout=timeout)
+
+    @property
+    def uuid(self) -> str:
+        return str(self._dom.UUIDString())
+
+    def state(self) -> str:
+        code, _reason = self._call("reading the state of", self._dom.state)
+        return state_name(int(code))
+
+    def is_active(self) -> bool:
+        return bool(self._call("reading the state of", self._dom.isActive))
+
+    def is_persistent(self) -> bool:
+        return bool(self._call("reading", self._dom.isPersistent))
+
+    def xml(self, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return str(self._call("reading the definition of", self._dom.XMLDesc, flags))
+
+    def start(self) -> None:
+        self._call("starting", self._dom.create, timeout=max(self.hv.timeout, 120.0))
+
+    def shutdown(self, *, mode: str = "acpi") -> None:
+        flags = {
+            "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+            "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+            "default": libvirt.VIR_DOMAIN_SHUTDOWN_DEFAULT,
+        }[mode]
+        self._call("shutting down", self._dom.shutdownFlags, flags)
+
+    def destroy(self) -> None:
+        self._call("killing", self._dom.destroy)
+
+    def reboot(self) -> None:
+        self._call("rebooting", self._dom.reboot, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+
+    def suspend(self) -> None:
+        self._call("pausing", self._dom.suspend)
+
+    def resume(self) -> None:
+        self._call("resuming", self._dom.resume)
+
+    def undefine(self) -> None:
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        )
+        self._call("removing the definition of", self._dom.undefineFlags, flags)
+
+    def autostart(self) -> bool:
+        return bool(self._call("reading autostart of", self._dom.autostart))
+
+    def set_autostart(self, on: bool) -> None:
+        self._call("setting autostart of", self._dom.setAutostart, 1 if on else 0)
+
+    def info(self) -> tuple[int, int, int]:
+        """(state code, memory KiB, vCPUs)."""
+        state, _maxmem, mem, vcpus, _cpu = self._call("reading", self._dom.info)
+        return int(state), int(mem), int(vcpus)
+
+    def metadata(self) -> str | None:
+        """The kvmhub metadata element as XML text, or None when the VM has none."""
+        try:
+            text = self._call(
+                "reading metadata of",
+                self._dom.metadata,
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                KVMHUB_NS,
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG if self.is_persistent() else 0,
+            )
+        except KvmhubError:
+            return None
+        return str(text)
+
+    def addresses(self, source: str) -> list[Address]:
+        """Guest IPv4/IPv6 addresses from `lease`, `agent` or `arp` (empty when the source has none)."""
+        src = {
+            "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+            "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        }[source]
+        try:
+            found = self._call("reading addresses of", self._dom.interfaceAddresses, src, timeout=10.0)
+        except KvmhubError:
+            return []
+        out: list[Address] = []
+        for iface, data in (found or {}).items():
+            if iface == "lo":
+                continue
+            for addr in data.get("addrs") or []:
+                ip = str(addr.get("addr", ""))
+                if not ip or ip.startswith(("127.", "fe80:")) or ip == "::1":
+                    continue
+                out.append(Address(str(data.get("hwaddr") or ""), ip, int(addr.get("prefix", 0)), iface, source))
+        return out
+
+    def agent_command(self, command: dict[str, Any], timeout: int = 5) -> Any:
+        """Send one QMP-style command to the guest agent and return its `return` value."""
+        raw = self._call(
+            "asking the guest agent of",
+            libvirt_qemu.qemuAgentCommand,
+            self._dom,
+            json.dumps(command),
+            timeout,
+            0,
+            timeout=timeout + 5.0,
+        )
+        return json.loads(raw).get("return")
+
+    def agent_ping(self) -> bool:
+        try:
+            self.agent_command({"execute": "guest-ping"}, timeout=2)
+        except KvmhubError:
+            return False
+        return True
+
+    def open_console(self) -> Any:
+        """A libvirt stream on the serial console (the caller pumps it)."""
+        stream = self._call("opening a stream for", self.hv.conn.newStream, libvirt.VIR_STREAM_NONBLOCK)
+        self._call("opening the console of", self._dom.openConsole, None, stream, 0)
+        return stream
+
+
+def lookup(hv: Hypervisor, name: str) -> Domain:
+    """The domain called `name` (raises NotFound)."""
+    dom = hv.call(hv.conn.lookupByName, name, what=f"looking up VM {name!r}", retry=True)
+    return Domain(hv, dom)
+
+
+def exists(hv: Hypervisor, name: str) -> bool:
+    names = hv.call(
+        lambda: [d.name() for d in hv.conn.listAllDomains(0)], what="listing VMs", retry=True
+    )
+    return name in names
+
+
+def define(hv: Hypervisor, xml: str) -> Domain:
+    return Domain(hv, hv.call(hv.conn.defineXML, xml, what="defining the VM"))
+
+
+def list_all(hv: Hypervisor) -> list[Domain]:
+    doms = hv.call(hv.conn.listAllDomains, 0, what="listing VMs", retry=True)
+    return [Domain(hv, d) for d in doms]
+
+
+def bulk_stats(hv: Hypervisor) -> list[DomainStats]:
+    """Every domain's name, state, vCPUs and memory in one libvirt round trip."""
+
+    def fetch() -> list[DomainStats]:
+        rows = hv.conn.getAllDomainStats(
+            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
+            0,
+        )
+        out: list[DomainStats] = []
+        for dom, stats in rows:
+            out.append(
+                DomainStats(
+                    name=dom.name(),
+                    uuid=dom.UUIDString(),
+                    state=state_name(int(stats.get("state.state", 0))),
+                    persistent=True,
+                    vcpus=stats.get("vcpu.current"),
+                    memory_kib=stats.get("balloon.current") or stats.get("balloon.maximum"),
+                )
+            )
+        return out
+
+    return hv.call(fetch, what="listing VMs", retry=True)
+
+
+def capabilities(hv: Hypervisor) -> str:
+    return str(hv.call(hv.conn.getCapabilities, what="reading host capabilities", retry=True))
+
+
+def hostname(hv: Hypervisor) -> str:
+    return str(hv.call(hv.conn.getHostname, what="reading the host name", retry=True))
+
+
+def versions(hv: Hypervisor) -> tuple[str, str]:
+    """(libvirt version, hypervisor version) as dotted strings."""
+
+    def fmt(n: int) -> str:
+        return f"{n // 1_000_000}.{(n // 1000) % 1000}.{n % 1000}"
+
+    lib = hv.call(hv.conn.getLibVersion, what="reading the libvirt version", retry=True)
+    hyp = hv.call(hv.conn.getVersion, what="reading the QEMU version", retry=True)
+    return fmt(int(lib)), fmt(int(hyp))
+
+
+@dataclass(frozen=True)
+class ListingFlags:
+    autostart: frozenset[str]
+    transient: frozenset[str]
+
+
+def listing_flags(hv: Hypervisor) -> ListingFlags:
+    """Names of autostarted and of transient domains, in two calls whatever the number of domains."""
+
+    def names(flag: int) -> frozenset[str]:
+        return frozenset(d.name() for d in hv.conn.listAllDomains(flag))
+
+    auto = hv.call(names, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, what="listing VMs", retry=True)
+    trans = hv.call(names, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, what="listing VMs", retry=True)
+    return ListingFlags(auto, trans)

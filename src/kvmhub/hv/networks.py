@@ -1,0 +1,90 @@
+"""Virtual networks through libvirt's network API, every call bounded and translated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv.connection import Hypervisor
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    prefix: int
+    hostname: str | None
+    expiry: int
+
+
+class Network:
+    def __init__(self, hv: Hypervisor, net: Any) -> None:
+        self.hv = hv
+        self._net = net
+        self.name: str = net.name()
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        return self.hv.call(fn, *args, what=f"{what} (network {self.name})")
+
+    def is_active(self) -> bool:
+        return bool(self._call("reading state", self._net.isActive))
+
+    def start(self) -> None:
+        self._call("starting", self._net.create)
+
+    def stop(self) -> None:
+        self._call("stopping", self._net.destroy)
+
+    def undefine(self) -> None:
+        self._call("removing", self._net.undefine)
+
+    def autostart(self) -> bool:
+        return bool(self._call("reading autostart", self._net.autostart))
+
+    def set_autostart(self, on: bool) -> None:
+        self._call("setting autostart", self._net.setAutostart, 1 if on else 0)
+
+    def xml(self) -> str:
+        return str(self._call("reading definition", self._net.XMLDesc, 0))
+
+    def leases(self) -> list[Lease]:
+        rows = self._call("reading DHCP leases", self._net.DHCPLeases)
+        return [
+            Lease(
+                mac=str(r.get("mac", "")),
+                ip=str(r.get("ipaddr", "")),
+                prefix=int(r.get("prefix", 0)),
+                hostname=r.get("hostname"),
+                expiry=int(r.get("expirytime", 0)),
+            )
+            for r in rows or []
+        ]
+
+
+def lookup_network(hv: Hypervisor, name: str) -> Network:
+    try:
+        net = hv.call(hv.conn.networkLookupByName, name, what=f"looking up network {name!r}", retry=True)
+    except NotFound:
+        raise NotFound(
+            f"no network {name!r}",
+            hint="list them: `kvmhub net ls`; make one: `kvmhub net create NAME --mode isolated`",
+        ) from None
+    return Network(hv, net)
+
+
+def list_networks(hv: Hypervisor) -> list[Network]:
+    nets = hv.call(hv.conn.listAllNetworks, 0, what="listing networks", retry=True)
+    return [Network(hv, n) for n in nets]
+
+
+def define_network(hv: Hypervisor, xml: str) -> Network:
+    return Network(hv, hv.call(hv.conn.networkDefineXML, xml, what="defining the network"))
+
+
+def network_exists(hv: Hypervisor, name: str) -> bool:
+    try:
+        lookup_network(hv, name)
+    except KvmhubError:
+        return False
+    return True

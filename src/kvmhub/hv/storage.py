@@ -1,0 +1,171 @@
+"""Storage pools and volumes through libvirt's storage API, every call bounded and translated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import libvirt
+
+from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv.connection import Hypervisor
+
+CHUNK = 4 * 1024 * 1024
+TRANSFER_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    pool: str
+    name: str
+    path: str
+    capacity: int
+    allocation: int
+
+
+class Pool:
+    def __init__(self, hv: Hypervisor, pool: Any) -> None:
+        self.hv = hv
+        self._pool = pool
+        self.name: str = pool.name()
+
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
+        return self.hv.call(fn, *args, what=f"{what} (pool {self.name})", timeout=timeout)
+
+    def is_active(self) -> bool:
+        return bool(self._call("reading pool state", self._pool.isActive))
+
+    def start(self) -> None:
+        self._call("starting pool", self._pool.create, 0)
+
+    def refresh(self) -> None:
+        self._call("refreshing pool", self._pool.refresh, 0)
+
+    def xml(self) -> str:
+        return str(self._call("reading pool definition", self._pool.XMLDesc, 0))
+
+    def volume_names(self) -> list[str]:
+        return [str(n) for n in self._call("listing volumes", self._pool.listVolumes)]
+
+    def volume(self, name: str) -> Volume:
+        try:
+            vol = self._call(f"looking up volume {name!r}", self._pool.storageVolLookupByName, name)
+        except NotFound:
+            raise NotFound(
+                f"no volume {name!r} in pool {self.name}",
+                hint=f"list them: `virsh vol-list {self.name}`",
+            ) from None
+        return Volume(self.hv, vol, self.name)
+
+    def has_volume(self, name: str) -> bool:
+        return name in self.volume_names()
+
+    def create_volume(self, xml: str, *, what: str) -> Volume:
+        vol = self._call(what, self._pool.createXML, xml, 0, timeout=TRANSFER_TIMEOUT)
+        return Volume(self.hv, vol, self.name)
+
+
+class Volume:
+    def __init__(self, hv: Hypervisor, vol: Any, pool: str) -> None:
+        self.hv = hv
+        self._vol = vol
+        self.pool = pool
+        self.name: str = vol.name()
+
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
+        return self.hv.call(fn, *args, what=f"{what} (volume {self.pool}/{self.name})", timeout=timeout)
+
+    @property
+    def path(self) -> str:
+        return str(self._call("reading path", self._vol.path))
+
+    def xml(self) -> str:
+        return str(self._call("reading definition", self._vol.XMLDesc, 0))
+
+    def info(self) -> VolumeInfo:
+        _kind, capacity, allocation = self._call("reading size", self._vol.info)
+        return VolumeInfo(self.pool, self.name, self.path, int(capacity), int(allocation))
+
+    def delete(self) -> None:
+        self._call("deleting", self._vol.delete, 0)
+
+    def resize(self, capacity: int) -> None:
+        self._call("resizing", self._vol.resize, capacity, 0)
+
+    def upload(self, src: BinaryIO, length: int, progress: Callable[[int], None] | None = None) -> None:
+        """Stream `length` bytes from `src` into the volume (works on remote hosts too)."""
+        hv = self.hv
+
+        def transfer() -> None:
+            stream = hv.conn.newStream(0)
+            self._vol.upload(stream, 0, length, 0)
+            try:
+                sent = 0
+                while sent < length:
+                    data = src.read(min(CHUNK, length - sent))
+                    if not data:
+                        raise OSError(f"source ended after {sent} of {length} bytes")
+                    view = memoryview(data)
+                    while view:
+                        n = stream.send(bytes(view))
+                        view = view[n:]
+                    sent += len(data)
+                    if progress:
+                        progress(sent)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                except libvirt.libvirtError:
+                    pass
+                raise
+
+        self._call("uploading into", transfer, timeout=TRANSFER_TIMEOUT)
+
+
+def lookup_pool(hv: Hypervisor, name: str) -> Pool:
+    try:
+        pool = hv.call(hv.conn.storagePoolLookupByName, name, what=f"looking up pool {name!r}", retry=True)
+    except NotFound:
+        raise NotFound(
+            f"no storage pool {name!r}",
+            hint="`kvmhub host setup` defines kvmhub's pools; list them with `virsh pool-list --all`",
+        ) from None
+    return Pool(hv, pool)
+
+
+def pool_names(hv: Hypervisor) -> list[str]:
+    pools = hv.call(hv.conn.listAllStoragePools, 0, what="listing storage pools", retry=True)
+    return [str(p.name()) for p in pools]
+
+
+def ensure_pool(hv: Hypervisor, name: str, xml: str) -> tuple[Pool, bool]:
+    """Define, build, start and autostart a pool if needed; returns (pool, changed)."""
+    changed = False
+    if name not in pool_names(hv):
+        raw = hv.call(hv.conn.storagePoolDefineXML, xml, 0, what=f"defining pool {name!r}")
+        try:
+            hv.call(raw.build, 0, what=f"building pool {name!r}")
+        except KvmhubError:
+            pass  # a directory that already exists is fine
+        changed = True
+    pool = lookup_pool(hv, name)
+    if not pool.is_active():
+        pool.start()
+        changed = True
+    if not hv.call(pool._pool.autostart, what=f"reading autostart of pool {name!r}"):
+        hv.call(pool._pool.setAutostart, 1, what=f"setting autostart of pool {name!r}")
+        changed = True
+    return pool, changed
+
+
+def volume_by_path(hv: Hypervisor, path: str) -> Volume | None:
+    """The volume at `path`, if libvirt knows one there."""
+    try:
+        vol = hv.call(hv.conn.storageVolLookupByPath, path, what=f"looking up volume at {path}")
+    except KvmhubError:
+        return None
+    pool = hv.call(vol.storagePoolLookupByVolume, what="finding the pool of a volume")
+    return Volume(hv, vol, str(pool.name()))
+

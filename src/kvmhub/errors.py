@@ -114,7 +114,7 @@ _HTTP_STATUSES: dict[type[KvmhubError], int] = {
 def _lookup(table: dict[type[KvmhubError], int], err: KvmhubError, default: int) -> int:
     for klass in type(err).__mro__:
         if klass in table:
-            return table[klass]  # type: ignore[index]
+            return table[klass]
     return default
 
 

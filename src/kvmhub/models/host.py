@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
-class CheckStatus(str, enum.Enum):
+class CheckStatus(enum.StrEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"

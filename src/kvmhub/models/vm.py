@@ -50,10 +50,17 @@ class GraphicsSpec(_Model):
     port: int = -1  # -1: libvirt picks a free port
 
 
+BootDevice = Literal["hd", "cdrom", "network"]
+
+
+def _boot_from_disk() -> list[BootDevice]:
+    return ["hd"]
+
+
 class BootSpec(_Model):
     """Boot order over devices, or a direct kernel boot."""
 
-    order: list[Literal["hd", "cdrom", "network"]] = Field(default_factory=lambda: ["hd"])
+    order: list[BootDevice] = Field(default_factory=_boot_from_disk)
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
@@ -91,7 +98,7 @@ class VMSpec(_Model):
     meta: KvmhubMeta = Field(default_factory=KvmhubMeta)
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """How far a VM has come; each phase implies the ones before it."""
 
     DEFINED = "defined"

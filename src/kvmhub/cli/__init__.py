@@ -1,0 +1,1 @@
+"""The kvmhub command line."""

@@ -1,0 +1,1 @@
+"""One module per command group, named after the noun it acts on."""

@@ -1,0 +1,226 @@
+"""VM verbs at the top level: create, ls, show, start, stop, kill, reboot, pause, resume, rm, set,
+console, ip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+from kvmhub.models import Phase
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def create(
+    name: str,
+    image: Annotated[str, typer.Option(help="image to clone the disk from (`kvmhub image ls`)")],
+    cpus: Annotated[int, typer.Option(help="vCPUs")] = 1,
+    memory: Annotated[str, typer.Option(help="memory, e.g. 512M, 2G")] = "512M",
+    disk: Annotated[str | None, typer.Option(help="grow the disk to this size, e.g. 10G")] = None,
+    network: Annotated[str | None, typer.Option(help="libvirt network for the NIC")] = None,
+    ssh_key: Annotated[list[Path] | None, typer.Option(help="public key file (repeatable)")] = None,
+    user_data: Annotated[Path | None, typer.Option(help="cloud-init user-data file")] = None,
+    no_start: Annotated[bool, typer.Option("--no-start", help="define only")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until booted (and networked)")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+) -> None:
+    """Create a VM from an image: linked-clone disk, cloud-init seed, define, start."""
+    from kvmhub.services import vms
+
+    req = vms.CreateRequest(
+        name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network,
+        ssh_keys=ssh_key or [], user_data=user_data, start=not no_start,
+    )
+    hv = state.hv()
+    with output.phases(f"create {name}") as phase:
+        vms.create(hv, req, say=phase)
+        if wait and not no_start:
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
+            phase("done")
+    output.say(f"VM {name} created" + ("" if no_start else " and started"))
+
+
+def _wait(hv: object, name: str, target: Phase, timeout: float, phase: object) -> None:
+    from kvmhub.services import readiness, vms
+
+    def on_progress(p: readiness.Progress) -> None:
+        label = p.phase.value
+        if p.ips:
+            label += " " + ", ".join(f"{a.ip} ({a.source})" for a in p.ips)
+        phase(label)  # type: ignore[operator]
+
+    vms.wait(hv, name, target, timeout, on_progress)  # type: ignore[arg-type]
+
+
+def ls(json_out: JsonOpt = False) -> None:
+    """List VMs (also those made with virsh)."""
+    from kvmhub.services import vms
+
+    found = vms.list_vms(state.hv())
+    if json_out:
+        output.print_json(found)
+        return
+    from kvmhub.validate import format_size
+
+    output.table(
+        ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"],
+        [(v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
+          "yes" if v.autostart else "") for v in found],
+    )
+
+
+def show(name: str, json_out: JsonOpt = False) -> None:
+    """Show one VM: state, resources, disks, NICs, IPs, console log, VNC."""
+    from kvmhub.services import vms
+
+    info = vms.show(state.hv(), name)
+    if json_out:
+        output.print_json(info)
+        return
+    data = info.model_dump()
+    data["disks"] = [
+        f"{d.target} {d.device} {d.bus} {_where(d.source.pool, d.source.volume, d.source.path)}"
+        + (" ro" if d.readonly else "")
+        for d in info.disks
+    ]
+    data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
+    for key, value in data.items():
+        output.out.print(f"{key:>12}: {value}", markup=False)
+
+
+def _where(pool: str | None, volume: str | None, path: str | None) -> str:
+    return f"{pool}/{volume}" if pool else str(path)
+
+
+def start(
+    name: str,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until booted (and networked)")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+) -> None:
+    """Start a VM."""
+    from kvmhub.services import vms
+
+    hv = state.hv()
+    with output.phases(f"start {name}") as phase:
+        vms.start(hv, name)
+        if wait:
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
+    output.say(f"VM {name} started")
+
+
+def stop(
+    name: str,
+    force: Annotated[bool, typer.Option("--force", help="kill it if it has not stopped after --timeout")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the guest to power off")] = 60.0,
+) -> None:
+    """Shut a VM down gracefully (ACPI power button)."""
+    from kvmhub.services import vms
+
+    with output.phases(f"stop {name}") as phase:
+        phase("power button pressed, waiting for the guest")
+        how = vms.stop(state.hv(), name, force=force, timeout=timeout, say=phase)
+    output.say(f"VM {name} {how}")
+
+
+def _simple(verb: str, doc: str) -> Callable[[str], None]:
+    def command(name: str) -> None:
+        from kvmhub.services import vms
+
+        getattr(vms, verb)(state.hv(), name)
+        past = {"kill": "killed", "reboot": "rebooting", "pause": "paused", "resume": "resumed"}[verb]
+        output.say(f"VM {name} {past}")
+
+    command.__doc__ = doc
+    command.__name__ = verb
+    return command
+
+
+def rm(
+    name: str,
+    keep_disks: Annotated[bool, typer.Option("--keep-disks", help="keep the VM's disk and seed volumes")] = False,
+) -> None:
+    """Remove a VM: kill it if running, undefine it, delete its disk and seed (never the image)."""
+    from kvmhub.services import vms
+
+    removed = vms.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
+    output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
+
+
+def set_(
+    name: str,
+    autostart: Annotated[bool | None, typer.Option("--autostart/--no-autostart", help="start with the host")] = None,
+) -> None:
+    """Change a VM's settings."""
+    from kvmhub.services import vms
+
+    if autostart is None:
+        raise typer.BadParameter("nothing to set: pass --autostart or --no-autostart")
+    vms.set_autostart(state.hv(), name, autostart)
+    output.say(f"VM {name}: autostart {'on' if autostart else 'off'} (applied)")
+
+
+def console(
+    name: str,
+    log: Annotated[bool, typer.Option("--log", help="print the serial log instead of attaching")] = False,
+) -> None:
+    """Attach to a VM's serial console (Ctrl-] leaves), or print its serial log."""
+    import sys
+
+    from kvmhub.services import console as svc
+
+    if log:
+        sys.stdout.write(svc.log(state.hv(), name))
+        return
+    svc.interactive(state.hv(), name)
+
+
+def ip(
+    name: str,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until the VM has an IP")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a VM's IP addresses (DHCP lease, then guest agent, then ARP)."""
+    from kvmhub.services import readiness, vms
+
+    hv = state.hv()
+    if wait:
+        prog = vms.wait(hv, name, Phase.NETWORK, timeout)
+        found = prog.ips
+    else:
+        dom = vms.get(hv, name)
+        found = readiness.addresses(dom, log_text=readiness.read_log(readiness.serial_log(dom)))
+    if json_out:
+        output.print_json([{"ip": a.ip, "prefix": a.prefix, "mac": a.mac, "iface": a.iface,
+                            "source": a.source} for a in found])
+        return
+    if not found:
+        from kvmhub.errors import NotFound
+
+        raise NotFound(f"VM {name} has no IP yet", hint=f"`kvmhub ip {name} --wait`")
+    for a in found:
+        output.out.print(a.ip, markup=False)
+    output.say(f"(from {found[0].source})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(create)
+    app.command("ls")(ls)
+    app.command()(show)
+    app.command()(start)
+    app.command()(stop)
+    for verb, doc in (
+        ("kill", "Stop a VM at once (power cut)."),
+        ("reboot", "Reboot a VM (ACPI)."),
+        ("pause", "Pause a VM's vCPUs."),
+        ("resume", "Resume a paused VM."),
+    ):
+        app.command(verb)(_simple(verb, doc))
+    app.command()(rm)
+    app.command("set")(set_)
+    app.command()(console)
+    app.command()(ip)

@@ -1,0 +1,56 @@
+"""The `kvmhub` command: a thin layer over the service modules."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from kvmhub.cli import state
+from kvmhub.cli.commands import host, image, net, vm
+from kvmhub.errors import KvmhubError, exit_code
+
+app = typer.Typer(
+    help="kvmhub: create, run and manage KVM/QEMU virtual machines through libvirt.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(host.app, name="host")
+app.add_typer(image.app, name="image")
+app.add_typer(net.app, name="net")
+vm.register(app)
+
+
+@app.callback()
+def main_options(
+    connect: Annotated[
+        str | None,
+        typer.Option("--connect", "-c", help="libvirt URI (default: $KVMHUB_URI or qemu:///system)"),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds any single libvirt call may take")] = 30.0,
+) -> None:
+    state.URI = connect
+    state.TIMEOUT = timeout
+
+
+def main() -> None:
+    """Console-script entry: run the app, mapping kvmhub errors to messages and exit codes.
+
+    Typer itself turns usage errors into exit code 2 and handles --help.
+    """
+    from kvmhub.cli import output
+
+    try:
+        app()
+    except KvmhubError as exc:
+        output.error(exc)
+        sys.exit(exit_code(exc))
+    except KeyboardInterrupt:
+        output.say("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

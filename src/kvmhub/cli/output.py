@@ -1,0 +1,78 @@
+"""How the CLI prints: tables and phases for people, JSON for scripts, errors with cause and fix."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from kvmhub.errors import KvmhubError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    def plain(x: Any) -> Any:
+        if isinstance(x, BaseModel):
+            return x.model_dump(mode="json")
+        if isinstance(x, list):
+            return [plain(i) for i in x]
+        return x
+
+    sys.stdout.write(json.dumps(plain(data), indent=2) + "\n")
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    out.print(t)
+
+
+def say(msg: str) -> None:
+    err.print(msg, markup=False)
+
+
+def error(exc: KvmhubError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    if exc.cause:
+        err.print(f"  cause: {exc.cause}", markup=False)
+    if exc.hint:
+        err.print(f"  fix:   {exc.hint}", markup=False)
+    if exc.original and exc.original not in exc.message:
+        err.print(f"  libvirt said: {exc.original}", markup=False)
+
+
+@contextmanager
+def phases(title: str) -> Iterator[Callable[[str], None]]:
+    """A live status line: each call names the current phase; elapsed time is shown throughout."""
+    start = time.monotonic()
+    current = ["starting"]
+
+    def text() -> str:
+        return f"{title}: {current[0]} ({time.monotonic() - start:.1f} s)"
+
+    if not err.is_terminal:
+        def plain(phase: str) -> None:
+            current[0] = phase
+            err.print(text(), markup=False)
+
+        yield plain
+        return
+    with err.status(text()) as status:
+        def update(phase: str) -> None:
+            err.print(f"  {text()}", markup=False, style="dim")
+            current[0] = phase
+            status.update(text())
+
+        yield update

@@ -1,0 +1,109 @@
+"""The serial console over a libvirt stream: interactive (Ctrl-] leaves) or its log."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import termios
+import threading
+import tty
+from typing import Any
+
+from kvmhub.errors import Conflict, HostProblem, KvmhubError
+from kvmhub.hv import Hypervisor
+from kvmhub.services import readiness, vms
+
+ESCAPE = 0x1D  # Ctrl-]
+
+
+def log(hv: Hypervisor, name: str) -> str:
+    """The serial log's text (everything the guest printed on ttyS0 since it last started)."""
+    dom = vms.get(hv, name)
+    path = readiness.serial_log(dom)
+    if path is None:
+        raise HostProblem(
+            f"the serial log of {name} is not reachable from here",
+            cause="the VM runs on a remote host, or has no serial log configured",
+            hint=f"use the interactive console: `kvmhub console {name}`",
+        )
+    if not os.path.exists(path):
+        return ""
+    with open(path, "rb") as fh:
+        return fh.read().decode(errors="replace")
+
+
+def interactive(hv: Hypervisor, name: str, *, stdin_fd: int | None = None, stdout: Any = None) -> None:
+    """Attach the terminal to the VM's serial console until Ctrl-] or the VM stops."""
+    dom = vms.get(hv, name)
+    if dom.state() not in ("running", "paused"):
+        raise Conflict(f"VM {name} is not running", hint=f"start it: `kvmhub start {name}`")
+    in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+    out = stdout or sys.stdout.buffer
+    try:
+        stream = dom.open_console()
+    except KvmhubError as exc:
+        if "active console session" in (exc.original or ""):
+            raise Conflict(
+                f"another console is attached to {name}",
+                cause="libvirt allows one console session per VM",
+                hint="close the other session (virsh console / kvmhub console) and retry",
+                original=exc.original,
+            ) from None
+        raise
+    stop = threading.Event()
+
+    def pump_out() -> None:
+        # a non-blocking stream: recv returns -2 when no data is there yet
+        while not stop.is_set():
+            try:
+                data = stream.recv(4096)
+            except Exception:
+                break
+            if data == -2:
+                stop.wait(0.02)
+                continue
+            if not data:
+                break
+            out.write(data)
+            out.flush()
+        stop.set()
+
+    reader = threading.Thread(target=pump_out, name="console-out", daemon=True)
+    reader.start()
+    saved = termios.tcgetattr(in_fd) if os.isatty(in_fd) else None
+    if saved is not None:
+        tty.setraw(in_fd)
+        out.write(f"Connected to {name} (Ctrl-] to leave)\r\n".encode())
+        out.flush()
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([in_fd], [], [], 0.2)
+            if not ready:
+                continue
+            data = os.read(in_fd, 1024)
+            if not data:
+                break
+            if ESCAPE in data:
+                data = data[: data.index(ESCAPE)]
+                if data:
+                    _send_all(stream, data)
+                break
+            _send_all(stream, data)
+    finally:
+        stop.set()
+        if saved is not None:
+            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        try:
+            stream.abort()
+        except Exception:  # noqa: S110 - the stream may already be closed by the VM stopping
+            pass
+        reader.join(timeout=2)
+
+
+def _send_all(stream: Any, data: bytes) -> None:
+    while data:
+        n = stream.send(data)
+        if n == -2:
+            continue
+        data = data[n:]

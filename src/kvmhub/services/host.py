@@ -1,0 +1,261 @@
+"""`kvmhub host check` and `kvmhub host setup`: what this host can do, and the fixes."""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kvmhub.errors import HostProblem, KvmhubError
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import networks as hv_networks
+from kvmhub.models import CheckItem, CheckStatus, HostReport
+from kvmhub.services import accel, pools
+from kvmhub.validate import format_size
+
+DAEMON_WAIT = 30.0
+LOW_DISK = 5 * 1024**3
+
+
+def _item(name: str, status: CheckStatus, detail: str, fix: str | None = None) -> CheckItem:
+    return CheckItem(name=name, status=status, detail=detail, fix=fix)
+
+
+def _check_cpu() -> CheckItem:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return _item("cpu virtualization", CheckStatus.SKIP, "cannot read /proc/cpuinfo")
+    for flag, vendor in ((" vmx", "Intel VT-x"), (" svm", "AMD-V")):
+        if flag + " " in flags or flags.count(flag + "\n"):
+            return _item("cpu virtualization", CheckStatus.OK, f"{vendor} present")
+    return _item(
+        "cpu virtualization",
+        CheckStatus.WARN,
+        "no vmx/svm flag in /proc/cpuinfo (virtualization off in firmware, or a nested guest without it)",
+        "enable VT-x/AMD-V in the firmware; guests still run under TCG emulation, slower",
+    )
+
+
+def _check_dev_kvm() -> CheckItem:
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return _item(
+            "/dev/kvm",
+            CheckStatus.WARN,
+            "missing: the kvm module is not loaded or the CPU has no virtualization",
+            "`modprobe kvm_intel` (or kvm_amd); guests run under TCG until then",
+        )
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    mode = stat.S_IMODE(st.st_mode)
+    detail = f"present, owner root:{group} mode {mode:04o}"
+    if group != "kvm" or mode & 0o060 != 0o060:
+        return _item(
+            "/dev/kvm",
+            CheckStatus.WARN,
+            detail + " (libvirtd then re-probes QEMU on every start: each VM start takes ~40 s longer)",
+            "`kvmhub host setup` (does: chgrp kvm /dev/kvm && chmod 0660 /dev/kvm)",
+        )
+    return _item("/dev/kvm", CheckStatus.OK, detail)
+
+
+def _check_accel(probe: accel.ProbeResult) -> CheckItem:
+    if probe.accelerator == "kvm":
+        return _item("accelerator", CheckStatus.OK, f"KVM: {probe.detail}")
+    return _item(
+        "accelerator",
+        CheckStatus.WARN,
+        f"{accel.TCG_WARNING} ({probe.detail})",
+        "nothing to do for guests to run; for KVM speed, run on a host where KVM works "
+        "(`kvmhub host check --reprobe` after changing it)",
+    )
+
+
+def _check_daemon(name: str, sock: str) -> CheckItem:
+    path = host_root() + sock
+    if os.path.exists(path):
+        return _item(name, CheckStatus.OK, f"socket {sock} present")
+    start = f"{name} -d" if not _has_systemd() else f"systemctl start {name}"
+    return _item(name, CheckStatus.FAIL, f"not running (no socket {sock})", f"`{start}` or `kvmhub host setup`")
+
+
+def _check_cgroups() -> CheckItem:
+    ctl = Path("/sys/fs/cgroup/cgroup.controllers")
+    if ctl.exists():
+        have = set(ctl.read_text().split())
+        missing = {"cpu", "memory", "io"} - have
+        if missing:
+            return _item(
+                "cgroups",
+                CheckStatus.WARN,
+                f"cgroup v2 without controllers {', '.join(sorted(missing))}: those VM limits cannot apply",
+                "boot with them enabled (e.g. `systemd.unified_cgroup_hierarchy=1`), or enable them in "
+                "the parent cgroup's cgroup.subtree_control",
+            )
+        return _item("cgroups", CheckStatus.OK, f"cgroup v2 with {', '.join(sorted(have))}")
+    if Path("/sys/fs/cgroup/cpu").exists():
+        return _item("cgroups", CheckStatus.OK, "cgroup v1")
+    return _item("cgroups", CheckStatus.WARN, "no cgroup file system mounted: VM limits cannot apply")
+
+
+def _check_disk(path: str) -> CheckItem:
+    probe_path = path
+    while not os.path.exists(probe_path) and probe_path != "/":
+        probe_path = os.path.dirname(probe_path)
+    st = os.statvfs(probe_path)
+    free = st.f_bavail * st.f_frsize
+    detail = f"{format_size(free)} free under {path}"
+    if free < LOW_DISK:
+        return _item("free disk", CheckStatus.WARN, detail, "free space, or add a pool on a bigger disk")
+    return _item("free disk", CheckStatus.OK, detail)
+
+
+def _check_tools() -> list[CheckItem]:
+    out = []
+    needed = (("qemu-img", "qemu-utils"), ("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq-base"))
+    for tool, pkg in needed:
+        if shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}"):
+            out.append(_item(tool, CheckStatus.OK, "installed"))
+        else:
+            out.append(_item(tool, CheckStatus.FAIL, "not installed", f"`apt-get install {pkg}`"))
+    return out
+
+
+def check(uri: str | None = None, *, reprobe: bool = False) -> HostReport:
+    """Check the host behind `uri`; every problem found comes with its fix. Never hangs."""
+    hv = Hypervisor(uri, timeout=10.0)
+    local = is_local_uri(hv.uri)
+    checks: list[CheckItem] = []
+    if local:
+        checks += [_check_cpu(), _check_dev_kvm()]
+    probe = accel.accelerator(refresh=reprobe) if local else None
+    if probe is not None:
+        checks.append(_check_accel(probe))
+    if local:
+        checks.append(_check_daemon("virtlogd", "/run/libvirt/virtlogd-sock"))
+    try:
+        lib, qemu = hv_domains.versions(hv)
+        checks.append(_item("libvirtd", CheckStatus.OK, f"reachable at {hv.uri}: libvirt {lib}, QEMU {qemu}"))
+        reachable = True
+    except KvmhubError as exc:
+        checks.append(_item("libvirtd", CheckStatus.FAIL, exc.message, exc.hint))
+        reachable = False
+    if reachable:
+        checks.extend(pools.check_pools(hv))
+        checks.append(_check_default_network(hv))
+    if local:
+        checks += [_check_cgroups(), _check_disk("/var/lib/libvirt/images"), *_check_tools()]
+    hv.close()
+    chosen: accel.Accel = probe.accelerator if probe is not None else "kvm"
+    return HostReport(uri=hv.uri, accelerator=chosen, domain_type=accel.domain_type(chosen), checks=checks)
+
+
+def _check_default_network(hv: Hypervisor) -> CheckItem:
+    try:
+        net = hv_networks.lookup_network(hv, "default")
+    except KvmhubError:
+        return _item("network default", CheckStatus.WARN, "not defined", "`kvmhub host setup`")
+    if not net.is_active():
+        return _item("network default", CheckStatus.WARN, "defined but inactive", "`kvmhub host setup`")
+    return _item("network default", CheckStatus.OK, "active")
+
+
+def _has_systemd() -> bool:
+    return os.path.isdir("/run/systemd/system")
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise HostProblem(
+            f"`{' '.join(argv)}` failed",
+            cause=(proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}",
+        )
+
+
+def _wait_for(path: str, what: str) -> None:
+    deadline = time.monotonic() + DAEMON_WAIT
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise HostProblem(
+                f"{what} did not come up within {DAEMON_WAIT:.0f} s",
+                cause=f"its socket {path} never appeared",
+                hint="look at /var/log/libvirt/ and run the daemon in the foreground to see why",
+            )
+        time.sleep(0.2)
+
+
+def ensure_daemons(say: Callable[[str], None]) -> None:
+    """Start virtlogd and libvirtd if they are not running (systemd when present, else -d)."""
+    for name, sock in (("virtlogd", "/run/libvirt/virtlogd-sock"), ("libvirtd", "/run/libvirt/libvirt-sock")):
+        if os.path.exists(sock) and _socket_answers(sock):
+            continue
+        if _has_systemd():
+            _run(["systemctl", "start", name])
+        else:
+            if os.path.exists(sock):
+                os.unlink(sock)  # stale socket from a daemon that died
+            _run([name, "-d"])
+        _wait_for(sock, name)
+        say(f"started {name}")
+
+
+def _socket_answers(path: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def fix_dev_kvm(say: Callable[[str], None]) -> None:
+    """Make /dev/kvm root:kvm 0660, as udev does on ordinary hosts."""
+    if not os.path.exists("/dev/kvm"):
+        return
+    try:
+        gid = grp.getgrnam("kvm").gr_gid
+    except KeyError:
+        _run(["groupadd", "--system", "kvm"])
+        gid = grp.getgrnam("kvm").gr_gid
+    st = os.stat("/dev/kvm")
+    if st.st_gid != gid or stat.S_IMODE(st.st_mode) != 0o660:
+        os.chown("/dev/kvm", 0, gid)
+        os.chmod("/dev/kvm", 0o660)
+        say("/dev/kvm is now root:kvm 0660")
+
+
+def setup(uri: str | None = None, *, say: Callable[[str], None] = print, network: bool = True) -> HostReport:
+    """Apply the fixes `check` names, idempotently, then check again."""
+    hv = Hypervisor(uri)
+    if is_local_uri(hv.uri) and not host_root():
+        if os.geteuid() != 0:
+            raise HostProblem("`kvmhub host setup` changes the host", hint="run it as root")
+        fix_dev_kvm(say)
+        ensure_daemons(say)
+    for line in pools.ensure_pools(hv):
+        say(line)
+    if network:
+        for line in _ensure_default_network(hv):
+            say(line)
+    hv.close()
+    return check(uri)
+
+
+def _ensure_default_network(hv: Hypervisor) -> list[str]:
+    from kvmhub.services import networks
+
+    return networks.ensure_default(hv)

@@ -1,0 +1,139 @@
+"""How far a VM has come: defined → running → booted → network → ready, and waiting for a phase.
+
+Signals, in the order kvmhub trusts them:
+- booted: the guest agent answers, or the boot marker is on the serial log;
+- network: an IP is known (DHCP lease, guest agent, ARP) or the serial log reports one;
+- ready: cloud-init finished (the appliance's ready marker, or cloud-init's boot-finished file).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
+from kvmhub.hv import host_root, is_local_uri
+from kvmhub.hv.domains import Address, Domain
+from kvmhub.models import PHASE_ORDER, Phase, VMSpec
+from kvmhub.xml.domain import domain_from_xml
+
+MARK_BOOTED = "KVMHUB-BOOTED"
+MARK_NETWORK = "KVMHUB-NETWORK"
+MARK_READY = "KVMHUB-READY"
+POLL = 0.25
+_TAIL = 64 * 1024
+
+_LOOK_AT = {
+    Phase.RUNNING: "the VM never started: `kvmhub show NAME` and libvirtd's log",
+    Phase.BOOTED: "the guest never finished booting: read `kvmhub console NAME --log`",
+    Phase.NETWORK: "no IP came: is the guest's DHCP client running (`kvmhub console NAME --log`), "
+    "and the network's DHCP (`virsh net-dhcp-leases NET`)?",
+    Phase.READY: "cloud-init never finished: read `kvmhub console NAME --log` "
+    "(inside the guest: /var/log/cloud-init-output.log)",
+}
+
+
+def serial_log(dom: Domain, spec: VMSpec | None = None) -> str | None:
+    """The serial log's path as seen from here, when this host's files are reachable."""
+    if not is_local_uri(dom.hv.uri):
+        return None
+    spec = spec or domain_from_xml(dom.xml())
+    if spec.serial is None or not spec.serial.log_file:
+        return None
+    return host_root() + spec.serial.log_file
+
+
+def read_log(path: str | None, limit: int = _TAIL) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def addresses(dom: Domain, *, log_text: str = "") -> list[Address]:
+    """The guest's IPs: DHCP lease first, then the guest agent, then ARP, then the serial log."""
+    for source in ("lease", "agent", "arp"):
+        found = dom.addresses(source)
+        if found:
+            return found
+    out = []
+    for line in log_text.splitlines():
+        if line.startswith(MARK_NETWORK):
+            parts = line.split()
+            if len(parts) >= 3:
+                out.append(Address("", parts[2], 0, parts[1], "serial"))
+    return out
+
+
+@dataclass
+class Progress:
+    phase: Phase
+    elapsed: float
+    ips: list[Address] = field(default_factory=list)
+
+
+def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
+    start = time.monotonic()
+    state = dom.state()
+    if state not in ("running", "paused"):
+        return Progress(Phase.DEFINED, 0.0)
+    text = read_log(log_path)
+    phase = Phase.RUNNING
+    if MARK_BOOTED in text or (spec.guest_agent and dom.agent_ping()):
+        phase = Phase.BOOTED
+    ips: list[Address] = []
+    if phase is Phase.BOOTED:
+        ips = addresses(dom, log_text=text)
+        if ips or not spec.nics:
+            phase = Phase.NETWORK
+        if phase is Phase.NETWORK and MARK_READY in text:
+            phase = Phase.READY
+    return Progress(phase, time.monotonic() - start, ips)
+
+
+def wait_for(
+    dom: Domain,
+    target: Phase,
+    *,
+    timeout: float,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Poll until the VM reaches `target`; raise OperationTimeout naming the phase that never came."""
+    spec = domain_from_xml(dom.xml())
+    log_path = serial_log(dom, spec)
+    start = time.monotonic()
+    last: Phase | None = None
+    want = PHASE_ORDER.index(target)
+    while True:
+        try:
+            prog = current_phase(dom, spec, log_path)
+        except KvmhubError:
+            prog = Progress(last or Phase.DEFINED, 0.0)
+        prog.elapsed = time.monotonic() - start
+        if prog.phase is Phase.DEFINED and last is not None:
+            tail = "\n".join(read_log(log_path).strip().splitlines()[-5:])
+            raise Conflict(
+                f"VM {dom.name} stopped while waiting for it to be {target.value}",
+                cause="the guest powered off or crashed" + (f"; last serial lines:\n{tail}" if tail else ""),
+                hint=f"`kvmhub console {dom.name} --log`",
+            )
+        if on_progress and prog.phase is not last:
+            on_progress(prog)
+        last = prog.phase
+        if PHASE_ORDER.index(prog.phase) >= want:
+            return prog
+        if prog.elapsed > timeout:
+            missing = PHASE_ORDER[PHASE_ORDER.index(prog.phase) + 1]
+            raise OperationTimeout(
+                f"VM {dom.name} did not become {missing.value} within {timeout:.0f} s (it is {prog.phase.value})",
+                cause=_LOOK_AT.get(missing, "").replace("NAME", dom.name),
+                hint=f"wait longer with --timeout, or look: `kvmhub console {dom.name} --log`",
+            )
+        time.sleep(POLL)

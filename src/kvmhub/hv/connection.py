@@ -84,7 +84,12 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
             done.set()
 
     threading.Thread(target=runner, name=f"libvirt-call:{what}", daemon=True).start()
-    if not done.wait(timeout):
+    try:
+        finished = done.wait(timeout)
+    except KeyboardInterrupt:
+        done.wait(timeout)  # let the call in flight land, so the undo steps see what it made
+        raise
+    if not finished:
         raise OperationTimeout(
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",

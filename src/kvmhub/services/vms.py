@@ -29,6 +29,7 @@ from kvmhub.xml.domain import domain_from_xml, domain_is_managed, domain_to_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 MAX_VCPUS = 512
+REPRESS_SECONDS = 10.0
 Say = Callable[[str], None]
 
 
@@ -317,9 +318,16 @@ def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.
     _require(dom, ("running", "paused", "shutting down"), "stop")
     if dom.state() == "paused":
         dom.resume()  # a paused guest cannot see the power button
-    dom.shutdown(mode="acpi")
     deadline = time.monotonic() + timeout
+    pressed = 0.0
     while time.monotonic() < deadline:
+        # press again now and then: a press before the guest's ACPI daemon runs is lost
+        if time.monotonic() - pressed > REPRESS_SECONDS:
+            try:
+                dom.shutdown(mode="acpi")
+            except Conflict:
+                pass  # it went off between the check and the press
+            pressed = time.monotonic()
         if not dom.is_active():
             return "shut down"
         time.sleep(0.25)

@@ -56,16 +56,20 @@ if [ -e /dev/kvm ]; then
 fi
 
 # Daemons: systemd when it runs the machine, else started by hand.
+answers() {  # does a daemon accept connections on this unix socket?
+  python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1])' "$1" \
+    2>/dev/null
+}
 start_daemon() {
   local name=$1 sock=$2
   if [ -d /run/systemd/system ]; then
     systemctl start "$name"
-  elif ! pgrep -x "$name" >/dev/null; then
+  elif ! answers "$sock"; then
     rm -f "$sock"
     "$name" -d
   fi
   for _ in $(seq 1 150); do
-    [ -S "$sock" ] && return 0
+    answers "$sock" && return 0
     sleep 0.2
   done
   echo "setup: $name did not come up (no $sock)" >&2

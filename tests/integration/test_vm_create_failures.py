@@ -147,3 +147,14 @@ def test_ctrl_c_during_create_is_undone(step: str, prepared_host: TestHost) -> N
     assert proc.returncode == 130, err
     assert "undo:" in err
     assert leftovers(prepared_host, name) == []
+
+
+def test_wait_timeout_names_the_phase_that_never_came(prepared_host: TestHost, kvmhub: Runner) -> None:
+    r = kvmhub("create", "slowpoke", "--image", "tiny", "--network", LAB_NET, "--memory", "128M",
+               "--wait", "--timeout", "0.5")
+    try:
+        assert r.code == 6, r.err
+        assert "did not become" in r.err and "within 0.5 s (it is" in r.err
+        assert "kvmhub console slowpoke --log" in r.err
+    finally:
+        assert kvmhub("rm", "slowpoke").code == 0

@@ -143,6 +143,14 @@ def test_virsh_can_stop_a_kvmhub_vm(booted_vm: str, kvmhub: Runner, prepared_hos
     assert state_of(kvmhub, booted_vm) == "shut off"
 
 
+def test_autostart_is_set_and_cleared(booted_vm: str, kvmhub: Runner, prepared_host: TestHost) -> None:
+    assert kvmhub("set", booted_vm, "--autostart").code == 0
+    assert "enable" in prepared_host.virsh("dominfo", booted_vm).stdout.split("Autostart:")[1].splitlines()[0]
+    assert kvmhub("show", booted_vm, "--json").json()["autostart"] is True
+    assert kvmhub("set", booted_vm, "--no-autostart").code == 0
+    assert kvmhub("show", booted_vm, "--json").json()["autostart"] is False
+
+
 def test_rm_leaves_no_volume_seed_or_domain(booted_vm: str, kvmhub: Runner, prepared_host: TestHost) -> None:
     r = kvmhub("rm", booted_vm)
     assert r.code == 0, r.err

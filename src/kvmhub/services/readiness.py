@@ -132,7 +132,7 @@ def wait_for(
         if prog.elapsed > timeout:
             missing = PHASE_ORDER[PHASE_ORDER.index(prog.phase) + 1]
             raise OperationTimeout(
-                f"VM {dom.name} did not become {missing.value} within {timeout:.0f} s (it is {prog.phase.value})",
+                f"VM {dom.name} did not become {missing.value} within {timeout:g} s (it is {prog.phase.value})",
                 cause=_LOOK_AT.get(missing, "").replace("NAME", dom.name),
                 hint=f"wait longer with --timeout, or look: `kvmhub console {dom.name} --log`",
             )

@@ -1,0 +1,52 @@
+"""The image store: local qcow2/raw imports, hostile images refused, listing and removal."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kvmhub.testing import TestHost
+from tests.integration.conftest import Runner
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True, timeout=60)
+
+
+def test_raw_import_is_converted_to_qcow2_and_removed(prepared_host: TestHost, kvmhub: Runner,
+                                                     tmp_path: Path) -> None:
+    raw = tmp_path / "disk.img"
+    qemu_img("create", "-f", "raw", str(raw), "32M")
+    r = kvmhub("image", "import", str(raw), "--name", "rawdisk")
+    assert r.code == 0, r.err
+    info = kvmhub("image", "show", "rawdisk", "--json").json()
+    assert info["format"] == "qcow2" and info["virtual_bytes"] == 32 * 1024**2
+    assert "rawdisk" in [i["name"] for i in kvmhub("image", "ls", "--json").json()]
+    assert kvmhub("image", "import", str(raw), "--name", "rawdisk").code == 4
+    assert kvmhub("image", "rm", "rawdisk").code == 0
+    assert "rawdisk" not in kvmhub("image", "ls").out
+
+
+@pytest.mark.parametrize("kind", ["backing", "data-file"])
+def test_qcow2_pointing_at_host_files_is_refused(kind: str, prepared_host: TestHost, kvmhub: Runner,
+                                                 tmp_path: Path) -> None:
+    evil = tmp_path / "evil.qcow2"
+    if kind == "backing":
+        qemu_img("create", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw", "-u", str(evil), "16M")
+    else:
+        target = tmp_path / "data.raw"
+        qemu_img("create", "-f", "qcow2", "-o", f"data_file={target}", str(evil), "16M")
+    r = kvmhub("image", "import", str(evil), "--name", "evil")
+    assert r.code == 2, r.err
+    assert ("backing file" if kind == "backing" else "external data file") in r.err
+    assert "evil" not in kvmhub("image", "ls").out
+
+
+def test_a_file_lying_about_its_format_is_refused(prepared_host: TestHost, kvmhub: Runner, tmp_path: Path) -> None:
+    raw = tmp_path / "plain.img"
+    raw.write_bytes(b"\0" * 65536)
+    r = kvmhub("image", "import", str(raw), "--name", "liar", "--format", "qcow2")
+    assert r.code == 2 and "header says raw" in r.err
+    assert kvmhub("image", "import", str(tmp_path / "missing"), "--name", "x").code == 2

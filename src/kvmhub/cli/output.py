@@ -62,17 +62,36 @@ def phases(title: str) -> Iterator[Callable[[str], None]]:
     def text() -> str:
         return f"{title}: {current[0]} ({time.monotonic() - start:.1f} s)"
 
+    def aside(msg: str) -> bool:
+        # warnings and undo steps are reported on their own line; they are not phases
+        if msg.startswith(("warning:", "undo:")):
+            err.print(f"{title}: {msg}", markup=False, style="yellow" if err.is_terminal else None)
+            return True
+        return False
+
     if not err.is_terminal:
         def plain(phase: str) -> None:
+            if aside(phase):
+                return
             current[0] = phase
             err.print(text(), markup=False)
 
         yield plain
         return
-    with err.status(text()) as status:
+    from rich.live import Live
+    from rich.text import Text
+
+    class Ticker:
+        """Re-rendered by Live a few times a second, so the elapsed time keeps moving."""
+
+        def __rich__(self) -> Text:
+            return Text(f"… {text()}", style="bold")
+
+    with Live(Ticker(), console=err, refresh_per_second=4, transient=True) as live:
         def update(phase: str) -> None:
-            err.print(f"  {text()}", markup=False, style="dim")
+            if aside(phase):
+                return
             current[0] = phase
-            status.update(text())
+            live.console.print(f"  {text()}", markup=False, style="dim")
 
         yield update

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 
 
@@ -41,12 +42,15 @@ def main() -> None:
     lap("listAllDomains x2 (autostart, transient)")
     found = vms.list_vms(hv)
     lap("vms.list_vms (the calls above again + VMInfo rows)")
-    output.out.file = io.StringIO()
-    output.table(
-        ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"],
-        [(v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips), "") for v in found],
-    )
-    lap("render the rich table")
+    real_stdout, sys.stdout = sys.stdout, io.StringIO()
+    try:
+        output.table(
+            ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"],
+            [(v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips), "") for v in found],
+        )
+    finally:
+        sys.stdout = real_stdout
+    lap("render the table")
     hv.close()
     lap("close the connection")
     print(json.dumps(marks))

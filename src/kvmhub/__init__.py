@@ -4,6 +4,8 @@ The library face: open a host with :class:`Hypervisor`, then use the service mod
 (:mod:`kvmhub.services.vms`, ``images``, ``networks``, ``host``). Errors are :class:`KvmhubError`s.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from kvmhub.errors import (
     Conflict,
     HostProblem,
@@ -13,8 +15,23 @@ from kvmhub.errors import (
     OperationFailed,
     OperationTimeout,
 )
-from kvmhub.hv import Hypervisor
-from kvmhub.models import DiskSpec, ImageInfo, NICSpec, Phase, VMInfo, VMSpec
+
+if TYPE_CHECKING:
+    from kvmhub.hv import Hypervisor
+    from kvmhub.models import DiskSpec, ImageInfo, NICSpec, Phase, VMInfo, VMSpec
+
+# Loaded on first use: the CLI's short commands should not pay for libvirt and pydantic they don't use.
+_LAZY = {"Hypervisor": "kvmhub.hv", **dict.fromkeys(
+    ("DiskSpec", "ImageInfo", "NICSpec", "Phase", "VMInfo", "VMSpec"), "kvmhub.models")}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kvmhub' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pydantic import BaseModel
 from rich.console import Console
-from rich.table import Table
 
 from kvmhub.errors import KvmhubError
 
@@ -20,6 +18,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
+    from pydantic import BaseModel
+
     def plain(x: Any) -> Any:
         if isinstance(x, BaseModel):
             return x.model_dump(mode="json")
@@ -31,12 +31,17 @@ def print_json(data: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    t = Table(box=None, pad_edge=False, header_style="bold")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    out.print(t)
+    """Padded columns, bold header on a terminal (plain text: hundreds of rows print in no time)."""
+    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    header = line(columns)
+    if sys.stdout.isatty():
+        header = f"\033[1m{header}\033[0m"
+    sys.stdout.write("\n".join([header, *(line(r) for r in cells)]) + "\n")
 
 
 def say(msg: str) -> None:

@@ -21,7 +21,7 @@ from kvmhub.xml.domain import domain_from_xml
 MARK_BOOTED = "KVMHUB-BOOTED"
 MARK_NETWORK = "KVMHUB-NETWORK"
 MARK_READY = "KVMHUB-READY"
-POLL = 0.25
+POLL = 0.1
 _TAIL = 64 * 1024
 
 _LOOK_AT = {

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import output, state
-from kvmhub.models import CheckStatus, HostReport
+
+if TYPE_CHECKING:
+    from kvmhub.models import HostReport
 
 app = typer.Typer(help="Check this host and fix what stops VMs from running well.", no_args_is_help=True)
 
-_MARK = {
-    CheckStatus.OK: "[green]ok[/]",
-    CheckStatus.WARN: "[yellow]warn[/]",
-    CheckStatus.FAIL: "[red]FAIL[/]",
-    CheckStatus.SKIP: "[dim]skip[/]",
-}
+_MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}
 
 
 def _print_report(report: HostReport) -> None:
     for c in report.checks:
-        output.out.print(f"{_MARK[c.status]:>14}  [bold]{c.name}[/]: {c.detail}", highlight=False)
+        output.out.print(f"{_MARK[c.status.value]:>14}  [bold]{c.name}[/]: {c.detail}", highlight=False)
         if c.fix:
             output.out.print(f"{'':>6}fix: {c.fix}", markup=False)
     kind = "KVM" if report.accelerator == "kvm" else "TCG emulation (no KVM)"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import output, state
-from kvmhub.models import Phase
+
+if TYPE_CHECKING:
+    from kvmhub.models import Phase
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
@@ -29,15 +31,15 @@ def create(
     timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
 ) -> None:
     """Create a VM from an image: linked-clone disk, cloud-init seed, define, start."""
-    from kvmhub.services import vms
+    from kvmhub.services import vm_create, vms
 
-    req = vms.CreateRequest(
+    req = vm_create.CreateRequest(
         name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network,
         ssh_keys=ssh_key or [], user_data=user_data, start=not no_start,
     )
     hv = state.hv()
     with output.phases(f"create {name}") as phase:
-        vms.create(hv, req, say=phase)
+        vm_create.create(hv, req, say=phase)
         if wait and not no_start:
             _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
             phase("done")
@@ -185,6 +187,7 @@ def ip(
     json_out: JsonOpt = False,
 ) -> None:
     """Print a VM's IP addresses (DHCP lease, then guest agent, then ARP)."""
+    from kvmhub.models import Phase
     from kvmhub.services import readiness, vms
 
     hv = state.hv()

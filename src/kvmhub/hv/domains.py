@@ -9,7 +9,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from kvmhub.errors import KvmhubError
+from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import Hypervisor
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
@@ -62,29 +62,35 @@ class Domain:
         self._dom = dom
         self.name: str = dom.name()
 
-    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
+    def call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
+        """A bounded call of `fn(*args)`, errors reported as '<what> <VM name>' (for other hv modules)."""
         return self.hv.call(fn, *args, what=f"{what} {self.name}", timeout=timeout)
+
+    @property
+    def handle(self) -> Any:
+        """The libvirt virDomain (for other modules of the hv package only)."""
+        return self._dom
 
     @property
     def uuid(self) -> str:
         return str(self._dom.UUIDString())
 
     def state(self) -> str:
-        code, _reason = self._call("reading the state of", self._dom.state)
+        code, _reason = self.call("reading the state of", self._dom.state)
         return state_name(int(code))
 
     def is_active(self) -> bool:
-        return bool(self._call("reading the state of", self._dom.isActive))
+        return bool(self.call("reading the state of", self._dom.isActive))
 
     def is_persistent(self) -> bool:
-        return bool(self._call("reading", self._dom.isPersistent))
+        return bool(self.call("reading", self._dom.isPersistent))
 
     def xml(self, *, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        return str(self._call("reading the definition of", self._dom.XMLDesc, flags))
+        return str(self.call("reading the definition of", self._dom.XMLDesc, flags))
 
     def start(self) -> None:
-        self._call("starting", self._dom.create, timeout=max(self.hv.timeout, 120.0))
+        self.call("starting", self._dom.create, timeout=max(self.hv.timeout, 120.0))
 
     def shutdown(self, *, mode: str = "acpi") -> None:
         flags = {
@@ -92,19 +98,19 @@ class Domain:
             "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
             "default": libvirt.VIR_DOMAIN_SHUTDOWN_DEFAULT,
         }[mode]
-        self._call("shutting down", self._dom.shutdownFlags, flags)
+        self.call("shutting down", self._dom.shutdownFlags, flags)
 
     def destroy(self) -> None:
-        self._call("killing", self._dom.destroy)
+        self.call("killing", self._dom.destroy)
 
     def reboot(self) -> None:
-        self._call("rebooting", self._dom.reboot, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        self.call("rebooting", self._dom.reboot, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
 
     def suspend(self) -> None:
-        self._call("pausing", self._dom.suspend)
+        self.call("pausing", self._dom.suspend)
 
     def resume(self) -> None:
-        self._call("resuming", self._dom.resume)
+        self.call("resuming", self._dom.resume)
 
     def undefine(self) -> None:
         flags = (
@@ -113,23 +119,23 @@ class Domain:
             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
             | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
         )
-        self._call("removing the definition of", self._dom.undefineFlags, flags)
+        self.call("removing the definition of", self._dom.undefineFlags, flags)
 
     def autostart(self) -> bool:
-        return bool(self._call("reading autostart of", self._dom.autostart))
+        return bool(self.call("reading autostart of", self._dom.autostart))
 
     def set_autostart(self, on: bool) -> None:
-        self._call("setting autostart of", self._dom.setAutostart, 1 if on else 0)
+        self.call("setting autostart of", self._dom.setAutostart, 1 if on else 0)
 
     def info(self) -> tuple[int, int, int]:
         """(state code, memory KiB, vCPUs)."""
-        state, _maxmem, mem, vcpus, _cpu = self._call("reading", self._dom.info)
+        state, _maxmem, mem, vcpus, _cpu = self.call("reading", self._dom.info)
         return int(state), int(mem), int(vcpus)
 
     def metadata(self) -> str | None:
         """The kvmhub metadata element as XML text, or None when the VM has none."""
         try:
-            text = self._call(
+            text = self.call(
                 "reading metadata of",
                 self._dom.metadata,
                 libvirt.VIR_DOMAIN_METADATA_ELEMENT,
@@ -148,7 +154,7 @@ class Domain:
             "arp": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
         }[source]
         try:
-            found = self._call("reading addresses of", self._dom.interfaceAddresses, src, timeout=10.0)
+            found = self.call("reading addresses of", self._dom.interfaceAddresses, src, timeout=10.0)
         except KvmhubError:
             return []
         out: list[Address] = []
@@ -164,7 +170,7 @@ class Domain:
 
     def agent_command(self, command: dict[str, Any], timeout: int = 5) -> Any:
         """Send one QMP-style command to the guest agent and return its `return` value."""
-        raw = self._call(
+        raw = self.call(
             "asking the guest agent of",
             libvirt_qemu.qemuAgentCommand,
             self._dom,
@@ -184,8 +190,8 @@ class Domain:
 
     def open_console(self) -> Any:
         """A libvirt stream on the serial console (the caller pumps it)."""
-        stream = self._call("opening a stream for", self.hv.conn.newStream, libvirt.VIR_STREAM_NONBLOCK)
-        self._call("opening the console of", self._dom.openConsole, None, stream, 0)
+        stream = self.call("opening a stream for", self.hv.conn.newStream, libvirt.VIR_STREAM_NONBLOCK)
+        self.call("opening the console of", self._dom.openConsole, None, stream, 0)
         return stream
 
 
@@ -196,10 +202,11 @@ def lookup(hv: Hypervisor, name: str) -> Domain:
 
 
 def exists(hv: Hypervisor, name: str) -> bool:
-    names = hv.call(
-        lambda: [d.name() for d in hv.conn.listAllDomains(0)], what="listing VMs", retry=True
-    )
-    return name in names
+    try:
+        lookup(hv, name)
+    except NotFound:
+        return False
+    return True
 
 
 def define(hv: Hypervisor, xml: str) -> Domain:

@@ -39,6 +39,12 @@ class Pool:
     def start(self) -> None:
         self._call("starting pool", self._pool.create, 0)
 
+    def autostart(self) -> bool:
+        return bool(self._call("reading autostart", self._pool.autostart))
+
+    def set_autostart(self, on: bool) -> None:
+        self._call("setting autostart", self._pool.setAutostart, 1 if on else 0)
+
     def refresh(self) -> None:
         self._call("refreshing pool", self._pool.refresh, 0)
 
@@ -154,8 +160,8 @@ def ensure_pool(hv: Hypervisor, name: str, xml: str) -> tuple[Pool, bool]:
     if not pool.is_active():
         pool.start()
         changed = True
-    if not hv.call(pool._pool.autostart, what=f"reading autostart of pool {name!r}"):
-        hv.call(pool._pool.setAutostart, 1, what=f"setting autostart of pool {name!r}")
+    if not pool.autostart():
+        pool.set_autostart(True)
         changed = True
     return pool, changed
 

@@ -16,7 +16,7 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import CheckItem, CheckStatus, HostReport
-from kvmhub.services import accel, pools
+from kvmhub.services import accel, networks, pools
 from kvmhub.validate import format_size
 
 DAEMON_WAIT = 30.0
@@ -249,13 +249,8 @@ def setup(uri: str | None = None, *, say: Callable[[str], None] = print, network
     for line in pools.ensure_pools(hv):
         say(line)
     if network:
-        for line in _ensure_default_network(hv):
+        for line in networks.ensure_default(hv):
             say(line)
     hv.close()
     return check(uri)
 
-
-def _ensure_default_network(hv: Hypervisor) -> list[str]:
-    from kvmhub.services import networks
-
-    return networks.ensure_default(hv)

@@ -8,6 +8,7 @@ Signals, in the order kvmhub trusts them:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from kvmhub.xml.domain import domain_from_xml
 MARK_BOOTED = "KVMHUB-BOOTED"
 MARK_NETWORK = "KVMHUB-NETWORK"
 MARK_READY = "KVMHUB-READY"
-POLL = 0.1
+POLL = 0.25
+LOG_POLL = 0.02
 _TAIL = 64 * 1024
 
 _LOOK_AT = {
@@ -80,7 +82,6 @@ class Progress:
 
 
 def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
-    start = time.monotonic()
     state = dom.state()
     if state not in ("running", "paused"):
         return Progress(Phase.DEFINED, 0.0)
@@ -95,7 +96,7 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
             phase = Phase.NETWORK
         if phase is Phase.NETWORK and MARK_READY in text:
             phase = Phase.READY
-    return Progress(phase, time.monotonic() - start, ips)
+    return Progress(phase, 0.0, ips)
 
 
 def wait_for(
@@ -136,4 +137,23 @@ def wait_for(
                 cause=_LOOK_AT.get(missing, "").replace("NAME", dom.name),
                 hint=f"wait longer with --timeout, or look: `kvmhub console {dom.name} --log`",
             )
-        time.sleep(POLL)
+        _sleep_until_news(log_path, POLL)
+
+
+def _sleep_until_news(log_path: str | None, limit: float) -> None:
+    """Sleep up to `limit`, waking early when the serial log grows (a marker may have arrived)."""
+    if not log_path:
+        time.sleep(limit)
+        return
+    try:
+        size = os.path.getsize(log_path)
+    except OSError:
+        size = -1
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(LOG_POLL)
+        try:
+            if os.path.getsize(log_path) != size:
+                return
+        except OSError:
+            continue

@@ -12,6 +12,7 @@ import typer
 from kvmhub.cli import output, state
 
 if TYPE_CHECKING:
+    from kvmhub.hv import Hypervisor
     from kvmhub.models import Phase
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -46,16 +47,16 @@ def create(
     output.say(f"VM {name} created" + ("" if no_start else " and started"))
 
 
-def _wait(hv: object, name: str, target: Phase, timeout: float, phase: object) -> None:
+def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, phase: Callable[[str], None]) -> None:
     from kvmhub.services import readiness, vms
 
     def on_progress(p: readiness.Progress) -> None:
         label = p.phase.value
         if p.ips:
             label += " " + ", ".join(f"{a.ip} ({a.source})" for a in p.ips)
-        phase(label)  # type: ignore[operator]
+        phase(label)
 
-    vms.wait(hv, name, target, timeout, on_progress)  # type: ignore[arg-type]
+    vms.wait(hv, name, target, timeout, on_progress)
 
 
 def ls(json_out: JsonOpt = False) -> None:

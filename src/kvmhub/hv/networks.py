@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import libvirt
+
 from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import Hypervisor
 
@@ -47,6 +49,30 @@ class Network:
 
     def xml(self) -> str:
         return str(self._call("reading definition", self._net.XMLDesc, 0))
+
+    def _update(self, command: int, section: int, xml: str, what: str) -> None:
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if self.is_active():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        self._call(what, self._net.update, command, section, -1, xml, flags)
+
+    def add_dhcp_host(self, xml: str) -> None:
+        """Add a static DHCP reservation, live (when running) and persistent."""
+        self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                     xml, "adding a DHCP reservation")
+
+    def remove_dhcp_host(self, xml: str) -> None:
+        self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                     xml, "removing a DHCP reservation")
+
+    def add_dns_host(self, xml: str) -> None:
+        """Add names for an address to the network's DNS, live (when running) and persistent."""
+        self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+                     xml, "adding a DNS entry")
+
+    def remove_dns_host(self, xml: str) -> None:
+        self._update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+                     xml, "removing a DNS entry")
 
     def leases(self) -> list[Lease]:
         rows = self._call("reading DHCP leases", self._net.DHCPLeases)

@@ -1,4 +1,4 @@
-"""Virtual networks: create, list, remove (NAT and isolated, with DHCP)."""
+"""Virtual networks: create (nat, isolated, routed, open, bridge, direct), list, start/stop, remove."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Literal
 from pydantic import BaseModel
 
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError
-from kvmhub.hv import Hypervisor
+from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
 
-Mode = Literal["nat", "isolated"]
+Mode = Literal["nat", "isolated", "routed", "open", "bridge", "direct"]
+MODES = ("nat", "isolated", "routed", "open", "bridge", "direct")
 DEFAULT_SUBNET = ipaddress.IPv4Network("192.168.122.0/24")
 
 
@@ -25,6 +26,10 @@ class NetworkInfo(BaseModel):
     mode: str
     bridge: str | None
     subnet: str | None
+    subnet6: str | None = None
+    dhcp_range: str | None = None
+    domain: str | None = None
+    dev: str | None = None
     vms: list[str] = []
 
 
@@ -37,6 +42,10 @@ def _info(net: hv_networks.Network, users: dict[str, list[str]]) -> NetworkInfo:
         mode=facts.mode,
         bridge=facts.bridge,
         subnet=str(facts.subnet) if facts.subnet else None,
+        subnet6=str(facts.subnet6) if facts.subnet6 else None,
+        dhcp_range="-".join(facts.dhcp_range) if facts.dhcp_range else None,
+        domain=facts.domain,
+        dev=facts.dev,
         vms=users.get(net.name, []),
     )
 
@@ -83,51 +92,123 @@ def _pick_subnet(taken: dict[str, ipaddress.IPv4Network]) -> ipaddress.IPv4Netwo
     raise Conflict("no free /24 left in 192.168.100-254.0", hint="pass --subnet CIDR")
 
 
+def _host_devices() -> set[str] | None:
+    """Network devices of the host libvirtd runs on, when its files are reachable from here."""
+    root = host_root()
+    # /proc/PID/net/dev lists the devices of that process's network namespace
+    path = root.removesuffix("/root") + "/net/dev" if root else "/proc/self/net/dev"
+    try:
+        with open(path) as fh:
+            return {line.split(":", 1)[0].strip() for line in fh.readlines()[2:]}
+    except OSError:
+        return None
+
+
+def _parse_subnet(subnet: str, taken: dict[str, ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    try:
+        net4 = ipaddress.IPv4Network(subnet, strict=False)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid subnet {subnet!r}: {exc}", hint="for example 10.20.0.0/24") from None
+    if net4.num_addresses < 8:
+        raise InvalidInput(f"subnet {subnet} is too small", hint="use a /29 or larger")
+    for other, used in taken.items():
+        if net4.overlaps(used):
+            raise Conflict(
+                f"subnet {net4} overlaps network {other!r} ({used})",
+                hint="pick a free range, or remove that network",
+            )
+    return net4
+
+
+def _parse_range(text: str) -> tuple[str, str]:
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise InvalidInput(f"invalid DHCP range {text!r}", hint="for example 10.20.0.100-10.20.0.200")
+    return start.strip(), end.strip()
+
+
 def create(
     hv: Hypervisor,
     name: str,
     *,
     mode: Mode = "isolated",
     subnet: str | None = None,
+    subnet6: str | None = None,
+    dhcp_range: str | None = None,
     domain: str | None = None,
+    bridge: str | None = None,
+    dev: str | None = None,
     autostart: bool = True,
 ) -> NetworkInfo:
-    """Define and start a libvirt network with DHCP over the subnet (picked when not given)."""
+    """Define and start a libvirt network.
+
+    nat/isolated/routed/open: a bridge of its own with DHCP over `subnet` (a free /24 when not given) and
+    optionally IPv6. bridge: guests join the existing host bridge `bridge`; direct: macvtap on host NIC `dev`.
+    """
     check_name(name, "network")
-    if mode not in ("nat", "isolated"):
-        raise InvalidInput(f"unknown network mode {mode!r}", hint="use --mode nat or --mode isolated")
+    if mode not in MODES:
+        raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if hv_networks.network_exists(hv, name):
         raise Conflict(f"a network named {name!r} already exists", hint="`kvmhub net ls`")
-    taken = _taken_subnets(hv)
-    if subnet is None:
-        net4 = _pick_subnet(taken)
-    else:
-        try:
-            net4 = ipaddress.IPv4Network(subnet, strict=False)
-        except ValueError as exc:
-            raise InvalidInput(f"invalid subnet {subnet!r}: {exc}", hint="for example 10.20.0.0/24") from None
-        if net4.num_addresses < 8:
-            raise InvalidInput(f"subnet {subnet} is too small", hint="use a /29 or larger")
-        for other, used in taken.items():
-            if net4.overlaps(used):
-                raise Conflict(
-                    f"subnet {net4} overlaps network {other!r} ({used})",
-                    hint="pick a free range, or remove that network",
-                )
     if domain is not None:
         check_name(domain, "DNS domain")
-    hosts = list(net4.hosts())
-    dhcp = (str(hosts[1]), str(hosts[-1]))
-    xml = xml_network.network_to_xml(name, mode, net4, dhcp, None, domain)
+    net4: ipaddress.IPv4Network | None = None
+    net6: ipaddress.IPv6Network | None = None
+    dhcp: tuple[str, str] | None = None
+    if mode in ("bridge", "direct"):
+        device = bridge if mode == "bridge" else dev
+        if not device:
+            raise InvalidInput(f"mode {mode} needs {'--bridge BR' if mode == 'bridge' else '--dev NIC'}")
+        check_name(device, "device")
+        known = _host_devices()
+        if known is not None and device not in known:
+            raise InvalidInput(
+                f"there is no network device {device!r} on the host",
+                cause=f"the host has: {', '.join(sorted(known))}",
+                hint="make the bridge first: `kvmhub net bridge create br0 --from eth0`" if mode == "bridge" else None,
+            )
+    else:
+        taken = _taken_subnets(hv)
+        net4 = _pick_subnet(taken) if subnet is None else _parse_subnet(subnet, taken)
+        if subnet6 is not None:
+            try:
+                net6 = ipaddress.IPv6Network(subnet6, strict=False)
+            except ValueError as exc:
+                raise InvalidInput(f"invalid IPv6 subnet {subnet6!r}: {exc}", hint="e.g. fd10:20::/64") from None
+        hosts = list(net4.hosts())
+        dhcp = _parse_range(dhcp_range) if dhcp_range else (str(hosts[1]), str(hosts[-1]))
+    xml = xml_network.network_to_xml(
+        name, mode, net4, dhcp, bridge if mode == "bridge" else None, domain, subnet6=net6, dev=dev
+    )
     net = hv_networks.define_network(hv, xml)
     try:
         net.start()
         if autostart:
             net.set_autostart(True)
     except BaseException:
+        if net.is_active():
+            net.stop()
         net.undefine()
         raise
     return _info(net, {})
+
+
+def start(hv: Hypervisor, name: str) -> None:
+    net = hv_networks.lookup_network(hv, name)
+    if net.is_active():
+        raise Conflict(f"network {name!r} is already active")
+    net.start()
+
+
+def stop(hv: Hypervisor, name: str) -> None:
+    net = hv_networks.lookup_network(hv, name)
+    if not net.is_active():
+        raise Conflict(f"network {name!r} is not active")
+    net.stop()
+
+
+def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
+    hv_networks.lookup_network(hv, name).set_autostart(on)
 
 
 def remove(hv: Hypervisor, name: str, *, force: bool = False) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kvmhub.errors import InvalidInput
-from kvmhub.xml._util import Element, child_text, expect_root, make, parse, serialize, sub
+from kvmhub.xml._util import Element, child_text, expect_root, make, parse, serialize, sub, text_of
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,27 @@ class NetworkFacts:
     dhcp_range: tuple[str, str] | None = None
     bridge: str | None = None
     domain: str | None = None
+    subnet6: ipaddress.IPv6Network | None = None
+    dev: str | None = None
+    dhcp_hosts: tuple[DhcpHost, ...] = ()
+    dns_hosts: tuple[DnsHost, ...] = ()
+
+
+@dataclass(frozen=True)
+class DhcpHost:
+    """A static DHCP reservation: this MAC always gets this IP."""
+
+    mac: str
+    ip: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsHost:
+    """A name dnsmasq answers for the network: ip -> hostnames."""
+
+    ip: str
+    names: tuple[str, ...]
 
 
 def _check_range(name: str, subnet: ipaddress.IPv4Network, dhcp_range: tuple[str, str]) -> None:
@@ -41,44 +62,90 @@ def _check_range(name: str, subnet: ipaddress.IPv4Network, dhcp_range: tuple[str
         )
 
 
+Mode = Literal["isolated", "nat", "routed", "open", "bridge", "direct"]
+_FORWARD = {"nat": "nat", "routed": "route", "open": "open"}
+
+
 def network_to_xml(
     name: str,
-    mode: Literal["isolated", "nat"],
-    subnet: ipaddress.IPv4Network,
+    mode: Mode,
+    subnet: ipaddress.IPv4Network | None,
     dhcp_range: tuple[str, str] | None = None,
     bridge: str | None = None,
     domain: str | None = None,
+    *,
+    subnet6: ipaddress.IPv6Network | None = None,
+    dev: str | None = None,
 ) -> str:
-    """Minimal network XML: the host takes the subnet's first address as gateway (and DNS).
+    """Network XML: the host takes the subnet's first address as gateway (and DNS).
 
-    ``isolated`` guests reach only each other and the host; ``nat`` adds masqueraded outbound access.
-    ``bridge`` names the host bridge (libvirt picks ``virbrN`` if None); ``domain`` is the DNS domain
-    dnsmasq answers for. Raises InvalidInput for an unknown mode, a subnet smaller than /30, or a DHCP
+    ``isolated`` guests reach only each other and the host; ``nat`` adds masqueraded outbound access,
+    ``routed`` plain routing, ``open`` routing without any firewall rules from libvirt. ``bridge`` plugs
+    guests into an existing host bridge (``bridge`` names it), ``direct`` into a host NIC through macvtap
+    (``dev``); those two have no subnet of their own. ``domain`` is the DNS domain dnsmasq answers for.
+    Raises InvalidInput for an unknown mode, a missing bridge/dev, a subnet smaller than /30, or a DHCP
     range outside the subnet.
     """
-    if mode not in ("isolated", "nat"):
-        raise InvalidInput(f"network {name!r}: unknown mode {mode!r}", hint="use 'isolated' or 'nat'")
-    if subnet.prefixlen > 30:
+    if mode not in ("isolated", "nat", "routed", "open", "bridge", "direct"):
+        raise InvalidInput(
+            f"network {name!r}: unknown mode {mode!r}", hint="use nat, isolated, routed, open, bridge or direct"
+        )
+    root = make("network")
+    sub(root, "name", text=name)
+    if mode == "bridge":
+        if not bridge:
+            raise InvalidInput(f"network {name!r}: bridge mode needs the host bridge", hint="--bridge br0")
+        sub(root, "forward", {"mode": "bridge"})
+        sub(root, "bridge", {"name": bridge})
+        return serialize(root)
+    if mode == "direct":
+        if not dev:
+            raise InvalidInput(f"network {name!r}: direct mode needs the host NIC", hint="--dev eth0")
+        forward = sub(root, "forward", {"mode": "bridge"})
+        sub(forward, "interface", {"dev": dev})
+        return serialize(root)
+    if subnet is None and subnet6 is None:
+        raise InvalidInput(f"network {name!r}: mode {mode} needs a subnet", hint="--subnet 10.10.0.0/24")
+    if subnet is not None and subnet.prefixlen > 30:
         raise InvalidInput(
             f"network {name!r}: subnet {subnet} is too small",
             cause="it needs room for the gateway and at least one guest",
             hint="use a /30 or larger, e.g. 10.10.0.0/24",
         )
-    if dhcp_range is not None:
+    if dhcp_range is not None and subnet is not None:
         _check_range(name, subnet, dhcp_range)
-    root = make("network")
-    sub(root, "name", text=name)
-    if mode == "nat":
-        sub(root, "forward", {"mode": "nat"})
+    if mode in _FORWARD:
+        sub(root, "forward", {"mode": _FORWARD[mode]})
     if bridge is not None:
         sub(root, "bridge", {"name": bridge, "stp": "on", "delay": "0"})
     if domain is not None:
         # localOnly: dnsmasq answers for the domain itself instead of forwarding it upstream.
         sub(root, "domain", {"name": domain, "localOnly": "yes"})
-    ip = sub(root, "ip", {"address": str(next(subnet.hosts())), "prefix": str(subnet.prefixlen)})
-    if dhcp_range is not None:
-        dhcp = sub(ip, "dhcp")
-        sub(dhcp, "range", {"start": dhcp_range[0], "end": dhcp_range[1]})
+    if subnet is not None:
+        ip = sub(root, "ip", {"address": str(next(subnet.hosts())), "prefix": str(subnet.prefixlen)})
+        if dhcp_range is not None:
+            dhcp = sub(ip, "dhcp")
+            sub(dhcp, "range", {"start": dhcp_range[0], "end": dhcp_range[1]})
+    if subnet6 is not None:
+        if subnet6.prefixlen > 120:
+            raise InvalidInput(f"network {name!r}: IPv6 subnet {subnet6} is too small", hint="use a /64")
+        gw6 = subnet6.network_address + 1
+        ip6 = sub(root, "ip", {"family": "ipv6", "address": str(gw6), "prefix": str(subnet6.prefixlen)})
+        dhcp6 = sub(ip6, "dhcp")
+        sub(dhcp6, "range", {"start": str(gw6 + 0xFF), "end": str(gw6 + 0x1FFF)})
+    return serialize(root)
+
+
+def dhcp_host_xml(host: DhcpHost) -> str:
+    """One `<host>` of a network's DHCP section (for a live `net-update`)."""
+    return serialize(make("host", {"mac": host.mac, "name": host.name, "ip": host.ip}))
+
+
+def dns_host_xml(host: DnsHost) -> str:
+    """One `<host>` of a network's DNS section: an address and the names it answers to."""
+    root = make("host", {"ip": host.ip})
+    for n in host.names:
+        sub(root, "hostname", text=n)
     return serialize(root)
 
 
@@ -112,14 +179,39 @@ def network_from_xml(xml: str) -> NetworkFacts:
         dhcp_range = (dhcp.get("start", ""), dhcp.get("end", ""))
     bridge = root.find("bridge")
     domain = root.find("domain")
+    ip6 = next((e for e in root.iterfind("ip") if e.get("family") == "ipv6"), None)
+    subnet6 = None
+    if ip6 is not None and ip6.get("address"):
+        subnet6 = ipaddress.IPv6Network(f"{ip6.get('address')}/{ip6.get('prefix', '64')}", strict=False)
+    iface = forward.find("interface") if forward is not None else None
     return NetworkFacts(
         name=child_text(root, "name") or "",
-        mode="isolated" if forward is None else forward.get("mode", "nat"),
+        mode=_mode(forward, bridge),
         subnet=_subnet(ip) if ip is not None else None,
         dhcp_range=dhcp_range,
         bridge=bridge.get("name") if bridge is not None else None,
         domain=domain.get("name") if domain is not None else None,
+        subnet6=subnet6,
+        dev=iface.get("dev") if iface is not None else None,
+        dhcp_hosts=tuple(
+            DhcpHost(h.get("mac", ""), h.get("ip", ""), h.get("name"))
+            for h in (ip.iterfind("dhcp/host") if ip is not None else ())
+        ),
+        dns_hosts=tuple(
+            DnsHost(h.get("ip", ""), tuple(text_of(n) for n in h.iterfind("hostname")))
+            for h in root.iterfind("dns/host")
+        ),
     )
+
+
+def _mode(forward: Element | None, bridge: Element | None) -> str:
+    """kvmhub's name for a network's mode, from libvirt's <forward>."""
+    if forward is None:
+        return "isolated"
+    libvirt_mode = forward.get("mode", "nat")
+    if libvirt_mode == "bridge":
+        return "bridge" if forward.find("interface") is None else "direct"
+    return {"route": "routed"}.get(libvirt_mode, libvirt_mode)
 
 
 def network_bridge_from_xml(xml: str) -> str | None:

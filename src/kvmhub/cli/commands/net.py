@@ -1,4 +1,4 @@
-"""`kvmhub net create|ls|show|rm`."""
+"""`kvmhub net create|ls|show|rm|start|stop|autostart` and `kvmhub net lease ls|add|rm`."""
 
 from __future__ import annotations
 
@@ -14,15 +14,82 @@ app = typer.Typer(help="Virtual networks (libvirt networks with DHCP).", no_args
 @app.command()
 def create(
     name: str,
-    mode: Annotated[str, typer.Option(help="nat (reaches out through the host) or isolated")] = "isolated",
+    mode: Annotated[
+        str, typer.Option(help="nat | isolated | routed | open (own bridge + DHCP), bridge (host bridge), "
+                          "direct (macvtap on a host NIC)")
+    ] = "isolated",
     subnet: Annotated[str | None, typer.Option(help="IPv4 CIDR, e.g. 10.20.0.0/24 (default: a free /24)")] = None,
-    domain: Annotated[str | None, typer.Option(help="DNS domain for VM names")] = None,
+    subnet6: Annotated[str | None, typer.Option("--subnet6", help="IPv6 CIDR, e.g. fd10:20::/64")] = None,
+    dhcp_range: Annotated[str | None, typer.Option(help="A-B, e.g. 10.20.0.100-10.20.0.200")] = None,
+    domain: Annotated[str | None, typer.Option(help="DNS domain: VMs answer as NAME and NAME.DOMAIN")] = None,
+    bridge: Annotated[str | None, typer.Option(help="host bridge (mode bridge)")] = None,
+    dev: Annotated[str | None, typer.Option(help="host NIC (mode direct)")] = None,
 ) -> None:
-    """Create and start a network with DHCP."""
+    """Create and start a network."""
     from kvmhub.services import networks
 
-    info = networks.create(state.hv(), name, mode=mode, subnet=subnet, domain=domain)  # type: ignore[arg-type]
-    output.say(f"network {info.name}: {info.mode}, {info.subnet}, bridge {info.bridge}")
+    info = networks.create(state.hv(), name, mode=mode, subnet=subnet, subnet6=subnet6,  # type: ignore[arg-type]
+                           dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev)
+    where = info.subnet or info.bridge or info.dev
+    output.say(f"network {info.name}: {info.mode}, {where}" + (f", bridge {info.bridge}" if info.subnet else ""))
+
+
+@app.command()
+def start(name: str) -> None:
+    """Start a network."""
+    from kvmhub.services import networks
+
+    networks.start(state.hv(), name)
+    output.say(f"network {name} started")
+
+
+@app.command()
+def stop(name: str) -> None:
+    """Stop a network (its VMs lose connectivity until it starts again)."""
+    from kvmhub.services import networks
+
+    networks.stop(state.hv(), name)
+    output.say(f"network {name} stopped")
+
+
+@app.command()
+def autostart(
+    name: str, off: Annotated[bool, typer.Option("--off", help="do not start with the host")] = False
+) -> None:
+    """Start a network with the host (or not, with --off)."""
+    from kvmhub.services import networks
+
+    networks.set_autostart(state.hv(), name, not off)
+    output.say(f"network {name}: autostart {'off' if off else 'on'}")
+
+
+lease_app = typer.Typer(help="DHCP leases and static reservations of a network.", no_args_is_help=True)
+app.add_typer(lease_app, name="lease")
+
+
+@lease_app.command("ls")
+def lease_ls(network: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List a network's reservations and dynamic leases."""
+    from kvmhub.services import leases
+
+    found = leases.list_leases(state.hv(), network)
+    if json_out:
+        output.print_json(found)
+        return
+    output.table(["IP", "MAC", "HOSTNAME", "KIND"], [(x.ip, x.mac, x.hostname, x.kind) for x in found])
+
+
+@lease_app.command("add")
+def lease_add(
+    network: str,
+    vm: Annotated[str, typer.Option("--vm", help="the VM whose NIC on this network gets the address")],
+    ip: Annotated[str, typer.Option("--ip", help="the address to reserve")],
+) -> None:
+    """Reserve an address for a VM (applied live; the guest takes it at its next DHCP request)."""
+    from kvmhub.services import leases
+
+    lease = leases.reserve_for_vm(state.hv(), network, vm, ip)
+    output.say(f"{network}: {lease.ip} reserved for {vm} ({lease.mac}); the guest takes it at its next DHCP request")
 
 
 @app.command("ls")

@@ -1,0 +1,106 @@
+"""`kvmhub snapshot create|ls|show|revert|rm`: thin commands over services.snapshots."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+
+if TYPE_CHECKING:
+    from kvmhub.models.snapshot import SnapshotInfo
+
+app = typer.Typer(help="Snapshots of a VM: internal (with memory) or external (disk-only).", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+@app.command()
+def create(
+    name: str,
+    snap: Annotated[str | None, typer.Argument(help="snapshot name (default: snap-DATE-TIME)")] = None,
+    memory: Annotated[bool, typer.Option("--memory", help="include the running VM's memory (the default)")] = False,
+    disk_only: Annotated[bool, typer.Option("--disk-only", help="external snapshot of the disks only")] = False,
+    quiesce: Annotated[bool, typer.Option("--quiesce", help="freeze guest file systems (guest agent)")] = False,
+    description: Annotated[str | None, typer.Option(help="free text kept with the snapshot")] = None,
+) -> None:
+    """Take a snapshot of a VM."""
+    from kvmhub.services import snapshots
+
+    with output.phases(f"snapshot {name}") as phase:
+        info = snapshots.create(state.hv(), name, snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
+                                description=description, say=phase)
+    what = "with memory" if info.memory else "disks only"
+    output.say(f"snapshot {info.name} of {name} created ({info.kind}, {what})")
+
+
+def _tree(found: list[SnapshotInfo]) -> list[tuple[str, ...]]:
+    depth: dict[str, int] = {}
+    rows: list[tuple[str, ...]] = []
+    for info in found:
+        depth[info.name] = depth[info.parent] + 1 if info.parent in depth else 0
+        label = "  " * depth[info.name] + ("└─ " if depth[info.name] else "") + info.name
+        rows.append((label + (" *" if info.current else ""), info.kind, "yes" if info.memory else "",
+                     info.state, info.created or "", info.description or ""))
+    return rows
+
+
+@app.command("ls")
+def ls(name: str, json_out: JsonOpt = False) -> None:
+    """List a VM's snapshots as a tree; * marks the current one."""
+    from kvmhub.services import snapshots
+
+    found = snapshots.list_snapshots(state.hv(), name)
+    if json_out:
+        output.print_json(found)
+        return
+    if not found:
+        output.say(f"VM {name} has no snapshots")
+        return
+    output.table(["NAME", "KIND", "MEMORY", "STATE", "CREATED", "DESCRIPTION"], _tree(found))
+
+
+@app.command()
+def show(name: str, snap: str, json_out: JsonOpt = False) -> None:
+    """Show one snapshot."""
+    from kvmhub.services import snapshots
+
+    info = snapshots.show(state.hv(), name, snap)
+    if json_out:
+        output.print_json(info)
+        return
+    for key, value in info.model_dump().items():
+        output.out.print(f"{key:>12}: {value}", markup=False)
+
+
+@app.command()
+def revert(
+    name: str,
+    snap: str,
+    running: Annotated[bool, typer.Option("--running", help="leave the VM running after the revert")] = False,
+    paused: Annotated[bool, typer.Option("--paused", help="leave the VM paused after the revert")] = False,
+) -> None:
+    """Bring a VM back to a snapshot (its current state is discarded)."""
+    from kvmhub.services import snapshots
+
+    with output.phases(f"revert {name}") as phase:
+        after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, say=phase)
+    output.say(f"VM {name} reverted to {snap}; it is {after}")
+
+
+@app.command()
+def rm(
+    name: str,
+    snap: str,
+    children: Annotated[bool, typer.Option("--children", help="remove its descendants too")] = False,
+    keep_children: Annotated[
+        bool, typer.Option("--keep-children", help="remove only it; its children hang from its parent")
+    ] = False,
+) -> None:
+    """Remove a snapshot (external ones are merged into their base with block jobs)."""
+    from kvmhub.services import snapshots
+
+    with output.phases(f"snapshot rm {name}") as phase:
+        gone = snapshots.remove(state.hv(), name, snap, children=children, keep_children=keep_children,
+                                say=phase)
+    output.say(f"removed snapshot{'s' if len(gone) > 1 else ''} {', '.join(gone)} of {name}")

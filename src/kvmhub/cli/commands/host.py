@@ -1,4 +1,4 @@
-"""`kvmhub host check|setup`."""
+"""`kvmhub host check|setup|stats`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from kvmhub.cli import output, state
 
 if TYPE_CHECKING:
     from kvmhub.models import HostReport
+    from kvmhub.models.stats import HostStats, KsmStats
 
 app = typer.Typer(help="Check this host and fix what stops VMs from running well.", no_args_is_help=True)
 
@@ -47,11 +48,71 @@ def setup(
     no_network: Annotated[
         bool, typer.Option("--no-network", help="do not define/start libvirt's default NAT network")
     ] = False,
+    ksm: Annotated[
+        str | None, typer.Option("--ksm", help="only switch kernel same-page merging on or off", metavar="on|off")
+    ] = None,
 ) -> None:
     """Apply the fixes: /dev/kvm group and mode, daemons started, default pools and network."""
     from kvmhub.services import host
 
+    if ksm is not None:
+        from kvmhub.hv import host_root
+        from kvmhub.services import ksm as ksm_svc
+
+        output.out.print(f"KSM: {_ksm_line(ksm_svc.set_state(ksm, host_root()))}", markup=False)
+        return
     report = host.setup(state.URI, say=output.say, network=not no_network)
     _print_report(report)
     if not report.ok:
         raise typer.Exit(5)
+
+
+def _ksm_line(k: KsmStats) -> str:
+    if not k.available:
+        return f"not available ({k.reason})"
+    state = k.state or "state unknown"
+    pages = f"{k.pages_shared or 0} pages shared, {k.pages_sharing or 0} sharing"
+    return f"{state}, {pages} ({k.saved_mib or 0:g} MiB saved)"
+
+
+def _print_stats(s: HostStats) -> None:
+    def line(label: str, value: str) -> None:
+        output.out.print(f"{label:>14}  {value}", markup=False)
+
+    gib = 1024.0
+    line("host", f"{s.hostname} ({s.uri})")
+    cpu = "-" if s.cpu_percent is None else f"{s.cpu_percent:g} % busy"
+    line("cpu", f"{s.cpus} x {s.cpu_model} @ {s.cpu_mhz} MHz, {cpu}")
+    line(
+        "memory",
+        f"{s.memory_total_mib / gib:.1f} GiB total, {s.memory_free_mib / gib:.1f} GiB free, "
+        f"{s.memory_available_mib / gib:.1f} GiB available",
+    )
+    line("vms", f"{s.vms_running} running of {s.vms_defined}, {s.vcpus_running} vCPUs "
+                f"(cpu overcommit {s.cpu_overcommit:g})")  # fmt: skip
+    line(
+        "overcommit",
+        f"{s.overcommit:g} ({s.vm_memory_running_mib} MiB of running VMs / {s.memory_total_mib} MiB); "
+        f"all defined VMs: {s.overcommit_defined:g}",
+    )
+    line("ksm", _ksm_line(s.ksm))
+    pages = ", ".join(f"{h.size_kib // 1024} MiB: {h.free}/{h.total} free" for h in s.hugepages)
+    line("hugepages", pages or "-")
+    temps = ", ".join(f"{t.chip}/{t.sensor} {t.celsius:g} C" for t in s.temperatures)
+    line("temperatures", temps or "-")
+    for note in s.notes:
+        line("note", note)
+
+
+@app.command()
+def stats(
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """CPU, memory, overcommit (VM memory / host memory), KSM, huge pages and temperatures."""
+    from kvmhub.services import host_stats
+
+    result = host_stats.host_stats(state.hv())
+    if json_out:
+        output.print_json(result)
+    else:
+        _print_stats(result)

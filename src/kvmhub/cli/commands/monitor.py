@@ -1,0 +1,209 @@
+"""`kvmhub top`, `kvmhub events`, `kvmhub metrics`: what the VMs use, what happens to them, for Prometheus."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from kvmhub.models.stats import VMStats
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+SORT_HELP = "cpu, memory, disk, iops, net, name or state"
+# keys accepted while `top` runs, and the sort each picks
+_KEYS = {"c": "cpu", "m": "memory", "d": "disk", "i": "iops", "n": "net", "a": "name", "s": "state"}
+COLUMNS = ["NAME", "STATE", "CPU%", "MEM USED", "MEM AVAIL", "RSS", "DISK R/s", "DISK W/s", "R IOPS", "W IOPS",
+           "NET RX/s", "NET TX/s"]  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    """Add top, events and metrics to the top-level command."""
+    app.command()(top)
+    app.command()(events)
+    app.command()(metrics)
+
+
+def _size(n: float | None, suffix: str = "") -> str:
+    from kvmhub.validate import format_size
+
+    return "-" if n is None else format_size(int(n)) + suffix
+
+
+def _num(n: float | None, digits: int = 1) -> str:
+    return "-" if n is None else f"{n:.{digits}f}"
+
+
+def _cells(v: VMStats) -> list[str]:
+    mib = 1024**2
+    return [
+        v.name,
+        v.state,
+        _num(v.cpu_percent),
+        _size(None if v.memory_used_mib is None else v.memory_used_mib * mib),
+        _size(None if v.memory_available_mib is None else v.memory_available_mib * mib),
+        _size(None if v.memory_rss_mib is None else v.memory_rss_mib * mib),
+        _size(v.disk_read_bps),
+        _size(v.disk_write_bps),
+        _num(v.disk_read_iops, 0),
+        _num(v.disk_write_iops, 0),
+        _size(v.net_rx_bps),
+        _size(v.net_tx_bps),
+    ]
+
+
+def _render(rows: list[VMStats], sort: str, reverse: bool, interval: float) -> Table:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{len(rows)} VMs, sorted by {sort}{' (reversed)' if reverse else ''}, every {interval:g} s",
+        caption="sort: c cpu  m memory  d disk  i iops  n net  a name  s state  r reverse   q quit",
+        box=None,
+        header_style="bold",
+    )
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("NAME", "STATE") else "right", no_wrap=True)
+    for v in rows:
+        table.add_row(*_cells(v))
+    return table
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[int | None]:
+    """stdin in cbreak mode (keys without Enter) while `top` runs; yields its fd, or None when not a TTY."""
+    if not sys.stdin.isatty():
+        yield None
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _wait_key(fd: int | None, seconds: float) -> str | None:
+    if fd is None:
+        time.sleep(seconds)
+        return None
+    ready, _, _ = select.select([fd], [], [], seconds)
+    return os.read(fd, 1).decode(errors="replace") if ready else None
+
+
+def top(
+    once: Annotated[bool, typer.Option("--once", help="sample twice, print one table (or --json) and exit")] = False,
+    json_out: JsonOpt = False,
+    interval: Annotated[
+        float | None, typer.Option(help="seconds between samples (default 2; 1 with --once)", min=0.0)
+    ] = None,
+    sort: Annotated[str, typer.Option(help=f"sort by {SORT_HELP}")] = "cpu",
+    reverse: Annotated[bool, typer.Option("--reverse", help="reverse the sort order")] = False,
+) -> None:
+    """Every VM's CPU %, memory, disk and network rates; refreshes until q or Ctrl-C.
+
+    One getAllDomainStats call per refresh, whatever the number of VMs.
+    """
+    from kvmhub.services import stats
+
+    stats.sort_rows([], sort)  # refuse an unknown sort key before sampling
+    hv = state.hv()
+    if once or json_out:
+        rows = stats.sort_rows(stats.top_once(hv, 1.0 if interval is None else interval), sort, reverse=reverse)
+        if json_out:
+            output.print_json(rows)
+        else:
+            output.table(COLUMNS, [_cells(v) for v in rows])
+        return
+    from rich.live import Live
+
+    period = 2.0 if interval is None else max(interval, 0.2)
+    sampler = stats.Sampler(hv)
+    rows = sampler.refresh()
+    with _keys() as fd, Live(console=output.out, auto_refresh=False, screen=False) as live:
+        while True:
+            live.update(_render(stats.sort_rows(rows, sort, reverse=reverse), sort, reverse, period), refresh=True)
+            deadline = time.monotonic() + period
+            while (left := deadline - time.monotonic()) > 0:
+                key = _wait_key(fd, left)
+                if key in ("q", "Q"):
+                    return
+                if key == "r":
+                    reverse = not reverse
+                elif key in _KEYS:
+                    sort, reverse = _KEYS[key], False
+                else:
+                    continue
+                live.update(_render(stats.sort_rows(rows, sort, reverse=reverse), sort, reverse, period), refresh=True)
+            rows = sampler.refresh()
+
+
+def events(
+    vm: Annotated[str | None, typer.Option("--vm", help="only this VM's events")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    count: Annotated[int | None, typer.Option(help="exit after this many events", min=1)] = None,
+    duration: Annotated[float | None, typer.Option("--for", help="exit after this many seconds", min=0.0)] = None,
+) -> None:
+    """Stream lifecycle and device events (start, stop, pause, reboot, device added/removed...) as they happen."""
+    from kvmhub.services import events as ev
+
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    hv = state.hv()
+
+    def ready() -> None:
+        output.say(f"watching events of {vm or 'every VM'} on {hv.uri} (Ctrl-C to stop)")
+
+    for e in ev.stream(hv, vm, stop=stop, duration=duration, count=count, on_ready=ready):
+        if json_out:
+            line = json.dumps(e.model_dump(mode="json"))
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
+            line = f"{stamp}  {e.vm}  {e.kind}  {e.event}" + (f" ({e.detail})" if e.detail else "")
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def metrics(
+    listen: Annotated[str, typer.Option(help="ADDR:PORT to serve /metrics on")] = "127.0.0.1:9177",
+) -> None:
+    """Serve Prometheus metrics (per VM and host) over HTTP until Ctrl-C; names are listed in README.md."""
+    from kvmhub.services import metrics as svc
+
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    server, _thread = svc.serve(state.hv(), listen)
+    host, port = server.server_address[:2]
+    output.say(f"serving metrics on http://{host}:{port}/metrics (Ctrl-C to stop)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    """SIGTERM ends a streaming command cleanly (exit 0), as Ctrl-C does interactively."""
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from kvmhub.errors import HostProblem, KvmhubError
@@ -17,6 +18,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import CheckItem, CheckStatus, HostReport
 from kvmhub.services import accel, networks, pools
+from kvmhub.tools import iproute
 from kvmhub.validate import format_size
 
 DAEMON_WAIT = 30.0
@@ -122,7 +124,7 @@ def _check_disk(path: str) -> CheckItem:
 
 def _check_tools() -> list[CheckItem]:
     out = []
-    needed = (("qemu-img", "qemu-utils"), ("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq-base"))
+    needed = (("qemu-img", "qemu-utils"), ("qemu-system-x86_64", "qemu-system-x86"))
     for tool, pkg in needed:
         if shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}"):
             out.append(_item(tool, CheckStatus.OK, "installed"))
@@ -155,6 +157,7 @@ def check(uri: str | None = None, *, reprobe: bool = False) -> HostReport:
         checks.append(_check_default_network(hv))
     if local:
         checks += [_check_cgroups(), _check_disk("/var/lib/libvirt/images"), *_check_tools()]
+        checks += [_check_dnsmasq(), _check_ip_forward(), _check_forward_policy()]
     hv.close()
     chosen: accel.Accel = probe.accelerator if probe is not None else "kvm"
     return HostReport(uri=hv.uri, accelerator=chosen, domain_type=accel.domain_type(chosen), checks=checks)
@@ -168,6 +171,164 @@ def _check_default_network(hv: Hypervisor) -> CheckItem:
     if not net.is_active():
         return _item("network default", CheckStatus.WARN, "defined but inactive", "`kvmhub host setup`")
     return _item("network default", CheckStatus.OK, "active")
+
+
+def _check_dnsmasq() -> CheckItem:
+    if shutil.which("dnsmasq") or os.path.exists("/usr/sbin/dnsmasq"):
+        return _item("dnsmasq", CheckStatus.OK, "installed")
+    return _item(
+        "dnsmasq",
+        CheckStatus.FAIL,
+        "not installed: libvirt's nat, isolated and open networks cannot give VMs addresses (DHCP) or names (DNS)",
+        "`apt-get install dnsmasq-base`",
+    )
+
+
+def _read_sysctl(key: str) -> str | None:
+    """A /proc/sys value as the host's network namespace sees it (None when unreadable).
+
+    /proc/sys/net answers for the namespace of the process reading it, so a test host's is read from inside.
+    """
+    path = f"/proc/sys/{key}"
+    if iproute.netns_pid() is None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+    try:
+        proc = iproute.run_in_netns(["cat", path], timeout=10.0)
+    except KvmhubError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _check_ip_forward() -> CheckItem:
+    value = _read_sysctl("net/ipv4/ip_forward")
+    if value is None:
+        return _item("ip forwarding", CheckStatus.SKIP, "cannot read /proc/sys/net/ipv4/ip_forward")
+    if value == "1":
+        return _item("ip forwarding", CheckStatus.OK, "on (net.ipv4.ip_forward=1)")
+    return _item(
+        "ip forwarding",
+        CheckStatus.WARN,
+        "off (net.ipv4.ip_forward=0): VMs on nat and routed networks cannot reach beyond the host",
+        "`sysctl -w net.ipv4.ip_forward=1` and keep it: "
+        "`echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-kvmhub.conf` "
+        "(libvirt also sets it when it starts a nat network)",
+    )
+
+
+def _allows_libvirt(rule: str) -> bool:
+    """True for an iptables rule that lets libvirt's bridges through (libvirt's own chains or a virbr+ ACCEPT)."""
+    return ("virbr" in rule and rule.rstrip().endswith("-j ACCEPT")) or (
+        rule.startswith("-A FORWARD") and "-j LIBVIRT_FW" in rule
+    )
+
+
+def iptables_forward_drop(rules: str) -> str | None:
+    """From `iptables -S` output: the fix when FORWARD's policy is DROP and nothing lets libvirt's bridges through.
+
+    None when the policy is ACCEPT or a rule already accepts their traffic.
+    """
+    lines = rules.splitlines()
+    if "-P FORWARD DROP" not in (line.strip() for line in lines):
+        return None
+    if any(_allows_libvirt(line) for line in lines if line.startswith("-A ")):
+        return None
+    # Docker re-creates FORWARD at each start but leaves DOCKER-USER alone: rules there last.
+    chain = "DOCKER-USER" if "-N DOCKER-USER" in lines else "FORWARD"
+    return (
+        f"`iptables -I {chain} -i virbr+ -j ACCEPT && "
+        f"iptables -I {chain} -o virbr+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`"
+    )
+
+
+def _nft_mentions_virbr(expr: object) -> bool:
+    if isinstance(expr, str):
+        return expr.startswith("virbr")
+    if isinstance(expr, dict):
+        return any(_nft_mentions_virbr(v) for v in expr.values())
+    if isinstance(expr, list):
+        return any(_nft_mentions_virbr(v) for v in expr)
+    return False
+
+
+def nft_forward_drops(ruleset: str, *, skip: Collection[tuple[str, str, str]] = ()) -> list[tuple[str, str]]:
+    """From `nft -j list ruleset`: (where, fix) for each forward-hook chain with policy drop that has no rule
+    accepting libvirt's bridges (virbr*) in its table. ``skip`` holds (family, table, chain) already reported.
+
+    A packet passes only if every forward base chain accepts it, so libvirt's own accepting table cannot
+    outvote another table's drop.
+    """
+    try:
+        items = json.loads(ruleset).get("nftables", [])
+    except (ValueError, AttributeError):
+        return []
+    chains = [x["chain"] for x in items if isinstance(x, dict) and "chain" in x]
+    rules = [x["rule"] for x in items if isinstance(x, dict) and "rule" in x]
+    found = []
+    for chain in chains:
+        if chain.get("hook") != "forward" or chain.get("policy") != "drop":
+            continue
+        family, table, name = chain.get("family", ""), chain.get("table", ""), chain.get("name", "")
+        if (family, table, name) in skip:
+            continue
+        allowed = any(
+            r.get("family") == family and r.get("table") == table
+            and _nft_mentions_virbr(r.get("expr")) and any("accept" in e for e in r.get("expr", []))
+            for r in rules
+        )
+        if not allowed:
+            fix = (
+                f"`nft insert rule {family} {table} {name} iifname \"virbr*\" accept && "
+                f"nft insert rule {family} {table} {name} oifname \"virbr*\" ct state related,established accept`"
+            )
+            found.append((f"nft chain {family} {table} {name}", fix))
+    return found
+
+
+def _firewall_output(argv: list[str]) -> str | None:
+    """stdout of a firewall listing run in the host's network namespace; None when absent or refused."""
+    if not shutil.which(argv[0]) and not os.path.exists(f"/usr/sbin/{argv[0]}"):
+        return None
+    try:
+        proc = iproute.run_in_netns(argv, timeout=10.0)
+    except KvmhubError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _check_forward_policy() -> CheckItem:
+    iptables = _firewall_output(["iptables", "-w", "5", "-S"])
+    nft = _firewall_output(["nft", "-j", "list", "ruleset"])
+    if iptables is None and nft is None:
+        return _item("forward chain", CheckStatus.SKIP, "cannot read the firewall (no iptables/nft, or not root)")
+    problems: list[tuple[str, str]] = []
+    fix = iptables_forward_drop(iptables) if iptables is not None else None
+    if fix is not None:
+        problems.append(("iptables FORWARD", fix))
+    # iptables-nft shows its FORWARD chain in nft too: do not report it twice
+    seen = {("ip", "filter", "FORWARD")} if iptables is not None else set()
+    problems += nft_forward_drops(nft, skip=seen) if nft is not None else []
+    if not problems:
+        return _item("forward chain", CheckStatus.OK, "no forward chain drops VMs' routed traffic")
+    # without br_netfilter the file is absent and bridged frames skip iptables
+    bridged = _read_sysctl("net/bridge/bridge-nf-call-iptables") == "1"
+    origin = " (left by Docker)" if iptables is not None and "DOCKER-USER" in iptables else ""
+    fixes = [fix for _, fix in problems]
+    also = ""
+    if bridged:
+        also = " (and, as net.bridge.bridge-nf-call-iptables=1, VMs on host bridges: --mode bridge)"
+        user_chain = "DOCKER-USER" if origin else "FORWARD"
+        fixes.append(f"for a host bridge BR: `iptables -I {user_chain} -i BR -o BR -j ACCEPT` "
+                     "or `sysctl -w net.bridge.bridge-nf-call-iptables=0`")
+    return _item(
+        "forward chain",
+        CheckStatus.WARN,
+        f"policy DROP in {', '.join(where for where, _ in problems)}{origin} with no rule for "
+        f"libvirt's bridges: it blocks VMs' traffic beyond the host{also}",
+        "; ".join(fixes) + " (then make it permanent in the firewall's configuration)",
+    )
 
 
 def _has_systemd() -> bool:

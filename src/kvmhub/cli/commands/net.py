@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from kvmhub.cli import output, state
+from kvmhub.cli.commands.bridge import app as bridge_app
 
 app = typer.Typer(help="Virtual networks (libvirt networks with DHCP).", no_args_is_help=True)
 
@@ -128,3 +129,47 @@ def rm(name: str, force: Annotated[bool, typer.Option("--force")] = False) -> No
 
     networks.remove(state.hv(), name, force=force)
     output.say(f"network {name} removed")
+
+
+forward_app = typer.Typer(help="Port forwards from the host to VMs.", no_args_is_help=True)
+app.add_typer(forward_app, name="forward")
+
+
+@forward_app.command("add")
+def forward_add(
+    vm: str,
+    spec: Annotated[str, typer.Argument(help="HOSTPORT:GUESTPORT[/tcp|udp], e.g. 8080:80")],
+    host_ip: Annotated[str | None, typer.Option(help="only on this host address (default: all)")] = None,
+) -> None:
+    """Forward a host port to a VM's port (kept with the VM, re-applied when it starts)."""
+    from kvmhub.services import forwards
+
+    f = forwards.add(state.hv(), vm, spec, host_ip)
+    output.say(f"{f.host_ip or '*'}:{f.host_port}/{f.proto} -> {vm}:{f.guest_port} (applied)")
+
+
+@forward_app.command("ls")
+def forward_ls(vm: Annotated[str | None, typer.Argument()] = None,
+               json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List port forwards (of one VM, or all)."""
+    from kvmhub.services import forwards
+
+    found = forwards.list_forwards(state.hv(), vm)
+    rows = [{"vm": name, **f.model_dump()} for name, fs in found.items() for f in fs]
+    if json_out:
+        output.print_json(rows)
+        return
+    output.table(["VM", "HOST", "GUEST", "PROTO"],
+                 [(r["vm"], f"{r['host_ip'] or '*'}:{r['host_port']}", r["guest_port"], r["proto"]) for r in rows])
+
+
+@forward_app.command("rm")
+def forward_rm(vm: str, port: Annotated[str, typer.Argument(help="HOSTPORT[/tcp|udp]")]) -> None:
+    """Remove a port forward."""
+    from kvmhub.services import forwards
+
+    f = forwards.remove(state.hv(), vm, port)
+    output.say(f"forward {f.host_port}/{f.proto} -> {vm}:{f.guest_port} removed")
+
+
+app.add_typer(bridge_app, name="bridge")

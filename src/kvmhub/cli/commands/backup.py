@@ -1,0 +1,103 @@
+"""`kvmhub backup NAME --to DIR [--incremental]`, `backup ls|verify|restore`: thin commands over services.backups."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from kvmhub.cli import output, state
+
+
+class _BackupGroup(TyperGroup):
+    """`backup NAME --to DIR` runs the hidden `take` command; `backup ls|verify|restore ...` the others."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["take", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_BackupGroup, no_args_is_help=True,
+                  help="Back up a VM: `kvmhub backup NAME --to DIR [--incremental]` (full, or the changes since "
+                       "the last backup there, through libvirt's backup API); list, verify and restore backups.")
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB"
+
+
+@app.command("take", hidden=True)
+def take(
+    name: Annotated[str, typer.Argument(help="the VM to back up")],
+    to: Annotated[str, typer.Option("--to", help="backup directory on the host")],
+    incremental: Annotated[bool, typer.Option("--incremental", help="only what changed since the last backup")]
+    = False,
+) -> None:
+    """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
+    from kvmhub.services import backups
+
+    with output.phases(f"backup {name}") as phase:
+        shown = [-1]
+
+        def progress(done: int, total: int) -> None:
+            pct = 100 * done // total if total else 0
+            if pct >= shown[0] + 5:
+                shown[0] = pct
+                phase(f"copying: {pct}% ({_mib(done)} of {_mib(total)})")
+
+        info = backups.backup(state.hv(), name, to, incremental=incremental, say=phase, progress=progress)
+    output.say(f"{info.kind} backup {info.name} of {name} in {to}: {_mib(info.bytes)} in {info.duration_s:.1f} s")
+
+
+@app.command("ls")
+def ls(
+    name: str,
+    directory: Annotated[str | None, typer.Option("--dir", help="only the backups in this directory")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List a VM's backup points (from the directories its checkpoints name, or --dir)."""
+    from kvmhub.services import backups
+
+    found = backups.list_backups(state.hv(), name, directory)
+    if json_out:
+        output.print_json(found)
+        return
+    if not found:
+        output.say(f"VM {name} has no backups" + (f" in {directory}" if directory else ""))
+        return
+    output.table(["POINT", "KIND", "PARENT", "CREATED", "SIZE", "CHECKPOINT", "DIRECTORY"],
+                 [(i.name, i.kind, i.parent or "", i.created, _mib(i.bytes),
+                   "yes" if i.checkpoint_present else "gone", i.directory) for i in found])
+
+
+@app.command()
+def verify(directory: str) -> None:
+    """Check a backup directory: each file's checksum and `qemu-img check`."""
+    from kvmhub.errors import OperationFailed
+    from kvmhub.services import backups
+
+    with output.phases(f"verify {directory}") as phase:
+        problems = backups.verify(state.hv(), directory, say=phase)
+    if problems:
+        raise OperationFailed(f"{len(problems)} problem(s) in {directory}:\n  " + "\n  ".join(problems),
+                              hint="take a new full backup")
+    output.say(f"{directory}: every backup file is intact")
+
+
+@app.command()
+def restore(
+    name: str,
+    source: Annotated[str, typer.Option("--from", help="backup directory on the host")],
+    at: Annotated[str | None, typer.Option("--at", help="backup point (default: the latest)")] = None,
+    as_name: Annotated[str | None, typer.Option("--as", help="restore as a new VM with this name")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="pool for the restored disks")] = None,
+) -> None:
+    """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
+    from kvmhub.services import backups
+
+    with output.phases(f"backup restore {name}") as phase:
+        vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, say=phase)
+    output.say(f"VM {vm} restored from {source}" + (f" at {at}" if at else "") + f"; start it: `kvmhub start {vm}`")

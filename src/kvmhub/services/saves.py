@@ -1,0 +1,132 @@
+"""Save and restore: stop a VM with its memory state on disk, then bring it back exactly where it was.
+
+Without a file, libvirt's managed save keeps the state with the VM: ``kvmhub restore`` (or plain
+``kvmhub start``, libvirt resumes a managed save natively) brings it back. With a file the state goes to a
+path on the host, so a host that sees the same disks can restore it too (the VM need not be defined there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from kvmhub.errors import Conflict, InvalidInput, NotFound
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import saves as hv_saves
+from kvmhub.services.vms import get as get_vm
+from kvmhub.validate import check_name
+from kvmhub.xml.domain import domain_from_xml
+
+Say = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _host_path(hv: Hypervisor, path: str) -> str | None:
+    """Where a host path can be seen from here (None for a remote host)."""
+    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+        return None
+    return host_root() + path
+
+
+def _check_file(path: str) -> str:
+    if not os.path.isabs(path):
+        raise InvalidInput(f"the save file must be an absolute path on the host, not {path!r}",
+                           hint=f"for example {os.path.join('/var/lib/libvirt/save', os.path.basename(path))}")
+    return os.path.normpath(path)
+
+
+def has_saved_state(hv: Hypervisor, name: str) -> bool:
+    """True when the VM has a managed save (its next start resumes it)."""
+    return hv_saves.has_managed_save(get_vm(hv, name))
+
+
+def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quiet) -> str:
+    """Stop running/paused VM `name` with its memory state on disk; returns where the state went.
+
+    Raises Conflict for a VM that is not running or a save file that already exists.
+    """
+    dom = get_vm(hv, name)
+    state = dom.state()
+    if state not in ("running", "paused"):
+        raise Conflict(f"cannot save VM {name}: it is {state}",
+                       cause="only a running or paused VM has a memory state to save",
+                       hint=f"start it: `kvmhub start {name}`" if state == "shut off" else None)
+    if file is None:
+        say(f"saving the memory state of {name} (managed save)")
+        hv_saves.managed_save(dom)
+        return "managed save"
+    path = _check_file(file)
+    seen = _host_path(hv, path)
+    if seen is not None and os.path.exists(seen):
+        raise Conflict(f"{path} already exists", cause="kvmhub never overwrites a save file",
+                       hint="pick another --file, or remove the old one")
+    say(f"saving the memory state of {name} to {path}")
+    hv_saves.save_to_file(dom, path)
+    return path
+
+
+def restore(
+    hv: Hypervisor, name: str, *, file: str | None = None, running: bool = False, paused: bool = False,
+    say: Say = _quiet,
+) -> str:
+    """Resume VM `name` from its managed save or from `file`; returns the VM's state after.
+
+    The VM comes back in the state it was saved in unless `running`/`paused` say otherwise. Raises Conflict
+    for a VM that is running or has no saved state, InvalidInput for a file holding another VM.
+    """
+    check_name(name)
+    if running and paused:
+        raise InvalidInput("--running and --paused contradict each other", hint="pick one")
+    if file is None:
+        dom = get_vm(hv, name)
+        _require_off(dom, "restore")
+        if not hv_saves.has_managed_save(dom):
+            raise Conflict(f"VM {name} has no saved state",
+                           cause="it was not stopped with `kvmhub save` (or the state was discarded)",
+                           hint=f"boot it: `kvmhub start {name}`; or restore a file: "
+                                f"`kvmhub restore {name} --file FILE`")
+        say(f"resuming {name} from its managed save")
+        if paused:
+            hv_saves.start_paused(dom)
+        else:
+            dom.start()
+            if running and dom.state() == "paused":
+                dom.resume()
+        return dom.state()
+    path = _check_file(file)
+    seen = _host_path(hv, path)
+    if seen is not None and not os.path.exists(seen):
+        raise NotFound(f"no save file {path} on the host", hint="`kvmhub save NAME --file F` makes one")
+    saved = domain_from_xml(hv_saves.save_file_xml(hv, path))
+    if saved.name != name:
+        raise InvalidInput(f"{path} holds the state of VM {saved.name}, not {name}",
+                           hint=f"`kvmhub restore {saved.name} --file {path}`")
+    if hv_domains.exists(hv, name):
+        dom = get_vm(hv, name)
+        _require_off(dom, "restore")
+        if saved.uuid and dom.uuid != saved.uuid:
+            raise Conflict(f"{path} holds another VM called {name} (UUID {saved.uuid}, this one is {dom.uuid})",
+                           hint="remove or rename the VM defined here first")
+    say(f"restoring {name} from {path}")
+    hv_saves.restore_from_file(hv, path, running=running, paused=paused)
+    return hv_domains.lookup(hv, name).state()
+
+
+def discard(hv: Hypervisor, name: str) -> None:
+    """Drop the VM's managed save: its next start boots afresh (raises Conflict if it has none)."""
+    dom = get_vm(hv, name)
+    if not hv_saves.has_managed_save(dom):
+        raise Conflict(f"VM {name} has no saved state")
+    hv_saves.remove_managed_save(dom)
+
+
+def _require_off(dom: hv_domains.Domain, action: str) -> None:
+    state = dom.state()
+    if state != "shut off":
+        raise Conflict(f"cannot {action} VM {dom.name}: it is {state}",
+                       cause="restoring replaces the running VM's memory; only a stopped VM can take it",
+                       hint=f"stop it first: `kvmhub stop {dom.name}` (or `kvmhub save {dom.name}`)")

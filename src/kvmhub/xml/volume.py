@@ -48,6 +48,9 @@ def volume_xml(
     sub(root, "allocation", {"unit": "bytes"}, text="0")
     target = sub(root, "target")
     sub(target, "format", {"type": format})
+    if format == "qcow2":
+        # qcow2 v3: v2 (libvirt's default) cannot hold the dirty bitmaps incremental backups need
+        sub(target, "compat", text="1.1")
     if backing_path is not None:
         backing = sub(root, "backingStore")
         sub(backing, "path", text=backing_path)

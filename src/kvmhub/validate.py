@@ -79,3 +79,21 @@ def format_size(n: int) -> str:
             return f"{text}{'' if unit == 'B' else unit}"
         value /= 1024
     return f"{n}"
+
+
+def parse_cpuset(text: str, host_cpus: int, *, what: str = "cpuset") -> set[int]:
+    """Parse a cpuset such as '0-2,5' into CPU numbers, each checked against the host's 0 .. host_cpus-1."""
+    cpus: set[int] = set()
+    valid = f"host CPUs 0 to {host_cpus - 1}" if host_cpus > 1 else "host CPU 0"
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise InvalidInput(f"invalid {what} {text!r}", cause="a cpuset is CPU numbers and ranges, e.g. 0-2,5",
+                               hint=f"valid: {valid}")
+        first, last = int(low), int(high) if dash else int(low)
+        if first > last:
+            raise InvalidInput(f"invalid {what} {text!r}: range {part} runs backwards")
+        if last >= host_cpus:
+            raise InvalidInput(f"{what} {text} is out of range: the host has no CPU {last}", cause=f"valid: {valid}")
+        cpus.update(range(first, last + 1))
+    return cpus

@@ -16,13 +16,17 @@ import pytest
 from lxml import etree
 
 from kvmhub.models import (
+    Bandwidth,
     BootSpec,
+    CPUTune,
     DiskSource,
     DiskSpec,
     GraphicsSpec,
+    IOTune,
     KvmhubMeta,
     NICSpec,
     SerialSpec,
+    VCPUPin,
     VMSpec,
 )
 from kvmhub.xml import (
@@ -133,6 +137,43 @@ DOMAINS: dict[str, VMSpec] = {
         graphics=GraphicsSpec(listen="0.0.0.0", port=5907),  # noqa: S104 - VNC open to the LAN, on purpose
         boot=BootSpec(order=["hd", "network"]),
         meta=KvmhubMeta(stack="shop", tags=["db", "prod"], owned_volumes=["fast/db-root.qcow2"]),
+    ),
+    "limits": VMSpec(
+        name="limited",
+        uuid="5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        domain_type="qemu",
+        vcpus=2,
+        max_vcpus=4,
+        memory_mib=384,
+        current_memory_mib=320,
+        max_memory_mib=1024,
+        memory_slots=4,
+        dimms_mib=[128],
+        cputune=CPUTune(
+            shares=3072,
+            period=100000,
+            quota=12500,
+            vcpupin=[VCPUPin(vcpu=0, cpuset="0"), VCPUPin(vcpu=1, cpuset="0-1")],
+            emulatorpin="1",
+        ),
+        memory_limit_mib=2048,
+        io_weight=500,
+        disks=[
+            DiskSpec(
+                target="vda",
+                source=DiskSource(pool="default", volume="limited.qcow2"),
+                iotune=IOTune(total_bytes_sec=2 * 1024**2, read_iops_sec=200, write_iops_sec=100),
+            ),
+            DiskSpec(
+                target="vdb",
+                format="raw",
+                source=DiskSource(pool="default", volume="limited-data.raw"),
+                iotune=IOTune(read_bytes_sec=10 * 1024**2, write_bytes_sec=5 * 1024**2),
+            ),
+        ],
+        nics=[NICSpec(network="default", mac="52:54:00:aa:bb:03",
+                      bandwidth=Bandwidth(inbound_kbs=1024, outbound_kbs=512))],
+        meta=KvmhubMeta(image="tiny"),
     ),
     "hostile": VMSpec(
         name="hostile",

@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import (
+    Bandwidth,
     BootSpec,
+    CPUTune,
     DiskSource,
     DiskSpec,
     GraphicsSpec,
+    IOTune,
     KvmhubMeta,
     NICSpec,
     SerialSpec,
+    VCPUPin,
     VMSpec,
 )
 from kvmhub.xml import (
@@ -59,6 +63,27 @@ disk_sources = st.one_of(
     st.builds(DiskSource, path=text),
     st.builds(DiskSource, path=text.map(lambda t: "/dev/" + t)),
 )
+rates = st.none() | st.integers(min_value=0, max_value=2**50)
+iotunes = st.none() | st.builds(
+    IOTune,
+    total_bytes_sec=rates,
+    read_bytes_sec=rates,
+    write_bytes_sec=rates,
+    total_iops_sec=rates,
+    read_iops_sec=rates,
+    write_iops_sec=rates,
+)
+kbs = st.none() | st.integers(min_value=1, max_value=2**31)
+bandwidths = st.none() | st.builds(Bandwidth, inbound_kbs=kbs, outbound_kbs=kbs)
+cpusets = st.from_regex(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3})*", fullmatch=True)
+cputunes = st.none() | st.builds(
+    CPUTune,
+    shares=st.none() | st.integers(min_value=2, max_value=262144),
+    period=st.none() | st.integers(min_value=1000, max_value=1000000),
+    quota=st.none() | st.integers(min_value=-1, max_value=2**40),
+    vcpupin=st.lists(st.builds(VCPUPin, vcpu=st.integers(min_value=0, max_value=64), cpuset=cpusets), max_size=3),
+    emulatorpin=st.none() | cpusets,
+)
 disks = st.builds(
     DiskSpec,
     target=text,
@@ -69,12 +94,13 @@ disks = st.builds(
     readonly=st.booleans(),
     cache=st.none() | st.sampled_from(["none", "writeback", "writethrough", "unsafe", "directsync"]),
     serial=opt_text,
+    iotune=iotunes,
 )
 nic_models = st.sampled_from(["virtio", "e1000", "rtl8139"])
 nics = st.one_of(
-    st.builds(NICSpec, network=text, mac=opt_text, model=nic_models),
-    st.builds(NICSpec, bridge=text, mac=opt_text, model=nic_models),
-    st.builds(NICSpec, mac=opt_text, model=nic_models),
+    st.builds(NICSpec, network=text, mac=opt_text, model=nic_models, bandwidth=bandwidths),
+    st.builds(NICSpec, bridge=text, mac=opt_text, model=nic_models, bandwidth=bandwidths),
+    st.builds(NICSpec, mac=opt_text, model=nic_models, bandwidth=bandwidths),
 )
 metas = st.builds(
     KvmhubMeta,
@@ -86,7 +112,29 @@ metas = st.builds(
     tags=st.lists(text, max_size=4),
     owned_volumes=st.lists(text, max_size=3),
 )
-specs = st.builds(
+@st.composite
+def sized(draw: st.DrawFn, spec: VMSpec) -> VMSpec:
+    """``spec`` with consistent hotplug headroom, balloon target, DIMMs and limits."""
+    update: dict[str, Any] = {"cputune": draw(cputunes)}
+    if draw(st.booleans()):
+        update["max_vcpus"] = spec.vcpus + draw(st.integers(min_value=0, max_value=64))
+    dimms = draw(st.lists(st.integers(min_value=1, max_value=4096), max_size=3))
+    memory = spec.memory_mib + sum(dimms)
+    update["memory_mib"] = memory
+    if draw(st.booleans()):
+        update["dimms_mib"] = dimms
+        update["max_memory_mib"] = memory + draw(st.integers(min_value=0, max_value=2**20))
+        update["memory_slots"] = draw(st.integers(min_value=len(dimms) or 1, max_value=32))
+    else:
+        update["memory_mib"] = spec.memory_mib
+    if draw(st.booleans()):
+        update["current_memory_mib"] = draw(st.integers(min_value=1, max_value=update["memory_mib"] - 1))
+    update["memory_limit_mib"] = draw(st.none() | st.integers(min_value=1, max_value=2**30))
+    update["io_weight"] = draw(st.none() | st.integers(min_value=100, max_value=1000))
+    return spec.model_copy(update=update)
+
+
+base_specs = st.builds(
     VMSpec,
     name=names,
     uuid=opt_text,
@@ -111,6 +159,7 @@ specs = st.builds(
     guest_agent=st.booleans(),
     meta=metas,
 )
+specs = base_specs.flatmap(sized)
 
 
 @settings(max_examples=300)
@@ -207,7 +256,9 @@ def test_qemu_dumpxml_reads_what_the_spec_models() -> None:
         arch="x86_64",
         machine="pc-q35-8.2",
         vcpus=2,
+        max_vcpus=4,
         memory_mib=2048,
+        current_memory_mib=1024,
         description="web server & cache",
         disks=[
             DiskSpec(target="vda", cache="none", source=DiskSource(pool="default", volume="web-1.qcow2")),
@@ -305,6 +356,7 @@ def test_test_driver_domain_reads(test_conn: Any) -> None:
         arch="i686",
         vcpus=2,
         memory_mib=8192,
+        current_memory_mib=2048,
         disks=[DiskSpec(format="raw", source=DiskSource(path="/guest/diskimage1"))],
         nics=[NICSpec(network="default", mac="aa:bb:cc:dd:ee:ff")],
         serial=None,

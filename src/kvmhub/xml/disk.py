@@ -7,6 +7,7 @@ from typing import Any
 from kvmhub.errors import InvalidInput
 from kvmhub.models import DiskSource, DiskSpec
 from kvmhub.xml._util import Element, child_text, choices, expect_root, make, parse, serialize, sub
+from kvmhub.xml.tuning import build_iotune, parse_iotune
 
 _DEVICES = choices(DiskSpec, "device")
 _BUSES = choices(DiskSpec, "bus")
@@ -48,6 +49,8 @@ def build_disk(disk: DiskSpec) -> Element:
     elif src.path is not None:
         sub(el, "source", {"dev" if source_type == "block" else "file": src.path})
     sub(el, "target", {"dev": disk.target, "bus": disk.bus})
+    if disk.iotune is not None:
+        el.append(build_iotune(disk.iotune))
     if disk.readonly:
         sub(el, "readonly")
     if disk.serial is not None:
@@ -96,6 +99,9 @@ def parse_disk(el: Element) -> DiskSpec | None:
         "cache": cache if cache in _CACHES else None,
         "serial": child_text(el, "serial"),
     }
+    iotune = el.find("iotune")
+    if iotune is not None:
+        fields["iotune"] = parse_iotune(iotune)
     return DiskSpec.model_validate(fields)
 
 

@@ -15,20 +15,18 @@ from kvmhub.xml._util import (
     expect_root,
     make,
     parse,
-    scaled_bytes,
     serialize,
     sub,
-    to_int,
 )
 from kvmhub.xml.chardev import build_agent_channel, build_serial, has_agent_channel, parse_serial
 from kvmhub.xml.disk import build_disk, parse_disk
 from kvmhub.xml.graphics import build_graphics, parse_graphics
 from kvmhub.xml.interface import build_interface, parse_interface
 from kvmhub.xml.metadata import ROOT_TAG, build_metadata, parse_metadata
+from kvmhub.xml.tuning import build_dimms, build_numa, build_sizes, parse_sizes
 
 _BOOT_DEVICES = choices(BootSpec, "order")
 _X86 = frozenset({"i686", "x86_64"})
-_KIB = 1024
 
 
 def _build_os(parent: Element, spec: VMSpec) -> None:
@@ -64,6 +62,7 @@ def _build_devices(parent: Element, spec: VMSpec) -> None:
     sub(devices, "memballoon", {"model": "virtio"})
     rng = sub(devices, "rng", {"model": "virtio"})
     sub(rng, "backend", {"model": "random"}, text="/dev/urandom")
+    build_dimms(devices, spec)
 
 
 def build_domain(spec: VMSpec) -> Element:
@@ -76,18 +75,17 @@ def build_domain(spec: VMSpec) -> Element:
         sub(root, "description", text=spec.description)
     metadata = sub(root, "metadata")
     metadata.append(build_metadata(spec.meta))
-    memory_kib = str(spec.memory_mib * _KIB)
-    sub(root, "memory", {"unit": "KiB"}, text=memory_kib)
-    sub(root, "currentMemory", {"unit": "KiB"}, text=memory_kib)
-    sub(root, "vcpu", text=str(spec.vcpus))
+    build_sizes(root, spec)
     _build_os(root, spec)
     features = sub(root, "features")
     sub(features, "acpi")
     if spec.arch in _X86:
         sub(features, "apic")
     # host-passthrough needs KVM; under TCG QEMU's default CPU model is the portable choice.
-    if spec.domain_type == "kvm":
-        sub(root, "cpu", {"mode": "host-passthrough"})
+    if spec.domain_type == "kvm" or spec.max_memory_mib is not None:
+        cpu = sub(root, "cpu", {"mode": "host-passthrough"} if spec.domain_type == "kvm" else None)
+        if spec.max_memory_mib is not None:
+            build_numa(cpu, spec)
     sub(root, "clock", {"offset": "utc"})
     sub(root, "on_poweroff", text="destroy")
     sub(root, "on_reboot", text="restart")
@@ -119,16 +117,6 @@ def _parse_boot(os_el: Element | None) -> BootSpec:
     return BootSpec.model_validate(fields)
 
 
-def _parse_sizes(root: Element, fields: dict[str, Any]) -> None:
-    vcpu = root.find("vcpu")
-    if vcpu is not None:
-        # With hotplug headroom, <vcpu current='2'>8</vcpu>, the guest boots with `current`.
-        fields["vcpus"] = to_int(vcpu.get("current") or vcpu.text, "the vcpu count")
-    memory = root.find("memory")
-    if memory is not None:
-        fields["memory_mib"] = scaled_bytes(memory, "the memory size", "KiB") // (1024 * 1024)
-
-
 def parse_domain(root: Element) -> VMSpec:
     """Read a ``<domain>`` element; see :func:`domain_from_xml`."""
     expect_root(root, "domain", "domain")
@@ -153,7 +141,7 @@ def parse_domain(root: Element) -> VMSpec:
     }
     if os_type is not None and os_type.get("arch") is not None:
         fields["arch"] = os_type.get("arch")
-    _parse_sizes(root, fields)
+    parse_sizes(root, fields)
     if meta is not None:
         fields["meta"] = parse_metadata(meta)
     try:

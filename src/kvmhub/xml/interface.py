@@ -7,6 +7,7 @@ from typing import Any
 from kvmhub.errors import InvalidInput
 from kvmhub.models import NICSpec
 from kvmhub.xml._util import Element, choices, expect_root, make, parse, serialize, sub
+from kvmhub.xml.tuning import build_bandwidth, parse_bandwidth
 
 _MODELS = choices(NICSpec, "model")
 
@@ -35,6 +36,8 @@ def build_interface(nic: NICSpec) -> Element:
     elif nic.bridge is not None:
         sub(el, "source", {"bridge": nic.bridge})
     sub(el, "model", {"type": nic.model})
+    if nic.bandwidth is not None:
+        el.append(build_bandwidth(nic.bandwidth))
     return el
 
 
@@ -59,6 +62,9 @@ def parse_interface(el: Element) -> NICSpec | None:
         if model.get("type") not in _MODELS:
             return None
         fields["model"] = model.get("type")
+    bandwidth = el.find("bandwidth")
+    if bandwidth is not None:
+        fields["bandwidth"] = parse_bandwidth(bandwidth)
     return NICSpec.model_validate(fields)
 
 

@@ -22,7 +22,7 @@ def leftovers(host: TestHost, name: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("step", ["clone-disk", "build-seed", "define", "start"])
+@pytest.mark.parametrize("step", ["clone-disk", "build-seed", "reserve-address", "define", "start"])
 def test_failure_at_each_step_is_undone(step: str, prepared_host: TestHost, kvmhub: Runner) -> None:
     name = f"fail-{step}"
     r = kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "128M",
@@ -31,6 +31,7 @@ def test_failure_at_each_step_is_undone(step: str, prepared_host: TestHost, kvmh
     assert f"injected failure after step {step!r}" in r.err
     assert "undo:" in r.err
     assert leftovers(prepared_host, name) == []
+    assert f"'{name}'" not in prepared_host.virsh("net-dumpxml", LAB_NET).stdout  # no reservation or DNS left
 
 
 @pytest.mark.parametrize(

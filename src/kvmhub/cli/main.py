@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from kvmhub.cli import state
-from kvmhub.cli.commands import host, image, net, vm
+from kvmhub.cli.commands import backup as backup_cmd
+from kvmhub.cli.commands import export as export_cmd
+from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
+from kvmhub.cli.commands import snapshot as snapshot_cmd
 from kvmhub.errors import KvmhubError, exit_code
 
 app = typer.Typer(
@@ -20,7 +23,14 @@ app = typer.Typer(
 app.add_typer(host.app, name="host")
 app.add_typer(image.app, name="image")
 app.add_typer(net.app, name="net")
+app.add_typer(nic.app, name="nic")
+app.add_typer(snapshot_cmd.app, name="snapshot")
+app.add_typer(backup_cmd.app, name="backup")
 vm.register(app)
+tune.register(app)
+monitor.register(app)
+saves.register(app)
+export_cmd.register(app)
 
 
 @app.callback()

@@ -146,6 +146,37 @@ class Domain:
             return None
         return str(text)
 
+    def _device_flags(self) -> tuple[int, bool]:
+        live = self.is_active()
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
+        return flags, live
+
+    def attach_device(self, xml: str) -> bool:
+        """Add a device, live when running and always persistently; True when it was applied live."""
+        flags, live = self._device_flags()
+        self.call("adding a device to", self._dom.attachDeviceFlags, xml, flags)
+        return live
+
+    def detach_device(self, xml: str) -> bool:
+        """Remove a device, live when running and persistently; True when it was removed live."""
+        flags, live = self._device_flags()
+        self.call("removing a device from", self._dom.detachDeviceFlags, xml, flags)
+        return live
+
+    def update_device(self, xml: str) -> bool:
+        """Change a device's settings (link state, filter, bandwidth), live when running; True if live."""
+        flags, live = self._device_flags()
+        self.call("changing a device of", self._dom.updateDeviceFlags, xml, flags)
+        return live
+
+    def set_metadata(self, xml: str) -> None:
+        """Replace the kvmhub metadata element (bare `<vm>` form), live and in the persistent definition."""
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if self.is_active():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        self.call("writing metadata of", self._dom.setMetadata, libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml,
+                  KVMHUB_NS_PREFIX, KVMHUB_NS, flags)
+
     def addresses(self, source: str) -> list[Address]:
         """Guest IPv4/IPv6 addresses from `lease`, `agent` or `arp` (empty when the source has none)."""
         src = {

@@ -20,6 +20,17 @@ class DiskSource(_Model):
     path: str | None = None
 
 
+class IOTune(_Model):
+    """A disk's ``<iotune>``: QEMU's throttle, in bytes/s and I/O operations/s; None = no limit."""
+
+    total_bytes_sec: int | None = Field(default=None, ge=0)
+    read_bytes_sec: int | None = Field(default=None, ge=0)
+    write_bytes_sec: int | None = Field(default=None, ge=0)
+    total_iops_sec: int | None = Field(default=None, ge=0)
+    read_iops_sec: int | None = Field(default=None, ge=0)
+    write_iops_sec: int | None = Field(default=None, ge=0)
+
+
 class DiskSpec(_Model):
     target: str = "vda"
     bus: Literal["virtio", "scsi", "sata", "ide", "usb"] = "virtio"
@@ -29,6 +40,14 @@ class DiskSpec(_Model):
     readonly: bool = False
     cache: Literal["none", "writeback", "writethrough", "unsafe", "directsync"] | None = None
     serial: str | None = None
+    iotune: IOTune | None = None
+
+
+class Bandwidth(_Model):
+    """A NIC's ``<bandwidth>`` averages in kilobytes/s (libvirt's unit); inbound = towards the guest."""
+
+    inbound_kbs: int | None = Field(default=None, ge=1)
+    outbound_kbs: int | None = Field(default=None, ge=1)
 
 
 class NICSpec(_Model):
@@ -36,6 +55,7 @@ class NICSpec(_Model):
     bridge: str | None = None
     mac: str | None = None
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+    bandwidth: Bandwidth | None = None
 
 
 class SerialSpec(_Model):
@@ -66,6 +86,32 @@ class BootSpec(_Model):
     cmdline: str | None = None
 
 
+class VCPUPin(_Model):
+    """One ``<vcpupin>``: which host CPUs a vCPU may run on (a cpuset such as ``0-1,3``)."""
+
+    vcpu: int = Field(ge=0)
+    cpuset: str
+
+
+class CPUTune(_Model):
+    """``<cputune>``: CFS shares (weight), per-vCPU quota over period (cap), and pinning."""
+
+    shares: int | None = Field(default=None, ge=0)
+    period: int | None = Field(default=None, ge=0)
+    quota: int | None = None  # microseconds per period for each vCPU; -1 or 0 = no cap
+    vcpupin: list[VCPUPin] = Field(default_factory=list)
+    emulatorpin: str | None = None
+
+
+class PortForward(_Model):
+    """A host port forwarded to a port of the VM (DNAT on the VM's host)."""
+
+    host_port: int = Field(ge=1, le=65535)
+    guest_port: int = Field(ge=1, le=65535)
+    proto: Literal["tcp", "udp"] = "tcp"
+    host_ip: str | None = None  # only this host address; None = every address of the host
+
+
 class KvmhubMeta(_Model):
     """kvmhub's own facts about a VM; stored in the domain's <metadata> so they travel with it."""
 
@@ -76,6 +122,7 @@ class KvmhubMeta(_Model):
     tags: list[str] = Field(default_factory=list)
     created: str | None = None
     owned_volumes: list[str] = Field(default_factory=list)  # "pool/volume" kvmhub made for this VM
+    forwards: list[PortForward] = Field(default_factory=list)
 
 
 class VMSpec(_Model):
@@ -87,7 +134,15 @@ class VMSpec(_Model):
     arch: str = "x86_64"
     machine: str | None = None
     vcpus: int = Field(default=1, ge=1)
-    memory_mib: int = Field(default=512, ge=16)
+    max_vcpus: int | None = Field(default=None, ge=1)  # hotplug ceiling: <vcpu current=vcpus>max</vcpu>
+    memory_mib: int = Field(default=512, ge=16)  # <memory>: boot memory plus hot-plugged DIMMs
+    current_memory_mib: int | None = Field(default=None, ge=1)  # balloon target; None = memory_mib
+    max_memory_mib: int | None = Field(default=None, ge=16)  # DIMM hotplug ceiling: <maxMemory>
+    memory_slots: int = Field(default=4, ge=1)  # DIMM slots, only written with max_memory_mib
+    dimms_mib: list[int] = Field(default_factory=list)  # hot-plugged <memory model='dimm'> sizes
+    cputune: CPUTune | None = None
+    memory_limit_mib: int | None = Field(default=None, ge=1)  # <memtune><hard_limit>
+    io_weight: int | None = Field(default=None, ge=1)  # <blkiotune><weight>
     description: str | None = None
     disks: list[DiskSpec] = Field(default_factory=list)
     nics: list[NICSpec] = Field(default_factory=list)
@@ -111,6 +166,23 @@ class Phase(enum.StrEnum):
 PHASE_ORDER: list[Phase] = [Phase.DEFINED, Phase.RUNNING, Phase.BOOTED, Phase.NETWORK, Phase.READY]
 
 
+class Limits(_Model):
+    """Every resource limit of a VM as `kvmhub show` reports it (live values when it runs)."""
+
+    vcpus: int
+    max_vcpus: int
+    memory_mib: int  # what the guest has now (balloon target)
+    max_memory_mib: int  # ceiling for `set --memory` without a restart
+    cpu_weight: int | None = None
+    cpu_cap_percent: float | None = None  # of one host CPU, for the whole VM
+    vcpu_pins: list[VCPUPin] = Field(default_factory=list)
+    emulator_pin: str | None = None
+    memory_limit_mib: int | None = None
+    io_weight: int | None = None
+    disk_io: dict[str, IOTune] = Field(default_factory=dict)  # by target
+    net_bandwidth: dict[str, Bandwidth] = Field(default_factory=dict)  # by MAC
+
+
 class VMInfo(_Model):
     """What `kvmhub ls` and `kvmhub show` report about a VM."""
 
@@ -129,3 +201,4 @@ class VMInfo(_Model):
     serial_log: str | None = None
     vnc: str | None = None
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
+    limits: Limits | None = None

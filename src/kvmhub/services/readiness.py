@@ -65,13 +65,7 @@ def addresses(dom: Domain, *, log_text: str = "") -> list[Address]:
         found = dom.addresses(source)
         if found:
             return found
-    out = []
-    for line in log_text.splitlines():
-        if line.startswith(MARK_NETWORK):
-            parts = line.split()
-            if len(parts) >= 3:
-                out.append(Address("", parts[2], 0, parts[1], "serial"))
-    return out
+    return _serial_addresses(log_text)
 
 
 @dataclass
@@ -81,17 +75,36 @@ class Progress:
     ips: list[Address] = field(default_factory=list)
 
 
+def _serial_addresses(log_text: str) -> list[Address]:
+    out = []
+    for line in log_text.splitlines():
+        if line.startswith(MARK_NETWORK):
+            parts = line.split()
+            if len(parts) >= 3:
+                out.append(Address("", parts[2], 0, parts[1], "serial"))
+    return out
+
+
 def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
+    """The phase the VM is in now.
+
+    Network evidence must come from this boot: the guest agent or the serial log. A DHCP lease can be
+    left over from the previous boot, so it counts only for guests without an agent.
+    """
     state = dom.state()
     if state not in ("running", "paused"):
         return Progress(Phase.DEFINED, 0.0)
     text = read_log(log_path)
+    agent_up = spec.guest_agent and dom.agent_ping()
     phase = Phase.RUNNING
-    if MARK_BOOTED in text or (spec.guest_agent and dom.agent_ping()):
+    if MARK_BOOTED in text or agent_up:
         phase = Phase.BOOTED
     ips: list[Address] = []
     if phase is Phase.BOOTED:
-        ips = addresses(dom, log_text=text)
+        ips = dom.addresses("agent") if agent_up else []
+        ips = ips or _serial_addresses(text)
+        if not ips and not agent_up and MARK_BOOTED not in text:
+            ips = dom.addresses("lease") or dom.addresses("arp")
         if ips or not spec.nics:
             phase = Phase.NETWORK
         if phase is Phase.NETWORK and MARK_READY in text:

@@ -17,8 +17,10 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import storage as hv_storage
+from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
-from kvmhub.services import accel, images, pools
+from kvmhub.services import accel, images, leases, pools
+from kvmhub.services.tuning import LimitsRequest, apply_to_spec
 from kvmhub.services.vms import Say
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.undo import Undo
@@ -42,9 +44,13 @@ class CreateRequest:
     memory: str = "512M"
     disk: str | None = None
     network: str | None = None
+    ip: str | None = None  # reserved on `network`; picked from its DHCP range when None
     ssh_keys: list[Path] = field(default_factory=list)
     user_data: Path | None = None
     start: bool = True
+    max_cpus: int | None = None
+    max_memory: str | None = None
+    limits: LimitsRequest = field(default_factory=LimitsRequest)
 
 
 def disk_volume(name: str) -> str:
@@ -106,6 +112,19 @@ def _user_data(req: CreateRequest, keys: list[str]) -> str:
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
+def _check_headroom(req: CreateRequest, memory_mib: int) -> int | None:
+    """Check --max-cpus / --max-memory against --cpus / --memory; returns the memory maximum in MiB."""
+    if req.max_cpus is not None and not req.cpus <= req.max_cpus <= MAX_VCPUS:
+        raise InvalidInput(f"--max-cpus {req.max_cpus} is out of range", cause=f"valid: {req.cpus} to {MAX_VCPUS}")
+    if req.max_memory is None:
+        return None
+    max_mib = parse_size(req.max_memory, what="maximum memory", default_unit="M") // 1024**2
+    if max_mib < memory_mib:
+        raise InvalidInput(f"--max-memory {req.max_memory} is out of range",
+                           cause=f"valid: at least --memory ({memory_mib} MiB)")
+    return max_mib
+
+
 def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str, str]:
     """Check everything before touching the host; returns (memory MiB, disk bytes, user-data, image path)."""
     check_name(req.name, "VM")
@@ -114,11 +133,16 @@ def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str,
     memory_mib = parse_size(req.memory, what="memory", default_unit="M") // 1024**2
     if memory_mib < 32:
         raise InvalidInput(f"--memory {req.memory} is too small", hint="at least 32M")
+    _check_headroom(req, memory_mib)
     disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else None
     user_data = _user_data(req, _read_keys(req.ssh_keys))
     image_vol = images.get(hv, req.image)
     if req.network is not None:
-        hv_networks.lookup_network(hv, req.network)
+        net = hv_networks.lookup_network(hv, req.network)
+        if req.ip is not None:
+            leases.check_ip(net, req.ip)
+    elif req.ip is not None:
+        raise InvalidInput("--ip needs --network", hint="the address is reserved on that network")
     if hv_domains.exists(hv, req.name):
         raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
     disks = pools.disks_pool(hv)
@@ -132,14 +156,28 @@ def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str,
     return memory_mib, disk, user_data, image_vol.path
 
 
-def build_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: str) -> VMSpec:
+def build_spec(
+    req: CreateRequest,
+    memory_mib: int,
+    domain_type: str,
+    vm_uuid: str,
+    mac: str | None = None,
+    host_cpus: int = 1,
+) -> VMSpec:
+    """The VMSpec for ``req``, limits included. Raises InvalidInput for out-of-range limits."""
+    return apply_to_spec(_base_spec(req, memory_mib, domain_type, vm_uuid, mac), req.limits, host_cpus)
+
+
+def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: str, mac: str | None) -> VMSpec:
     disks_pool = pools.DISKS_POOL
     return VMSpec(
         name=req.name,
         uuid=vm_uuid,
         domain_type=domain_type,  # type: ignore[arg-type]
         vcpus=req.cpus,
+        max_vcpus=req.max_cpus,
         memory_mib=memory_mib,
+        max_memory_mib=_check_headroom(req, memory_mib),
         disks=[
             DiskSpec(target="vda", source=DiskSource(pool=disks_pool, volume=disk_volume(req.name))),
             DiskSpec(
@@ -149,7 +187,7 @@ def build_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
                 source=DiskSource(pool=disks_pool, volume=seed_volume(req.name)),
             ),
         ],
-        nics=[NICSpec(network=req.network)] if req.network else [],
+        nics=[NICSpec(network=req.network, mac=mac)] if req.network else [],
         serial=SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{req.name}-serial.log"),
         meta=KvmhubMeta(
             image=req.image,
@@ -166,11 +204,15 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
     """
     memory_mib, disk_bytes, user_data, image_path = _validate(hv, req)
+    vm_uuid = str(uuidlib.uuid4())
+    host_cpus = hv_tuning.host_cpus(hv)
+    # The limits are checked before the slow accelerator probe; the MAC is a placeholder for --net-bw.
+    build_spec(req, memory_mib, "qemu", vm_uuid, "52:54:00:00:00:00", host_cpus)
     probe = accel.accelerator()
     if probe.accelerator == "tcg":
         say(f"warning: {accel.TCG_WARNING} ({probe.detail})")
-    vm_uuid = str(uuidlib.uuid4())
-    spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid)
+    mac = leases.new_mac(hv) if req.network else None
+    spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     disks = pools.disks_pool(hv)
     with Undo(report=say) as undo:
         say("clone disk")
@@ -193,6 +235,14 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
         seed.upload(io.BytesIO(iso), len(iso))
         faults.point("build-seed")
 
+        if req.network is not None and mac is not None and _has_subnet(hv, req.network):
+            network = req.network
+            say("reserve address")
+            undo.add(f"release the address on {network}", lambda: leases.unregister(hv, network, mac))
+            ip = req.ip or leases.pick_ip(hv_networks.lookup_network(hv, network))
+            leases.register(hv, network, req.name, mac, ip)
+            faults.point("reserve-address")
+
         say("define")
         undo.add(f"undefine VM {req.name}", lambda: _undefine_if_present(hv, req.name))
         dom = hv_domains.define(hv, domain_to_xml(spec))
@@ -205,6 +255,13 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
             faults.point("start")
         undo.success()
     return dom
+
+
+def _has_subnet(hv: Hypervisor, network: str) -> bool:
+    """True for networks kvmhub hands addresses out on (not bridge/direct ones)."""
+    from kvmhub.xml.network import network_subnet_from_xml
+
+    return network_subnet_from_xml(hv_networks.lookup_network(hv, network).xml()) is not None
 
 
 def _delete_volume(pool: hv_storage.Pool, vol: str) -> None:

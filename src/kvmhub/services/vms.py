@@ -61,6 +61,7 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
 
 def show(hv: Hypervisor, name: str) -> VMInfo:
     from kvmhub.services import readiness
+    from kvmhub.services.tuning import limits_of
     from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 
     dom = get(hv, name)
@@ -89,6 +90,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         serial_log=spec.serial.log_file if spec.serial else None,
         vnc=vnc,
         managed=domain_is_managed(dom.xml(inactive=True)),
+        limits=limits_of(spec),
     )
 
 
@@ -107,10 +109,16 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
     return state
 
 
-def start(hv: Hypervisor, name: str) -> None:
+def start(hv: Hypervisor, name: str, *, say: Say = _quiet) -> None:
+    from kvmhub.services import forwards
+
     dom = get(hv, name)
     _require(dom, ("shut off", "crashed"), "start")
     dom.start()
+    try:
+        forwards.sync(hv, name)
+    except KvmhubError as exc:
+        say(f"warning: port forwards of {name} not applied: {exc.message}")
 
 
 def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.0, say: Say = _quiet) -> str:
@@ -173,7 +181,7 @@ def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
 
 def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _quiet) -> list[str]:
     """Kill if running, undefine, and delete the volumes kvmhub made for it (never the image)."""
-    from kvmhub.services import readiness
+    from kvmhub.services import leases, readiness
     from kvmhub.xml.domain import domain_from_xml
 
     dom = get(hv, name)
@@ -181,8 +189,21 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
     log_path = readiness.serial_log(dom, spec)
     if dom.is_active():
         dom.destroy()
+    if spec.meta.forwards:
+        from kvmhub.services import forwards
+
+        try:
+            forwards.drop(hv, name)
+        except KvmhubError as exc:
+            say(f"warning: could not remove the port forwards of {name}: {exc.message}")
     dom.undefine()
     removed = []
+    for nic in spec.nics:
+        if nic.network and nic.mac:
+            try:
+                removed += leases.unregister(hv, nic.network, nic.mac)
+            except KvmhubError as exc:
+                say(f"warning: could not release {nic.mac} on {nic.network}: {exc.message}")
     if not keep_disks:
         for ref in spec.meta.owned_volumes:
             pool_name, _, vol = ref.partition("/")

@@ -10,6 +10,7 @@ The element lives in kvmhub's namespace so other tools' metadata sits beside it 
       <kvmhub:created>2024-05-01T12:00:00Z</kvmhub:created>
       <kvmhub:tag>prod</kvmhub:tag>                           (any number)
       <kvmhub:owned-volume>default/web-1.qcow2</kvmhub:owned-volume>   (any number)
+      <kvmhub:forward host-port="8080" guest-port="80" proto="tcp"/>    (any number; host-ip optional)
     </kvmhub:vm>
 
 Unset fields are left out; unknown children are ignored so older kvmhub versions read newer metadata.
@@ -22,9 +23,10 @@ itself, and refuses an element that already declares that prefix.
 from __future__ import annotations
 
 from lxml import etree
+from pydantic import ValidationError
 
 from kvmhub.errors import InvalidInput
-from kvmhub.models import KvmhubMeta
+from kvmhub.models import KvmhubMeta, PortForward
 from kvmhub.xml._util import Element, parse, serialize, sub, text_of
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
@@ -59,6 +61,9 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
         sub(root, q("tag"), text=tag)
     for volume in meta.owned_volumes:
         sub(root, q("owned-volume"), text=volume)
+    for fwd in meta.forwards:
+        sub(root, q("forward"), {"host-port": str(fwd.host_port), "guest-port": str(fwd.guest_port),
+                                 "proto": fwd.proto, "host-ip": fwd.host_ip})
     return root
 
 
@@ -76,6 +81,7 @@ def parse_metadata(root: Element) -> KvmhubMeta:
     singles: dict[str, str] = {}
     tags: list[str] = []
     owned: list[str] = []
+    forwards: list[PortForward] = []
     for child in root.iterchildren(tag=etree.Element):
         cq = etree.QName(child)
         if cq.namespace != qname.namespace:
@@ -84,6 +90,8 @@ def parse_metadata(root: Element) -> KvmhubMeta:
             tags.append(text_of(child))
         elif cq.localname == "owned-volume":
             owned.append(text_of(child))
+        elif cq.localname == "forward":
+            forwards.append(_parse_forward(child))
         elif cq.localname in ("image", "owner", "project", "stack", "created"):
             singles.setdefault(cq.localname, text_of(child))
     return KvmhubMeta(
@@ -94,7 +102,20 @@ def parse_metadata(root: Element) -> KvmhubMeta:
         created=singles.get("created"),
         tags=tags,
         owned_volumes=owned,
+        forwards=forwards,
     )
+
+
+def _parse_forward(el: Element) -> PortForward:
+    try:
+        return PortForward(
+            host_port=int(el.get("host-port", "")),
+            guest_port=int(el.get("guest-port", "")),
+            proto=el.get("proto", "tcp"),  # type: ignore[arg-type]
+            host_ip=el.get("host-ip"),
+        )
+    except (ValueError, ValidationError) as exc:
+        raise InvalidInput("cannot read a port forward in kvmhub metadata", original=str(exc)) from exc
 
 
 def metadata_to_xml(meta: KvmhubMeta) -> str:

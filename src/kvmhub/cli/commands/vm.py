@@ -10,6 +10,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kvmhub.cli import output, state
+from kvmhub.cli.commands.tune import (
+    CpuCap,
+    CpuWeight,
+    DiskBps,
+    DiskIops,
+    EmulatorPin,
+    IoWeight,
+    MemoryLimit,
+    NetBw,
+    Pin,
+    limit_lines,
+)
 
 if TYPE_CHECKING:
     from kvmhub.hv import Hypervisor
@@ -25,18 +37,36 @@ def create(
     memory: Annotated[str, typer.Option(help="memory, e.g. 512M, 2G")] = "512M",
     disk: Annotated[str | None, typer.Option(help="grow the disk to this size, e.g. 10G")] = None,
     network: Annotated[str | None, typer.Option(help="libvirt network for the NIC")] = None,
+    ip: Annotated[str | None, typer.Option(help="reserve this IPv4 address on --network")] = None,
     ssh_key: Annotated[list[Path] | None, typer.Option(help="public key file (repeatable)")] = None,
     user_data: Annotated[Path | None, typer.Option(help="cloud-init user-data file")] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="define only")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="wait until booted (and networked)")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+    max_cpus: Annotated[int | None, typer.Option("--max-cpus", help="vCPU hotplug maximum")] = None,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="memory hotplug maximum, e.g. 2G")] = None,
+    cpu_weight: CpuWeight = None,
+    cpu_cap: CpuCap = None,
+    pin: Pin = None,
+    emulator_pin: EmulatorPin = None,
+    memory_limit: MemoryLimit = None,
+    disk_iops: DiskIops = None,
+    disk_bps: DiskBps = None,
+    io_weight: IoWeight = None,
+    net_bw: NetBw = None,
 ) -> None:
     """Create a VM from an image: linked-clone disk, cloud-init seed, define, start."""
-    from kvmhub.services import vm_create, vms
+    from kvmhub.services import tuning, vm_create, vms
 
+    limits = tuning.LimitsRequest(
+        cpu_weight=cpu_weight, cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin,
+        memory_limit=memory_limit, disk_iops=disk_iops or [], disk_bps=disk_bps or [], io_weight=io_weight,
+        net_bw=net_bw or [],
+    )
     req = vm_create.CreateRequest(
-        name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network,
-        ssh_keys=ssh_key or [], user_data=user_data, start=not no_start,
+        name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network, ip=ip,
+        ssh_keys=ssh_key or [], user_data=user_data, start=not no_start, max_cpus=max_cpus,
+        max_memory=max_memory, limits=limits,
     )
     hv = state.hv()
     with output.phases(f"create {name}") as phase:
@@ -91,8 +121,12 @@ def show(name: str, json_out: JsonOpt = False) -> None:
         for d in info.disks
     ]
     data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
+    data.pop("limits", None)
     for key, value in data.items():
         output.out.print(f"{key:>12}: {value}", markup=False)
+    if info.limits is not None:
+        for line in limit_lines(info.limits):
+            output.out.print(f"{'limits':>12}: {line}", markup=False)
 
 
 def _where(pool: str | None, volume: str | None, path: str | None) -> str:
@@ -109,7 +143,7 @@ def start(
 
     hv = state.hv()
     with output.phases(f"start {name}") as phase:
-        vms.start(hv, name)
+        vms.start(hv, name, say=phase)
         if wait:
             _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
     output.say(f"VM {name} started")
@@ -151,19 +185,6 @@ def rm(
 
     removed = vms.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
     output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
-
-
-def set_(
-    name: str,
-    autostart: Annotated[bool | None, typer.Option("--autostart/--no-autostart", help="start with the host")] = None,
-) -> None:
-    """Change a VM's settings."""
-    from kvmhub.services import vms
-
-    if autostart is None:
-        raise typer.BadParameter("nothing to set: pass --autostart or --no-autostart")
-    vms.set_autostart(state.hv(), name, autostart)
-    output.say(f"VM {name}: autostart {'on' if autostart else 'off'} (applied)")
 
 
 def console(
@@ -225,6 +246,5 @@ def register(app: typer.Typer) -> None:
     ):
         app.command(verb)(_simple(verb, doc))
     app.command()(rm)
-    app.command("set")(set_)
     app.command()(console)
     app.command()(ip)

@@ -1,0 +1,51 @@
+"""`kvmhub nic add|rm|ls`: network cards of a VM, hot-plugged when it runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+
+app = typer.Typer(help="A VM's network cards (hot-plugged when it runs, always persisted).", no_args_is_help=True)
+
+
+def _when(live: bool) -> str:
+    return "applied live" if live else "takes effect at the next start"
+
+
+@app.command("ls")
+def ls(vm: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List a VM's NICs."""
+    from kvmhub.services import nics
+
+    found = nics.list_nics(state.hv(), vm)
+    if json_out:
+        output.print_json(found)
+        return
+    output.table(["#", "MAC", "NETWORK", "MODEL"],
+                 [(i, n.mac, n.network or f"bridge {n.bridge}", n.model) for i, n in enumerate(found)])
+
+
+@app.command("add")
+def add(
+    vm: str,
+    network: Annotated[str, typer.Option(help="the network to plug into")],
+    model: Annotated[str, typer.Option(help="virtio, e1000 or rtl8139")] = "virtio",
+    ip: Annotated[str | None, typer.Option(help="reserve this address (default: the next free one)")] = None,
+) -> None:
+    """Add a NIC."""
+    from kvmhub.services import nics
+
+    nic, live = nics.add(state.hv(), vm, network, model=model, ip=ip)
+    output.say(f"{vm}: NIC {nic.mac} on {network} added ({_when(live)})")
+
+
+@app.command("rm")
+def rm(vm: str, nic: Annotated[str, typer.Argument(help="MAC address or index (`kvmhub nic ls`)")]) -> None:
+    """Remove a NIC and release its address."""
+    from kvmhub.services import nics
+
+    gone, live = nics.remove(state.hv(), vm, nic)
+    output.say(f"{vm}: NIC {gone.mac} removed ({_when(live)})")

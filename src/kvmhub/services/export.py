@@ -1,0 +1,522 @@
+"""Export and import: a VM as one compressed file, brought back on this host or another one.
+
+The archive is a gzip-compressed tar holding, in this order:
+
+* ``kvmhub-export.json``: the manifest (format version, the VM's inactive domain definition with its
+  kvmhub metadata, and each disk's file name, format, sizes and sha256);
+* ``disk-<target>.qcow2``: each qcow2 disk **flattened**: its whole backing chain (the image a linked clone
+  came from included) merged into one self-contained file, so the archive needs nothing on the other host;
+* ``disk-<target>.raw``: raw disks (the cloud-init seed) byte for byte.
+
+Disks are read through libvirt's volume download API and written through its upload API, so the archive
+is a file where kvmhub runs, whichever host the VM is on. Only the VM's current state travels: snapshots,
+checkpoints and saved memory state do not. The VM must be shut off (its disks must not change while
+copied). An export is written to ``FILE.partial`` and renamed at the end, so an interrupted one never
+leaves a file under the final name.
+
+An archive is untrusted input: import reads only the members the manifest names (regular files, no links,
+no paths), checks every disk's checksum and with ``qemu-img info`` that it refers to no other file, and
+rebuilds the definition from kvmhub's model of it: disks point only at the new volumes, the serial log and
+kvmhub metadata are rewritten, host paths (direct kernel boot) and port forwards are refused or dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import io
+import itertools
+import os
+import re
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kvmhub import faults
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import networks as hv_networks
+from kvmhub.hv import snapshots as hv_snap
+from kvmhub.hv import storage as hv_storage
+from kvmhub.models.vm import DiskSource, SerialSpec, VMSpec
+from kvmhub.services import accel, leases, pools
+from kvmhub.services.backups import upload_volume
+from kvmhub.services.vms import get as get_vm
+from kvmhub.tools import qemu_img
+from kvmhub.undo import Undo
+from kvmhub.validate import check_name
+from kvmhub.xml import snapshot as xml_snap
+from kvmhub.xml import volume as xml_volume
+from kvmhub.xml.domain import domain_from_xml, domain_to_xml
+from kvmhub.xml.network import network_subnet_from_xml
+
+MANIFEST = "kvmhub-export.json"
+MANIFEST_LIMIT = 16 * 1024**2
+SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
+MAX_CHAIN = 32
+CHUNK = 4 * 1024**2
+Say = Callable[[str], None]
+# (what is being moved, bytes done, bytes in all): one bar per phase in the CLI
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _no_progress(_what: str, _done: int, _total: int) -> None:
+    pass
+
+
+class ExportDisk(BaseModel):
+    """One disk in an export archive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(pattern=r"^[a-z]{1,4}[a-z0-9]{1,8}$")
+    file: str = Field(pattern=r"^disk-[a-z0-9]{2,12}\.(qcow2|raw)$")
+    format: Literal["qcow2", "raw"]
+    bytes: int = Field(ge=0)
+    capacity: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    volume: str | None = None  # its volume name on the exporting host
+
+
+class ExportManifest(BaseModel):
+    """``kvmhub-export.json``: what an export archive holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["kvmhub-export"] = "kvmhub-export"
+    version: Literal[1] = 1
+    vm: str
+    uuid: str
+    created: str
+    flattened: bool = True
+    domain_xml: str
+    disks: list[ExportDisk]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export` made: the archive and its manifest."""
+
+    file: Path
+    bytes: int
+    manifest: ExportManifest
+    duration_s: float
+
+
+# -- export -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    target: str
+    format: Literal["qcow2", "raw"]
+    chain: list[tuple[hv_storage.Volume, str]]  # top first: (volume, its format)
+
+
+def _volume_at(hv: Hypervisor, path: str, what: str) -> hv_storage.Volume:
+    vol = hv_storage.volume_by_path(hv, path)
+    if vol is None:
+        raise NotFound(f"{what} ({path}) is in no libvirt storage pool, so libvirt cannot read it for the export",
+                       hint=f"define a dir pool for {os.path.dirname(path)} "
+                            f"(`virsh pool-define-as NAME dir --target {os.path.dirname(path)}`, then pool-start)")
+    return vol
+
+
+def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
+    """Every disk to export with its backing chain, checked before anything is written."""
+    out: list[_Source] = []
+    for disk in xml_snap.domain_disks(dom.xml(inactive=True)):
+        if disk.source is None:
+            continue  # an empty CD-ROM drive
+        if disk.format not in ("qcow2", "raw"):
+            raise Conflict(f"disk {disk.target} of {dom.name} is {disk.format}; kvmhub exports qcow2 and raw disks",
+                           hint="convert it with `qemu-img convert -O qcow2` and redefine the VM")
+        src = disk.source
+        if src.pool and src.volume:
+            top = hv_storage.lookup_pool(hv, src.pool).volume(src.volume)
+        else:
+            top = _volume_at(hv, src.path or "", f"disk {disk.target}")
+        chain = [(top, disk.format)]
+        while True:
+            facts = xml_volume.volume_from_xml(chain[-1][0].xml())
+            if facts.backing_path is None:
+                break
+            if len(chain) >= MAX_CHAIN:
+                raise Conflict(f"disk {disk.target} of {dom.name} has a backing chain over {MAX_CHAIN} files deep")
+            base = _volume_at(hv, facts.backing_path, f"the backing file of disk {disk.target}")
+            chain.append((base, facts.backing_format or "qcow2"))
+        out.append(_Source(disk.target, disk.format, chain))  # type: ignore[arg-type]
+    if not out:
+        raise Conflict(f"VM {dom.name} has no disk to export")
+    return out
+
+
+def _flatten(src: _Source, work: Path, progress: Progress) -> tuple[Path, int]:
+    """Download the disk's chain through libvirt and merge it into one file; returns (file, capacity)."""
+    local: list[Path] = []
+    for n, (vol, _fmt) in enumerate(src.chain):
+        path = work / f"{src.target}.{n}"
+        total = max(vol.info().allocation, 1)
+        label = f"reading {src.target}" + (f" (backing file {vol.name})" if n else f" ({vol.name})")
+        with open(path, "wb") as fh:
+            vol.download(fh, functools.partial(_bytes_of, progress, label, total))
+        local.append(path)
+    capacity = src.chain[0][0].info().capacity
+    if src.format == "raw":
+        return local[0], capacity
+    # the downloaded files are ours (read from the VM's host); chain them locally, then merge
+    for (upper, lower), (_vol, fmt) in zip(itertools.pairwise(local), src.chain[1:], strict=True):
+        qemu_img.run(["rebase", "-u", "-f", "qcow2", "-b", str(lower), "-F", fmt, str(upper)],
+                     what=f"linking the copy of disk {src.target} to its backing file")
+    flat = work / f"disk-{src.target}.qcow2"
+    progress(f"flattening {src.target}", 0, 1)
+    qemu_img.run(["convert", "-f", "qcow2", "-O", "qcow2", str(local[0]), str(flat)],
+                 what=f"flattening disk {src.target}", cpu=3600)
+    progress(f"flattening {src.target}", 1, 1)
+    for path in local:
+        path.unlink()
+    return flat, capacity
+
+
+def _bytes_of(progress: Progress, label: str, total: int, done: int) -> None:
+    progress(label, done, max(done, total))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class _Reader(io.RawIOBase):
+    """A file read for the tar writer, reporting bytes as they go."""
+
+    def __init__(self, fh: IO[bytes], report: Callable[[int], None]) -> None:
+        self._fh = fh
+        self._report = report
+        self.done = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self.done += len(data)
+        self._report(self.done)
+        return data
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = int(time.time())
+    return info
+
+
+def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
+           progress: Progress = _no_progress) -> ExportResult:
+    """Write shut-off VM `name` (definition, flattened disks, kvmhub metadata) into the archive `to`.
+
+    Raises Conflict for a VM that is not shut off or an existing `to`, InvalidInput for a missing directory,
+    NotFound for a disk libvirt cannot read. On any failure or interrupt nothing is left under `to`.
+    """
+    began = time.monotonic()
+    dom = get_vm(hv, name)
+    if (state := dom.state()) != "shut off":
+        raise Conflict(f"cannot export VM {name}: it is {state}",
+                       cause="its disks change while the guest runs, so the copy would not be consistent",
+                       hint=f"stop it first: `kvmhub stop {name}`, export, then `kvmhub start {name}`")
+    dest = Path(to).absolute()
+    partial = dest.with_name(dest.name + ".partial")
+    if dest.exists():
+        raise Conflict(f"{dest} already exists", cause="kvmhub never overwrites an export",
+                       hint="pick another --to, or remove the old file")
+    if not dest.parent.is_dir():
+        raise InvalidInput(f"directory {dest.parent} does not exist", hint=f"`mkdir -p {dest.parent}`")
+    sources = _sources(hv, dom)
+    if hv_snap.list_all(dom):
+        say("warning: snapshots are not exported, only the VM's current state")
+    with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix=".kvmhub-export-", dir=dest.parent) as tmp:
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise Conflict(f"{partial} exists: another export is running, or one was killed",
+                           hint=f"remove it if no export is running: `rm {partial}`") from None
+        undo.add(f"remove {partial.name}", lambda: partial.unlink(missing_ok=True))
+        work = Path(tmp)
+        disks: list[ExportDisk] = []
+        files: list[Path] = []
+        for src in sources:
+            say(f"reading disk {src.target}")
+            path, capacity = _flatten(src, work, progress)
+            say(f"checksumming disk {src.target}")
+            files.append(path)
+            disks.append(ExportDisk(target=src.target, file=f"disk-{src.target}.{src.format}", format=src.format,
+                                    bytes=path.stat().st_size, capacity=capacity, sha256=_sha256(path),
+                                    volume=src.chain[0][0].name))
+        manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=dom.xml(inactive=True), disks=disks,
+                                  created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        say("writing the archive")
+        _write_archive(fd, manifest, files, progress)
+        os.replace(partial, dest)
+        undo.success()
+    return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
+
+
+def _offset(progress: Progress, base: int, total: int, done: int) -> None:
+    progress("compressing", base + done, total)
+
+
+def _write_archive(fd: int, manifest: ExportManifest, files: list[Path], progress: Progress) -> None:
+    total = sum(p.stat().st_size for p in files)
+    sent = 0
+    with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+        data = manifest.model_dump_json(indent=2).encode()
+        tar.addfile(_member(MANIFEST, len(data)), io.BytesIO(data))
+        for disk, path in zip(manifest.disks, files, strict=True):
+            base = sent
+            with open(path, "rb") as fh:
+                reader = _Reader(fh, functools.partial(_offset, progress, base, total))
+                tar.addfile(_member(disk.file, disk.bytes), reader)
+            sent += disk.bytes
+            path.unlink()
+            faults.point("export-disk")
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+# -- import -----------------------------------------------------------------------------------------------
+
+
+def _open(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, mode="r|*")
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidInput(f"{path} is not a kvmhub export", cause="it is not a (gzip-compressed) tar archive",
+                           original=str(exc)) from None
+
+
+def _refuse(path: Path, why: str) -> InvalidInput:
+    return InvalidInput(f"{path} is not a safe kvmhub export: {why}",
+                        cause="the archive was damaged, or made to attack the host that imports it",
+                        hint="export the VM again with `kvmhub export NAME --to FILE` on a trusted host")
+
+
+def _check_member(path: Path, member: tarfile.TarInfo, expected: dict[str, ExportDisk], seen: set[str]) -> ExportDisk:
+    """The disk a tar member holds; anything but a regular file the manifest names is refused."""
+    name = member.name
+    if name.startswith("/") or ".." in name.split("/") or "\\" in name:
+        raise _refuse(path, f"member {name!r} points outside the archive")
+    if not member.isreg():
+        kind = "a link" if member.issym() or member.islnk() else "not a regular file"
+        raise _refuse(path, f"member {name!r} is {kind}")
+    disk = expected.get(name)
+    if disk is None:
+        raise _refuse(path, f"member {name!r} is not named in its manifest")
+    if name in seen:
+        raise _refuse(path, f"member {name!r} appears twice")
+    if member.size != disk.bytes:
+        raise _refuse(path, f"member {name!r} holds {member.size} bytes, its manifest says {disk.bytes}")
+    seen.add(name)
+    return disk
+
+
+def read_manifest(tar: tarfile.TarFile, path: Path) -> ExportManifest:
+    """The manifest, which must be the archive's first member."""
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isreg() or first.size > MANIFEST_LIMIT:
+        raise InvalidInput(f"{path} is not a kvmhub export", cause=f"it does not start with {MANIFEST}")
+    fh = tar.extractfile(first)
+    assert fh is not None
+    try:
+        manifest = ExportManifest.model_validate_json(fh.read())
+    except ValueError as exc:
+        raise _refuse(path, f"its {MANIFEST} is not valid") from exc
+    if len({d.file for d in manifest.disks}) != len(manifest.disks) or \
+            len({d.target for d in manifest.disks}) != len(manifest.disks):
+        raise _refuse(path, "its manifest names a disk twice")
+    return manifest
+
+
+@dataclass
+class _Plan:
+    spec: VMSpec
+    volumes: dict[str, str]  # target -> new volume name
+
+
+def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | None, pool: hv_storage.Pool,
+          network: str | None, say: Say) -> _Plan:
+    """The VM to define, checked against the host before anything is made."""
+    spec = domain_from_xml(manifest.domain_xml)
+    new_name = check_name(as_name or spec.name, "VM")
+    if hv_domains.exists(hv, new_name):
+        raise Conflict(f"a VM named {new_name!r} already exists", hint="import it under another name: --as NEWNAME")
+    archived = {d.target: d for d in manifest.disks}
+    for disk in spec.disks:
+        if disk.target not in archived and (disk.source.path or disk.source.volume):
+            raise _refuse(path, f"its definition gives disk {disk.target} a host file the archive does not hold")
+    if spec.boot.kernel or spec.boot.initrd:
+        raise _refuse(path, "its definition boots a kernel from a path on the host")
+    if spec.meta.forwards:
+        say("warning: port forwards are not imported (they belong to the old host); add them again with "
+            "`kvmhub net forward`")
+    nics = spec.nics
+    if network is not None:
+        hv_networks.lookup_network(hv, network)
+        nics = [n.model_copy(update={"network": network, "bridge": None}) for n in nics]
+    for nic in nics:
+        if nic.network:
+            try:
+                hv_networks.lookup_network(hv, nic.network)
+            except NotFound:
+                raise NotFound(f"the VM's network {nic.network!r} does not exist on this host",
+                               hint=f"create it (`kvmhub net create {nic.network}`), or connect the VM to another "
+                                    "one: `--network NET`") from None
+    fresh = as_name is not None
+    if not fresh:
+        if spec.uuid and spec.uuid in {d.uuid for d in hv_domains.list_all(hv)}:
+            raise Conflict(f"a VM with the UUID of {spec.name} ({spec.uuid}) already exists on this host",
+                           hint="import it as a copy: --as NEWNAME (a new UUID and new MAC addresses)")
+        taken = leases.used_macs(hv) & {n.mac.lower() for n in nics if n.mac}
+        if taken:
+            raise Conflict(f"MAC address {', '.join(sorted(taken))} is already used by a VM on this host",
+                           hint="import it as a copy: --as NEWNAME (a new UUID and new MAC addresses)")
+    volumes = {t: _volume_name(spec.name, new_name, d) for t, d in archived.items()}
+    existing = set(pool.volume_names())
+    if clash := sorted(v for v in volumes.values() if v in existing):
+        raise Conflict(f"pool {pool.name} already has volume {', '.join(clash)}",
+                       hint="import under another name (--as), into another pool (--pool), or remove the volume")
+    domain_type = spec.domain_type
+    if domain_type == "kvm":
+        domain_type = accel.domain_type(accel.accelerator().accelerator)
+        if domain_type != "kvm":
+            say(f"warning: {accel.TCG_WARNING}")
+    serial = SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{new_name}-serial.log") if spec.serial else None
+    graphics = spec.graphics.model_copy(update={"listen": "127.0.0.1", "port": -1}) if spec.graphics else None
+    owned = [f"{pool.name}/{v}" for v in volumes.values()]
+    meta = spec.meta.model_copy(update={"forwards": [], "owned_volumes": owned})
+    return _Plan(spec.model_copy(update={
+        "name": new_name, "uuid": None if fresh else spec.uuid, "domain_type": domain_type, "serial": serial,
+        "graphics": graphics, "meta": meta,
+        "nics": [n.model_copy(update={"mac": None}) for n in nics] if fresh else nics,
+    }), volumes)
+
+
+def _volume_name(old_vm: str, new_vm: str, disk: ExportDisk) -> str:
+    """The old volume name with the VM's new name (``web-disk0.qcow2`` → ``copy-disk0.qcow2``)."""
+    old = disk.volume or ""
+    if old.startswith(f"{old_vm}-") and re.fullmatch(r"[A-Za-z0-9._-]+", old):
+        return new_vm + old[len(old_vm):]
+    return f"{new_vm}-{disk.target}.{disk.format}"
+
+
+def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, disk: ExportDisk, dst: Path, path: Path,
+            progress: Progress) -> None:
+    """Copy one member into `dst` and check its checksum and (qemu-img) that it is self-contained."""
+    src = tar.extractfile(member)
+    assert src is not None
+    digest = hashlib.sha256()
+    done = 0
+    with open(dst, "wb") as out:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            done += len(chunk)
+            progress(f"unpacking {disk.target}", done, disk.bytes)
+    if digest.hexdigest() != disk.sha256:
+        raise _refuse(path, f"disk {disk.target} does not match its checksum")
+    try:
+        qemu_img.check_safe(dst, disk.format)
+    except InvalidInput as exc:
+        raise _refuse(path, f"disk {disk.target}: {exc.message}") from None
+
+
+def import_vm(hv: Hypervisor, file: str | Path, *, as_name: str | None = None, pool: str | None = None,
+              network: str | None = None, say: Say = _quiet, progress: Progress = _no_progress) -> str:
+    """Define a VM from an export archive, its disks uploaded into `pool` (default: ``default``).
+
+    `as_name` imports it as a copy: that name, a new UUID and new MAC addresses. `network` connects every NIC
+    to that network. Returns the VM's name; it is left shut off. Raises Conflict for a taken name, UUID, MAC
+    or volume, NotFound for a missing network, InvalidInput for an unsafe or damaged archive. On failure
+    everything made is removed.
+    """
+    path = Path(file)
+    if not path.is_file():
+        raise NotFound(f"no export file {path}")
+    target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
+    with _open(path) as tar:
+        try:
+            return _import(hv, tar, path, as_name, target_pool, network, say, progress)
+        except tarfile.TarError as exc:
+            raise InvalidInput(f"{path} is damaged or truncated", original=str(exc),
+                               hint="export the VM again") from None
+
+
+def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | None, pool: hv_storage.Pool,
+            network: str | None, say: Say, progress: Progress) -> str:
+    manifest = read_manifest(tar, path)
+    plan = _plan(hv, manifest, path, as_name, pool, network, say)
+    name = plan.spec.name
+    expected = {d.file: d for d in manifest.disks}
+    seen: set[str] = set()
+    made: dict[str, hv_storage.Volume] = {}
+    with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
+        while (member := tar.next()) is not None:
+            disk = _check_member(path, member, expected, seen)
+            local = Path(tmp) / disk.file
+            say(f"unpacking disk {disk.target}")
+            _unpack(tar, member, disk, local, path, progress)
+            vol_name = plan.volumes[disk.target]
+            say(f"uploading disk {disk.target} into {pool.name}/{vol_name}")
+            label = f"uploading {disk.target}"
+            made[disk.target] = upload_volume(pool, vol_name, local, undo, functools.partial(progress, label))
+            local.unlink()
+        if missing := sorted(set(expected) - seen):
+            raise _refuse(path, f"it lacks {', '.join(missing)} (truncated?)")
+        disks = [d.model_copy(update={
+            "format": next(x.format for x in manifest.disks if x.target == d.target),
+            "source": DiskSource(pool=pool.name, volume=made[d.target].name)})
+            if d.target in made else d for d in plan.spec.disks]
+        spec = plan.spec.model_copy(update={"disks": disks})
+        if as_name is not None:
+            spec = spec.model_copy(update={"nics": [n.model_copy(update={"mac": leases.new_mac(hv)})
+                                                    for n in spec.nics]})
+        _reserve_addresses(hv, spec, undo, say)
+        say(f"defining VM {name}")
+        dom = hv_domains.define(hv, domain_to_xml(spec))
+        undo.add(f"remove the definition of {name}", dom.undefine)
+        undo.success()
+    return name
+
+
+def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: Undo, say: Say) -> None:
+    """An address reservation on each kvmhub network the VM joins, as `create` makes."""
+    for nic in spec.nics:
+        if not nic.network or not nic.mac:
+            continue
+        net = hv_networks.lookup_network(hv, nic.network)
+        if network_subnet_from_xml(net.xml()) is None:
+            continue
+        network, mac = nic.network, nic.mac
+        try:
+            ip = leases.pick_ip(net)
+            leases.register(hv, network, spec.name, mac, ip)
+        except KvmhubError as exc:
+            say(f"warning: no address reserved on {network}: {exc.message}")
+            continue
+        undo.add(f"release the address on {network}", functools.partial(leases.unregister, hv, network, mac))
+
+
+__all__ = ["MANIFEST", "ExportDisk", "ExportManifest", "ExportResult", "export", "import_vm", "read_manifest"]

@@ -1,0 +1,151 @@
+"""Port forwards from the host to a VM: kept in the VM's kvmhub metadata (they travel with it),
+applied as kvmhub-owned firewall rules to the VM's reserved address, re-applied when it starts,
+removed with it."""
+
+from __future__ import annotations
+
+import re
+
+from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
+from kvmhub.hv import Hypervisor, is_local_uri
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import networks as hv_networks
+from kvmhub.models import KvmhubMeta, PortForward
+from kvmhub.tools import firewall
+from kvmhub.xml import network as xml_network
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.metadata import metadata_to_xml
+
+_SPEC = re.compile(r"^(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
+
+
+def parse(spec: str, host_ip: str | None = None) -> PortForward:
+    """'8080:80', '5353:53/udp' -> PortForward (ports 1-65535)."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise InvalidInput(f"invalid forward {spec!r}", hint="HOSTPORT:GUESTPORT[/tcp|udp], e.g. 8080:80")
+    host_port, guest_port = int(m.group(1)), int(m.group(2))
+    for port in (host_port, guest_port):
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"port {port} is out of range", hint="1 to 65535")
+    if host_ip is not None:
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidInput(f"--host-ip {host_ip!r} is not an IPv4 address") from None
+    if m.group(3) == "udp":
+        return PortForward(host_port=host_port, guest_port=guest_port, proto="udp", host_ip=host_ip)
+    return PortForward(host_port=host_port, guest_port=guest_port, proto="tcp", host_ip=host_ip)
+
+
+def _require_local(hv: Hypervisor) -> None:
+    if not is_local_uri(hv.uri):
+        raise HostProblem(
+            "port forwards are firewall rules on the VM's host",
+            cause=f"{hv.uri} is a remote host, and kvmhub installs no agent there",
+            hint="run kvmhub on that host (or through `kvmhub serve` there)",
+        )
+
+
+def _meta(dom: hv_domains.Domain) -> KvmhubMeta:
+    return domain_from_xml(dom.xml(inactive=True)).meta
+
+
+def guest_ip(hv: Hypervisor, dom: hv_domains.Domain) -> str:
+    """The VM's reserved address: forwards point at it, so they survive restarts."""
+    for nic in domain_from_xml(dom.xml(inactive=True)).nics:
+        if not (nic.network and nic.mac):
+            continue
+        facts = xml_network.network_from_xml(hv_networks.lookup_network(hv, nic.network).xml())
+        for host in facts.dhcp_hosts:
+            if host.mac.lower() == nic.mac.lower():
+                return host.ip
+    raise InvalidInput(
+        f"VM {dom.name} has no reserved address to forward to",
+        cause="forwards need a NIC on a kvmhub network with a reservation (bridged NICs get outside addresses)",
+        hint=f"`kvmhub net lease add NET --vm {dom.name} --ip A`",
+    )
+
+
+def _all_forwards(hv: Hypervisor) -> dict[str, list[PortForward]]:
+    out = {}
+    for dom in hv_domains.list_all(hv):
+        try:
+            meta = _meta(dom)
+        except KvmhubError:
+            continue
+        if meta.forwards:
+            out[dom.name] = meta.forwards
+    return out
+
+
+def _clashes(a: PortForward, b: PortForward) -> bool:
+    same_ip = a.host_ip is None or b.host_ip is None or a.host_ip == b.host_ip
+    return a.host_port == b.host_port and a.proto == b.proto and same_ip
+
+
+def add(hv: Hypervisor, vm: str, spec: str, host_ip: str | None = None) -> PortForward:
+    """Forward a host port to the VM, applied now and kept in its metadata."""
+    _require_local(hv)
+    fwd = parse(spec, host_ip)
+    dom = hv_domains.lookup(hv, vm)
+    ip = guest_ip(hv, dom)
+    for other, forwards in _all_forwards(hv).items():
+        for f in forwards:
+            if _clashes(f, fwd):
+                raise Conflict(
+                    f"host port {fwd.host_port}/{fwd.proto} is already forwarded to {other}:{f.guest_port}",
+                    hint=f"pick another host port, or `kvmhub net forward rm {other} {f.host_port}/{f.proto}`",
+                )
+    meta = _meta(dom)
+    meta.forwards.append(fwd)
+    firewall.apply(vm, ip, meta.forwards)
+    try:
+        dom.set_metadata(metadata_to_xml(meta))
+    except BaseException:
+        firewall.apply(vm, ip, meta.forwards[:-1])
+        raise
+    return fwd
+
+
+def remove(hv: Hypervisor, vm: str, which: str) -> PortForward:
+    """Remove the forward of host port `which` ('8080' or '8080/udp')."""
+    _require_local(hv)
+    port, _, proto = which.partition("/")
+    dom = hv_domains.lookup(hv, vm)
+    meta = _meta(dom)
+    match = [f for f in meta.forwards if str(f.host_port) == port and f.proto == (proto or "tcp")]
+    if not match:
+        raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"`kvmhub net forward ls {vm}`")
+    meta.forwards.remove(match[0])
+    dom.set_metadata(metadata_to_xml(meta))
+    sync(hv, vm)
+    return match[0]
+
+
+def list_forwards(hv: Hypervisor, vm: str | None = None) -> dict[str, list[PortForward]]:
+    if vm is None:
+        return _all_forwards(hv)
+    return {vm: _meta(hv_domains.lookup(hv, vm)).forwards}
+
+
+def sync(hv: Hypervisor, vm: str) -> int:
+    """Make the firewall match the VM's forwards (after start, or an address change); returns how many."""
+    if not is_local_uri(hv.uri):
+        return 0
+    dom = hv_domains.lookup(hv, vm)
+    forwards = _meta(dom).forwards
+    if not forwards:
+        firewall.clear(vm)
+        return 0
+    firewall.apply(vm, guest_ip(hv, dom), forwards)
+    return len(forwards)
+
+
+def drop(hv: Hypervisor, vm: str) -> int:
+    """Remove the VM's rules (when it is removed)."""
+    if not is_local_uri(hv.uri):
+        return 0
+    return firewall.clear(vm)

@@ -1,0 +1,62 @@
+"""NICs on VMs: add and remove (hot-plugged when the VM runs), always persisted."""
+
+from __future__ import annotations
+
+from kvmhub.errors import InvalidInput, KvmhubError, NotFound
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import networks as hv_networks
+from kvmhub.models import NICSpec
+from kvmhub.services import leases, vms
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.interface import interface_to_xml
+from kvmhub.xml.network import network_subnet_from_xml
+
+
+def list_nics(hv: Hypervisor, vm: str) -> list[NICSpec]:
+    return domain_from_xml(vms.get(hv, vm).xml(inactive=True)).nics
+
+
+def find(hv: Hypervisor, vm: str, which: str) -> NICSpec:
+    """A NIC by MAC address or by index (0 = first)."""
+    nics = list_nics(hv, vm)
+    if which.isdigit() and int(which) < len(nics):
+        return nics[int(which)]
+    for nic in nics:
+        if nic.mac and nic.mac.lower() == which.lower():
+            return nic
+    raise NotFound(f"VM {vm} has no NIC {which!r}", hint=f"`kvmhub nic ls {vm}` lists them")
+
+
+def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str | None = None) -> tuple[NICSpec, bool]:
+    """Plug a NIC on `network` into the VM (live if it runs); returns (nic, applied live)."""
+    dom = vms.get(hv, vm)
+    net = hv_networks.lookup_network(hv, network)
+    managed = network_subnet_from_xml(net.xml()) is not None
+    if ip is not None and not managed:
+        raise InvalidInput(f"--ip needs a network kvmhub hands addresses out on; {network!r} is not one")
+    if model not in ("virtio", "e1000", "rtl8139"):
+        raise InvalidInput(f"unknown NIC model {model!r}", hint="virtio, e1000 or rtl8139")
+    nic = NICSpec(network=network, mac=leases.new_mac(hv), model=model)  # type: ignore[arg-type]
+    assert nic.mac is not None
+    if managed:
+        leases.register(hv, network, vm, nic.mac, ip or leases.pick_ip(net))
+    try:
+        live = dom.attach_device(interface_to_xml(nic))
+    except BaseException:
+        if managed:
+            leases.unregister(hv, network, nic.mac)
+        raise
+    return nic, live
+
+
+def remove(hv: Hypervisor, vm: str, which: str) -> tuple[NICSpec, bool]:
+    """Unplug a NIC (live if the VM runs) and release its reservation."""
+    dom = vms.get(hv, vm)
+    nic = find(hv, vm, which)
+    live = dom.detach_device(interface_to_xml(nic))
+    if nic.network and nic.mac:
+        try:
+            leases.unregister(hv, nic.network, nic.mac)
+        except KvmhubError:
+            pass  # the NIC is gone; a missing network has nothing to release
+    return nic, live

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
 from collections.abc import Iterator
 
@@ -225,3 +226,41 @@ def test_nic_hotplug_gives_the_guest_a_working_second_interface(lab: dict[str, s
     assert [n["network"] for n in kvmhub("nic", "ls", "nb", "--json").json()] == [NET]
     assert "nb" not in [x["hostname"] for x in kvmhub("net", "lease", "ls", OTHER, "--json").json()
                         if x["kind"] == "reserved"]
+
+
+def test_firewall_allows_only_the_listed_port(lab: dict[str, str], prepared_host: TestHost, kvmhub: Runner) -> None:
+    gateway = str(next(ipaddress.ip_network(SUBNET).hosts()))
+    assert guest_run(prepared_host, "nb", ["/bin/ping", "-c", "1", "-W", "3", FIXED_IP]).code == 0
+    r = kvmhub("set", "na", "--firewall", "allow:22/tcp")
+    assert r.code == 0, r.err
+    assert "firewall allow:22/tcp (applied live)" in r.out
+    try:
+        assert kvmhub("nic", "ls", "na", "--json").json()[0]["filter"] == "kvmhub-allow-tcp-22"
+        # new connections to 22 pass; anything else inbound (ping) is dropped
+        r2 = prepared_host.run([sys.executable, "-c", _SSH_BANNER, FIXED_IP, "22"], check=False, timeout=30)
+        assert r2.stdout.startswith("SSH-2.0"), r2.stdout + r2.stderr
+        assert guest_run(prepared_host, "nb", ["/bin/ping", "-c", "2", "-W", "2", FIXED_IP]).code != 0
+        # the guest itself still gets out (replies come back)
+        assert guest_run(prepared_host, "na", ["/bin/ping", "-c", "1", "-W", "3", gateway]).code == 0
+        bad = kvmhub("set", "na", "--firewall", "allow:99999/tcp")
+        assert bad.code == 2 and "out of range" in bad.err
+    finally:
+        assert kvmhub("set", "na", "--firewall", "off").code == 0
+    assert guest_run(prepared_host, "nb", ["/bin/ping", "-c", "1", "-W", "3", FIXED_IP]).code == 0
+
+
+def test_link_down_cuts_the_nic_live(lab: dict[str, str], prepared_host: TestHost, kvmhub: Runner) -> None:
+    r = kvmhub("nic", "set", "nb", "0", "--link", "down")
+    assert r.code == 0 and "applied live" in r.err, r.err
+    try:
+        assert guest_run(prepared_host, "na", ["/bin/ping", "-c", "2", "-W", "2", lab["nb"]]).code != 0
+    finally:
+        assert kvmhub("nic", "set", "nb", "0", "--link", "up").code == 0
+    assert guest_run(prepared_host, "na", ["/bin/ping", "-c", "2", "-W", "5", lab["nb"]]).code == 0
+
+
+_SSH_BANNER = (
+    "import socket,sys\n"
+    "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+    "print(s.recv(200).decode(errors='replace').strip())\n"
+)

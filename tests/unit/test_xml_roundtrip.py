@@ -97,9 +97,11 @@ disks = st.builds(
     iotune=iotunes,
 )
 nic_models = st.sampled_from(["virtio", "e1000", "rtl8139"])
+links = st.none() | st.sampled_from(["up", "down"])
 nics = st.one_of(
-    st.builds(NICSpec, network=text, mac=opt_text, model=nic_models, bandwidth=bandwidths),
-    st.builds(NICSpec, bridge=text, mac=opt_text, model=nic_models, bandwidth=bandwidths),
+    st.builds(NICSpec, network=text, mac=opt_text, model=nic_models, bandwidth=bandwidths, link=links,
+              filter=opt_text),
+    st.builds(NICSpec, bridge=text, mac=opt_text, model=nic_models, bandwidth=bandwidths, link=links),
     st.builds(NICSpec, mac=opt_text, model=nic_models, bandwidth=bandwidths),
 )
 metas = st.builds(

@@ -56,6 +56,9 @@ class NICSpec(_Model):
     mac: str | None = None
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
     bandwidth: Bandwidth | None = None
+    link: Literal["up", "down"] | None = None  # None: libvirt's default (up)
+    filter: str | None = None  # libvirt nwfilter applied to the NIC (the VM's firewall)
+    filter_params: dict[str, str] = Field(default_factory=dict)  # e.g. IP: the address, so none is learned
 
 
 class SerialSpec(_Model):

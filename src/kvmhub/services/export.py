@@ -254,7 +254,8 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
         except FileExistsError:
             raise Conflict(f"{partial} exists: another export is running, or one was killed",
                            hint=f"remove it if no export is running: `rm {partial}`") from None
-        undo.add(f"remove {partial.name}", lambda: partial.unlink(missing_ok=True))
+        fh = os.fdopen(fd, "wb")
+        undo.add(f"remove {partial.name}", functools.partial(_discard, fh, partial))
         work = Path(tmp)
         disks: list[ExportDisk] = []
         files: list[Path] = []
@@ -269,7 +270,7 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
         manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=dom.xml(inactive=True), disks=disks,
                                   created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         say("writing the archive")
-        _write_archive(fd, manifest, files, progress)
+        _write_archive(fh, manifest, files, progress)
         os.replace(partial, dest)
         undo.success()
     return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
@@ -279,10 +280,15 @@ def _offset(progress: Progress, base: int, total: int, done: int) -> None:
     progress("compressing", base + done, total)
 
 
-def _write_archive(fd: int, manifest: ExportManifest, files: list[Path], progress: Progress) -> None:
+def _discard(fh: IO[bytes], path: Path) -> None:
+    fh.close()
+    path.unlink(missing_ok=True)
+
+
+def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress) -> None:
     total = sum(p.stat().st_size for p in files)
     sent = 0
-    with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+    with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
         data = manifest.model_dump_json(indent=2).encode()
         tar.addfile(_member(MANIFEST, len(data)), io.BytesIO(data))
         for disk, path in zip(manifest.disks, files, strict=True):

@@ -60,3 +60,11 @@ def remove(hv: Hypervisor, vm: str, which: str) -> tuple[NICSpec, bool]:
         except KvmhubError:
             pass  # the NIC is gone; a missing network has nothing to release
     return nic, live
+
+
+def set_link(hv: Hypervisor, vm: str, which: str, up: bool) -> tuple[NICSpec, bool]:
+    """Plug or unplug the virtual cable of a NIC (live when the VM runs)."""
+    dom = vms.get(hv, vm)
+    nic = find(hv, vm, which)
+    nic.link = "up" if up else "down"
+    return nic, dom.update_device(interface_to_xml(nic))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,8 +35,10 @@ def _limited(argv: list[str], cpu: int = CPU_SECONDS) -> list[str]:
 def run(argv: list[str], *, what: str, timeout: float = 3600, cpu: int = CPU_SECONDS) -> str:
     if not shutil.which("qemu-img"):
         raise HostProblem("qemu-img is not installed", hint="`apt-get install qemu-utils`")
+    # each malloc arena reserves 64 MiB of address space: under --as, many I/O threads made thread creation fail
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
     proc = subprocess.run(
-        _limited(["qemu-img", *argv], cpu), capture_output=True, text=True, timeout=timeout, check=False
+        _limited(["qemu-img", *argv], cpu), capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if proc.returncode != 0:
         err = proc.stderr.strip() or proc.stdout.strip()

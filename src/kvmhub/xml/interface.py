@@ -36,8 +36,14 @@ def build_interface(nic: NICSpec) -> Element:
     elif nic.bridge is not None:
         sub(el, "source", {"bridge": nic.bridge})
     sub(el, "model", {"type": nic.model})
+    if nic.filter is not None:
+        ref = sub(el, "filterref", {"filter": nic.filter})
+        for key, value in sorted(nic.filter_params.items()):
+            sub(ref, "parameter", {"name": key, "value": value})
     if nic.bandwidth is not None:
         el.append(build_bandwidth(nic.bandwidth))
+    if nic.link is not None:
+        sub(el, "link", {"state": nic.link})
     return el
 
 
@@ -65,6 +71,13 @@ def parse_interface(el: Element) -> NICSpec | None:
     bandwidth = el.find("bandwidth")
     if bandwidth is not None:
         fields["bandwidth"] = parse_bandwidth(bandwidth)
+    link = el.find("link")
+    if link is not None and link.get("state") in ("up", "down"):
+        fields["link"] = link.get("state")
+    filterref = el.find("filterref")
+    if filterref is not None and filterref.get("filter") is not None:
+        fields["filter"] = filterref.get("filter")
+        fields["filter_params"] = {p.get("name", ""): p.get("value", "") for p in filterref.iterfind("parameter")}
     return NICSpec.model_validate(fields)
 
 

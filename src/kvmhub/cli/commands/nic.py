@@ -24,8 +24,9 @@ def ls(vm: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> No
     if json_out:
         output.print_json(found)
         return
-    output.table(["#", "MAC", "NETWORK", "MODEL"],
-                 [(i, n.mac, n.network or f"bridge {n.bridge}", n.model) for i, n in enumerate(found)])
+    output.table(["#", "MAC", "NETWORK", "MODEL", "LINK", "FIREWALL"],
+                 [(i, n.mac, n.network or f"bridge {n.bridge}", n.model, n.link or "up", n.filter or "off")
+                  for i, n in enumerate(found)])
 
 
 @app.command("add")
@@ -49,3 +50,19 @@ def rm(vm: str, nic: Annotated[str, typer.Argument(help="MAC address or index (`
 
     gone, live = nics.remove(state.hv(), vm, nic)
     output.say(f"{vm}: NIC {gone.mac} removed ({_when(live)})")
+
+
+@app.command("set")
+def set_(
+    vm: str,
+    nic: Annotated[str, typer.Argument(help="MAC address or index (`kvmhub nic ls`)")],
+    link: Annotated[str, typer.Option(help="up or down: plug or unplug the virtual cable")],
+) -> None:
+    """Change a NIC's link state (bandwidth: `kvmhub set VM --net-bw`)."""
+    from kvmhub.errors import InvalidInput
+    from kvmhub.services import nics
+
+    if link not in ("up", "down"):
+        raise InvalidInput(f"--link {link!r}", hint="up or down")
+    changed, live = nics.set_link(state.hv(), vm, nic, link == "up")
+    output.say(f"{vm}: NIC {changed.mac} link {link} ({_when(live)})")

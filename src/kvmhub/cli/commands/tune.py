@@ -4,6 +4,7 @@ The limit options are shared with `kvmhub create` (see :data:`LimitOptions`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,6 +45,8 @@ def set_(
     io_weight: IoWeight = None,
     net_bw: NetBw = None,
     autostart: Annotated[bool | None, typer.Option("--autostart/--no-autostart", help="start with the host")] = None,
+    firewall: Annotated[str | None, typer.Option(
+        help="clean-traffic | allow:22,80/tcp | off (an nwfilter on every NIC)")] = None,
 ) -> None:
     """Change a VM's resources and limits: applied live when it runs and QEMU can, always persisted."""
     from kvmhub.services import tuning
@@ -53,8 +56,20 @@ def set_(
         cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin, memory_limit=memory_limit,
         disk_iops=disk_iops or [], disk_bps=disk_bps or [], io_weight=io_weight, net_bw=net_bw or [],
     )
-    for change in tuning.set_limits(state.hv(), name, req):
-        output.out.print(f"VM {name}: {change.line()}", markup=False)
+    hv = state.hv()
+    if firewall is not None:
+        from kvmhub.xml.nwfilter import parse_policy
+
+        parse_policy(firewall)  # refuse a bad policy before changing anything
+    if firewall is None or any(v not in (None, []) for v in dataclasses.asdict(req).values()):
+        for change in tuning.set_limits(hv, name, req):
+            output.out.print(f"VM {name}: {change.line()}", markup=False)
+    if firewall is not None:
+        from kvmhub.services import vm_firewall
+
+        live = vm_firewall.set_policy(hv, name, firewall)
+        when = "applied live" if live else "takes effect after restart"
+        output.out.print(f"VM {name}: firewall {firewall} ({when})", markup=False)
 
 
 def limit_lines(limits: Limits) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -264,3 +265,49 @@ _SSH_BANNER = (
     "s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
     "print(s.recv(200).decode(errors='replace').strip())\n"
 )
+
+
+_SINK = (
+    "import socket,sys,time\n"
+    "srv=socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1); srv.settimeout(120)\n"
+    "c,_=srv.accept(); n=0; t0=None\n"
+    "while True:\n"
+    "    b=c.recv(65536)\n"
+    "    if t0 is None: t0=time.monotonic()\n"
+    "    if not b: break\n"
+    "    n+=len(b)\n"
+    "print(n, time.monotonic()-(t0 or time.monotonic()))\n"
+)
+
+
+def _upload_seconds(host: TestHost, vm: str, gateway: str, port: int, mib: int = 2) -> float:
+    """Seconds the guest takes to send `mib` MiB to a receiver in the test host's namespace."""
+    sink = host.popen([sys.executable, "-c", _SINK, gateway, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        send = f"dd if=/dev/zero bs=64k count={mib * 16} 2>/dev/null | nc {gateway} {port}"
+        guest_run(host, vm, ["/bin/sh", "-c", send], timeout=180)
+        out, _ = sink.communicate(timeout=180)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    received, seconds = out.split()
+    assert int(received) == mib * 1024**2
+    return float(seconds)
+
+
+def test_bandwidth_limit_slows_a_transfer(lab: dict[str, str], prepared_host: TestHost, kvmhub: Runner) -> None:
+    gateway = str(next(ipaddress.ip_network(SUBNET).hosts()))
+    r = kvmhub("set", "na", "--net-bw", "0:0/256K")
+    if r.code == 5 and "sch_sfq" in r.err:
+        pytest.skip("the host kernel lacks traffic-control modules (sch_htb/sch_sfq/act_police) for bandwidth limits")
+    assert r.code == 0, r.err
+    try:
+        limited = _upload_seconds(prepared_host, "na", gateway, 5002)
+    finally:
+        assert kvmhub("set", "na", "--net-bw", "0:0/0").code == 0
+    free = _upload_seconds(prepared_host, "na", gateway, 5003)
+    # 2 MiB at 256 KiB/s takes about 8 s; unlimited it is several times faster even under TCG
+    assert limited > 4.0 and limited > 2 * free, (limited, free)

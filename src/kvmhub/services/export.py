@@ -44,6 +44,7 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.vm import DiskSource, SerialSpec, VMSpec
@@ -141,14 +142,16 @@ def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
         if disk.source is None:
             continue  # an empty CD-ROM drive
         if disk.format not in ("qcow2", "raw"):
-            raise Conflict(f"disk {disk.target} of {dom.name} is {disk.format}; kvmhub exports qcow2 and raw disks",
+            raise Conflict(f"disk {disk.target} of {dom.name} is {disk.format or 'of no stated format'}; kvmhub "
+                           "exports qcow2 and raw disks",
                            hint="convert it with `qemu-img convert -O qcow2` and redefine the VM")
+        fmt: Literal["qcow2", "raw"] = "qcow2" if disk.format == "qcow2" else "raw"
         src = disk.source
         if src.pool and src.volume:
             top = hv_storage.lookup_pool(hv, src.pool).volume(src.volume)
         else:
             top = _volume_at(hv, src.path or "", f"disk {disk.target}")
-        chain = [(top, disk.format)]
+        chain: list[tuple[hv_storage.Volume, str]] = [(top, fmt)]
         while True:
             facts = xml_volume.volume_from_xml(chain[-1][0].xml())
             if facts.backing_path is None:
@@ -157,13 +160,13 @@ def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
                 raise Conflict(f"disk {disk.target} of {dom.name} has a backing chain over {MAX_CHAIN} files deep")
             base = _volume_at(hv, facts.backing_path, f"the backing file of disk {disk.target}")
             chain.append((base, facts.backing_format or "qcow2"))
-        out.append(_Source(disk.target, disk.format, chain))  # type: ignore[arg-type]
+        out.append(_Source(disk.target, fmt, chain))
     if not out:
         raise Conflict(f"VM {dom.name} has no disk to export")
     return out
 
 
-def _flatten(src: _Source, work: Path, progress: Progress) -> tuple[Path, int]:
+def _flatten(src: _Source, work: Path, say: Say, progress: Progress) -> tuple[Path, int]:
     """Download the disk's chain through libvirt and merge it into one file; returns (file, capacity)."""
     local: list[Path] = []
     for n, (vol, _fmt) in enumerate(src.chain):
@@ -181,10 +184,9 @@ def _flatten(src: _Source, work: Path, progress: Progress) -> tuple[Path, int]:
         qemu_img.run(["rebase", "-u", "-f", "qcow2", "-b", str(lower), "-F", fmt, str(upper)],
                      what=f"linking the copy of disk {src.target} to its backing file")
     flat = work / f"disk-{src.target}.qcow2"
-    progress(f"flattening {src.target}", 0, 1)
+    say(f"flattening disk {src.target} (merging {len(local)} files)")
     qemu_img.run(["convert", "-f", "qcow2", "-O", "qcow2", str(local[0]), str(flat)],
                  what=f"flattening disk {src.target}", cpu=3600)
-    progress(f"flattening {src.target}", 1, 1)
     for path in local:
         path.unlink()
     return flat, capacity
@@ -248,6 +250,9 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
     sources = _sources(hv, dom)
     if hv_snap.list_all(dom):
         say("warning: snapshots are not exported, only the VM's current state")
+    if hv_saves.has_managed_save(dom):
+        say("warning: the VM's saved memory state is not exported; the imported VM boots afresh from disks "
+            "that were in use when it was saved")
     with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix=".kvmhub-export-", dir=dest.parent) as tmp:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -261,7 +266,7 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
         files: list[Path] = []
         for src in sources:
             say(f"reading disk {src.target}")
-            path, capacity = _flatten(src, work, progress)
+            path, capacity = _flatten(src, work, say, progress)
             say(f"checksumming disk {src.target}")
             files.append(path)
             disks.append(ExportDisk(target=src.target, file=f"disk-{src.target}.{src.format}", format=src.format,

@@ -12,7 +12,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
   dnsmasq-base iproute2 iputils-ping util-linux
   busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
-  python3 python3-venv python3-dev libxml2-utils virtinst
+  python3 python3-venv python3-dev libxml2-utils virtinst ovmf
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -58,9 +58,16 @@ def used_macs(hv: Hypervisor) -> set[str]:
     return macs
 
 
-def new_mac(hv: Hypervisor) -> str:
-    """A random locally administered QEMU-range MAC not used by any VM on this host."""
-    taken = used_macs(hv)
+def new_mac(hv: Hypervisor, network: str | None = None) -> str:
+    """A random QEMU-range MAC not in use: on `network` (its reservations and leases, one call), or
+    when no network is given, on any VM of the host (reads every definition)."""
+    if network is not None:
+        net = hv_networks.lookup_network(hv, network)
+        taken = {h.mac.lower() for h in xml_network.network_from_xml(net.xml()).dhcp_hosts}
+        if net.is_active():
+            taken |= {lease.mac.lower() for lease in net.leases()}
+    else:
+        taken = used_macs(hv)
     rng = random.SystemRandom()
     while True:
         mac = "52:54:00:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(3))

@@ -36,7 +36,7 @@ def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str
         raise InvalidInput(f"--ip needs a network kvmhub hands addresses out on; {network!r} is not one")
     if model not in ("virtio", "e1000", "rtl8139"):
         raise InvalidInput(f"unknown NIC model {model!r}", hint="virtio, e1000 or rtl8139")
-    nic = NICSpec(network=network, mac=leases.new_mac(hv), model=model)  # type: ignore[arg-type]
+    nic = NICSpec(network=network, mac=leases.new_mac(hv, network), model=model)  # type: ignore[arg-type]
     assert nic.mac is not None
     if managed:
         leases.register(hv, network, vm, nic.mac, ip or leases.pick_ip(net))

@@ -211,7 +211,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
     probe = accel.accelerator()
     if probe.accelerator == "tcg":
         say(f"warning: {accel.TCG_WARNING} ({probe.detail})")
-    mac = leases.new_mac(hv) if req.network else None
+    mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     disks = pools.disks_pool(hv)
     with Undo(report=say) as undo:

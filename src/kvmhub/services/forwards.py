@@ -121,7 +121,10 @@ def remove(hv: Hypervisor, vm: str, which: str) -> PortForward:
         raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"`kvmhub net forward ls {vm}`")
     meta.forwards.remove(match[0])
     dom.set_metadata(metadata_to_xml(meta))
-    sync(hv, vm)
+    if meta.forwards:
+        sync(hv, vm)
+    else:
+        firewall.clear(vm)
     return match[0]
 
 
@@ -138,8 +141,7 @@ def sync(hv: Hypervisor, vm: str) -> int:
     dom = hv_domains.lookup(hv, vm)
     forwards = _meta(dom).forwards
     if not forwards:
-        firewall.clear(vm)
-        return 0
+        return 0  # nothing to re-apply; `forward rm` and `rm` clear the rules themselves
     firewall.apply(vm, guest_ip(hv, dom), forwards)
     return len(forwards)
 

@@ -16,7 +16,24 @@ BACKUP_TIMEOUT = 3600.0
 
 def begin(dom: Domain, backup_xml: str, checkpoint_xml: str) -> None:
     """Start a push-mode backup job and the checkpoint it makes (atomically: both or neither)."""
-    dom.call("starting a backup of", dom.handle.backupBegin, backup_xml, checkpoint_xml, 0, timeout=120.0)
+    try:
+        dom.call("starting a backup of", dom.handle.backupBegin, backup_xml, checkpoint_xml, 0, timeout=120.0)
+    except KvmhubError as exc:
+        # libvirt creates the target files here: a full backup directory fails now, not in the job; say so
+        # (the generic translation blames the file system of the VM's disks)
+        if "no space" in (exc.original or exc.message).lower():
+            raise _failed(dom, exc.original or exc.message) from None
+        raise
+
+
+def _failed(dom: Domain, message: str) -> OperationFailed:
+    full = "no space" in message.lower()
+    return OperationFailed(
+        f"the backup of {dom.name} failed",
+        cause="the backup target ran out of space" if full else "QEMU could not copy a disk",
+        hint="free space where the backup goes and try again" if full else "see libvirtd's log",
+        original=message,
+    )
 
 
 def _stats(dom: Domain, flags: int = 0) -> dict[str, Any]:
@@ -44,14 +61,7 @@ def wait(
         time.sleep(0.3)
     final = _stats(dom, libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     if final.get("type") == libvirt.VIR_DOMAIN_JOB_FAILED:
-        message = str(final.get("errmsg") or "QEMU ended the backup job with an error")
-        full = "no space" in message.lower()
-        raise OperationFailed(
-            f"the backup of {dom.name} failed",
-            cause="the backup target ran out of space" if full else "QEMU could not copy a disk",
-            hint="free space where the backup goes and try again" if full else "see libvirtd's log",
-            original=message,
-        )
+        raise _failed(dom, str(final.get("errmsg") or "QEMU ended the backup job with an error"))
 
 
 def abort(dom: Domain) -> None:

@@ -7,6 +7,7 @@ import re
 from kvmhub.errors import InvalidInput
 
 NAME_MAX = 63
+MAX_VCPUS = 512  # the most vCPUs kvmhub lets a VM have (QEMU q35/pc accept more; hosts rarely do)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 NAME_RULE = (
     f"1 to {NAME_MAX} characters: letters, digits, '.', '_' and '-', starting with a letter or digit"

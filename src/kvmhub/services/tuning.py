@@ -16,7 +16,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import Bandwidth, CPUTune, IOTune, Limits, VCPUPin, VMSpec
 from kvmhub.services.vms import get
-from kvmhub.validate import parse_cpuset, parse_size
+from kvmhub.validate import MAX_VCPUS, parse_cpuset, parse_size
 
 PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000
@@ -291,8 +291,6 @@ def _specs(dom: hv_domains.Domain) -> tuple[VMSpec, VMSpec, bool]:
 def _plan_cpus(dom: hv_domains.Domain, req: SetRequest, now: VMSpec, cfg: VMSpec, running: bool,
                plan: _Plan) -> int:
     """Plan --max-cpus / --cpus; returns the vCPU count the VM will have."""
-    from kvmhub.services.vm_create import MAX_VCPUS
-
     max_cfg = cfg.max_vcpus or cfg.vcpus
     max_live = now.max_vcpus or now.vcpus
     if req.max_cpus is not None:

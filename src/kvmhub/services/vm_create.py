@@ -24,12 +24,11 @@ from kvmhub.services.tuning import LimitsRequest, apply_to_spec
 from kvmhub.services.vms import Say
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.undo import Undo
-from kvmhub.validate import check_name, parse_size
+from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
-MAX_VCPUS = 512
 
 
 def _quiet(_msg: str) -> None:

@@ -13,6 +13,9 @@ PACKAGES=(
   dnsmasq-base iproute2 iputils-ping util-linux
   busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
   python3 python3-venv python3-dev libxml2-utils virtinst ovmf
+  osinfo-db libosinfo-bin isolinux xorriso xz-utils
+  libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
+  tgt nfs-ganesha nfs-ganesha-vfs
 )
 
 if [ "$(id -u)" != 0 ]; then

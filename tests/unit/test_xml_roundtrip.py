@@ -272,6 +272,11 @@ def test_qemu_dumpxml_reads_what_the_spec_models() -> None:
                 readonly=True,
                 source=DiskSource(path="/var/lib/libvirt/images/web-1-seed.iso"),
             ),
+            DiskSpec(
+                target="vdb",
+                format="raw",
+                source=DiskSource(protocol="rbd", name="rbd/web-1-data", host="ceph-mon1", port=6789),
+            ),
         ],
         nics=[
             NICSpec(network="default", mac="52:54:00:6b:3c:58"),

@@ -71,6 +71,11 @@ class Pool:
         vol = self._call(what, self._pool.createXML, xml, 0, timeout=TRANSFER_TIMEOUT)
         return Volume(self.hv, vol, self.name)
 
+    def create_volume_from(self, xml: str, src: Volume, *, what: str) -> Volume:
+        """A new volume described by ``xml`` holding a full copy of ``src`` (libvirt converts formats)."""
+        vol = self._call(what, self._pool.createXMLFrom, xml, src._vol, 0, timeout=TRANSFER_TIMEOUT)
+        return Volume(self.hv, vol, self.name)
+
 
 class Volume:
     def __init__(self, hv: Hypervisor, vol: Any, pool: str) -> None:

@@ -12,12 +12,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+NetworkProtocol = Literal["nfs", "iscsi", "nbd", "http", "https", "rbd", "gluster", "ssh"]
+
+
 class DiskSource(_Model):
-    """Where a disk's bytes live: a libvirt volume (pool + volume) or a plain host path."""
+    """Where a disk's bytes live: a libvirt volume (pool + volume), a plain host path, or a network
+    export reached by QEMU's own client (protocol + host + port + name, e.g. nbd://h:10809/export)."""
 
     pool: str | None = None
     volume: str | None = None
     path: str | None = None
+    protocol: NetworkProtocol | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    name: str | None = None  # nfs: /export/file; iscsi: IQN/LUN; nbd: export name; rbd: pool/image
 
 
 class IOTune(_Model):
@@ -41,6 +49,8 @@ class DiskSpec(_Model):
     cache: Literal["none", "writeback", "writethrough", "unsafe", "directsync"] | None = None
     serial: str | None = None
     iotune: IOTune | None = None
+    encryption_secret: str | None = None  # UUID of the libvirt secret holding a LUKS passphrase
+    boot_order: int | None = Field(default=None, ge=1)  # per-device <boot order=N/>; excludes <os><boot>
 
 
 class Bandwidth(_Model):
@@ -125,6 +135,9 @@ class KvmhubMeta(_Model):
     tags: list[str] = Field(default_factory=list)
     created: str | None = None
     owned_volumes: list[str] = Field(default_factory=list)  # "pool/volume" kvmhub made for this VM
+    os: str | None = None  # libosinfo short id the VM's devices were picked for, e.g. debian11
+    owned_secrets: list[str] = Field(default_factory=list)  # UUIDs of libvirt secrets made for its disks
+    owned_files: list[str] = Field(default_factory=list)  # host files made for it (e.g. injected initrd)
     forwards: list[PortForward] = Field(default_factory=list)
 
 

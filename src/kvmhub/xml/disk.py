@@ -18,8 +18,23 @@ _CACHES = choices(DiskSpec, "cache")
 _BUS_BY_PREFIX = (("vd", "virtio"), ("sd", "scsi"), ("hd", "ide"))
 
 
+_PROTOCOLS = choices(DiskSource, "protocol")
+
+
 def _source_type(source: DiskSource, target: str) -> str:
     has_volume = source.pool is not None or source.volume is not None
+    if source.protocol is not None:
+        if has_volume or source.path is not None:
+            raise InvalidInput(
+                f"disk {target}: the source names both a network export and a volume or path",
+                hint="give either protocol + host + name, pool + volume, or path",
+            )
+        if source.host is None or (source.name is None and source.protocol != "nbd"):
+            raise InvalidInput(
+                f"disk {target}: a {source.protocol} source needs a host and a name",
+                hint="e.g. nbd://HOST:10809/EXPORT, nfs://HOST/EXPORT/FILE, iscsi://HOST/IQN/LUN",
+            )
+        return "network"
     if has_volume and source.path is not None:
         raise InvalidInput(
             f"disk {target}: the source names both a volume and a path",
@@ -44,10 +59,19 @@ def build_disk(disk: DiskSpec) -> Element:
     source_type = _source_type(src, disk.target)
     el = make("disk", {"type": source_type, "device": disk.device})
     sub(el, "driver", {"name": "qemu", "type": disk.format, "cache": disk.cache})
+    source_el: Element | None = None
     if source_type == "volume":
-        sub(el, "source", {"pool": src.pool, "volume": src.volume})
+        source_el = sub(el, "source", {"pool": src.pool, "volume": src.volume})
+    elif source_type == "network":
+        source_el = sub(el, "source", {"protocol": src.protocol, "name": src.name})
+        sub(source_el, "host", {"name": src.host, "port": None if src.port is None else str(src.port)})
     elif src.path is not None:
-        sub(el, "source", {"dev" if source_type == "block" else "file": src.path})
+        source_el = sub(el, "source", {"dev" if source_type == "block" else "file": src.path})
+    if disk.encryption_secret is not None:
+        if source_el is None:
+            raise InvalidInput(f"disk {disk.target}: an encrypted disk needs a source")
+        enc = sub(source_el, "encryption", {"format": "luks"})
+        sub(enc, "secret", {"type": "passphrase", "uuid": disk.encryption_secret})
     sub(el, "target", {"dev": disk.target, "bus": disk.bus})
     if disk.iotune is not None:
         el.append(build_iotune(disk.iotune))
@@ -55,6 +79,8 @@ def build_disk(disk: DiskSpec) -> Element:
         sub(el, "readonly")
     if disk.serial is not None:
         sub(el, "serial", text=disk.serial)
+    if disk.boot_order is not None:
+        sub(el, "boot", {"order": str(disk.boot_order)})
     return el
 
 
@@ -68,7 +94,16 @@ def _read_source(el: Element) -> DiskSource | None:
     if source_type in ("file", "block"):
         path = None if source is None else source.get("file" if source_type == "file" else "dev")
         return DiskSource(path=path)
-    return None  # network, dir, nvme, vhostuser: not modelled
+    if source_type == "network" and source is not None and source.get("protocol") in _PROTOCOLS:
+        host = source.find("host")
+        port = host.get("port") if host is not None else None
+        return DiskSource(
+            protocol=source.get("protocol"),  # type: ignore[arg-type]
+            name=source.get("name"),
+            host=host.get("name") if host is not None else None,
+            port=int(port) if port and port.isdigit() else None,
+        )
+    return None  # dir, nvme, vhostuser, unknown protocols: not modelled
 
 
 def parse_disk(el: Element) -> DiskSpec | None:
@@ -102,6 +137,16 @@ def parse_disk(el: Element) -> DiskSpec | None:
     iotune = el.find("iotune")
     if iotune is not None:
         fields["iotune"] = parse_iotune(iotune)
+    # libvirt writes <encryption> under <source> (kvmhub's way) or, in older XML, under <disk>
+    secret = el.find("source/encryption/secret")
+    if secret is None:
+        secret = el.find("encryption/secret")
+    if secret is not None and secret.get("uuid"):
+        fields["encryption_secret"] = secret.get("uuid")
+    boot = el.find("boot")
+    order = boot.get("order") if boot is not None else None
+    if order is not None and order.isdigit() and int(order) >= 1:
+        fields["boot_order"] = int(order)
     return DiskSpec.model_validate(fields)
 
 

@@ -39,8 +39,10 @@ def _build_os(parent: Element, spec: VMSpec) -> None:
         sub(os_el, "initrd", text=boot.initrd)
     if boot.cmdline is not None:
         sub(os_el, "cmdline", text=boot.cmdline)
-    for dev in boot.order:
-        sub(os_el, "boot", {"dev": dev})
+    # libvirt refuses <os><boot> next to per-device boot order; the devices' order wins
+    if not any(d.boot_order is not None for d in spec.disks):
+        for dev in boot.order:
+            sub(os_el, "boot", {"dev": dev})
 
 
 def _build_devices(parent: Element, spec: VMSpec) -> None:

@@ -53,6 +53,7 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
         ("project", meta.project),
         ("stack", meta.stack),
         ("created", meta.created),
+        ("os", meta.os),
     )
     for local, value in singles:
         if value is not None:
@@ -61,6 +62,10 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
         sub(root, q("tag"), text=tag)
     for volume in meta.owned_volumes:
         sub(root, q("owned-volume"), text=volume)
+    for secret in meta.owned_secrets:
+        sub(root, q("owned-secret"), text=secret)
+    for path in meta.owned_files:
+        sub(root, q("owned-file"), text=path)
     for fwd in meta.forwards:
         sub(root, q("forward"), {"host-port": str(fwd.host_port), "guest-port": str(fwd.guest_port),
                                  "proto": fwd.proto, "host-ip": fwd.host_ip})
@@ -81,6 +86,8 @@ def parse_metadata(root: Element) -> KvmhubMeta:
     singles: dict[str, str] = {}
     tags: list[str] = []
     owned: list[str] = []
+    secrets: list[str] = []
+    files: list[str] = []
     forwards: list[PortForward] = []
     for child in root.iterchildren(tag=etree.Element):
         cq = etree.QName(child)
@@ -90,9 +97,13 @@ def parse_metadata(root: Element) -> KvmhubMeta:
             tags.append(text_of(child))
         elif cq.localname == "owned-volume":
             owned.append(text_of(child))
+        elif cq.localname == "owned-secret":
+            secrets.append(text_of(child))
+        elif cq.localname == "owned-file":
+            files.append(text_of(child))
         elif cq.localname == "forward":
             forwards.append(_parse_forward(child))
-        elif cq.localname in ("image", "owner", "project", "stack", "created"):
+        elif cq.localname in ("image", "owner", "project", "stack", "created", "os"):
             singles.setdefault(cq.localname, text_of(child))
     return KvmhubMeta(
         image=singles.get("image"),
@@ -100,8 +111,11 @@ def parse_metadata(root: Element) -> KvmhubMeta:
         project=singles.get("project"),
         stack=singles.get("stack"),
         created=singles.get("created"),
+        os=singles.get("os"),
         tags=tags,
         owned_volumes=owned,
+        owned_secrets=secrets,
+        owned_files=files,
         forwards=forwards,
     )
 

@@ -38,7 +38,7 @@ def _quiet(_msg: str) -> None:
 @dataclass
 class CreateRequest:
     name: str
-    image: str
+    image: str | None = None  # None: an installer or kernel-boot VM with an empty --disk
     cpus: int = 1
     memory: str = "512M"
     disk: str | None = None
@@ -50,6 +50,26 @@ class CreateRequest:
     max_cpus: int | None = None
     max_memory: str | None = None
     limits: LimitsRequest = field(default_factory=LimitsRequest)
+    os: str | None = None  # libosinfo short id; picks buses, NIC model, machine, minimum sizes
+    encrypt: bool = False  # the VM's disk is a LUKS qcow2, its key in a libvirt secret
+    # cloud-init beyond user-data and keys
+    password: str | None = None  # stored hashed in the seed
+    packages: list[str] = field(default_factory=list)
+    runcmd: list[str] = field(default_factory=list)
+    network_config: Path | None = None
+    vendor_data: Path | None = None
+    # installer path and direct kernel boot
+    iso: Path | None = None  # attached as CD-ROM and booted
+    location: Path | None = None  # installer ISO or tree the kernel/initrd come from (unattended)
+    kickstart: Path | None = None
+    preseed: Path | None = None
+    extra_args: str | None = None  # appended to the installer's kernel command line
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str | None = None
+    vnc: bool | None = None  # None: a VNC display for installer VMs only
+    vnc_port: int | None = None
+    vnc_listen: str = "127.0.0.1"
 
 
 def disk_volume(name: str) -> str:
@@ -135,6 +155,8 @@ def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str,
     _check_headroom(req, memory_mib)
     disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else None
     user_data = _user_data(req, _read_keys(req.ssh_keys))
+    if req.image is None:
+        raise InvalidInput("--image is missing", hint="pick one from `kvmhub image ls`")
     image_vol = images.get(hv, req.image)
     if req.network is not None:
         net = hv_networks.lookup_network(hv, req.network)
@@ -216,7 +238,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
     with Undo(report=say) as undo:
         say("clone disk")
         undo.add(f"delete volume {disk_volume(req.name)}", lambda: _delete_volume(disks, disk_volume(req.name)))
-        image_capacity = images.get(hv, req.image).info().capacity
+        image_capacity = images.get(hv, req.image).info().capacity if req.image else 0
         capacity = max(image_capacity, disk_bytes or 0)
         disks.create_volume(
             xml_volume.volume_xml(disk_volume(req.name), capacity, "qcow2", image_path, "qcow2"),

@@ -32,7 +32,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 def create(
     name: str,
-    image: Annotated[str, typer.Option(help="image to clone the disk from (`kvmhub image ls`)")],
+    image: Annotated[str | None, typer.Option(help="image to clone the disk from (`kvmhub image ls`)")] = None,
     cpus: Annotated[int, typer.Option(help="vCPUs")] = 1,
     memory: Annotated[str, typer.Option(help="memory, e.g. 512M, 2G")] = "512M",
     disk: Annotated[str | None, typer.Option(help="grow the disk to this size, e.g. 10G")] = None,
@@ -54,8 +54,26 @@ def create(
     disk_bps: DiskBps = None,
     io_weight: IoWeight = None,
     net_bw: NetBw = None,
+    os_variant: Annotated[str | None, typer.Option("--os", help="OS variant (`kvmhub os ls`), picks devices")] = None,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="LUKS-encrypt the disk (key in a libvirt secret)")] = False,
+    password: Annotated[str | None, typer.Option(help="password for the default user (stored hashed)")] = None,
+    packages: Annotated[list[str] | None, typer.Option("--packages", help="packages to install: a,b")] = None,
+    runcmd: Annotated[list[str] | None, typer.Option("--runcmd", help="first-boot command (repeatable)")] = None,
+    network_config: Annotated[Path | None, typer.Option(help="cloud-init network-config file (v2)")] = None,
+    vendor_data: Annotated[Path | None, typer.Option(help="cloud-init vendor-data file")] = None,
+    iso: Annotated[Path | None, typer.Option(help="installer ISO: attached as CD-ROM and booted, with VNC")] = None,
+    location: Annotated[Path | None, typer.Option(help="installer ISO or tree for --kickstart/--preseed")] = None,
+    kickstart: Annotated[Path | None, typer.Option(help="kickstart file injected into the installer initrd")] = None,
+    preseed: Annotated[Path | None, typer.Option(help="preseed file injected into the installer initrd")] = None,
+    extra_args: Annotated[str | None, typer.Option(help="more installer kernel arguments")] = None,
+    kernel: Annotated[Path | None, typer.Option(help="direct kernel boot: kernel file")] = None,
+    initrd: Annotated[Path | None, typer.Option(help="direct kernel boot: initrd file")] = None,
+    cmdline: Annotated[str | None, typer.Option(help="direct kernel boot: kernel command line")] = None,
+    vnc: Annotated[bool | None, typer.Option("--vnc/--no-vnc", help="VNC display (default: installer VMs)")] = None,
+    vnc_port: Annotated[int | None, typer.Option(help="VNC port (default: the next free one)")] = None,
+    vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
 ) -> None:
-    """Create a VM from an image: linked-clone disk, cloud-init seed, define, start."""
+    """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.services import tuning, vm_create, vms
 
     limits = tuning.LimitsRequest(
@@ -66,7 +84,11 @@ def create(
     req = vm_create.CreateRequest(
         name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network, ip=ip,
         ssh_keys=ssh_key or [], user_data=user_data, start=not no_start, max_cpus=max_cpus,
-        max_memory=max_memory, limits=limits,
+        max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt, password=password,
+        packages=[p for arg in packages or [] for p in arg.split(",") if p], runcmd=runcmd or [],
+        network_config=network_config, vendor_data=vendor_data, iso=iso, location=location,
+        kickstart=kickstart, preseed=preseed, extra_args=extra_args, kernel=kernel, initrd=initrd,
+        cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen,
     )
     hv = state.hv()
     with output.phases(f"create {name}") as phase:

@@ -12,9 +12,14 @@ What the guest does (other kvmhub code relies on these exact strings, each at th
 * ``KVMHUB-BOOTED`` once userspace runs; the FAT boot disk is then mounted read-write at /mnt/disk.
 * ``KVMHUB-HOSTNAME <name>`` after reading the NoCloud seed (a disk labelled ``cidata``): user-data
   ``hostname``/``fqdn``, else meta-data ``local-hostname``, else ``tiny``.
-* ``KVMHUB-NETWORK <iface> <ipv4>`` for each NIC that got a DHCP lease (udhcpc sends the hostname).
-* ``KVMHUB-READY`` after ``ssh_authorized_keys`` (top level and per user, all for root),
-  ``write_files`` and ``runcmd`` (once per instance-id) were applied; also printed without a seed.
+* ``KVMHUB-NETWORK <iface> <ipv4>`` for each NIC that got a DHCP lease (udhcpc sends the hostname) or
+  a static address from the seed's network-config (version 2 ``ethernets``, or version 1 ``physical``:
+  addresses, gateway, routes, name servers, ``set-name``); with a network-config only the NICs it names
+  are configured, without one every NIC asks DHCP.
+* ``KVMHUB-READY`` after ``ssh_authorized_keys`` (top level and per user, all for root), root's
+  password (``users`` entry for root, else top-level ``password``; written to /etc/shadow as a crypt
+  hash, and ttyS0 then asks for a login), ``write_files`` and ``runcmd`` (once per instance-id) were
+  applied; also printed without a seed.
 * ``KVMHUB-POWEROFF`` just before powering off (ACPI power button, guest-shutdown, ``poweroff``).
 
 qemu-ga runs on the virtio-serial port ``org.qemu.guest_agent.0``, dropbear on port 22 (keys only)

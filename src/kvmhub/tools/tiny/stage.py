@@ -28,6 +28,7 @@ _PLACEMENT: dict[str, tuple[str, int]] = {
     "rcS": ("etc/kvmhub/rcS", 0o755),
     "cloud-init": ("etc/kvmhub/cloud-init", 0o755),
     "cloud-config.awk": ("etc/kvmhub/cloud-config.awk", 0o644),
+    "network-config.awk": ("etc/kvmhub/network-config.awk", 0o644),
     "udhcpc": ("etc/kvmhub/udhcpc", 0o755),
     "qemu-ga": ("etc/kvmhub/qemu-ga", 0o755),
     "acpid": ("etc/kvmhub/acpid", 0o755),

@@ -1,7 +1,8 @@
 # kvmhub tiny appliance: reads the #cloud-config subset the appliance supports.
 # Handles block-style YAML: hostname, fqdn, ssh_authorized_keys, users[].ssh_authorized_keys,
-# runcmd (strings, flow lists, block scalars) and write_files (path, content, permissions,
-# encoding, append). Results go to files under the directory given as -v out=DIR.
+# runcmd (strings, flow lists, block scalars), write_files (path, content, permissions,
+# encoding, append), the default user's password and root's users[] hashed_passwd / passwd /
+# plain_text_passwd. Results go to files under the directory given as -v out=DIR.
 
 function indent_of(s) {
 	match(s, /^ */)
@@ -94,7 +95,17 @@ function emit(target, text) {
 		close(out "/hostname")
 	} else if (target == "key") {
 		if (text != "") printf "%s\n", text > (out "/keys")
+	} else if (target ~ /^(password|root-hash|root-plain)$/) {
+		printf "%s\n", text > (out "/" target)
+		close(out "/" target)
 	}
+}
+
+# The users[] entry just read: root's password, if it sets one.
+function flush_user() {
+	if (uname == "root" && uhash != "") emit("root-hash", uhash)
+	else if (uname == "root" && uplain != "") emit("root-plain", uplain)
+	uname = uhash = uplain = ""
 }
 
 # One "key: value" pair seen at column col (inside a users or write_files item, or at top level).
@@ -106,6 +117,9 @@ function mapping_pair(key, val, col) {
 			if (val ~ /^\[.*\]$/) flow_keys(val)
 		} else {
 			subkey = ""
+			if (key == "name") uname = unq(val)
+			else if (key == "hashed_passwd" || key == "passwd") uhash = unq(val)
+			else if (key == "plain_text_passwd") uplain = unq(val)
 		}
 	} else if (top == "write_files") {
 		if (key == "path") {
@@ -170,6 +184,7 @@ BEGIN {
 	rest = substr(line, ind + 1)
 
 	if (ind == 0 && rest !~ /^-( |$)/) {
+		if (top == "users") flush_user()
 		top = ""
 		listind = -1
 		subkey = ""
@@ -185,6 +200,8 @@ BEGIN {
 				if (!seen_hostname) emit("hostname", fq)
 			} else if (top == "ssh_authorized_keys" && val ~ /^\[.*\]$/) {
 				flow_keys(val)
+			} else if (top == "password" && val != "") {
+				emit("password", unq(val))
 			}
 			if (top == "hostname") seen_hostname = 1
 		}
@@ -203,6 +220,7 @@ BEGIN {
 			emit("key", unq(item))
 		} else if (top == "users") {
 			if (ind == listind) {
+				flush_user()
 				subkey = ""
 				if (match(item, /^[A-Za-z0-9_-]+:/))
 					mapping_pair(substr(item, 1, RLENGTH - 1), trim(substr(item, RLENGTH + 1)), col)
@@ -226,4 +244,5 @@ BEGIN {
 
 END {
 	if (inblock) end_block()
+	if (top == "users") flush_user()
 }

@@ -1,30 +1,72 @@
-"""The image store: base images in kvmhub's images pool, from which VM disks are linked clones."""
+"""The image store: base images in kvmhub's images pool, from which VM disks are linked clones.
+
+Each image is a qcow2 volume ``NAME.qcow2``; what kvmhub learnt when importing it (source, SHA-256,
+original format, OS variant, time) sits beside it in a small JSON volume ``NAME.json`` written through
+libvirt, so the record travels with the pool and works against remote hosts.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 
-from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor
+from pydantic import ValidationError
+
+from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationFailed
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
+from kvmhub.models.image import ImageMeta
 from kvmhub.services import pools
-from kvmhub.tools import qemu_img
+from kvmhub.tools import download, qemu_img
+from kvmhub.tools.download import Checksum, Progress
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
 
 SUFFIX = ".qcow2"
+META_SUFFIX = ".json"
+_META_MAX = 64 * 1024
+# a file named like this must carry that format's header, else it lies about its format
+_SUFFIX_FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".vmdk": "vmdk", ".vdi": "vdi",
+                   ".vhdx": "vhdx", ".vhd": "vpc"}
+
+Say = Callable[[str], None]
 
 
 def volume_name(image: str) -> str:
     return image + SUFFIX
 
 
-def _info(vol: hv_storage.Volume, users: list[str]) -> ImageInfo:
+def meta_name(image: str) -> str:
+    return image + META_SUFFIX
+
+
+def _read_meta(pool: hv_storage.Pool, image: str, names: set[str]) -> ImageMeta | None:
+    """The image's JSON record, or None when it has none (built before records existed) or it is unreadable."""
+    if meta_name(image) not in names:
+        return None
+    try:
+        vol = pool.volume(meta_name(image))
+        if vol.info().capacity > _META_MAX:
+            return None
+        buf = io.BytesIO()
+        vol.download(buf)
+        return ImageMeta.model_validate_json(buf.getvalue())
+    except (KvmhubError, ValidationError, OSError):
+        return None
+
+
+def _info(vol: hv_storage.Volume, users: list[str], meta: ImageMeta | None = None) -> ImageInfo:
     vi = vol.info()
     fmt = xml_volume.volume_from_xml(vol.xml()).format or "qcow2"
     return ImageInfo(
@@ -36,6 +78,12 @@ def _info(vol: hv_storage.Volume, users: list[str]) -> ImageInfo:
         virtual_bytes=vi.capacity,
         allocation_bytes=vi.allocation,
         used_by=users,
+        os=meta.os if meta else None,
+        source=meta.source if meta else None,
+        sha256=meta.sha256 if meta else None,
+        checksum_verified=meta.checksum_verified if meta else None,
+        original_format=meta.original_format if meta else None,
+        imported=meta.imported if meta else None,
     )
 
 
@@ -62,32 +110,38 @@ def _owner_of(volume: str) -> str:
 
 
 def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
+    """The image's volume; NotFound when there is no such image."""
     check_name(name, "image")
     pool = pools.images_pool(hv)
     if not pool.has_volume(volume_name(name)):
         raise NotFound(
             f"no image named {name!r}",
-            hint="list them: `kvmhub image ls`; build one: `kvmhub image build-tiny`",
+            hint="list them: `kvmhub image ls`; import one: `kvmhub image import SRC --name N`",
         )
     return pool.volume(volume_name(name))
 
 
 def list_images(hv: Hypervisor) -> list[ImageInfo]:
+    """Every image in the store (the JSON records beside them are not images)."""
     pool = pools.images_pool(hv)
+    names = set(pool.volume_names())
     out = []
-    for vol_name in sorted(pool.volume_names()):
+    for vol_name in sorted(names):
         if vol_name.endswith(SUFFIX):
             vol = pool.volume(vol_name)
-            out.append(_info(vol, _users(hv, vol.path)))
+            out.append(_info(vol, _users(hv, vol.path), _read_meta(pool, vol_name.removesuffix(SUFFIX), names)))
     return out
 
 
 def show(hv: Hypervisor, name: str) -> ImageInfo:
+    """One image: format, sizes, its import record and the VMs whose disks it backs."""
     vol = get(hv, name)
-    return _info(vol, _users(hv, vol.path))
+    pool = pools.images_pool(hv)
+    return _info(vol, _users(hv, vol.path), _read_meta(pool, name, set(pool.volume_names())))
 
 
 def remove(hv: Hypervisor, name: str) -> None:
+    """Delete an image and its record; Conflict while a VM's disk is backed by it."""
     vol = get(hv, name)
     users = _users(hv, vol.path)
     if users:
@@ -97,6 +151,7 @@ def remove(hv: Hypervisor, name: str) -> None:
             hint="remove those VMs first (`kvmhub rm VM`)",
         )
     vol.delete()
+    _delete_if_present(pools.images_pool(hv), meta_name(name))
 
 
 def import_file(
@@ -105,40 +160,227 @@ def import_file(
     name: str,
     *,
     fmt: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ImageInfo:
-    """Import a local qcow2 or raw file as image `name` (converted to qcow2, hostile headers refused)."""
+    """Import a local image file as image `name` (see :func:`import_image`)."""
+    return import_image(hv, str(src), name, fmt=fmt, progress=progress)
+
+
+def import_image(
+    hv: Hypervisor,
+    src: str,
+    name: str,
+    *,
+    fmt: str | None = None,
+    checksum: Checksum | None = None,
+    os_variant: str | None = None,
+    progress: Progress | None = None,
+    say: Say | None = None,
+) -> ImageInfo:
+    """Import `src` (a local path or an http(s) URL) as image `name`, stored as qcow2.
+
+    The source is streamed into a temporary file (decompressing xz/gzip), checked against `checksum`,
+    refused when hostile (backing or data files, VMDK descriptors, a header that disagrees with its
+    name or `fmt`), converted with qemu-img when not qcow2, and uploaded into the images pool with its
+    record. Any failure or Ctrl-C leaves neither a volume nor a temporary file.
+    """
     check_name(name, "image")
-    if not src.is_file():
-        raise InvalidInput(f"{src} is not a readable file")
-    fmt = fmt or qemu_img.sniff_format(src)
-    if fmt not in ("qcow2", "raw"):
-        raise InvalidInput(
-            f"{src} is {fmt}; this import takes qcow2 or raw files",
-            hint=f"convert it: `qemu-img convert -f {fmt} -O qcow2 {src} out.qcow2`",
-        )
-    qemu_img.check_safe(src, fmt)
+    if fmt is not None and fmt not in qemu_img.KNOWN_FORMATS:
+        raise InvalidInput(f"unknown image format {fmt!r}", hint=f"one of: {', '.join(qemu_img.KNOWN_FORMATS)}")
+    os_id = _resolve_os(os_variant, say)
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
     if pool.has_volume(vol_name):
         raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, Undo() as undo:
-        upload_path = src
-        if fmt != "qcow2":
-            upload_path = Path(tmp) / "converted.qcow2"
-            if progress:
-                progress("converting to qcow2", 0, 0)
-            qemu_img.convert(src, fmt, upload_path)
-        length = os.path.getsize(upload_path)
-        # the uploaded bytes replace the file whole; libvirt re-reads the qcow2 header on refresh
-        xml = xml_volume.volume_xml(vol_name, length, "raw", None, None)
+        fetched = download.fetch(src, Path(tmp), expected=checksum, progress=progress)
+        src_fmt = _format_of(fetched, fmt)
+        virtual = int(qemu_img.check_safe(fetched.path, src_fmt).get("virtual-size") or 0)
         undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
-        vol = pool.create_volume(xml, what=f"creating volume {vol_name}")
-        with open(upload_path, "rb") as fh:
-            vol.upload(fh, length, (lambda n: progress("uploading", n, length)) if progress else None)
+        if src_fmt == "qcow2":
+            _store_qcow2(pool, vol_name, fetched.path, progress)
+        else:
+            _convert_into(pool, vol_name, fetched.path, src_fmt, Path(tmp), virtual, progress)
+        meta = ImageMeta(
+            source=fetched.source,
+            sha256=fetched.sha256(),
+            checksum_verified=checksum.algorithm if checksum else None,
+            original_format=src_fmt,
+            compression=fetched.compression,
+            os=os_id,
+            imported=datetime.now(UTC).replace(microsecond=0),
+        )
+        _delete_if_present(pool, meta_name(name))  # a record left by an image removed behind kvmhub's back
+        undo.add(f"delete volume {meta_name(name)}", lambda: _delete_if_present(pool, meta_name(name)))
+        _write_meta(pool, name, meta)
         pool.refresh()
+        info = _info(pool.volume(vol_name), [], meta)
         undo.success()
-    return _info(pool.volume(vol_name), [])
+    return info
+
+
+def _resolve_os(variant: str | None, say: Say | None) -> str | None:
+    if variant is None:
+        return None
+    from kvmhub.services import osinfo
+
+    profile = osinfo.resolve(variant)
+    if profile.note and say:
+        say(profile.note)
+    return profile.id
+
+
+def _format_of(fetched: download.Fetched, fmt: str | None) -> str:
+    """The format to read the source as: `fmt` when given, else its header's; refuses a name that lies."""
+    detected = qemu_img.sniff_format(fetched.path)
+    if fmt is not None:
+        return fmt
+    suffix = Path(fetched.name).suffix.lower()
+    named = _SUFFIX_FORMATS.get(suffix)
+    if named is not None and named != detected and detected in qemu_img.KNOWN_FORMATS:
+        raise InvalidInput(
+            f"{fetched.source} is named {suffix} but its header says {detected}",
+            cause="the file lies about its format",
+            hint=f"rename it, or pass --format {detected} if that is what it is",
+        )
+    return detected
+
+
+def _store_qcow2(pool: hv_storage.Pool, vol_name: str, path: Path, progress: Progress | None) -> None:
+    """Put a qcow2 file into the pool as is: a kernel copy when the host's files are visible here, else upload."""
+    vol = pool.create_volume(xml_volume.volume_xml(vol_name, 0, "raw", None, None),
+                             what=f"creating volume {vol_name}")
+    local = _local_file(pool, vol)
+    if local is not None:
+        _copy(path, local, progress)
+        return
+    vol.delete()
+    _upload(pool, vol_name, path, progress)
+
+
+def _copy(src: Path, dst: Path, progress: Progress | None) -> None:
+    """Copy src over dst in the kernel (copy_file_range, else sendfile), reporting bytes copied."""
+    length = os.path.getsize(src)
+    piece = 64 * 1024 * 1024
+    with open(src, "rb") as fin, open(dst, "r+b") as fout:
+        fin_fd, fout_fd = fin.fileno(), fout.fileno()
+        done = 0
+        use_range = True
+        try:
+            while done < length:
+                if use_range:
+                    try:
+                        n = os.copy_file_range(fin_fd, fout_fd, min(piece, length - done), done, done)
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                            raise
+                        use_range = False
+                        continue
+                else:
+                    os.lseek(fout_fd, done, os.SEEK_SET)
+                    n = os.sendfile(fout_fd, fin_fd, done, min(piece, length - done))
+                if n == 0:
+                    raise OSError(errno.EIO, f"{src} ended after {done} of {length} bytes")
+                done += n
+                if progress:
+                    progress("copying into the image store", done, length)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise HostProblem("no space left in the images pool", cause=str(exc),
+                                  hint="free space in the pool's directory (`kvmhub image ls`, `kvmhub image rm`)",
+                                  original=str(exc)) from None
+            raise OperationFailed(f"copying {src} into the image store failed: {exc}") from None
+        os.ftruncate(fout_fd, length)
+
+
+def _upload(pool: hv_storage.Pool, vol_name: str, path: Path, progress: Progress | None) -> None:
+    length = os.path.getsize(path)
+    # the uploaded bytes replace the file whole; libvirt re-reads the qcow2 header on refresh
+    vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
+                             what=f"creating volume {vol_name}")
+    report = (lambda n: progress("uploading", n, length)) if progress else None
+    cancel = threading.Event()
+    with open(path, "rb") as fh, _cancel_on_interrupt(cancel):
+        vol.upload(cast(BinaryIO, _Cancellable(fh, cancel)), length, report)
+
+
+def _convert_into(pool: hv_storage.Pool, vol_name: str, src: Path, src_fmt: str, tmp: Path, virtual: int,
+                  progress: Progress | None) -> None:
+    """qemu-img convert to qcow2: straight into the volume's file when the host's files are visible here."""
+    phase = f"converting {src_fmt} to qcow2"
+
+    def report(percent: float) -> None:
+        if progress:
+            progress(phase, int(virtual * percent / 100), virtual)
+
+    vol = pool.create_volume(xml_volume.volume_xml(vol_name, 0, "raw", None, None),
+                             what=f"creating volume {vol_name}")
+    local = _local_file(pool, vol)
+    if local is not None:
+        qemu_img.convert(src, src_fmt, local, progress=report)
+        return
+    converted = tmp / "converted.qcow2"
+    qemu_img.convert(src, src_fmt, converted, progress=report)
+    vol.delete()
+    _upload(pool, vol_name, converted, progress)
+
+
+def _local_file(pool: hv_storage.Pool, vol: hv_storage.Volume) -> Path | None:
+    """The volume's file as seen from here, when the daemon is on this machine and the file is writable."""
+    if not is_local_uri(pool.hv.uri) or pool.hv.uri.startswith("test:"):
+        return None
+    path = Path(host_root() + vol.path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    # the empty file libvirt just made, not some other file at that path in this mount namespace
+    if st.st_size != 0 or not os.access(path, os.W_OK):
+        return None
+    return path
+
+
+def _write_meta(pool: hv_storage.Pool, name: str, meta: ImageMeta) -> None:
+    data = meta.model_dump_json(indent=2).encode() + b"\n"
+    vol = pool.create_volume(xml_volume.volume_xml(meta_name(name), len(data), "raw", None, None),
+                             what=f"creating volume {meta_name(name)}")
+    vol.upload(io.BytesIO(data), len(data))
+
+
+class _Cancellable(io.RawIOBase):
+    """A reader that fails once `cancel` is set, so an upload running on another thread stops on Ctrl-C."""
+
+    def __init__(self, fh: BinaryIO, cancel: threading.Event) -> None:
+        super().__init__()
+        self._fh = fh
+        self._cancel = cancel
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise OSError("interrupted")
+        return self._fh.read(size)
+
+
+@contextlib.contextmanager
+def _cancel_on_interrupt(cancel: threading.Event) -> Iterator[None]:
+    """While inside, Ctrl-C also sets `cancel` (the upload thread sees it) before raising KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+        if callable(previous):
+            previous(signum, frame)  # type: ignore[arg-type]
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _delete_if_present(pool: hv_storage.Pool, vol_name: str) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,21 @@ CPU_SECONDS = 120
 MEMORY_BYTES = 1024**3
 KNOWN_FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc")
 
+# magic at offset 0 -> format (names outside KNOWN_FORMATS are refused by check_safe)
 _MAGIC = (
     (b"QFI\xfb", "qcow2"),
+    (b"QED\x00", "qed"),
     (b"KDMV", "vmdk"),
-    (b"# Disk DescriptorFile", "vmdk"),
+    (b"COWD", "vmdk"),
     (b"vhdxfile", "vhdx"),
     (b"conectix", "vpc"),
+    (b"LUKS\xba\xbe", "luks"),
+    (b"WithoutFreeSpace", "parallels"),
+    (b"WithouFreSpacExt", "parallels"),
+    (b"#!/bin/sh\n#V2.0 Format", "cloop"),
+    (b"Bochs Virtual HD Image", "bochs"),
 )
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def _limited(argv: list[str], cpu: int = CPU_SECONDS) -> list[str]:
@@ -32,36 +42,74 @@ def _limited(argv: list[str], cpu: int = CPU_SECONDS) -> list[str]:
     return [prlimit, f"--cpu={cpu}", f"--as={MEMORY_BYTES}", *argv]
 
 
-def run(argv: list[str], *, what: str, timeout: float = 3600, cpu: int = CPU_SECONDS) -> str:
+def _env() -> dict[str, str]:
+    # each malloc arena reserves 64 MiB of address space: under --as, many I/O threads made thread creation fail
+    return {**os.environ, "MALLOC_ARENA_MAX": "2"}
+
+
+def _need_qemu_img() -> None:
     if not shutil.which("qemu-img"):
         raise HostProblem("qemu-img is not installed", hint="`apt-get install qemu-utils`")
-    # each malloc arena reserves 64 MiB of address space: under --as, many I/O threads made thread creation fail
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+
+
+def _failed(what: str, err: str) -> OperationFailed | HostProblem:
+    if "No space left" in err:
+        return HostProblem(f"{what}: no space left on the host's disk", original=err, hint="free space and try again")
+    return OperationFailed(f"{what} failed", original=err)
+
+
+def run(argv: list[str], *, what: str, timeout: float = 3600, cpu: int = CPU_SECONDS) -> str:
+    """Run `qemu-img ARGV` under the CPU and memory caps; its stdout, or an error naming `what`."""
+    _need_qemu_img()
     proc = subprocess.run(
-        _limited(["qemu-img", *argv], cpu), capture_output=True, text=True, timeout=timeout, check=False, env=env
+        _limited(["qemu-img", *argv], cpu), capture_output=True, text=True, timeout=timeout, check=False, env=_env()
     )
     if proc.returncode != 0:
-        err = proc.stderr.strip() or proc.stdout.strip()
-        if "No space left" in err:
-            raise HostProblem(f"{what}: no space left on the host's disk", original=err,
-                              hint="free space and try again")
-        raise OperationFailed(f"{what} failed", original=err)
+        raise _failed(what, proc.stderr.strip() or proc.stdout.strip())
     return proc.stdout
 
 
 def sniff_format(path: Path) -> str:
-    """The format a file's header claims (raw when no known magic). A VDI has its magic at 0x40."""
+    """The format a file's header (or VHD/DMG trailer) claims; raw when nothing in it says otherwise.
+
+    A VDI has its magic at 0x40, a fixed VHD and a DMG keep theirs in the last 512 bytes, a qcow2 of
+    version 1 is the older "qcow".
+    """
     with open(path, "rb") as fh:
         head = fh.read(512)
+        size = fh.seek(0, os.SEEK_END)
+        tail = b""
+        if size >= 1024:
+            fh.seek(size - 512)
+            tail = fh.read(512)
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
+            if fmt == "qcow2" and int.from_bytes(head[4:8], "big") < 2:
+                return "qcow"
             return fmt
     if head[0x40:0x44] == b"\x7f\x10\xda\xbe":
         return "vdi"
+    if _is_vmdk_descriptor(head):
+        return "vmdk-descriptor"
+    if tail.startswith(b"conectix"):
+        return "vpc"
+    if tail.startswith(b"koly"):
+        return "dmg"
     return "raw"
 
 
+def _is_vmdk_descriptor(head: bytes) -> bool:
+    """A VMDK text descriptor as QEMU probes one: comment and blank lines, then a ``version=`` line."""
+    for line in head.split(b"\n"):
+        text = line.strip(b" \t\r")
+        if not text or text.startswith(b"#"):
+            continue
+        return text.startswith(b"version=")
+    return False
+
+
 def info(path: Path, fmt: str) -> dict[str, Any]:
+    """`qemu-img info` of `path` read as `fmt`, as a dict."""
     if fmt not in KNOWN_FORMATS:
         raise InvalidInput(f"unknown image format {fmt!r}", hint=f"one of: {', '.join(KNOWN_FORMATS)}")
     out = run(["info", "--output=json", "-f", fmt, str(path)], what=f"reading {path}", cpu=30)
@@ -69,15 +117,33 @@ def info(path: Path, fmt: str) -> dict[str, Any]:
     return data
 
 
-def check_safe(path: Path, fmt: str) -> dict[str, Any]:
-    """qemu-img info of an untrusted image, refusing any that points at other files on the host."""
+def check_format(path: Path, fmt: str) -> None:
+    """Refuse `path` unless its header agrees that it is `fmt` (a raw file must carry no other format's magic)."""
     claimed = sniff_format(path)
-    if claimed != fmt and not (fmt == "raw" and claimed == "raw"):
+    if claimed == "vmdk-descriptor":
+        raise InvalidInput(
+            f"{path} is a VMDK descriptor: a text file naming other files as the disk's data",
+            cause="a descriptor's extents can name any file on the host, so descriptors are never imported",
+            hint="export the disk as a single-file VMDK (monolithicSparse or streamOptimized), "
+                 "or import its -flat.vmdk data file with --format raw",
+        )
+    if claimed not in KNOWN_FORMATS:
+        raise InvalidInput(
+            f"{path} is a {claimed} image, which kvmhub does not import",
+            hint=f"convert it to qcow2 on a trusted machine; kvmhub imports {', '.join(KNOWN_FORMATS)}",
+        )
+    if claimed != fmt:
         raise InvalidInput(
             f"{path} is not a {fmt} image: its header says {claimed}",
             cause="the file lies about its format, or the wrong --format was given",
             hint=f"pass --format {claimed} if that is what it is",
         )
+
+
+def check_safe(path: Path, fmt: str) -> dict[str, Any]:
+    """qemu-img info of an untrusted image, refusing any that points at other files on the host."""
+    path = path.absolute()
+    check_format(path, fmt)
     data = info(path, fmt)
     if data.get("backing-filename") or data.get("full-backing-filename"):
         raise InvalidInput(
@@ -92,20 +158,65 @@ def check_safe(path: Path, fmt: str) -> dict[str, Any]:
             cause="an external data file could point at any file or device on the host",
             hint="flatten it first on a trusted machine",
         )
+    if data.get("encrypted") or specific.get("encrypt"):
+        raise InvalidInput(
+            f"{path} is encrypted",
+            cause="kvmhub cannot read an encrypted image without its key",
+            hint="decrypt it first: `qemu-img convert --object secret,... --image-opts ...` on a trusted machine",
+        )
     if fmt == "vmdk":
         for extent in specific.get("extents") or []:
-            if extent.get("filename") and Path(extent["filename"]).resolve() != path.resolve():
+            name = extent.get("filename")
+            if not name or Path(name).absolute().resolve() != path.resolve():
                 raise InvalidInput(
-                    f"{path} is a VMDK descriptor pointing at {extent['filename']}",
-                    cause="a descriptor's extents can name any file on the host",
+                    f"{path} is a VMDK whose extents point at {name}",
+                    cause="a VMDK's extents can name any file on the host",
                     hint="export it as a single monolithic VMDK",
                 )
     return data
 
 
-def convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str = "qcow2") -> None:
-    run(
-        ["convert", "-f", src_fmt, "-O", dst_fmt, str(src), str(dst)],
-        what=f"converting {src} to {dst_fmt}",
-        cpu=3600,
-    )
+def convert(
+    src: Path,
+    src_fmt: str,
+    dst: Path,
+    dst_fmt: str = "qcow2",
+    *,
+    progress: Callable[[float], None] | None = None,
+    enter: list[str] | None = None,
+) -> None:
+    """`qemu-img convert` src to dst; `progress` gets the percentage done as qemu-img reports it.
+
+    ``enter`` runs qemu-img under that prefix (e.g. nsenter into the host's mount namespace, where the
+    paths and the backing files they name resolve).
+    """
+    what = f"converting {src} to {dst_fmt}"
+    argv = ["convert", "-f", src_fmt, "-O", dst_fmt, str(src), str(dst)]
+    if progress is None and not enter:
+        run(argv, what=what, cpu=3600)
+        return
+    _need_qemu_img()
+    proc = subprocess.Popen(_limited([*(enter or []), "qemu-img", "convert", "-p", *argv[1:]], 3600),
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        pending = b""
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            pending += chunk
+            *done, pending = pending.split(b"\r")
+            for line in done:
+                m = _PROGRESS.search(line)
+                if m and progress is not None:
+                    progress(float(m.group(1)))
+        err = proc.stderr.read().decode(errors="replace").strip()
+        code = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    if code != 0:
+        raise _failed(what, err)

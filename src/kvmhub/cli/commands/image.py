@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kvmhub.cli import output, state
+from kvmhub.errors import InvalidInput
 from kvmhub.validate import format_size
 
 app = typer.Typer(help="Base images VMs are cloned from.", no_args_is_help=True)
@@ -41,26 +45,75 @@ def build_tiny(
     output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
 
 
+@contextmanager
+def _progress(title: str) -> Iterator[Callable[[str, int, int | None], None]]:
+    """One Rich bar (bytes, rate, ETA) per phase; a line every 10% when stderr is not a terminal."""
+    start = time.monotonic()
+    if not output.err.is_terminal:
+        shown: dict[str, int] = {}
+
+        def plain(phase: str, done: int, total: int | None) -> None:
+            pct = 100 * done // total if total else 0
+            if phase not in shown or pct >= shown[phase] + 10:
+                shown[phase] = pct
+                amount = f"{pct}% of {format_size(total)}" if total else format_size(done)
+                output.say(f"{title}: {phase}: {amount} ({time.monotonic() - start:.1f} s)")
+
+        yield plain
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=output.err) as bars:
+
+        def live(phase: str, done: int, total: int | None) -> None:
+            if phase not in tasks:
+                for task in tasks.values():  # the previous phase is over
+                    bars.update(task, total=bars.tasks[task].completed)
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done, total=max(total, done) if total else None)
+
+        yield live
+
+
 @app.command("import")
 def import_(
-    src: Annotated[Path, typer.Argument(help="a local qcow2 or raw file")],
+    src: Annotated[str, typer.Argument(help="a local image file or an http(s) URL (.xz/.gz are decompressed)")],
     name: Annotated[str, typer.Option("--name", help="image name")],
-    fmt: Annotated[str | None, typer.Option("--format", help="qcow2 or raw (default: detected)")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="expected SHA-256 of SRC as published")] = None,
+    sha512: Annotated[str | None, typer.Option("--sha512", help="expected SHA-512 of SRC as published")] = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="qcow2, raw, vmdk, vdi, vhdx or vpc (default: from the file's header)")] = None,
+    os_variant: Annotated[str | None, typer.Option("--os", help="OS variant (libosinfo short id, e.g. debian11)")]
+    = None,
 ) -> None:
-    """Import a local disk image into the store (hostile qcow2 headers are refused)."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    """Import a disk image into the store as qcow2, from a file or an http(s) URL.
 
+    The download is checked against --sha256/--sha512 before anything is stored. Images that point at other
+    files (qcow2 backing or data files, VMDK descriptors) or whose header disagrees with their name or
+    --format are refused. A failed or interrupted import leaves nothing behind.
+    """
     from kvmhub.services import images
+    from kvmhub.tools.download import Checksum
 
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=output.err) as bar:
-        task = bar.add_task("checking", total=None)
-
-        def progress(phase: str, done: int, total: int) -> None:
-            bar.update(task, description=phase, completed=done, total=total or None)
-
-        info = images.import_file(state.hv(), src, name, fmt=fmt, progress=progress)
-    output.say(f"image {info.name}: {info.format}, {format_size(info.virtual_bytes)} virtual")
+    if sha256 and sha512:
+        raise InvalidInput("give --sha256 or --sha512, not both")
+    checksum = Checksum.parse("sha256", sha256) if sha256 else Checksum.parse("sha512", sha512) if sha512 else None
+    with _progress(f"import {name}") as progress:
+        info = images.import_image(state.hv(), src, name, fmt=fmt, checksum=checksum, os_variant=os_variant,
+                                   progress=progress, say=output.say)
+    origin = f" from {info.original_format}" if info.original_format not in (None, "qcow2") else ""
+    output.say(f"image {info.name}: {info.format}{origin}, {format_size(info.virtual_bytes)} virtual, "
+               f"{format_size(info.allocation_bytes)} on disk, sha256 {info.sha256}")
 
 
 @app.command("ls")
@@ -81,20 +134,40 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show one image."""
+    """Show one image: format, sizes, checksum, OS, source and the VMs using it."""
     from kvmhub.services import images
 
     info = images.show(state.hv(), name)
     if json_out:
         output.print_json(info)
         return
-    for key, value in info.model_dump().items():
-        output.out.print(f"{key:>16}: {value}", markup=False)
+    checksum = "-"
+    if info.sha256:
+        how = f"verified against the given {info.checksum_verified}" if info.checksum_verified else "computed"
+        checksum = f"sha256:{info.sha256} ({how})"
+    fmt = info.format
+    if info.original_format and info.original_format != info.format:
+        fmt += f" (converted from {info.original_format})"
+    rows = [
+        ("name", info.name),
+        ("format", fmt),
+        ("virtual size", format_size(info.virtual_bytes)),
+        ("on disk", format_size(info.allocation_bytes)),
+        ("checksum", checksum),
+        ("os", info.os or "-"),
+        ("source", info.source or "-"),
+        ("imported", info.imported.isoformat() if info.imported else "-"),
+        ("volume", f"{info.pool}/{info.volume}"),
+        ("path", info.path),
+        ("used by", ", ".join(info.used_by) or "-"),
+    ]
+    for key, value in rows:
+        output.out.print(f"{key:>12}: {value}", markup=False)
 
 
 @app.command()
 def rm(name: str) -> None:
-    """Remove an image (refused while a VM's disk is backed by it)."""
+    """Remove an image and its record (refused while a VM's disk is backed by it; the VMs are named)."""
     from kvmhub.services import images
 
     images.remove(state.hv(), name)

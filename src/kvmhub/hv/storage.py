@@ -15,6 +15,15 @@ CHUNK = 4 * 1024 * 1024
 TRANSFER_TIMEOUT = 3600.0
 
 
+_POOL_STATES = {
+    libvirt.VIR_STORAGE_POOL_INACTIVE: "inactive",
+    libvirt.VIR_STORAGE_POOL_BUILDING: "building",
+    libvirt.VIR_STORAGE_POOL_RUNNING: "active",
+    libvirt.VIR_STORAGE_POOL_DEGRADED: "degraded",
+    libvirt.VIR_STORAGE_POOL_INACCESSIBLE: "inaccessible",
+}
+
+
 @dataclass(frozen=True)
 class VolumeInfo:
     pool: str
@@ -22,6 +31,16 @@ class VolumeInfo:
     path: str
     capacity: int
     allocation: int
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool's run state and sizes in bytes, as libvirt saw them at the last refresh."""
+
+    state: str
+    capacity: int
+    allocation: int
+    available: int
 
 
 class Pool:
@@ -47,6 +66,25 @@ class Pool:
 
     def refresh(self) -> None:
         self._call("refreshing pool", self._pool.refresh, 0)
+
+    def state(self) -> PoolState:
+        code, capacity, allocation, available = self._call("reading pool state", self._pool.info)
+        return PoolState(_POOL_STATES.get(int(code), "unknown"), int(capacity), int(allocation), int(available))
+
+    def build(self) -> None:
+        """Make the pool's storage (a directory, a mount point, a volume group over its devices)."""
+        self._call("building pool", self._pool.build, 0, timeout=max(self.hv.timeout, 120.0))
+
+    def stop(self) -> None:
+        """Deactivate the pool (unmounts, logs out); its volumes' data stays."""
+        self._call("stopping pool", self._pool.destroy)
+
+    def undefine(self) -> None:
+        self._call("undefining pool", self._pool.undefine)
+
+    def delete_storage(self) -> None:
+        """Remove what build() made (an empty directory, a volume group); the pool must be inactive."""
+        self._call("deleting the storage of pool", self._pool.delete, 0, timeout=max(self.hv.timeout, 120.0))
 
     def xml(self) -> str:
         return str(self._call("reading pool definition", self._pool.XMLDesc, 0))
@@ -101,8 +139,9 @@ class Volume:
     def delete(self) -> None:
         self._call("deleting", self._vol.delete, 0)
 
-    def resize(self, capacity: int) -> None:
-        self._call("resizing", self._vol.resize, capacity, 0)
+    def resize(self, capacity: int, *, shrink: bool = False) -> None:
+        flags = libvirt.VIR_STORAGE_VOL_RESIZE_SHRINK if shrink else 0
+        self._call("resizing", self._vol.resize, capacity, flags, timeout=TRANSFER_TIMEOUT)
 
     def upload(self, src: BinaryIO, length: int, progress: Callable[[int], None] | None = None) -> None:
         """Stream `length` bytes from `src` into the volume (works on remote hosts too)."""
@@ -174,6 +213,18 @@ def lookup_pool(hv: Hypervisor, name: str) -> Pool:
             hint="`kvmhub host setup` defines kvmhub's pools; list them with `virsh pool-list --all`",
         ) from None
     return Pool(hv, pool)
+
+
+def define_pool(hv: Hypervisor, xml: str) -> Pool:
+    """Define (not start) a persistent pool from its XML."""
+    raw = hv.call(hv.conn.storagePoolDefineXML, xml, 0, what="defining the pool")
+    return Pool(hv, raw)
+
+
+def list_pools(hv: Hypervisor) -> list[Pool]:
+    """Every pool, active or not."""
+    pools = hv.call(hv.conn.listAllStoragePools, 0, what="listing storage pools", retry=True)
+    return [Pool(hv, p) for p in pools]
 
 
 def pool_names(hv: Hypervisor) -> list[str]:

@@ -1,0 +1,135 @@
+"""`kvmhub pool create|ls|show|rm|refresh|start|stop`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+from kvmhub.models import PoolInfo
+from kvmhub.validate import format_size
+
+app = typer.Typer(help="Storage pools: where volumes (VM disks, images) live.", no_args_is_help=True)
+
+
+@app.command()
+def create(
+    name: str,
+    type_: Annotated[str, typer.Option("--type", help="dir | fs | netfs | logical | iscsi | iscsi-direct | rbd")],
+    path: Annotated[str | None, typer.Option(help="target directory (dir, fs, netfs; iscsi: /dev/disk/by-path)")]
+    = None,
+    device: Annotated[list[str] | None, typer.Option(help="block device (fs; logical: PVs to build the VG on)")]
+    = None,
+    fs_format: Annotated[str | None, typer.Option("--fs-format", help="fs: ext4, xfs, ... (default auto)")] = None,
+    host: Annotated[str | None, typer.Option(help="server (netfs, iscsi, iscsi-direct, rbd)")] = None,
+    port: Annotated[int | None, typer.Option(help="server port (iscsi, iscsi-direct, rbd)")] = None,
+    export: Annotated[str | None, typer.Option(help="netfs: exported directory on the server")] = None,
+    nfs_version: Annotated[str | None, typer.Option("--nfs-version", help="netfs: 3, 4, 4.2...")] = None,
+    vg: Annotated[str | None, typer.Option(help="logical: volume group")] = None,
+    iqn: Annotated[str | None, typer.Option(help="iscsi, iscsi-direct: the target's IQN")] = None,
+    initiator_iqn: Annotated[str | None, typer.Option("--initiator-iqn", help="iscsi-direct: this host's IQN")]
+    = None,
+    source_name: Annotated[str | None, typer.Option("--source-name", help="rbd: the Ceph pool")] = None,
+    auth_user: Annotated[str | None, typer.Option("--auth-user", help="rbd: Ceph user")] = None,
+    secret_uuid: Annotated[str | None, typer.Option("--secret-uuid", help="rbd: libvirt secret with its key")]
+    = None,
+) -> None:
+    """Define, build, start and autostart a pool (undone if any step fails)."""
+    from pydantic import ValidationError
+
+    from kvmhub.errors import InvalidInput
+    from kvmhub.models import PoolSpec
+    from kvmhub.services import storage
+
+    try:
+        spec = PoolSpec(name=name, type=type_, path=path, devices=device or [],  # type: ignore[arg-type]
+                        fs_format=fs_format, host=host, port=port, export=export, nfs_version=nfs_version, vg=vg,
+                        iqn=iqn, initiator_iqn=initiator_iqn, source_name=source_name, auth_user=auth_user,
+                        secret_uuid=secret_uuid)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"invalid pool option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
+                           hint="--type is one of dir, fs, netfs, logical, iscsi, iscsi-direct, rbd") from None
+    with output.phases(f"pool create {name}") as phase:
+        info = storage.create_pool(state.hv(), spec, say=phase)
+    output.say(f"pool {info.name}: {info.type}, {info.state}, {format_size(info.available_bytes)} available"
+               + (f", at {info.path}" if info.path else "") + (f", from {info.source}" if info.source else ""))
+
+
+def _row(p: PoolInfo) -> tuple[object, ...]:
+    return (p.name, p.type, p.state, "yes" if p.autostart else "no", format_size(p.capacity_bytes),
+            format_size(p.allocation_bytes), format_size(p.available_bytes),
+            "" if p.volumes is None else p.volumes, p.path or p.source or "")
+
+
+@app.command("ls")
+def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List pools: type, state, autostart, sizes, path."""
+    from kvmhub.services import storage
+
+    found = storage.list_pools(state.hv())
+    if json_out:
+        output.print_json(found)
+        return
+    output.table(["NAME", "TYPE", "STATE", "AUTOSTART", "CAPACITY", "ALLOCATED", "AVAILABLE", "VOLS", "PATH"],
+                 [_row(p) for p in found])
+
+
+@app.command()
+def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one pool, with its volume count and the VMs using its volumes."""
+    from kvmhub.services import storage
+
+    info = storage.show_pool(state.hv(), name)
+    if json_out:
+        output.print_json(info)
+        return
+    for key, value in info.model_dump().items():
+        if key.endswith("_bytes"):
+            value = format_size(value)
+        elif isinstance(value, list):
+            value = ", ".join(value) or "-"
+        output.out.print(f"{key.removesuffix('_bytes'):>12}: {'-' if value is None else value}", markup=False)
+
+
+@app.command()
+def rm(
+    name: str,
+    delete_data: Annotated[bool, typer.Option("--delete-data", help="also delete its volumes and directory")]
+    = False,
+) -> None:
+    """Remove a pool (refused while any VM has a disk in it); its data stays unless --delete-data."""
+    from kvmhub.services import storage
+
+    with output.phases(f"pool rm {name}") as phase:
+        done = storage.remove_pool(state.hv(), name, delete_data=delete_data, say=phase)
+    for line in done:
+        output.say(line)
+
+
+@app.command()
+def refresh(name: str) -> None:
+    """Rescan a pool's storage for volumes added or removed behind libvirt's back."""
+    from kvmhub.services import storage
+
+    info = storage.refresh_pool(state.hv(), name)
+    output.say(f"pool {name}: {info.volumes} volumes, {format_size(info.available_bytes)} available")
+
+
+@app.command()
+def start(name: str) -> None:
+    """Start (activate) a pool."""
+    from kvmhub.services import storage
+
+    storage.start_pool(state.hv(), name)
+    output.say(f"pool {name} started")
+
+
+@app.command()
+def stop(name: str) -> None:
+    """Stop (deactivate) a pool; refused while a running VM has a disk in it."""
+    from kvmhub.services import storage
+
+    storage.stop_pool(state.hv(), name)
+    output.say(f"pool {name} stopped")

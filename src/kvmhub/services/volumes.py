@@ -1,0 +1,460 @@
+"""Volumes in storage pools: create, list, show, resize, clone, remove, upload, download.
+
+Every name a volume is created under is one path component ([A-Za-z0-9._+-], not starting with '.'), so
+nothing is written outside its pool; volumes that resolve outside their pool's directory (a symlink put
+there behind libvirt's back) are refused for reading and writing. Space is checked before a copy starts,
+and a copy that still runs out of it is reported the same way, with nothing half-made left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import storage as hv_storage
+from kvmhub.models import VolumeInfo
+from kvmhub.services import storage_usage
+from kvmhub.services.storage import _local_root
+from kvmhub.tools import qemu_img
+from kvmhub.undo import Undo
+from kvmhub.validate import format_size
+from kvmhub.xml import pool as xml_pool
+from kvmhub.xml import volume as xml_volume
+from kvmhub.xml._util import parse, scaled_bytes, serialize
+
+Progress = Callable[[int, int], None]
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}$")
+VOLUME_NAME_RULE = "one path component of letters, digits, '.', '_', '+' and '-', not starting with '.'"
+FILE_POOLS = ("dir", "fs", "netfs")
+FORMATS = ("qcow2", "raw")
+QCOW2_OVERHEAD = 1024**2  # what a fresh qcow2 (header, tables) takes before any data
+
+
+def check_volume_name(name: str, pool: str = "") -> str:
+    """Return ``name`` if a volume may be created under it, else raise InvalidInput saying why."""
+    where = f" in pool {pool}" if pool else ""
+    if "/" in name or "\x00" in name or name in (".", ".."):
+        raise InvalidInput(
+            f"invalid volume name {name!r}{where}: it tries to leave the pool",
+            cause=f"a volume name is {VOLUME_NAME_RULE}; '/', '..' and NUL could reach files outside the pool",
+            hint="give a plain name such as data.qcow2",
+        )
+    if not VOLUME_NAME_RE.fullmatch(name):
+        raise InvalidInput(f"invalid volume name {name!r}{where}", cause=f"a volume name is {VOLUME_NAME_RULE}",
+                           hint="give a plain name such as data.qcow2")
+    return name
+
+
+def split_ref(ref: str, *, default_pool: str | None = None) -> tuple[str, str]:
+    """Split ``POOL/NAME`` (or a bare NAME with ``default_pool``); names that try to leave the pool are refused."""
+    if "\x00" in ref:
+        raise InvalidInput(f"invalid volume {ref!r}: it holds a NUL character")
+    if ref.startswith("/"):
+        raise InvalidInput(
+            f"invalid volume {ref!r}: an absolute path is not a volume",
+            cause="volumes are named POOL/NAME; a host path could reach any file on the host",
+            hint="name it as POOL/NAME (`kvmhub vol ls POOL` lists them)",
+        )
+    pool, slash, name = ref.partition("/")
+    if not slash:
+        if default_pool is None:
+            raise InvalidInput(f"invalid volume {ref!r}: give it as POOL/NAME", hint="e.g. default/data.qcow2")
+        pool, name = default_pool, ref
+    if not pool or not name:
+        raise InvalidInput(f"invalid volume {ref!r}: give it as POOL/NAME", hint="e.g. default/data.qcow2")
+    if "/" in name or name in (".", ".."):
+        raise InvalidInput(
+            f"invalid volume name {name!r} in pool {pool}: it tries to leave the pool",
+            cause=f"a volume name is {VOLUME_NAME_RULE}",
+            hint="give a plain name such as data.qcow2",
+        )
+    return pool, name
+
+
+def _active_pool(hv: Hypervisor, name: str) -> hv_storage.Pool:
+    pool = hv_storage.lookup_pool(hv, name)
+    if not pool.is_active():
+        raise Conflict(f"pool {name!r} is not active", hint=f"start it: `kvmhub pool start {name}`")
+    return pool
+
+
+def _pool_kind(pool: hv_storage.Pool) -> tuple[str, str | None]:
+    xml = pool.xml()
+    return xml_pool.pool_type_from_xml(xml), xml_pool.pool_path_from_xml(xml)
+
+
+def _get(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
+    pool_name, name = split_ref(ref)
+    pool = _active_pool(hv, pool_name)
+    if not pool.has_volume(name):
+        raise NotFound(f"no volume {name!r} in pool {pool_name}", hint=f"list them: `kvmhub vol ls {pool_name}`")
+    return pool, pool.volume(name)
+
+
+def _resolve(root: str, path: str) -> str:
+    """``path`` with every symlink followed, as the host sees it (absolute links stay inside ``root``)."""
+    parts = [p for p in path.split("/") if p]
+    done = ""
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            done = posixpath.dirname(done) if done else ""
+            continue
+        candidate = f"{done}/{part}"
+        if os.path.islink(root + candidate):
+            hops += 1
+            if hops > 40:
+                return candidate  # a link loop: treated as unresolvable, refused by the caller
+            link = os.readlink(root + candidate)
+            parts = [p for p in link.split("/") if p] + parts
+            done = "" if link.startswith("/") else done
+            continue
+        done = candidate
+    return done or "/"
+
+
+def _confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume) -> None:
+    """Refuse a file pool's volume that resolves outside the pool's directory (a planted symlink)."""
+    kind, target = _pool_kind(pool)
+    root = _local_root(hv)
+    if kind not in FILE_POOLS or target is None or root is None:
+        return
+    inside = _resolve(root, target)
+    real = _resolve(root, vol.path)
+    outside = not real.startswith(inside.rstrip("/") + "/")
+    if outside or os.path.islink(root + vol.path):
+        where = f"outside pool {pool.name}" if outside else "elsewhere"
+        raise InvalidInput(
+            f"volume {pool.name}/{vol.name} is a symlink pointing {where} (to {real})",
+            cause="reading or writing it would reach a file outside the pool's directory",
+            hint=f"remove the link ({vol.path}) and refresh the pool: `kvmhub pool refresh {pool.name}`",
+        )
+
+
+def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) -> HostProblem:
+    _kind, target = _pool_kind(pool)
+    if available is None:
+        try:
+            pool.refresh()
+            available = pool.state().available
+        except KvmhubError:
+            available = 0
+    where = f" ({target})" if target else ""
+    return HostProblem(
+        f"no space left in pool {pool.name}{where}: needed ~{format_size(needed)}, "
+        f"available {format_size(available)}",
+        cause="the pool's storage is too full for this volume",
+        hint="free space in the pool (`kvmhub vol ls`, `kvmhub vol rm`), or use a pool with room "
+        "(`kvmhub pool ls` shows what each has available)",
+    )
+
+
+def _check_space(pool: hv_storage.Pool, needed: int) -> None:
+    pool.refresh()
+    available = pool.state().available
+    if needed > available:
+        raise _no_space(pool, needed, available)
+
+
+def _is_enospc(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, KvmhubError):
+        text = f"{exc.message} {exc.original or ''}".lower()
+        return "no space left" in text or "enospc" in text or "disk quota" in text
+    return False
+
+
+def _info(vol: hv_storage.Volume, usage: storage_usage.Usage | None = None,
+          backs: list[str] | None = None) -> VolumeInfo:
+    vi = vol.info()
+    facts = xml_volume.volume_from_xml(vol.xml())
+    backing_volume = None
+    if facts.backing_path:
+        below = hv_storage.volume_by_path(vol.hv, facts.backing_path)
+        backing_volume = f"{below.pool}/{below.name}" if below is not None else None
+    return VolumeInfo(
+        pool=vol.pool, name=vol.name, path=vi.path, format=facts.format, capacity_bytes=vi.capacity,
+        allocation_bytes=vi.allocation, backing=facts.backing_path, backing_volume=backing_volume,
+        used_by=usage.vms_using(vol.pool, vol.name, vi.path) if usage else [], backs=backs or [],
+    )
+
+
+def list_volumes(hv: Hypervisor, pool_name: str) -> list[VolumeInfo]:
+    """The volumes of an active pool, with format, sizes, backing file and the VMs using each."""
+    pool = _active_pool(hv, pool_name)
+    usage = storage_usage.scan(hv)
+    return [_info(pool.volume(n), usage) for n in sorted(pool.volume_names())]
+
+
+def show_volume(hv: Hypervisor, ref: str) -> VolumeInfo:
+    """One volume: format, sizes, path, backing file, VMs using it, overlays backed by it."""
+    _pool, vol = _get(hv, ref)
+    return _info(vol, storage_usage.scan(hv), storage_usage.overlays_of(hv, vol.path))
+
+
+def _physical(xml: str) -> int | None:
+    """The file's own size (``<physical>``): what a download of a qcow2 volume streams."""
+    el = parse(xml, "volume").find("physical")
+    return scaled_bytes(el, "the volume's physical size", "bytes") if el is not None else None
+
+
+def _set_allocation(xml: str, allocation: int) -> str:
+    root = parse(xml, "volume")
+    el = root.find("allocation")
+    if el is not None:
+        el.text = str(allocation)
+    return serialize(root)
+
+
+def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None = None,
+                  backing: str | None = None, allocate: bool = False) -> VolumeInfo:
+    """A new empty volume (or a qcow2 overlay of ``backing``, POOL/VOL); sparse unless ``allocate``.
+
+    Raises InvalidInput (name, size, format), NotFound, Conflict (name taken), HostProblem (no space).
+    """
+    pool_name, name = split_ref(ref)
+    check_volume_name(name, pool_name)
+    pool = _active_pool(hv, pool_name)
+    kind, _target = _pool_kind(pool)
+    if pool.has_volume(name):
+        raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
+                       hint=f"pick another name, or `kvmhub vol rm {pool_name}/{name}` first")
+    fmt = fmt or ("qcow2" if kind in FILE_POOLS else "raw")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown volume format {fmt!r}", hint="qcow2 or raw")
+    if fmt == "qcow2" and kind not in FILE_POOLS:
+        raise InvalidInput(f"a {kind} pool holds raw volumes only", hint="pass --format raw")
+    backing_path = backing_fmt = None
+    if backing is not None:
+        if fmt != "qcow2":
+            raise InvalidInput("only a qcow2 volume can have a backing volume", hint="drop --format raw")
+        bpool, bvol = _get(hv, backing)
+        _confined(hv, bpool, bvol)
+        backing_path = bvol.path
+        backing_fmt = xml_volume.volume_from_xml(bvol.xml()).format or "raw"
+        base = bvol.info().capacity
+        if size is not None and size < base:
+            raise InvalidInput(f"--size {format_size(size)} is smaller than the backing volume ({format_size(base)})",
+                               hint="give at least the backing volume's size, or leave --size out")
+        size = size or base
+    if size is None:
+        raise InvalidInput("a new volume needs --size", hint="e.g. --size 10G")
+    xml = xml_volume.volume_xml(name, size, fmt, backing_path, backing_fmt)
+    if allocate:
+        xml = _set_allocation(xml, size)
+    _check_space(pool, (size if allocate else 0) + (QCOW2_OVERHEAD if fmt == "qcow2" else 0))
+    return _make(pool, name, size if allocate else QCOW2_OVERHEAD,
+                 lambda: pool.create_volume(xml, what=f"creating volume {name}"))
+
+
+def _make(pool: hv_storage.Pool, name: str, needed: int, make: Callable[[], hv_storage.Volume]) -> VolumeInfo:
+    """Run ``make``; whatever fails (no space, Ctrl-C) leaves no volume ``name`` behind."""
+    with Undo() as undo:
+        undo.add(f"delete volume {name}", lambda: _delete_if_present(pool, name))
+        try:
+            vol = make()
+        except (KvmhubError, OSError) as exc:
+            if _is_enospc(exc):
+                raise _no_space(pool, needed) from exc
+            raise
+        undo.success()
+    return _info(vol)
+
+
+def _delete_if_present(pool: hv_storage.Pool, name: str) -> None:
+    pool.refresh()
+    if pool.has_volume(name):
+        pool.volume(name).delete()
+
+
+def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = False,
+                 fmt: str | None = None) -> VolumeInfo:
+    """Copy a volume (full, through libvirt), or make a qcow2 overlay backed by it (``linked``).
+
+    ``dst_ref`` is POOL/NAME or a NAME in the source's pool. Refused while a running VM writes the
+    source (a full copy would be torn; an overlay's base must not change).
+    """
+    spool, src = _get(hv, src_ref)
+    dpool_name, dname = split_ref(dst_ref, default_pool=spool.name)
+    check_volume_name(dname, dpool_name)
+    dpool = _active_pool(hv, dpool_name)
+    dkind, _target = _pool_kind(dpool)
+    if dpool.has_volume(dname):
+        raise Conflict(f"volume {dname!r} already exists in pool {dpool_name}",
+                       hint=f"pick another name, or `kvmhub vol rm {dpool_name}/{dname}` first")
+    _confined(hv, spool, src)
+    usage = storage_usage.scan(hv)
+    writers = usage.vms_writing(spool.name, src.name, src.path)
+    busy = [vm for vm in writers if vm in usage.running or linked]
+    if busy:
+        raise Conflict(
+            f"volume {spool.name}/{src.name} is the disk of VM{'s' if len(busy) > 1 else ''} {', '.join(busy)}",
+            cause="an overlay's base must never change" if linked else "a copy of a disk in use would be torn",
+            hint="stop the VM first" if not linked else "clone it in full (without --linked), or remove the VM",
+        )
+    info = src.info()
+    src_fmt = xml_volume.volume_from_xml(src.xml()).format or "raw"
+    if linked:
+        if dkind not in FILE_POOLS:
+            raise InvalidInput(f"a linked clone is a qcow2 file; pool {dpool_name} is a {dkind} pool",
+                               hint="put it in a dir, fs or netfs pool, or clone in full")
+        xml = xml_volume.volume_xml(dname, info.capacity, "qcow2", src.path, src_fmt)
+        _check_space(dpool, QCOW2_OVERHEAD)
+        return _make(dpool, dname, QCOW2_OVERHEAD, lambda: dpool.create_volume(xml, what=f"creating {dname}"))
+    out_fmt = fmt or (src_fmt if dkind in FILE_POOLS and src_fmt in FORMATS else "raw")
+    if out_fmt not in FORMATS:
+        raise InvalidInput(f"unknown volume format {out_fmt!r}", hint="qcow2 or raw")
+    xml = xml_volume.volume_xml(dname, info.capacity, out_fmt)
+    needed = max(info.allocation, QCOW2_OVERHEAD)
+    _check_space(dpool, needed)
+    # a copy can take up to the full capacity (compressed or sparse sources grow when written out)
+    return _make(dpool, dname, max(needed, info.capacity),
+                 lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}"))
+
+
+def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False, shrink: bool = False) -> VolumeInfo:
+    """Set a volume's capacity (or grow it by ``size``); shrinking is refused unless ``shrink``.
+
+    Refused while a running VM has the volume as a disk (`kvmhub disk resize` does that live).
+    """
+    pool, vol = _get(hv, ref)
+    _confined(hv, pool, vol)
+    current = vol.info().capacity
+    new = current + size if grow_by else size
+    if new == current:
+        return _info(vol)
+    if new < current and not shrink:
+        raise InvalidInput(
+            f"{pool.name}/{vol.name} is {format_size(current)}; {format_size(new)} would shrink it",
+            cause="shrinking cuts off everything past the new end: file systems or partitions that reach "
+            "there are destroyed",
+            hint="shrink the file system inside first, then pass --shrink",
+        )
+    usage = storage_usage.scan(hv)
+    running = [vm for vm in usage.vms_writing(pool.name, vol.name, vol.path) if vm in usage.running]
+    if running:
+        raise Conflict(f"volume {pool.name}/{vol.name} is a disk of running VM {', '.join(running)}",
+                       cause="QEMU holds the image open; resizing it underneath would confuse the guest",
+                       hint=f"resize it live: `kvmhub disk resize {running[0]} TARGET SIZE`, or stop the VM")
+    try:
+        vol.resize(new, shrink=new < current)
+    except KvmhubError as exc:
+        if _is_enospc(exc):
+            raise _no_space(pool, new - current) from exc
+        raise
+    return _info(vol)
+
+
+def remove_volume(hv: Hypervisor, ref: str) -> None:
+    """Delete a volume; refused while a VM uses it or another volume is backed by it (naming them)."""
+    pool, vol = _get(hv, ref)
+    path = vol.path
+    users = storage_usage.scan(hv).vms_using(pool.name, vol.name, path)
+    if users:
+        raise Conflict(f"volume {pool.name}/{vol.name} is in use by VM{'s' if len(users) > 1 else ''}: "
+                       f"{', '.join(users)}", hint="remove those VMs or their disks first (`kvmhub rm VM`)")
+    overlays = storage_usage.overlays_of(hv, path)
+    if overlays:
+        raise Conflict(f"volume {pool.name}/{vol.name} backs other volumes: {', '.join(overlays)}",
+                       cause="they are linked clones; their data below their own changes lives here",
+                       hint="remove those first (`kvmhub vol rm POOL/VOL`)")
+    vol.delete()
+
+
+def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
+           progress: Progress | None = None) -> VolumeInfo:
+    """Upload a local qcow2 or raw file into a new volume sized to the file (hostile headers refused).
+
+    A failed or interrupted upload leaves no volume behind.
+    """
+    pool_name, name = split_ref(ref)
+    check_volume_name(name, pool_name)
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {src}: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput(f"{src} is not a regular file")
+    sniffed = qemu_img.sniff_format(src)
+    fmt = fmt or sniffed
+    if fmt not in FORMATS:
+        raise InvalidInput(f"{src} is {fmt}; volumes take qcow2 or raw files",
+                           hint=f"convert it: `qemu-img convert -f {fmt} -O qcow2 {src} out.qcow2`, "
+                           "or `kvmhub image import` it")
+    qemu_img.check_safe(src, fmt)
+    pool = _active_pool(hv, pool_name)
+    kind, target = _pool_kind(pool)
+    if kind not in FILE_POOLS:
+        raise InvalidInput(f"pool {pool_name} is a {kind} pool; uploads make new files in dir, fs or netfs pools")
+    if pool.has_volume(name):
+        raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
+                       hint=f"upload under another name, or `kvmhub vol rm {pool_name}/{name}` first")
+    root = _local_root(hv)
+    if root is not None and target is not None and os.path.lexists(f"{root}{target}/{name}"):
+        raise Conflict(f"{target}/{name} already exists in pool {pool_name}'s directory",
+                       cause="a file (or link) libvirt does not list as a volume yet",
+                       hint=f"`kvmhub pool refresh {pool_name}` and look at it with `kvmhub vol show`")
+    length = st.st_size
+    _check_space(pool, length)
+    # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
+    xml = xml_volume.volume_xml(name, length, "raw", None, None)
+
+    def make() -> hv_storage.Volume:
+        vol = pool.create_volume(xml, what=f"creating volume {name}")
+        with open(src, "rb") as fh:
+            vol.upload(fh, length, (lambda n: progress(n, length)) if progress else None)
+        pool.refresh()
+        return pool.volume(name)
+
+    return _make(pool, name, length, make)
+
+
+def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
+             progress: Progress | None = None) -> VolumeInfo:
+    """Copy a volume's bytes into a local file; a failed or interrupted download leaves no file behind."""
+    pool, vol = _get(hv, ref)
+    _confined(hv, pool, vol)
+    info = vol.info()
+    xml = vol.xml()
+    facts = xml_volume.volume_from_xml(xml)
+    if dest.is_dir():
+        dest = dest / vol.name
+    if os.path.lexists(dest) and not overwrite:
+        raise Conflict(f"{dest} already exists", hint="pass --overwrite, or choose another file")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidInput(f"no directory {parent}")
+    expected = (_physical(xml) or info.allocation) if facts.format == "qcow2" else info.capacity
+    free = shutil.disk_usage(parent).free
+    if expected > free:
+        raise HostProblem(f"no space left in {parent}: needed ~{format_size(expected)}, available "
+                          f"{format_size(free)}", hint="free space there, or download elsewhere")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            vol.download(fh, (lambda n: progress(n, expected)) if progress else None)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if _is_enospc(exc) or (exc.__cause__ is not None and _is_enospc(exc.__cause__)):
+            raise HostProblem(f"no space left in {parent}: needed ~{format_size(expected)}, available "
+                              f"{format_size(shutil.disk_usage(parent).free)}",
+                              hint="free space there, or download elsewhere") from exc
+        raise
+    return _info(vol)

@@ -1,0 +1,50 @@
+"""`kvmhub clone SRC DST [--linked] [--start] [--network NET]`: thin over services.clone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from kvmhub.cli import output, state
+from kvmhub.cli.commands.export import _transfer
+
+
+def clone(
+    source: Annotated[str, typer.Argument(help="the VM to clone (shut off)")],
+    name: Annotated[str, typer.Argument(help="the new VM's name")],
+    linked: Annotated[bool, typer.Option("--linked", help="copy-on-write disks instead of full copies")] = False,
+    start: Annotated[bool, typer.Option("--start", help="start the clone")] = False,
+    network: Annotated[str | None, typer.Option(help="put every NIC of the clone on this network")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="with --start: wait until booted (and networked)")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+) -> None:
+    """Clone a shut-off VM with a new identity: name, UUID, MAC addresses, addresses, hostname, instance-id.
+
+    A full clone copies every writable disk into a self-contained volume (encrypted disks cannot be copied).
+    --linked makes qcow2 overlays instead, in milliseconds whatever the disk size: the source's disk is
+    frozen into a read-only base both VMs share (the source gets a new overlay on it), so neither VM's
+    writes reach the other; the base goes when the last VM on it is removed. Read-only media stay shared,
+    port forwards are not copied. On any failure what was made is removed and the source is as it was.
+    """
+    from kvmhub.cli.commands.vm import _wait
+    from kvmhub.services import clone as svc
+    from kvmhub.services import vms
+
+    hv = state.hv()
+    req = svc.CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
+    with _transfer(f"clone {source} → {name}") as (say, progress):
+        result = svc.clone(hv, req, say=say, progress=progress)
+        if wait and start:
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, say)
+    kind = "linked clone" if result.linked else "full clone"
+    where = ", ".join(result.volumes)
+    extra = f"; froze {', '.join(result.frozen)}" if result.frozen else ""
+    ips = f", address {', '.join(result.ips)}" if result.ips else ""
+    output.say(f"VM {name} made as a {kind} of {source} in {result.duration_s:.2f} s ({where}{extra}{ips})"
+               + ("" if start else f"; start it: `kvmhub start {name}`"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the top-level app."""
+    app.command()(clone)

@@ -1,0 +1,610 @@
+"""Cloning a shut-off VM: full copies or linked (copy-on-write) disks, and a new identity.
+
+The clone gets a new name, UUID, MAC address per NIC (with an address reservation and DNS name on kvmhub
+networks), serial log and NoCloud seed (a new instance-id and hostname, so cloud-init treats it as a new
+machine). Port forwards are not copied (they would clash); kvmhub metadata is, with the clone's own volumes.
+
+* Full clone: each writable disk is copied by libvirt into a new, self-contained volume (its backing
+  chain, the image included, merged in). Encrypted disks are refused: libvirt hands qemu-img a volume's
+  key only while its pool remembers which secret opens it, forgotten at every pool refresh, and the key
+  itself is private.
+* Linked clone: each writable disk of the clone is a qcow2 overlay. An overlay must never sit on a file
+  that is still written, so the source's disk is first frozen: its file is renamed to a read-only base
+  volume ``base-<8 hex>.qcow2`` and the source gets a new, empty overlay of the same name on top of it
+  (its definition does not change). The clone's overlay sits on the same base. A source disk that was
+  never written since it was made is not frozen: the clone's overlay sits on what it sits on (the image,
+  or a base). A base is deleted by :func:`release_bases` once no volume is backed by it; an image is
+  never written. Encrypted disks are refused too: libvirt gives QEMU no key for a backing file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import json
+import os
+import re
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pycdlib
+import yaml
+
+from kvmhub import faults
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import backup as hv_backup
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import networks as hv_networks
+from kvmhub.hv import saves as hv_saves
+from kvmhub.hv import snapshots as hv_snap
+from kvmhub.hv import storage as hv_storage
+from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
+from kvmhub.services import leases
+from kvmhub.services.network_config import parse_network_config
+from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
+from kvmhub.services.vms import get as get_vm
+from kvmhub.tools import qemu_img, yaml_lines
+from kvmhub.tools.seed import build_nocloud_seed
+from kvmhub.undo import Undo
+from kvmhub.validate import check_name
+from kvmhub.xml import volume as xml_volume
+from kvmhub.xml.domain import domain_from_xml, domain_to_xml
+from kvmhub.xml.network import network_subnet_from_xml
+from kvmhub.xml.pool import pool_path_from_xml, pool_type_from_xml
+
+BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
+SEED_LIMIT = 16 * 1024**2
+SEED_FILES = ("meta-data", "user-data", "network-config", "vendor-data")
+FILE_POOLS = ("dir", "fs", "netfs")
+Say = Callable[[str], None]
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _no_progress(_what: str, _done: int, _total: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    source: str
+    name: str
+    linked: bool = False
+    start: bool = False
+    network: str | None = None  # every NIC of the clone on this network instead
+
+
+@dataclass
+class CloneResult:
+    """What `clone` made."""
+
+    name: str
+    linked: bool
+    volumes: list[str] = field(default_factory=list)  # pool/volume of the clone's disks
+    backing: dict[str, str] = field(default_factory=dict)  # target -> path its overlay is backed by
+    frozen: list[str] = field(default_factory=list)  # bases made from the source's disks
+    ips: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+@dataclass
+class _Disk:
+    disk: DiskSpec
+    kind: Literal["seed", "copy", "linked", "shared"]
+    pool: hv_storage.Pool | None = None
+    src: hv_storage.Volume | None = None
+    facts: xml_volume.VolumeFacts | None = None
+    volume: str = ""  # the clone's volume name
+    freeze: bool = False  # linked: the source's disk must be frozen into a base first
+
+
+# -- checks -----------------------------------------------------------------------------------------------
+
+
+def _clone_volume_name(src_vm: str, dst_vm: str, volume: str, target: str, fmt: str) -> str:
+    """The source's volume name with the clone's name (``web-disk0.qcow2`` → ``copy-disk0.qcow2``)."""
+    if volume.startswith(f"{src_vm}-") and re.fullmatch(r"[A-Za-z0-9._-]+", volume):
+        return dst_vm + volume[len(src_vm):]
+    return f"{dst_vm}-{target}.{fmt}"
+
+
+def _untouched(hv: Hypervisor, path: str) -> bool:
+    """True when the qcow2 file at `path` has no cluster of its own (never written since it was made).
+
+    Reads the file on the host (local hosts only; elsewhere the answer is False, so the disk is frozen).
+    """
+    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+        return False
+    # "backing": null opens the file alone: its backing path is the host's, maybe not visible from here
+    opts = json.dumps({"file": {"driver": "file", "filename": host_root() + path}, "backing": None})
+    out = qemu_img.run(["map", "--output=json", "-f", "qcow2", f"json:{opts}"],
+                       what=f"reading the allocation of {path}", cpu=60)
+    return not any(extent.get("present") for extent in json.loads(out))
+
+
+def _file_pool_dir(pool: hv_storage.Pool) -> str | None:
+    """The directory of a file-based pool (dir, fs, netfs); None for other kinds."""
+    xml = pool.xml()
+    return pool_path_from_xml(xml) if pool_type_from_xml(xml) in FILE_POOLS else None
+
+
+def _require_shut_off(dom: hv_domains.Domain, name: str) -> None:
+    state = dom.state()
+    if state == "shut off":
+        return
+    raise Conflict(
+        f"cannot clone VM {name}: it is {state}",
+        cause="a running or paused QEMU holds the disks open and keeps writes and qcow2 metadata in its "
+              "caches, so a copy (or an overlay on them) would be inconsistent",
+        hint=f"stop it first: `kvmhub stop {name}`, clone, then `kvmhub start {name}`",
+    )
+
+
+def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, taken: set[str]) -> _Disk:
+    src = disk.source
+    if src.pool and src.volume == seed_volume(req.source) and disk.readonly:
+        pool = hv_storage.lookup_pool(hv, src.pool)
+        return _Disk(disk, "seed", pool, pool.volume(src.volume), volume=seed_volume(req.name))
+    if disk.readonly or disk.device == "cdrom":
+        return _Disk(disk, "shared")  # read-only media (ISOs, shared data) stay shared
+    if src.protocol is not None:
+        raise Conflict(f"disk {disk.target} of {req.source} is a {src.protocol} network disk kvmhub cannot copy",
+                       hint=f"detach it (`kvmhub disk rm {req.source} {disk.target}`), clone, attach it again")
+    if src.pool and src.volume:
+        pool = hv_storage.lookup_pool(hv, src.pool)
+        vol = pool.volume(src.volume)
+    else:
+        found = hv_storage.volume_by_path(hv, src.path or "")
+        if found is None:
+            raise Conflict(f"disk {disk.target} of {req.source} ({src.path}) is in no storage pool",
+                           hint="define a pool for its directory (`kvmhub pool create`), then clone")
+        vol, pool = found, hv_storage.lookup_pool(hv, found.pool)
+    facts = xml_volume.volume_from_xml(vol.xml())
+    name = _clone_volume_name(req.source, req.name, vol.name, disk.target, "qcow2" if req.linked else disk.format)
+    if name in taken or pool.has_volume(name):
+        raise Conflict(f"volume {name} already exists in pool {pool.name}",
+                       cause="left over from an earlier VM of that name, or made by hand",
+                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name")
+    taken.add(name)
+    if not req.linked:
+        if disk.encryption_secret is not None:
+            raise Conflict(
+                f"disk {disk.target} of {req.source} is encrypted: kvmhub cannot copy it",
+                cause="libvirt copies a volume with qemu-img only while its pool still knows the volume's key, "
+                      "which it forgets whenever it re-reads the pool; the key itself is private (never read back)",
+                hint=f"a linked clone works while the disk was never written: `kvmhub clone {req.source} "
+                     f"{req.name} --linked`",
+            )
+        return _Disk(disk, "copy", pool, vol, facts, name)
+    if disk.format != "qcow2":
+        raise Conflict(f"disk {disk.target} of {req.source} is {disk.format}: a linked clone needs qcow2 disks",
+                       hint=f"make a full clone: `kvmhub clone {req.source} {req.name}`")
+    if disk.encryption_secret is not None:
+        raise Conflict(f"disk {disk.target} of {req.source} is encrypted: kvmhub makes no linked clone of it",
+                       cause="the clone's overlay would sit on data only the source's key opens, and libvirt "
+                             "gives QEMU no key for a backing file")
+    freeze = facts.backing_path is None or not _untouched(hv, vol.path)
+    if freeze:
+        _check_freezable(hv, req, disk, pool, vol)
+    return _Disk(disk, "linked", pool, vol, facts, name, freeze)
+
+
+def _check_freezable(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, pool: hv_storage.Pool,
+                     vol: hv_storage.Volume) -> None:
+    full = f"make a full clone instead: `kvmhub clone {req.source} {req.name}`"
+    directory = _file_pool_dir(pool)
+    if directory is None or os.path.dirname(vol.path) != directory.rstrip("/"):
+        raise Conflict(f"disk {disk.target} of {req.source} is not a file in a directory pool",
+                       cause="a linked clone freezes the source's disk file into a base, which needs a file pool",
+                       hint=full)
+    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+        raise Conflict(f"disk {disk.target} of {req.source} has been written and its host is not this machine",
+                       cause="freezing it into a base renames its file on the VM's host",
+                       hint=f"run kvmhub on the VM's host, or {full}")
+
+
+def _check(hv: Hypervisor, req: CloneRequest, say: Say) -> tuple[hv_domains.Domain, VMSpec, list[_Disk]]:
+    """Everything checked before anything is made; returns the source, its spec and the disk plan."""
+    check_name(req.name, "VM")
+    if req.name == req.source:
+        raise InvalidInput("a clone needs a name of its own", hint="`kvmhub clone SRC NEWNAME`")
+    dom = get_vm(hv, req.source)
+    if hv_domains.exists(hv, req.name):
+        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
+    _require_shut_off(dom, req.source)
+    spec = domain_from_xml(dom.xml(inactive=True))
+    if hv_snap.list_all(dom):
+        if req.linked:
+            raise Conflict(f"VM {req.source} has snapshots; kvmhub makes no linked clone of it",
+                           cause="its snapshots live in the disk files a linked clone freezes into a shared base",
+                           hint=f"remove them (`kvmhub snapshot ls {req.source}`), or make a full clone")
+        say("warning: snapshots are not cloned, only the VM's current state")
+    if req.linked and hv_backup.checkpoints(dom):
+        raise Conflict(f"VM {req.source} has backup checkpoints; kvmhub makes no linked clone of it",
+                       cause="their dirty bitmaps live in the disk files a linked clone freezes into a shared base",
+                       hint="make a full clone, or remove the checkpoints (`virsh checkpoint-delete`)")
+    if hv_saves.has_managed_save(dom):
+        say(f"warning: {req.source} has saved memory state; the clone boots afresh from its disks")
+    if req.network is not None:
+        hv_networks.lookup_network(hv, req.network)
+    taken: set[str] = set()
+    disks = [_plan_disk(hv, req, d, taken) for d in spec.disks]
+    if not any(d.kind in ("copy", "linked") for d in disks):
+        raise Conflict(f"VM {req.source} has no writable disk to clone")
+    for d in disks:
+        if d.kind == "seed" and d.pool is not None and d.pool.has_volume(d.volume):
+            raise Conflict(f"volume {d.volume} already exists in pool {d.pool.name}",
+                           hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`")
+    return dom, spec, disks
+
+
+# -- bases ------------------------------------------------------------------------------------------------
+
+
+def _freeze(hv: Hypervisor, d: _Disk, undo: Undo) -> str:
+    """Rename the source's disk file to a new base and give the source an empty overlay on it; returns the
+    base's path. The source's definition does not change (the overlay takes the old name)."""
+    assert d.pool is not None and d.src is not None and d.facts is not None
+    pool, name, path = d.pool, d.src.name, d.src.path
+    directory = os.path.dirname(path)
+    while True:
+        base = f"base-{uuidlib.uuid4().hex[:8]}.qcow2"
+        if not pool.has_volume(base) and not os.path.exists(host_root() + os.path.join(directory, base)):
+            break
+    base_path = os.path.join(directory, base)
+    undo.add(f"restore {pool.name}/{name} from {base}", functools.partial(_unfreeze, pool, name, path, base_path))
+    os.rename(host_root() + path, host_root() + base_path)
+    pool.refresh()
+    pool.create_volume(xml_volume.volume_xml(name, d.facts.capacity_bytes, "qcow2", base_path, "qcow2"),
+                       what=f"putting a new overlay on the frozen disk of {d.disk.target}")
+    return base_path
+
+
+def _unfreeze(pool: hv_storage.Pool, name: str, path: str, base_path: str) -> None:
+    if not os.path.exists(host_root() + base_path):
+        return
+    if pool.has_volume(name):
+        pool.volume(name).delete()
+    os.rename(host_root() + base_path, host_root() + path)
+    pool.refresh()
+
+
+def is_base(path: str) -> bool:
+    """True for a base volume made by a linked clone (``base-<8 hex>.qcow2``)."""
+    return bool(BASE_RE.match(os.path.basename(path)))
+
+
+def release_bases(hv: Hypervisor, backing_paths: Iterable[str], say: Say = _quiet) -> list[str]:
+    """Delete the bases among `backing_paths` that no volume of their pool is backed by any more, then the
+    bases under those, and so on. Images and other volumes are never touched. Returns what was deleted."""
+    removed: list[str] = []
+    todo = [p for p in backing_paths if p]
+    while todo:
+        path = todo.pop()
+        if not is_base(path):
+            continue
+        vol = hv_storage.volume_by_path(hv, path)
+        if vol is None:
+            continue
+        try:
+            pool = hv_storage.lookup_pool(hv, vol.pool)
+            users = [n for n in pool.volume_names() if n != vol.name and _backing_of(pool, n) == path]
+            if users:
+                continue
+            below = xml_volume.volume_from_xml(vol.xml()).backing_path
+            vol.delete()
+        except KvmhubError as exc:
+            say(f"warning: could not release base {path}: {exc.message}")
+            continue
+        removed.append(f"{vol.pool}/{vol.name}")
+        if below:
+            todo.append(below)
+    return removed
+
+
+def _backing_of(pool: hv_storage.Pool, name: str) -> str | None:
+    try:
+        return xml_volume.volume_from_xml(pool.volume(name).xml()).backing_path
+    except KvmhubError:
+        return None  # deleted meanwhile
+
+
+def backing_path(hv: Hypervisor, ref: str) -> str | None:
+    """The backing file of volume ``pool/volume``, if it has one (None too when it is gone)."""
+    pool_name, _, vol = ref.partition("/")
+    try:
+        return _backing_of(hv_storage.lookup_pool(hv, pool_name), vol)
+    except KvmhubError:
+        return None
+
+
+# -- disks and seed ---------------------------------------------------------------------------------------
+
+
+def _chain_bytes(hv: Hypervisor, vol: hv_storage.Volume) -> int:
+    """Bytes allocated along a volume's backing chain: what a full copy reads at most."""
+    total, seen = 0, 0
+    current: hv_storage.Volume | None = vol
+    while current is not None and seen < 32:
+        total += current.info().allocation
+        below = xml_volume.volume_from_xml(current.xml()).backing_path
+        current = hv_storage.volume_by_path(hv, below) if below else None
+        seen += 1
+    return total
+
+
+def _copy(hv: Hypervisor, d: _Disk, progress: Progress) -> None:
+    """A full, self-contained copy of the source's disk, a progress bar fed by the copy's size meanwhile."""
+    assert d.pool is not None and d.src is not None and d.facts is not None
+    pool, label = d.pool, f"copying {d.disk.target}"
+    total = max(_chain_bytes(hv, d.src), 1)
+    xml = xml_volume.volume_xml(d.volume, d.facts.capacity_bytes, d.disk.format)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            try:
+                done = pool.volume(d.volume).info().allocation
+            except KvmhubError:
+                continue
+            progress(label, min(done, total), total)
+
+    enter = _host_prefix(hv)
+    if enter is not None and d.disk.format == "qcow2":
+        # qemu-img on the host's own files is ~4x faster here than libvirt's volume copy
+        vol = pool.create_volume(xml_volume.volume_xml(d.volume, 0, "raw"), what=f"creating volume {d.volume}")
+        qemu_img.convert(Path(d.src.path), "qcow2", Path(vol.path), enter=enter,
+                         progress=lambda pct: progress(label, int(total * pct / 100), total))
+        pool.refresh()
+        progress(label, total, total)
+        return
+    watcher = threading.Thread(target=watch, name=f"watch {d.volume}", daemon=True)
+    watcher.start()
+    try:
+        pool.create_volume_from(xml, d.src, what=f"copying disk {d.disk.target} ({d.src.name})")
+    finally:
+        stop.set()
+        watcher.join(5)
+    progress(label, total, total)
+
+
+def _host_prefix(hv: Hypervisor) -> list[str] | None:
+    """How to run a command among the host's files: [] here, nsenter for a test host; None if remote."""
+    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+        return None
+    root = host_root()
+    if not root:
+        return []
+    m = re.fullmatch(r"/proc/(\d+)/root", root)
+    return ["nsenter", "-t", m.group(1), "-m", "--"] if m else None
+
+
+def _overlay(d: _Disk, backing: str, backing_format: str) -> None:
+    assert d.pool is not None and d.facts is not None
+    d.pool.create_volume(
+        xml_volume.volume_xml(d.volume, d.facts.capacity_bytes, "qcow2", backing, backing_format),
+        what=f"making the overlay of disk {d.disk.target}",
+    )
+
+
+def _read_seed(vol: hv_storage.Volume) -> dict[str, str]:
+    """The NoCloud documents in a seed volume (read through libvirt, parsed with pycdlib)."""
+    if vol.info().capacity > SEED_LIMIT:
+        raise InvalidInput(f"seed volume {vol.name} is larger than a NoCloud seed can be")
+    buf = io.BytesIO()
+    vol.download(buf)
+    buf.seek(0)
+    iso = pycdlib.PyCdlib()
+    found: dict[str, str] = {}
+    try:
+        iso.open_fp(buf)
+        for name in SEED_FILES:
+            for facet in ({"rr_path": f"/{name}"}, {"joliet_path": f"/{name}"},
+                          {"iso_path": f"/{name.replace('-', '').upper()[:8]}.;1"}):
+                out = io.BytesIO()
+                try:
+                    iso.get_file_from_iso_fp(out, **facet)
+                except pycdlib.pycdlibexception.PyCdlibException:
+                    continue
+                found[name] = out.getvalue().decode("utf-8", errors="replace")
+                break
+    except pycdlib.pycdlibexception.PyCdlibException as exc:
+        raise InvalidInput(f"seed volume {vol.name} is not a readable ISO", original=str(exc)) from None
+    finally:
+        try:
+            iso.close()
+        except pycdlib.pycdlibexception.PyCdlibException:
+            pass
+    return found
+
+
+def _yaml_map(text: str) -> dict[str, object] | None:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def new_seed(docs: dict[str, str], name: str, instance_id: str, say: Say | None = None) -> bytes:
+    """A seed ISO from another VM's documents: a new instance-id and hostname, the rest as it was.
+
+    A network-config that sets static addresses is left out (the clone takes DHCP): two VMs with one
+    address would clash.
+    """
+    meta = _yaml_map(docs.get("meta-data", "")) or {}
+    meta.update({"instance-id": instance_id, "local-hostname": name})
+    user = docs.get("user-data", "")
+    if user.startswith("#cloud-config"):
+        doc = _yaml_map(user)
+        if doc is not None:
+            doc["hostname"] = name
+            fqdn = doc.get("fqdn")
+            if isinstance(fqdn, str) and "." in fqdn:
+                doc["fqdn"] = f"{name}.{fqdn.split('.', 1)[1]}"
+            user = "#cloud-config\n" + yaml_lines.dump(doc)
+    elif not user:
+        user = "#cloud-config\n" + yaml_lines.dump({"hostname": name})
+    network_config = docs.get("network-config")
+    if network_config is not None and _has_static_addresses(network_config):
+        network_config = None
+        if say is not None:
+            say("warning: the source's network-config sets static addresses; the clone takes DHCP instead")
+    return build_nocloud_seed(yaml_lines.dump(meta), user, network_config, docs.get("vendor-data"))
+
+
+def _has_static_addresses(text: str) -> bool:
+    try:
+        return bool(parse_network_config(text, "the source's network-config").static_ipv4)
+    except KvmhubError:
+        return True  # unreadable: not worth the risk of a duplicate address
+
+
+# -- the clone --------------------------------------------------------------------------------------------
+
+
+def _nics(hv: Hypervisor, req: CloneRequest, nics: list[NICSpec]) -> list[NICSpec]:
+    out = []
+    for nic in nics:
+        network = req.network or nic.network
+        bridge = None if req.network else nic.bridge
+        out.append(nic.model_copy(update={"network": network, "bridge": bridge,
+                                          "mac": leases.new_mac(hv, network) if network else leases.new_mac(hv),
+                                          "filter_params": {k: v for k, v in nic.filter_params.items()
+                                                            if k != "IP"}}))
+    return out
+
+
+def _reserve(hv: Hypervisor, name: str, nics: list[NICSpec], undo: Undo) -> tuple[list[NICSpec], list[str]]:
+    """A reservation and DNS name for each NIC on a kvmhub network; the firewall learns the new address."""
+    out, ips = [], []
+    for nic in nics:
+        network, mac = nic.network, nic.mac
+        if network and mac and network_subnet_from_xml(hv_networks.lookup_network(hv, network).xml()) is not None:
+            undo.add(f"release the address on {network}", functools.partial(leases.unregister, hv, network, mac))
+            ip = leases.register_free(hv, network, name, mac)
+            ips.append(ip)
+            if nic.filter:
+                nic = nic.model_copy(update={"filter_params": {**nic.filter_params, "IP": ip}})
+        out.append(nic)
+    return out, ips
+
+
+def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Progress = _no_progress) -> CloneResult:
+    """Clone shut-off VM `req.source` as `req.name` (full, or linked with `req.linked`), optionally start it.
+
+    Raises InvalidInput / NotFound / Conflict before anything is made when the request cannot be done;
+    HostProblem when the disk fills mid-copy. Any failure or Ctrl-C undoes every finished step.
+    """
+    began = time.monotonic()
+    _dom, spec, plan = _check(hv, req, say)
+    vm_uuid = str(uuidlib.uuid4())
+    result = CloneResult(name=req.name, linked=req.linked)
+    disks: list[DiskSpec] = []
+    with Undo(report=say) as undo:
+        for d in plan:
+            disks.append(_make_disk(hv, req, d, vm_uuid, result, undo, say, progress))
+        nics = _nics(hv, req, spec.nics)
+        if nics:
+            say("reserve addresses")
+            nics, result.ips = _reserve(hv, req.name, nics, undo)
+            faults.point("clone-address")
+        say("define")
+        meta = spec.meta.model_copy(update={
+            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "owned_volumes": result.volumes, "owned_secrets": [], "owned_files": [], "forwards": []})
+        graphics = spec.graphics.model_copy(update={"port": -1}) if spec.graphics else None
+        serial = spec.serial.model_copy(update={"log_file": f"{SERIAL_LOG_DIR}/{req.name}-serial.log"}) \
+            if spec.serial else None
+        new = spec.model_copy(update={"name": req.name, "uuid": vm_uuid, "disks": disks, "nics": nics,
+                                      "serial": serial, "graphics": graphics, "meta": meta})
+        undo.add(f"undefine VM {req.name}", functools.partial(_undefine_if_present, hv, req.name))
+        new_dom = hv_domains.define(hv, domain_to_xml(new))
+        faults.point("clone-define")
+        if req.start:
+            say("start")
+            undo.add(f"kill VM {req.name}", functools.partial(_destroy_if_running, new_dom))
+            new_dom.start()
+            faults.point("clone-start")
+        undo.success()
+    result.duration_s = round(time.monotonic() - began, 3)
+    return result
+
+
+def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: Undo,
+               say: Say, progress: Progress) -> DiskSpec:
+    """The clone's disk `d` made (copied, overlaid, seeded or shared); returns its DiskSpec."""
+    if d.kind == "shared":
+        return d.disk
+    assert d.pool is not None and d.src is not None
+    pool, target = d.pool, d.disk.target
+    if d.kind == "seed":
+        say("build seed")
+        try:
+            docs = _read_seed(d.src)
+        except KvmhubError as exc:
+            say(f"warning: the seed of {req.source} is unreadable ({exc.message}); the clone gets a minimal one")
+            docs = {}
+        iso = new_seed(docs, req.name, vm_uuid, say)
+        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        seed = pool.create_volume(xml_volume.volume_xml(d.volume, len(iso), "raw"), what="creating the seed")
+        seed.upload(io.BytesIO(iso), len(iso))
+        result.volumes.append(f"{pool.name}/{d.volume}")
+        faults.point("clone-seed")
+        return d.disk.model_copy(update={"source": DiskSource(pool=pool.name, volume=d.volume)})
+    assert d.facts is not None
+    if d.kind == "copy":
+        say(f"copy disk {target}")
+        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        _copy(hv, d, progress)
+    else:
+        if d.freeze:
+            say(f"freeze disk {target} of {req.source}")
+            base = _freeze(hv, d, undo)
+            result.frozen.append(f"{pool.name}/{os.path.basename(base)}")
+            faults.point("clone-freeze")
+            backing, fmt = base, "qcow2"
+        else:
+            assert d.facts.backing_path is not None
+            backing, fmt = d.facts.backing_path, d.facts.backing_format or "qcow2"
+        say(f"overlay disk {target}")
+        # registered after the freeze, so a rollback deletes the overlay before the base is renamed back
+        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        _overlay(d, backing, fmt)
+        result.backing[target] = backing
+    result.volumes.append(f"{pool.name}/{d.volume}")
+    faults.point("clone-disk")
+    return d.disk.model_copy(update={"source": DiskSource(pool=pool.name, volume=d.volume),
+                                     "format": "qcow2" if d.kind == "linked" else d.disk.format,
+})
+
+
+def _delete_volume(pool: hv_storage.Pool, name: str) -> None:
+    if pool.has_volume(name):
+        pool.volume(name).delete()
+
+
+def _undefine_if_present(hv: Hypervisor, name: str) -> None:
+    if hv_domains.exists(hv, name):
+        hv_domains.lookup(hv, name).undefine()
+
+
+def _destroy_if_running(dom: hv_domains.Domain) -> None:
+    try:
+        if dom.is_active():
+            dom.destroy()
+    except NotFound:
+        pass
+
+
+__all__ = ["CloneRequest", "CloneResult", "backing_path", "clone", "is_base", "new_seed", "release_bases"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvmhub.models import GraphicsSpec
-from kvmhub.xml._util import Element, make, sub, to_int
+from kvmhub.xml._util import Element, make, parse, sub, to_int
 
 
 def build_graphics(graphics: GraphicsSpec) -> Element:
@@ -34,3 +34,16 @@ def parse_graphics(devices: Element) -> GraphicsSpec | None:
     if el.get("autoport") != "yes" and el.get("port") is not None:
         port = to_int(el.get("port"), "the VNC port")
     return GraphicsSpec(port=port) if listen is None else GraphicsSpec(listen=listen, port=port)
+
+
+
+def vnc_address(domain_xml: str) -> tuple[str, int] | None:
+    """(listen address, port) of a domain's first VNC display: the port libvirt picked while the domain
+    runs, -1 while an automatic port is not chosen yet. None without a VNC display."""
+    devices = parse(domain_xml, "domain").find("devices")
+    graphics = parse_graphics(devices) if devices is not None else None
+    if devices is None or graphics is None:
+        return None
+    el = devices.find("graphics[@type='vnc']")
+    port = to_int(el.get("port"), "the VNC port") if el is not None and el.get("port") else -1
+    return graphics.listen, port if port > 0 else -1

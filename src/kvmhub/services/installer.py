@@ -1,0 +1,341 @@
+"""Installer and kernel-boot VMs: create's ``--iso``, ``--location`` (with ``--kickstart``/``--preseed``)
+and ``--kernel`` options turned into uploaded volumes, a CD-ROM, a VNC display and the boot configuration.
+
+Every file the VM needs is uploaded into the disks pool as a volume the VM owns (``NAME-install.iso``,
+``NAME-kernel``, ``NAME-initrd``), so the same request works against a remote host. An unattended
+install boots the installer kernel once (see :mod:`kvmhub.xml.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from kvmhub import faults
+from kvmhub.errors import InvalidInput
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import storage as hv_storage
+from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
+from kvmhub.tools import installer as media_tool
+from kvmhub.undo import Undo
+from kvmhub.validate import format_size
+from kvmhub.xml import lifecycle
+from kvmhub.xml import volume as xml_volume
+
+if TYPE_CHECKING:
+    from kvmhub.models.osinfo import OSProfile
+    from kvmhub.services.vm_create import CreateRequest
+
+Say = Callable[[str], None]
+
+DEFAULT_DISK = 10 * 1024**3
+VNC_PORTS = (5900, 65535)
+DEFAULT_CDROM_BUS: Literal["scsi"] = "scsi"  # virtio-scsi: in every distribution kernel, unlike AHCI
+_TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "usb": "sd", "ide": "hd"}
+
+
+def iso_volume(name: str) -> str:
+    return f"{name}-install.iso"
+
+
+def kernel_volume(name: str) -> str:
+    return f"{name}-kernel"
+
+
+def initrd_volume(name: str) -> str:
+    return f"{name}-initrd"
+
+
+@dataclass
+class Plan:
+    """What an installer or kernel-boot request needs, checked before anything is made."""
+
+    kind: Literal["iso", "location", "kernel"] | None = None
+    cdrom: Path | None = None  # the ISO uploaded and attached as CD-ROM
+    location: Path | None = None
+    boot_files: media_tool.BootFiles | None = None
+    answer: media_tool.AnswerFile | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str | None = None
+    graphics: GraphicsSpec | None = None
+    detected_os: str | None = None  # the OS the ISO's ids match in osinfo-db (when no --os was given)
+    profile: OSProfile | None = None  # the OS profile the VM gets (set by create, picks the CD-ROM bus)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def one_shot(self) -> bool:
+        """The installer kernel boots once; later starts boot the disk."""
+        return self.kind == "location"
+
+    @property
+    def cdrom_bus(self) -> Literal["scsi", "sata", "ide"]:
+        return self.profile.cdrom_bus if self.profile is not None else DEFAULT_CDROM_BUS
+
+    def volumes(self, name: str) -> list[str]:
+        """The volumes this plan uploads into the disks pool."""
+        vols = [iso_volume(name)] if self.cdrom is not None else []
+        if self.kind in ("location", "kernel"):
+            vols.append(kernel_volume(name))
+        if self.kind == "location" or self.initrd is not None:
+            vols.append(initrd_volume(name))
+        return vols
+
+
+def wanted(req: CreateRequest) -> bool:
+    """Whether ``req`` asks for an installer or kernel-boot VM."""
+    return req.iso is not None or req.location is not None or req.kernel is not None
+
+
+def volume_names(req: CreateRequest) -> list[str]:
+    """Every volume an installer or kernel-boot request may upload (to refuse leftovers up front)."""
+    vols = [iso_volume(req.name)] if req.iso is not None or req.location is not None else []
+    if req.location is not None or req.kernel is not None:
+        vols += [kernel_volume(req.name), initrd_volume(req.name)]
+    return vols
+
+
+# --------------------------------------------------------------------------- checking the request
+
+
+def _readable_file(path: Path, option: str) -> Path:
+    if not path.is_file():
+        raise InvalidInput(f"{option} {path} is not a file", hint="give the path of an existing file")
+    if not os.access(path, os.R_OK):
+        raise InvalidInput(f"{option} {path} is not readable", cause="permission denied")
+    return path
+
+
+def _refuse_together(req: CreateRequest) -> None:
+    chosen = [opt for opt, val in (("--iso", req.iso), ("--location", req.location), ("--kernel", req.kernel))
+              if val is not None]
+    if len(chosen) > 1:
+        raise InvalidInput(f"{' and '.join(chosen)} cannot be combined",
+                           hint="--iso boots a CD-ROM, --location an installer's kernel, --kernel your own kernel")
+    if chosen and chosen[0] in ("--iso", "--location") and req.image is not None:
+        raise InvalidInput(f"{chosen[0]} installs onto an empty disk; --image cannot be used with it",
+                           hint="drop --image (size the disk with --disk)")
+    if req.kickstart is not None and req.preseed is not None:
+        raise InvalidInput("--kickstart and --preseed cannot be combined", hint="give the one your installer reads")
+    if (req.kickstart is not None or req.preseed is not None) and req.location is None:
+        raise InvalidInput("--kickstart/--preseed need --location",
+                           hint="--location ISO_OR_TREE: the installer whose initrd gets the file")
+    if req.extra_args is not None and req.location is None:
+        raise InvalidInput("--extra-args needs --location", hint="with --kernel, give --cmdline")
+    if (req.initrd is not None or req.cmdline is not None) and req.kernel is None:
+        raise InvalidInput("--initrd/--cmdline need --kernel", hint="add --kernel FILE")
+
+
+def _graphics(req: CreateRequest) -> tuple[GraphicsSpec | None, list[str]]:
+    wanted = req.vnc if req.vnc is not None else (req.iso is not None or req.location is not None)
+    if not wanted:
+        if req.vnc_port is not None or req.vnc_listen != "127.0.0.1":
+            raise InvalidInput("--vnc-port/--vnc-listen need a VNC display", hint="add --vnc")
+        return None, []
+    low, high = VNC_PORTS
+    if req.vnc_port is not None and not low <= req.vnc_port <= high:
+        raise InvalidInput(f"--vnc-port {req.vnc_port} is out of range",
+                           hint=f"{low} to {high}, or leave it out for the next free port")
+    try:
+        listen = ipaddress.ip_address(req.vnc_listen)
+    except ValueError:
+        raise InvalidInput(f"--vnc-listen {req.vnc_listen!r} is not an IP address",
+                           hint="127.0.0.1 (this host only), or an address of the host such as 0.0.0.0") from None
+    notes = []
+    if not listen.is_loopback:
+        notes.append(f"warning: VNC listens on {listen} without a password; anyone reaching that address and "
+                     "port sees the console (keep the default 127.0.0.1 and tunnel over SSH)")
+    port = req.vnc_port if req.vnc_port is not None else -1
+    return GraphicsSpec(listen=str(listen), port=port), notes
+
+
+def _detect_os(iso: Path) -> tuple[str | None, list[str]]:
+    from kvmhub.services import osinfo
+
+    found = osinfo.detect_iso(iso)
+    if found is None:
+        return None, [f"OS of {iso.name} not recognised: CD-ROM on virtio-scsi, virtio devices (--os picks others)"]
+    return found.id, [f"OS {found.id} ({found.name}) {found.note or 'detected'}"]
+
+
+def check(req: CreateRequest) -> Plan:
+    """Check the installer and kernel-boot options of ``req`` (files, combinations, media layout, VNC).
+
+    Reads the local files (ISO directory, answer file) but changes nothing. Raises InvalidInput.
+    """
+    _refuse_together(req)
+    plan = Plan()
+    plan.graphics, plan.notes = _graphics(req)
+    if req.iso is not None:
+        plan.kind = "iso"
+        plan.cdrom = _readable_file(req.iso, "--iso")
+        media_tool.open_media(plan.cdrom).close()  # refuses a file that is no ISO 9660 image
+    elif req.location is not None:
+        plan.kind = "location"
+        plan.location = req.location
+        kind: media_tool.AnswerKind | None = "kickstart" if req.kickstart else "preseed" if req.preseed else None
+        answer_path = req.kickstart or req.preseed
+        if kind is not None and answer_path is not None:
+            plan.answer = media_tool.read_answer_file(answer_path, kind)
+        with media_tool.open_media(req.location) as media:
+            plan.boot_files = media_tool.find_boot_files(media)
+            if media.is_iso:
+                plan.cdrom = _readable_file(req.location, "--location")
+        media_tool.check_answer(plan.boot_files.layout.family, plan.answer, req.location)
+        if req.extra_args is not None:
+            media_tool.check_cmdline(req.extra_args, "--extra-args")
+        plan.cmdline = media_tool.installer_cmdline(plan.boot_files, plan.answer, req.extra_args)
+        if plan.cdrom is None and not (req.extra_args and "repo=" in req.extra_args):
+            plan.notes.append("warning: installing from a directory tree: the installer finds no CD-ROM; point "
+                              "it at a network copy of the tree with --extra-args (e.g. inst.repo=URL)")
+    elif req.kernel is not None:
+        plan.kind = "kernel"
+        plan.kernel = _readable_file(req.kernel, "--kernel")
+        plan.initrd = _readable_file(req.initrd, "--initrd") if req.initrd is not None else None
+        plan.cmdline = media_tool.check_cmdline(req.cmdline, "--cmdline") if req.cmdline is not None else None
+    if req.os is None and plan.cdrom is not None:
+        plan.detected_os, notes = _detect_os(plan.cdrom)
+        plan.notes += notes
+    return plan
+
+
+def disk_size(profile: OSProfile | None, requested: int | None) -> int:
+    """An empty disk's size: --disk, else the OS's recommended storage, else 10 GiB."""
+    if requested is not None:
+        return requested
+    if profile is not None and profile.recommended_disk_bytes:
+        return profile.recommended_disk_bytes
+    return DEFAULT_DISK
+
+
+# --------------------------------------------------------------------------- making the volumes
+
+
+def _delete_if_present(pool: hv_storage.Pool, vol: str) -> None:
+    if pool.has_volume(vol):
+        pool.volume(vol).delete()
+
+
+def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo, say: Say) -> str:
+    """Upload ``src`` as the raw volume ``vol_name`` (removed again on undo); returns the volume's path."""
+    length = src.stat().st_size
+    undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
+    vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
+                             what=f"creating volume {vol_name}")
+    step = max(length // 4, 1)
+    reported = [0]
+
+    def progress(sent: int) -> None:
+        if sent - reported[0] >= step and sent < length:
+            reported[0] = sent
+            say(f"upload {vol_name}: {100 * sent // length}% of {format_size(length)}")
+
+    say(f"upload {vol_name} ({format_size(length)})")
+    with src.open("rb") as fh:
+        vol.upload(fh, length, progress)
+    return vol.path
+
+
+def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: Undo, say: Say) -> dict[str, str]:
+    """Upload the plan's ISO, kernel and initrd (the answer file injected) as volumes of ``pool``.
+
+    Each registers its undo. Returns the volume paths by role: ``iso``, ``kernel``, ``initrd``.
+    """
+    paths: dict[str, str] = {}
+    if plan.cdrom is not None:
+        paths["iso"] = _upload(pool, iso_volume(name), plan.cdrom, undo, say)
+        faults.point("upload-iso")
+    if plan.kind == "kernel" and plan.kernel is not None:
+        paths["kernel"] = _upload(pool, kernel_volume(name), plan.kernel, undo, say)
+        if plan.initrd is not None:
+            paths["initrd"] = _upload(pool, initrd_volume(name), plan.initrd, undo, say)
+    if plan.kind == "location" and plan.location is not None and plan.boot_files is not None:
+        layout = plan.boot_files.layout
+        with tempfile.TemporaryDirectory(prefix="kvmhub-installer-") as tmp, \
+                media_tool.open_media(plan.location) as media:
+            kernel, initrd = Path(tmp) / "kernel", Path(tmp) / "initrd"
+            say(f"extract {layout.kernel}, {layout.initrd}")
+            media.extract(layout.kernel, kernel)
+            media.extract(layout.initrd, initrd)
+            if plan.answer is not None:
+                say(f"inject {plan.answer.name} into the initrd")
+                media_tool.inject(initrd, {plan.answer.name: plan.answer.data})
+            paths["kernel"] = _upload(pool, kernel_volume(name), kernel, undo, say)
+            paths["initrd"] = _upload(pool, initrd_volume(name), initrd, undo, say)
+        faults.point("upload-installer")
+    return paths
+
+
+# --------------------------------------------------------------------------- the VM definition
+
+
+def _free_target(bus: str, disks: list[DiskSpec]) -> str:
+    used = {d.target for d in disks}
+    prefix = _TARGET_PREFIX[bus]
+    for i in range(26):
+        if (target := prefix + chr(ord("a") + i)) not in used:
+            return target
+    raise InvalidInput("too many disks on one bus", hint="remove some disks")
+
+
+def apply(spec: VMSpec, plan: Plan, pool: str, paths: dict[str, str]) -> VMSpec:
+    """``spec`` with the plan's CD-ROM, boot configuration, VNC display and owned volumes."""
+    disks = list(spec.disks)
+    if plan.cdrom is not None:
+        cdrom_order = 1 if plan.kind == "iso" else None
+        if cdrom_order is not None:
+            # the CD-ROM boots first; its installer's reboot then lands on the installed disk
+            disks = [d.model_copy(update={"boot_order": 2}) if i == 0 else d for i, d in enumerate(disks)]
+        disks.append(DiskSpec(
+            target=_free_target(plan.cdrom_bus, disks), bus=plan.cdrom_bus, device="cdrom", format="raw",
+            readonly=True, source=DiskSource(pool=pool, volume=iso_volume(spec.name)), boot_order=cdrom_order,
+        ))
+    boot = spec.boot
+    if "kernel" in paths:
+        boot = BootSpec(order=spec.boot.order, kernel=paths["kernel"], initrd=paths.get("initrd"),
+                        cmdline=plan.cmdline)
+    owned = [*spec.meta.owned_volumes, *(f"{pool}/{v}" for v in plan.volumes(spec.name))]
+    meta = spec.meta.model_copy(update={"owned_volumes": owned})
+    graphics = plan.graphics if plan.graphics is not None else spec.graphics
+    return spec.model_copy(update={"disks": disks, "boot": boot, "graphics": graphics, "meta": meta})
+
+
+def domain_xml(xml: str, plan: Plan) -> str:
+    """The XML to define: for an unattended install, its kernel boot made one-shot."""
+    return lifecycle.install_boot_xml(xml) if plan.one_shot else xml
+
+
+def after_start(hv: Hypervisor, dom: hv_domains.Domain) -> bool:
+    """Once an installer run has started, make later starts boot the disk; True if it was one."""
+    inactive = dom.xml(inactive=True)
+    if not lifecycle.is_install_boot(inactive):
+        return False
+    hv_domains.define(hv, lifecycle.after_install_xml(inactive))
+    return True
+
+
+def boot_note(dom: hv_domains.Domain, running: bool) -> str | None:
+    """How the VM boots when its definition has a kernel boot, for ``show``; None for a disk or CD boot."""
+    from kvmhub.xml.domain import domain_from_xml
+
+    xml = dom.xml() if running else dom.xml(inactive=True)
+    boot = domain_from_xml(xml).boot
+    if boot.kernel is None:
+        return None
+    if lifecycle.is_install_boot(xml):
+        when = "this run" if running else "the next start"
+        return (f"installer kernel {boot.kernel} for {when} only: the VM powers off when the installer reboots, "
+                f"then `kvmhub start {dom.name}` boots the installed disk")
+    text = f"kernel {boot.kernel}"
+    if boot.initrd:
+        text += f", initrd {boot.initrd}"
+    if boot.cmdline:
+        text += f", cmdline {boot.cmdline!r}"
+    return text
+

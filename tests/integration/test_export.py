@@ -106,7 +106,8 @@ def test_import_on_another_host_boots_with_the_file(
 
     shown = cli("show", VM, "--json").json()
     assert [n["network"] for n in shown["nics"]] == ["lab2"]
-    assert shown["disks"][0]["source"] == {"pool": "default", "volume": f"{VM}-disk0.qcow2", "path": None}
+    assert (shown["disks"][0]["source"]["pool"], shown["disks"][0]["source"]["volume"]) == (
+        "default", f"{VM}-disk0.qcow2")
     _ok(cli("start", VM, "--wait", "--timeout", "300"), "start --wait")
     assert _in_guest(other, VM, "cat /mnt/disk/export.txt").strip() == CONTENT
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ from kvmhub.xml import (
     volume_from_xml,
     volume_xml,
 )
+from kvmhub.xml.pool import pool_to_xml
+from kvmhub.xml.secret import secret_usage_from_xml, volume_secret_xml
+from tests.unit.test_xml_pool import POOL_SPECS
 
 DATA = Path(__file__).parent / "data" / "xml"
 HOSTILE = "<>&'\"; touch X"
@@ -231,6 +235,7 @@ GOLDENS: list[Golden] = [
         "network",
     ),
     Golden("pool-dir.xml", lambda: dir_pool_xml("kvmhub-images", "/var/lib/kvmhub/images"), "storagepool"),
+    *(Golden(f"pool-{key}.xml", partial(pool_to_xml, spec), "storagepool") for key, spec in POOL_SPECS.items()),
     Golden("volume-raw.xml", lambda: volume_xml("data.raw", 10 * 1024**3, "raw"), "storagevol"),
     Golden(
         "volume-overlay.xml",
@@ -239,7 +244,12 @@ GOLDENS: list[Golden] = [
         ),
         "storagevol",
     ),
+    Golden("secret-volume.xml", lambda: volume_secret_xml(f"/kvmhub/{HOSTILE}/vda", f"key of {HOSTILE}"), "secret"),
 ]
+
+
+def test_golden_secret_reads_back() -> None:
+    assert secret_usage_from_xml((DATA / "secret-volume.xml").read_text()) == f"/kvmhub/{HOSTILE}/vda"
 
 
 @pytest.mark.parametrize("golden", GOLDENS, ids=lambda g: g.file)

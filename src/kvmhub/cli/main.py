@@ -9,9 +9,14 @@ import typer
 
 from kvmhub.cli import state
 from kvmhub.cli.commands import backup as backup_cmd
+from kvmhub.cli.commands import clone as clone_cmd
+from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
 from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
+from kvmhub.cli.commands import os as os_cmd
+from kvmhub.cli.commands import pool as pool_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
+from kvmhub.cli.commands import vol as vol_cmd
 from kvmhub.errors import KvmhubError, exit_code
 
 app = typer.Typer(
@@ -24,13 +29,18 @@ app.add_typer(host.app, name="host")
 app.add_typer(image.app, name="image")
 app.add_typer(net.app, name="net")
 app.add_typer(nic.app, name="nic")
+app.add_typer(os_cmd.app, name="os")
+app.add_typer(disk_cmd.app, name="disk")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(pool_cmd.app, name="pool")
+app.add_typer(vol_cmd.app, name="vol")
 vm.register(app)
 tune.register(app)
 monitor.register(app)
 saves.register(app)
 export_cmd.register(app)
+clone_cmd.register(app)
 
 
 @app.callback()

@@ -2,6 +2,8 @@
 
 from kvmhub.models.host import CheckItem, CheckStatus, HostReport
 from kvmhub.models.image import ImageInfo
+from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
 from kvmhub.models.vm import (
     PHASE_ORDER,
     Bandwidth,
@@ -38,10 +40,16 @@ __all__ = [
     "KvmhubMeta",
     "Limits",
     "NICSpec",
+    "OSInfo",
+    "OSProfile",
     "Phase",
+    "PoolInfo",
+    "PoolSpec",
+    "PoolType",
     "PortForward",
     "SerialSpec",
     "VCPUPin",
     "VMInfo",
     "VMSpec",
+    "VolumeInfo",
 ]

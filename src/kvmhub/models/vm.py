@@ -210,11 +210,14 @@ class VMInfo(_Model):
     vcpus: int
     memory_mib: int
     domain_type: str
+    machine: str | None = None  # e.g. pc-q35-7.2
     ips: list[str] = Field(default_factory=list)
     image: str | None = None
+    os: str | None = None  # libosinfo short id the devices were picked for
     disks: list[DiskSpec] = Field(default_factory=list)
     nics: list[NICSpec] = Field(default_factory=list)
     serial_log: str | None = None
-    vnc: str | None = None
+    vnc: str | None = None  # where a VNC viewer connects, e.g. 127.0.0.1:5900
+    kernel_boot: str | None = None  # how a kernel boot (installer or direct) runs, when the VM has one
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
     limits: Limits | None = None

@@ -5,7 +5,8 @@ The archive is a gzip-compressed tar holding, in this order:
 * ``kvmhub-export.json``: the manifest (format version, the VM's inactive domain definition with its
   kvmhub metadata, and each disk's file name, format, sizes and sha256);
 * ``disk-<target>.qcow2``: each qcow2 disk **flattened**: its whole backing chain (the image a linked clone
-  came from included) merged into one self-contained file, so the archive needs nothing on the other host;
+  came from included) merged into one self-contained file, so the archive needs nothing on the other host
+  (``compress``: with zlib-compressed clusters, which stay compressed in the imported volume);
 * ``disk-<target>.raw``: raw disks (the cloud-init seed) byte for byte.
 
 Disks are read through libvirt's volume download API and written through its upload API, so the archive
@@ -166,8 +167,9 @@ def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
     return out
 
 
-def _flatten(src: _Source, work: Path, say: Say, progress: Progress) -> tuple[Path, int]:
-    """Download the disk's chain through libvirt and merge it into one file; returns (file, capacity)."""
+def _flatten(src: _Source, work: Path, say: Say, progress: Progress, compress: bool = False) -> tuple[Path, int]:
+    """Download the disk's chain through libvirt and merge it into one file (its clusters zlib-compressed
+    with `compress`); returns (file, capacity)."""
     local: list[Path] = []
     for n, (vol, _fmt) in enumerate(src.chain):
         path = work / f"{src.target}.{n}"
@@ -184,8 +186,8 @@ def _flatten(src: _Source, work: Path, say: Say, progress: Progress) -> tuple[Pa
         qemu_img.run(["rebase", "-u", "-f", "qcow2", "-b", str(lower), "-F", fmt, str(upper)],
                      what=f"linking the copy of disk {src.target} to its backing file")
     flat = work / f"disk-{src.target}.qcow2"
-    say(f"flattening disk {src.target} (merging {len(local)} files)")
-    qemu_img.run(["convert", "-f", "qcow2", "-O", "qcow2", str(local[0]), str(flat)],
+    say(f"flattening disk {src.target} (merging {len(local)} files" + (", compressing)" if compress else ")"))
+    qemu_img.run(["convert", *(["-c"] if compress else []), "-f", "qcow2", "-O", "qcow2", str(local[0]), str(flat)],
                  what=f"flattening disk {src.target}", cpu=3600)
     for path in local:
         path.unlink()
@@ -227,9 +229,12 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
+def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False, say: Say = _quiet,
            progress: Progress = _no_progress) -> ExportResult:
     """Write shut-off VM `name` (definition, flattened disks, kvmhub metadata) into the archive `to`.
+
+    `compress` stores the qcow2 disks with compressed clusters (``qemu-img convert -c``): plain qcow2 that
+    stays compressed once imported (QEMU reads it as is; only new writes are uncompressed).
 
     Raises Conflict for a VM that is not shut off or an existing `to`, InvalidInput for a missing directory,
     NotFound for a disk libvirt cannot read. On any failure or interrupt nothing is left under `to`.
@@ -266,7 +271,7 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
         files: list[Path] = []
         for src in sources:
             say(f"reading disk {src.target}")
-            path, capacity = _flatten(src, work, say, progress)
+            path, capacity = _flatten(src, work, say, progress, compress)
             say(f"checksumming disk {src.target}")
             files.append(path)
             disks.append(ExportDisk(target=src.target, file=f"disk-{src.target}.{src.format}", format=src.format,
@@ -275,7 +280,8 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, say: Say = _quiet,
         manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=dom.xml(inactive=True), disks=disks,
                                   created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         say("writing the archive")
-        _write_archive(fh, manifest, files, progress)
+        # compressed clusters leave gzip little to win: its cheapest level then
+        _write_archive(fh, manifest, files, progress, level=1 if compress else 6)
         os.replace(partial, dest)
         undo.success()
     return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
@@ -290,10 +296,11 @@ def _discard(fh: IO[bytes], path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress) -> None:
+def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress,
+                   level: int = 6) -> None:
     total = sum(p.stat().st_size for p in files)
     sent = 0
-    with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+    with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=level) as tar:
         data = manifest.model_dump_json(indent=2).encode()
         tar.addfile(_member(MANIFEST, len(data)), io.BytesIO(data))
         for disk, path in zip(manifest.disks, files, strict=True):
@@ -522,8 +529,7 @@ def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: Undo, say: Say) -> No
             continue
         network, mac = nic.network, nic.mac
         try:
-            ip = leases.pick_ip(net)
-            leases.register(hv, network, spec.name, mac, ip)
+            leases.register_free(hv, network, spec.name, mac)
         except KvmhubError as exc:
             say(f"warning: no address reserved on {network}: {exc.message}")
             continue

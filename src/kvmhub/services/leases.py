@@ -7,8 +7,15 @@ Removing the VM removes both.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import ipaddress
+import os
 import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -152,6 +159,26 @@ def register(hv: Hypervisor, network: str, vm: str, mac: str, ip: str) -> None:
     except BaseException:
         net.remove_dhcp_host(xml_network.dhcp_host_xml(DhcpHost(mac=mac, ip=ip, name=vm)))
         raise
+
+
+def register_free(hv: Hypervisor, network: str, vm: str, mac: str) -> str:
+    """Reserve the next free address for `mac` (see :func:`register`); returns it.
+
+    Picking and reserving hold a lock per network, so creates running side by side get different addresses.
+    """
+    with _network_lock(network):
+        ip = pick_ip(hv_networks.lookup_network(hv, network))
+        register(hv, network, vm, mac, ip)
+    return ip
+
+
+@contextlib.contextmanager
+def _network_lock(network: str) -> Iterator[None]:
+    lock_dir = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
+    digest = hashlib.sha256(network.encode()).hexdigest()[:16]  # network names may hold any character
+    with open(lock_dir / f"kvmhub-net-{digest}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def unregister(hv: Hypervisor, network: str, mac: str) -> list[str]:

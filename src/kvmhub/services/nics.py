@@ -39,7 +39,10 @@ def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str
     nic = NICSpec(network=network, mac=leases.new_mac(hv, network), model=model)  # type: ignore[arg-type]
     assert nic.mac is not None
     if managed:
-        leases.register(hv, network, vm, nic.mac, ip or leases.pick_ip(net))
+        if ip is not None:
+            leases.register(hv, network, vm, nic.mac, ip)
+        else:
+            leases.register_free(hv, network, vm, nic.mac)
     try:
         live = dom.attach_device(interface_to_xml(nic))
     except BaseException:

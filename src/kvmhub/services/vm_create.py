@@ -3,13 +3,12 @@ each step with its undo."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput
@@ -19,7 +18,8 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import storage as hv_storage
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
-from kvmhub.services import accel, images, leases, pools
+from kvmhub.services import accel, cloudinit, encryption, images, installer, leases, osinfo, pools
+from kvmhub.services import disks as disks_svc
 from kvmhub.services.tuning import LimitsRequest, apply_to_spec
 from kvmhub.services.vms import Say
 from kvmhub.tools.seed import build_nocloud_seed
@@ -42,6 +42,8 @@ class CreateRequest:
     cpus: int = 1
     memory: str = "512M"
     disk: str | None = None
+    vol: str | None = None  # boot from this existing volume POOL/VOL, in place (not cloned, not owned)
+    disk_url: str | None = None  # boot from this network export (nfs://, iscsi://, nbd://, http(s)://)
     network: str | None = None
     ip: str | None = None  # reserved on `network`; picked from its DHCP range when None
     ssh_keys: list[Path] = field(default_factory=list)
@@ -80,57 +82,6 @@ def seed_volume(name: str) -> str:
     return f"{name}-seed.iso"
 
 
-def _read_keys(paths: list[Path]) -> list[str]:
-    keys = []
-    for p in paths:
-        try:
-            text = p.read_text().strip()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read SSH key {p}: {exc.strerror}") from None
-        for line in text.splitlines():
-            if line.strip() and not line.startswith("#"):
-                if not line.startswith(("ssh-", "ecdsa-", "sk-")):
-                    raise InvalidInput(f"{p} does not look like an SSH public key", hint="pass the .pub file")
-                keys.append(line.strip())
-    return keys
-
-
-def _user_data(req: CreateRequest, keys: list[str]) -> str:
-    """The #cloud-config document: the user's file (checked), with --ssh-key keys and hostname added."""
-    doc: dict[str, object] = {}
-    if req.user_data is not None:
-        try:
-            text = req.user_data.read_text()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read user-data {req.user_data}: {exc.strerror}") from None
-        if not text.startswith("#cloud-config"):
-            if keys:
-                raise InvalidInput(
-                    "--ssh-key needs a #cloud-config user-data to merge into",
-                    hint="put the keys in the user-data, or drop --ssh-key",
-                )
-            return text  # a script or MIME multipart: passed through untouched
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise InvalidInput(
-                f"user-data {req.user_data} is not valid YAML{where}",
-                cause=str(getattr(exc, "problem", exc)),
-            ) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise InvalidInput(f"user-data {req.user_data} must be a YAML mapping")
-        doc = dict(loaded or {})
-    doc.setdefault("hostname", req.name)
-    if keys:
-        existing = doc.get("ssh_authorized_keys") or []
-        if not isinstance(existing, list):
-            raise InvalidInput("user-data's ssh_authorized_keys must be a list")
-        doc["ssh_authorized_keys"] = [*existing, *keys]
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
-
-
 def _check_headroom(req: CreateRequest, memory_mib: int) -> int | None:
     """Check --max-cpus / --max-memory against --cpus / --memory; returns the memory maximum in MiB."""
     if req.max_cpus is not None and not req.cpus <= req.max_cpus <= MAX_VCPUS:
@@ -144,8 +95,8 @@ def _check_headroom(req: CreateRequest, memory_mib: int) -> int | None:
     return max_mib
 
 
-def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str, str]:
-    """Check everything before touching the host; returns (memory MiB, disk bytes, user-data, image path)."""
+def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, int | None, cloudinit.SeedDocuments, str]:
+    """Check everything before touching the host; returns (memory MiB, disk bytes, seed, image path)."""
     check_name(req.name, "VM")
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"--cpus {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
@@ -154,27 +105,29 @@ def _validate(hv: Hypervisor, req: CreateRequest) -> tuple[int, int | None, str,
         raise InvalidInput(f"--memory {req.memory} is too small", hint="at least 32M")
     _check_headroom(req, memory_mib)
     disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else None
-    user_data = _user_data(req, _read_keys(req.ssh_keys))
-    if req.image is None:
-        raise InvalidInput("--image is missing", hint="pick one from `kvmhub image ls`")
-    image_vol = images.get(hv, req.image)
+    seed = cloudinit.seed_documents(cloudinit.CloudInitRequest(
+        req.name, vm_uuid, req.user_data, req.ssh_keys, req.password, req.packages, req.runcmd,
+        req.network_config, req.vendor_data))
+    if req.image is None and req.vol is None and req.disk_url is None and not installer.wanted(req):
+        raise InvalidInput("--image is missing", hint="pick one from `kvmhub image ls`, or give --vol, --disk-url, "
+                           "--iso, --location or --kernel")
+    image_vol = images.get(hv, req.image) if req.image is not None else None
     if req.network is not None:
         net = hv_networks.lookup_network(hv, req.network)
-        if req.ip is not None:
-            leases.check_ip(net, req.ip)
+        cloudinit.address_to_reserve(net, req.ip, seed)
     elif req.ip is not None:
         raise InvalidInput("--ip needs --network", hint="the address is reserved on that network")
     if hv_domains.exists(hv, req.name):
         raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
     disks = pools.disks_pool(hv)
-    for vol in (disk_volume(req.name), seed_volume(req.name)):
+    for vol in (disk_volume(req.name), seed_volume(req.name), *installer.volume_names(req)):
         if disks.has_volume(vol):
             raise Conflict(
                 f"volume {vol} already exists in pool {disks.name}",
                 cause="left over from an earlier VM of the same name, or made by hand",
                 hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`",
             )
-    return memory_mib, disk, user_data, image_vol.path
+    return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
 
 
 def build_spec(
@@ -189,8 +142,21 @@ def build_spec(
     return apply_to_spec(_base_spec(req, memory_mib, domain_type, vm_uuid, mac), req.limits, host_cpus)
 
 
+def wants_seed(req: CreateRequest) -> bool:
+    """A NoCloud seed for every VM but installer and kernel-boot ones given no cloud-init option."""
+    cloud_init = (req.user_data, req.ssh_keys, req.password, req.packages, req.runcmd, req.network_config,
+                  req.vendor_data)
+    return req.image is not None or not installer.wanted(req) or any(cloud_init)
+
+
 def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: str, mac: str | None) -> VMSpec:
     disks_pool = pools.DISKS_POOL
+    disks = [DiskSpec(target="vda", source=DiskSource(pool=disks_pool, volume=disk_volume(req.name)))]
+    owned = [f"{disks_pool}/{disk_volume(req.name)}"]
+    if wants_seed(req):
+        disks.append(DiskSpec(target="vdb", format="raw", readonly=True,
+                              source=DiskSource(pool=disks_pool, volume=seed_volume(req.name))))
+        owned.append(f"{disks_pool}/{seed_volume(req.name)}")
     return VMSpec(
         name=req.name,
         uuid=vm_uuid,
@@ -199,33 +165,36 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
         max_vcpus=req.max_cpus,
         memory_mib=memory_mib,
         max_memory_mib=_check_headroom(req, memory_mib),
-        disks=[
-            DiskSpec(target="vda", source=DiskSource(pool=disks_pool, volume=disk_volume(req.name))),
-            DiskSpec(
-                target="vdb",
-                format="raw",
-                readonly=True,
-                source=DiskSource(pool=disks_pool, volume=seed_volume(req.name)),
-            ),
-        ],
+        disks=disks,
         nics=[NICSpec(network=req.network, mac=mac)] if req.network else [],
         serial=SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{req.name}-serial.log"),
         meta=KvmhubMeta(
             image=req.image,
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-            owned_volumes=[f"{disks_pool}/{disk_volume(req.name)}", f"{disks_pool}/{seed_volume(req.name)}"],
+            owned_volumes=owned,
         ),
     )
 
 
 def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domains.Domain:
-    """Make a VM from an image: linked-clone disk, seed ISO, definition, start.
+    """Make a VM from an image (linked-clone disk), or an installer or kernel (empty disk): seed ISO,
+    installer volumes, definition, start.
 
     Each step registers its undo before it runs; any failure or Ctrl-C removes what was made.
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
     """
-    memory_mib, disk_bytes, user_data, image_path = _validate(hv, req)
     vm_uuid = str(uuidlib.uuid4())
+    memory_mib, disk_bytes, seed_docs, image_path = _validate(hv, req, vm_uuid)
+    plan = installer.check(req)
+    if plan.detected_os is not None:
+        req = dataclasses.replace(req, os=plan.detected_os)
+    for note in plan.notes:
+        say(note)
+    profile = osinfo.for_create(hv, req.os, req.image, memory_mib, disk_bytes, say)
+    plan.profile = profile
+    boot = disks_svc.boot_disk_of(hv, req) if req.vol is not None or req.disk_url is not None else None
+    if req.image is None and boot is None:
+        disk_bytes = installer.disk_size(profile, disk_bytes)
     host_cpus = hv_tuning.host_cpus(hv)
     # The limits are checked before the slow accelerator probe; the MAC is a placeholder for --net-bw.
     build_spec(req, memory_mib, "qemu", vm_uuid, "52:54:00:00:00:00", host_cpus)
@@ -234,45 +203,69 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
         say(f"warning: {accel.TCG_WARNING} ({probe.detail})")
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
+    if req.encrypt and boot is not None:
+        raise InvalidInput("--encrypt makes a new encrypted disk; it cannot encrypt --vol or --disk-url",
+                           hint="drop --encrypt, or let kvmhub make the disk (--image, --disk)")
+    if boot is not None:
+        spec = disks_svc.with_boot_disk(spec, boot, pools.DISKS_POOL, disk_volume(req.name))
+    if profile is not None:
+        spec = osinfo.apply_profile(spec, profile)
     disks = pools.disks_pool(hv)
     with Undo(report=say) as undo:
-        say("clone disk")
-        undo.add(f"delete volume {disk_volume(req.name)}", lambda: _delete_volume(disks, disk_volume(req.name)))
-        image_capacity = images.get(hv, req.image).info().capacity if req.image else 0
-        capacity = max(image_capacity, disk_bytes or 0)
-        disks.create_volume(
-            xml_volume.volume_xml(disk_volume(req.name), capacity, "qcow2", image_path, "qcow2"),
-            what=f"cloning image {req.image}",
-        )
-        faults.point("clone-disk")
+        if boot is None:
+            say("clone disk" if req.image else "create disk")
+            undo.add(f"delete volume {disk_volume(req.name)}", lambda: _delete_volume(disks, disk_volume(req.name)))
+            image_capacity = images.get(hv, req.image).info().capacity if req.image else 0
+            capacity = max(image_capacity, disk_bytes or 0)
+            backing = (image_path, "qcow2") if req.image else (None, None)
+            secret = None
+            if req.encrypt:
+                spec, secret = encryption.encrypt_new_disk(hv, spec, disk_volume(req.name), undo)
+            vol_xml = xml_volume.volume_xml(disk_volume(req.name), capacity, "qcow2", *backing,
+                                            encryption_secret=secret)
+            what = f"cloning image {req.image}" if req.image else "creating the disk"
+            if secret:
+                encryption.create_volume(disks, vol_xml, what=what)
+            else:
+                disks.create_volume(vol_xml, what=what)
+            faults.point("clone-disk")
 
-        say("build seed")
-        meta = f"instance-id: {vm_uuid}\nlocal-hostname: {req.name}\n"
-        iso = build_nocloud_seed(meta, user_data)
-        undo.add(f"delete volume {seed_volume(req.name)}", lambda: _delete_volume(disks, seed_volume(req.name)))
-        seed = disks.create_volume(
-            xml_volume.volume_xml(seed_volume(req.name), len(iso), "raw", None, None), what="creating the seed"
-        )
-        seed.upload(io.BytesIO(iso), len(iso))
-        faults.point("build-seed")
+        if wants_seed(req):
+            say("build seed")
+            iso = build_nocloud_seed(seed_docs.meta_data, seed_docs.user_data, seed_docs.network_config,
+                                     seed_docs.vendor_data)
+            undo.add(f"delete volume {seed_volume(req.name)}", lambda: _delete_volume(disks, seed_volume(req.name)))
+            seed = disks.create_volume(
+                xml_volume.volume_xml(seed_volume(req.name), len(iso), "raw", None, None), what="creating the seed"
+            )
+            seed.upload(io.BytesIO(iso), len(iso))
+            faults.point("build-seed")
+
+        spec = installer.apply(spec, plan, disks.name, installer.make_volumes(disks, req.name, plan, undo, say))
 
         if req.network is not None and mac is not None and _has_subnet(hv, req.network):
             network = req.network
             say("reserve address")
             undo.add(f"release the address on {network}", lambda: leases.unregister(hv, network, mac))
-            ip = req.ip or leases.pick_ip(hv_networks.lookup_network(hv, network))
-            leases.register(hv, network, req.name, mac, ip)
+            net = hv_networks.lookup_network(hv, network)
+            ip = cloudinit.address_to_reserve(net, req.ip, seed_docs)
+            if ip is not None:
+                leases.register(hv, network, req.name, mac, ip)
+            else:
+                leases.register_free(hv, network, req.name, mac)
             faults.point("reserve-address")
 
         say("define")
         undo.add(f"undefine VM {req.name}", lambda: _undefine_if_present(hv, req.name))
-        dom = hv_domains.define(hv, domain_to_xml(spec))
+        dom = hv_domains.define(hv, installer.domain_xml(domain_to_xml(spec), plan))
         faults.point("define")
 
         if req.start:
             say("start")
             undo.add(f"kill VM {req.name}", lambda: _destroy_if_running(hv, req.name))
             dom.start()
+            if plan.one_shot:
+                installer.after_start(hv, dom)
             faults.point("start")
         undo.success()
     return dom

@@ -60,7 +60,7 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
 
 
 def show(hv: Hypervisor, name: str) -> VMInfo:
-    from kvmhub.services import readiness
+    from kvmhub.services import installer, readiness
     from kvmhub.services.tuning import limits_of
     from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 
@@ -71,9 +71,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
     log_path = readiness.serial_log(dom, spec)
     if state in ("running", "paused"):
         ips = [a.ip for a in readiness.addresses(dom, log_text=readiness.read_log(log_path))]
-    vnc = None
-    if spec.graphics is not None and spec.graphics.port > 0:
-        vnc = f"vnc://{spec.graphics.listen}:{spec.graphics.port}"
+    vnc = _vnc(dom, state)
     return VMInfo(
         name=spec.name,
         uuid=dom.uuid,
@@ -83,15 +81,32 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         vcpus=spec.vcpus,
         memory_mib=spec.memory_mib,
         domain_type=spec.domain_type,
+        machine=spec.machine,
         ips=ips,
         image=spec.meta.image,
+        os=spec.meta.os,
         disks=spec.disks,
         nics=spec.nics,
         serial_log=spec.serial.log_file if spec.serial else None,
         vnc=vnc,
+        kernel_boot=installer.boot_note(dom, running=state in ("running", "paused")),
         managed=domain_is_managed(dom.xml(inactive=True)),
         limits=limits_of(spec),
     )
+
+
+def _vnc(dom: hv_domains.Domain, state: str) -> str | None:
+    """Where a VNC viewer connects: the live port while the VM runs, else what the definition asks for."""
+    from kvmhub.xml.graphics import vnc_address
+
+    running = state in ("running", "paused")
+    found = vnc_address(dom.xml() if running else dom.xml(inactive=True))
+    if found is None:
+        return None
+    listen, port = found
+    if port > 0:
+        return f"{listen}:{port}"
+    return f"{listen}, port picked at start" if not running else f"{listen}, port not assigned"
 
 
 def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> str:
@@ -110,11 +125,13 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
 
 
 def start(hv: Hypervisor, name: str, *, say: Say = _quiet) -> None:
-    from kvmhub.services import forwards
+    from kvmhub.services import forwards, installer
 
     dom = get(hv, name)
     _require(dom, ("shut off", "crashed"), "start")
     dom.start()
+    if installer.after_start(hv, dom):
+        say(f"installer run: {name} powers off when the installer reboots; start it again to boot its disk")
     try:
         forwards.sync(hv, name)
     except KvmhubError as exc:
@@ -205,15 +222,26 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
             except KvmhubError as exc:
                 say(f"warning: could not release {nic.mac} on {nic.network}: {exc.message}")
     if not keep_disks:
+        from kvmhub.services import clone, encryption
+
+        backings = []
         for ref in spec.meta.owned_volumes:
             pool_name, _, vol = ref.partition("/")
             try:
                 pool = hv_storage.lookup_pool(hv, pool_name)
                 if pool.has_volume(vol):
+                    backings.append(clone.backing_path(hv, ref) or "")
                     pool.volume(vol).delete()
                     removed.append(ref)
             except KvmhubError as exc:
                 say(f"warning: could not delete {ref}: {exc.message}")
+        removed += clone.release_bases(hv, backings, say)  # frozen bases no other disk sits on any more
+        for secret in spec.meta.owned_secrets:
+            try:
+                encryption.delete_secret(hv, secret)
+                removed.append(f"secret {secret}")
+            except KvmhubError as exc:
+                say(f"warning: could not delete secret {secret}: {exc.message}")
     if log_path and os.path.exists(log_path):
         os.unlink(log_path)
     return removed

@@ -166,3 +166,9 @@ def disk_from_xml(xml: str) -> DiskSpec:
             cause="kvmhub does not model this kind of disk (device, bus, format or source type)",
         )
     return disk
+
+
+def disk_targets(domain_xml: str) -> set[str]:
+    """Every disk target name (vda, sdb...) of a domain, those DiskSpec cannot model included."""
+    root = parse(domain_xml, "domain")
+    return {dev for el in root.iterfind("devices/disk/target") if (dev := el.get("dev"))}

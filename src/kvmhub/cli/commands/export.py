@@ -60,6 +60,8 @@ def _transfer(title: str) -> Iterator[tuple[Say, Progress]]:
 def export(
     name: Annotated[str, typer.Argument(help="the VM to export (shut off)")],
     to: Annotated[Path, typer.Option("--to", help="the archive to write (a .tar.gz file where kvmhub runs)")],
+    compress: Annotated[bool, typer.Option("--compress", help="qcow2 disks with compressed clusters "
+                                           "(they stay compressed once imported)")] = False,
 ) -> None:
     """Write a shut-off VM into one compressed file: its definition, its disks and kvmhub's metadata.
 
@@ -71,7 +73,7 @@ def export(
     from kvmhub.services import export as svc
 
     with _transfer(f"export {name}") as (say, progress):
-        result = svc.export(state.hv(), name, to, say=say, progress=progress)
+        result = svc.export(state.hv(), name, to, compress=compress, say=say, progress=progress)
     disks = ", ".join(f"{d.target} {_mib(d.bytes)}" for d in result.manifest.disks)
     output.say(f"VM {name} exported to {result.file}: {_mib(result.bytes)} compressed ({disks}) "
                f"in {result.duration_s:.1f} s; `kvmhub import {result.file}` brings it back")

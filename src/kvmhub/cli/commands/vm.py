@@ -35,7 +35,9 @@ def create(
     image: Annotated[str | None, typer.Option(help="image to clone the disk from (`kvmhub image ls`)")] = None,
     cpus: Annotated[int, typer.Option(help="vCPUs")] = 1,
     memory: Annotated[str, typer.Option(help="memory, e.g. 512M, 2G")] = "512M",
-    disk: Annotated[str | None, typer.Option(help="grow the disk to this size, e.g. 10G")] = None,
+    disk: Annotated[str | None, typer.Option(help="disk size, e.g. 10G (installer VMs: OS default or 10G)")] = None,
+    vol: Annotated[str | None, typer.Option(help="boot from this existing volume POOL/VOL, in place")] = None,
+    disk_url: Annotated[str | None, typer.Option(help="boot from a network export (nfs, iscsi, nbd, http)")] = None,
     network: Annotated[str | None, typer.Option(help="libvirt network for the NIC")] = None,
     ip: Annotated[str | None, typer.Option(help="reserve this IPv4 address on --network")] = None,
     ssh_key: Annotated[list[Path] | None, typer.Option(help="public key file (repeatable)")] = None,
@@ -82,7 +84,7 @@ def create(
         net_bw=net_bw or [],
     )
     req = vm_create.CreateRequest(
-        name=name, image=image, cpus=cpus, memory=memory, disk=disk, network=network, ip=ip,
+        name=name, image=image, cpus=cpus, memory=memory, disk=disk, vol=vol, disk_url=disk_url, network=network, ip=ip,
         ssh_keys=ssh_key or [], user_data=user_data, start=not no_start, max_cpus=max_cpus,
         max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt, password=password,
         packages=[p for arg in packages or [] for p in arg.split(",") if p], runcmd=runcmd or [],
@@ -131,6 +133,7 @@ def ls(json_out: JsonOpt = False) -> None:
 def show(name: str, json_out: JsonOpt = False) -> None:
     """Show one VM: state, resources, disks, NICs, IPs, console log, VNC."""
     from kvmhub.services import vms
+    from kvmhub.services.disks import source_text
 
     info = vms.show(state.hv(), name)
     if json_out:
@@ -138,8 +141,8 @@ def show(name: str, json_out: JsonOpt = False) -> None:
         return
     data = info.model_dump()
     data["disks"] = [
-        f"{d.target} {d.device} {d.bus} {_where(d.source.pool, d.source.volume, d.source.path)}"
-        + (" ro" if d.readonly else "")
+        f"{d.target} {d.device} {d.bus} {source_text(d.source)}"
+        + (" ro" if d.readonly else "") + (" encrypted" if d.encryption_secret else "")
         for d in info.disks
     ]
     data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
@@ -149,10 +152,6 @@ def show(name: str, json_out: JsonOpt = False) -> None:
     if info.limits is not None:
         for line in limit_lines(info.limits):
             output.out.print(f"{'limits':>12}: {line}", markup=False)
-
-
-def _where(pool: str | None, volume: str | None, path: str | None) -> str:
-    return f"{pool}/{volume}" if pool else str(path)
 
 
 def start(

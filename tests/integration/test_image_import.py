@@ -280,3 +280,40 @@ def test_a_full_images_pool_leaves_no_partial_volume(fmt: str, prepared_host: Te
         host.run(["umount", IMAGES_PATH], check=False)
         host.virsh("pool-refresh", "kvmhub-images", check=False)
     assert "toobig" not in image_names(kvmhub) and "tiny" in image_names(kvmhub)
+
+
+@pytest.mark.parametrize("fmt", ["qcow2", "raw"])
+def test_ctrl_c_while_storing_into_the_pool_leaves_nothing(
+    fmt: str, prepared_host: TestHost, kvmhub: Runner, tiny_image_file: Path, tmp_path: Path,
+    tmpdir_env: tuple[Path, dict[str, str]]
+) -> None:
+    # the qcow2 is copied into the pool as is; the raw file, writable by anyone, is first copied privately
+    # into TMPDIR and then converted into the pool. Both are caught half-stored by a hanging fault point.
+    tmp, env = tmpdir_env
+    src = tiny_image_file
+    if fmt == "raw":
+        src = tmp_path / "random.img"
+        src.write_bytes(os.urandom(32 * 1024**2))
+        src.chmod(0o666)
+    before = store_files(prepared_host)
+    env["KVMHUB_INJECT_FAULT"] = "hang:import-store"
+    proc = subprocess.Popen([*KVMHUB, "image", "import", str(src), "--name", "cut-store"],
+                            env={**os.environ, **prepared_host.env(), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        while "fault point import-store: hanging" not in (line := proc.stdout.readline()):
+            assert line, "the import ended before storing: " + proc.communicate(timeout=60)[1]
+        assert "cut-store.qcow2" in store_files(prepared_host)  # caught while the volume is being filled
+        if fmt == "raw":
+            assert [p.name for p in tmp.glob("kvmhub-import-*/*")] == ["source"]
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert list(tmp.iterdir()) == []
+    assert store_files(prepared_host) == before
+    assert "cut-store" not in image_names(kvmhub)

@@ -50,3 +50,30 @@ def test_a_file_lying_about_its_format_is_refused(prepared_host: TestHost, kvmhu
     r = kvmhub("image", "import", str(raw), "--name", "liar", "--format", "qcow2")
     assert r.code == 2 and "header says raw" in r.err
     assert kvmhub("image", "import", str(tmp_path / "missing"), "--name", "x").code == 2
+
+
+def test_an_image_backing_volumes_and_vms_in_another_pool_is_kept(prepared_host: TestHost, kvmhub: Runner,
+                                                                  tiny_image_file: Path) -> None:
+    # shared <- users/base.qcow2 <- users/top.qcow2 <- VM: the VM is found two links down, in another pool
+    image, pool, vm = "shared", "imgusers", "img-user"
+    assert kvmhub("image", "import", str(tiny_image_file), "--name", image).code == 0
+    try:
+        r = kvmhub("pool", "create", pool, "--type", "dir", "--path", f"/var/lib/libvirt/{pool}")
+        assert r.code == 0, r.err
+        for src, dst in ((f"kvmhub-images/{image}.qcow2", "base.qcow2"), (f"{pool}/base.qcow2", "top.qcow2")):
+            r = kvmhub("vol", "clone", src, f"{pool}/{dst}", "--linked")
+            assert r.code == 0, r.err
+        r = kvmhub("image", "rm", image)
+        assert r.code == 4 and f"{pool}/base.qcow2" in r.err and "fix:" in r.err, r.err
+        r = kvmhub("create", vm, "--vol", f"{pool}/top.qcow2", "--memory", "192M", "--no-start")
+        assert r.code == 0, r.err
+        r = kvmhub("image", "rm", image)
+        assert r.code == 4 and f"in use by: {vm}" in r.err, r.err
+        assert kvmhub("image", "show", image, "--json").json()["used_by"] == [vm]
+        listed = {i["name"]: i["used_by"] for i in kvmhub("image", "ls", "--json").json()}
+        assert listed[image] == [vm] and vm not in listed["tiny"]
+    finally:
+        kvmhub("rm", vm)
+        kvmhub("pool", "rm", pool, "--delete-data")
+        kvmhub("image", "rm", image)
+    assert image not in [i["name"] for i in kvmhub("image", "ls", "--json").json()]

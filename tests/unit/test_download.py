@@ -173,3 +173,71 @@ def test_formats_that_lie_or_point_away_are_refused(tmp_path: Path) -> None:
     luks.write_bytes(b"LUKS\xba\xbe" + bytes(4096))
     with pytest.raises(InvalidInput, match="luks image"):
         qemu_img.check_format(luks, "raw")
+
+
+def _qemu_img(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True, timeout=60)
+
+
+def test_every_step_reads_the_file_opened_once(tmp_path: Path, work: Path) -> None:
+    from kvmhub.tools.filecopy import copy_file
+
+    src = tmp_path / "disk.img"
+    src.write_bytes(DATA)
+    with fetch(str(src), work) as got:
+        # the path is swapped for a qcow2 pointing at a host file after the source was opened
+        evil = tmp_path / "evil.qcow2"
+        _qemu_img("create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", "-u", str(evil), "16M")
+        evil.rename(src)
+        with pytest.raises(InvalidInput, match="backing file"):
+            qemu_img.check_safe(src, "qcow2")  # what a second open of the path would see
+        assert qemu_img.sniff_format(got.fd) == "raw"
+        sectors = -(-len(DATA) // 512) * 512  # qemu-img counts whole sectors
+        assert qemu_img.check_safe(got.fd, "raw", label=got.source)["virtual-size"] == sectors
+        assert got.sha256() == SHA256
+        dst = tmp_path / "stored"
+        dst.touch()
+        copy_file(got.fd, dst, what="the test pool")
+        assert dst.read_bytes() == DATA
+        converted = tmp_path / "converted.qcow2"
+        qemu_img.convert(got.fd, "raw", converted, progress=lambda _p: None, label=got.source)
+        assert qemu_img.check_safe(converted, "qcow2")["virtual-size"] == sectors
+    assert got.fd == -1
+
+
+def test_a_file_others_can_rewrite_is_copied_first(tmp_path: Path, work: Path) -> None:
+    src = tmp_path / "shared.img"
+    src.write_bytes(DATA)
+    src.chmod(0o666)
+    with fetch(str(src), work, expected=Checksum.parse("sha256", SHA256)) as got:
+        assert (work / "source").read_bytes() == DATA
+        src.write_bytes(b"rewritten" + DATA[9:])  # changes after the copy do not reach the import
+        assert os.pread(got.fd, 9, 0) == DATA[:9] and got.sha256() == SHA256
+        assert got.source == str(src)
+
+
+def test_only_regular_files_are_opened(tmp_path: Path, work: Path) -> None:
+    fifo = tmp_path / "pipe.img"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        fetch(str(fifo), work)  # refused without waiting for a writer
+    with pytest.raises(InvalidInput, match="not a readable file"):
+        fetch(str(tmp_path), work)
+
+
+def test_a_vmdk_checked_through_its_descriptor_is_self_contained(tmp_path: Path, work: Path) -> None:
+    vmdk = tmp_path / "disk.vmdk"
+    _qemu_img("create", "-f", "vmdk", str(vmdk), "4M")
+    with fetch(str(vmdk), work) as got:
+        assert qemu_img.check_safe(got.fd, "vmdk", label=got.source)["virtual-size"] == 4 * 1024**2
+
+
+def test_a_failing_qemu_img_names_the_command_to_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"QFI\xfb" + bytes(600))
+    with pytest.raises(OperationFailed) as exc:
+        qemu_img.info(bad, "qcow2")
+    assert exc.value.hint and f"qemu-img info -f qcow2 {bad}" in exc.value.hint
+    assert exc.value.original and "qcow2" in exc.value.original  # qemu-img's own words are kept

@@ -8,7 +8,6 @@ libvirt, so the record travels with the pool and works against remote hosts.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import signal
@@ -17,21 +16,26 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import ValidationError
 
-from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationFailed
+from kvmhub import faults
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
 from kvmhub.models.image import ImageMeta
-from kvmhub.services import pools
+from kvmhub.services import pools, storage_usage
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
+from kvmhub.tools.filecopy import copy_file
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 SUFFIX = ".qcow2"
 META_SUFFIX = ".json"
@@ -87,26 +91,9 @@ def _info(vol: hv_storage.Volume, users: list[str], meta: ImageMeta | None = Non
     )
 
 
-def _users(hv: Hypervisor, path: str) -> list[str]:
-    """VMs whose disk volumes in the disks pool have this image as backing file."""
-    pool = pools.disks_pool(hv)
-    users = []
-    for name in pool.volume_names():
-        try:
-            parsed = xml_volume.volume_from_xml(pool.volume(name).xml())
-        except KvmhubError:
-            continue
-        if parsed.backing_path == path:
-            users.append(_owner_of(name))
-    return sorted(set(users))
-
-
-def _owner_of(volume: str) -> str:
-    # kvmhub names a VM's disks NAME-disk0.qcow2, NAME-seed.iso; other volumes are shown whole
-    for tag in ("-disk", "-seed"):
-        if tag in volume:
-            return volume.rsplit(tag, 1)[0]
-    return volume
+def _users(usage: storage_usage.Usage, vol: hv_storage.Volume) -> list[str]:
+    """VMs whose disk chain includes the image: linked clones in any pool, also through frozen bases."""
+    return usage.vms_using(vol.pool, vol.name, vol.path)
 
 
 def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
@@ -125,11 +112,12 @@ def list_images(hv: Hypervisor) -> list[ImageInfo]:
     """Every image in the store (the JSON records beside them are not images)."""
     pool = pools.images_pool(hv)
     names = set(pool.volume_names())
+    usage = storage_usage.scan(hv)  # once for all images
     out = []
     for vol_name in sorted(names):
         if vol_name.endswith(SUFFIX):
             vol = pool.volume(vol_name)
-            out.append(_info(vol, _users(hv, vol.path), _read_meta(pool, vol_name.removesuffix(SUFFIX), names)))
+            out.append(_info(vol, _users(usage, vol), _read_meta(pool, vol_name.removesuffix(SUFFIX), names)))
     return out
 
 
@@ -137,18 +125,28 @@ def show(hv: Hypervisor, name: str) -> ImageInfo:
     """One image: format, sizes, its import record and the VMs whose disks it backs."""
     vol = get(hv, name)
     pool = pools.images_pool(hv)
-    return _info(vol, _users(hv, vol.path), _read_meta(pool, name, set(pool.volume_names())))
+    return _info(vol, _users(storage_usage.scan(hv), vol), _read_meta(pool, name, set(pool.volume_names())))
 
 
 def remove(hv: Hypervisor, name: str) -> None:
-    """Delete an image and its record; Conflict while a VM's disk is backed by it."""
+    """Delete an image and its record; Conflict while any VM's disk chain or any volume is backed by it."""
     vol = get(hv, name)
-    users = _users(hv, vol.path)
+    path = vol.path
+    users = _users(storage_usage.scan(hv), vol)
+    overlays = storage_usage.overlays_of(hv, path)
     if users:
         raise Conflict(
             f"image {name!r} is in use by: {', '.join(users)}",
-            cause="those VMs' disks are linked clones backed by this image",
+            cause="those VMs' disks are linked clones backed by this image"
+                  + (f" (through {', '.join(overlays)})" if overlays else ""),
             hint="remove those VMs first (`kvmhub rm VM`)",
+        )
+    if overlays:
+        raise Conflict(
+            f"image {name!r} backs the volumes {', '.join(overlays)}",
+            cause="those volumes are linked clones (qcow2 overlays) whose data partly lives in this image",
+            hint=f"remove them first (`kvmhub vol rm {overlays[0]}`), or make them full copies "
+                 "(`kvmhub vol clone POOL/VOL COPY`) and remove the linked ones",
         )
     vol.delete()
     _delete_if_present(pools.images_pool(hv), meta_name(name))
@@ -179,10 +177,11 @@ def import_image(
 ) -> ImageInfo:
     """Import `src` (a local path or an http(s) URL) as image `name`, stored as qcow2.
 
-    The source is streamed into a temporary file (decompressing xz/gzip), checked against `checksum`,
-    refused when hostile (backing or data files, VMDK descriptors, a header that disagrees with its
-    name or `fmt`), converted with qemu-img when not qcow2, and uploaded into the images pool with its
-    record. Any failure or Ctrl-C leaves neither a volume nor a temporary file.
+    A local file is opened once and every step reads that descriptor; anything else is streamed into a
+    temporary file (decompressing xz/gzip). The source is checked against `checksum`, refused when hostile
+    (backing or data files, VMDK descriptors, a header that disagrees with its name or `fmt`), converted
+    with qemu-img when not qcow2, stored in the images pool (and refused if libvirt then sees a backing
+    file) with its record. Any failure or Ctrl-C leaves neither a volume nor a temporary file.
     """
     check_name(name, "image")
     if fmt is not None and fmt not in qemu_img.KNOWN_FORMATS:
@@ -193,17 +192,20 @@ def import_image(
     if pool.has_volume(vol_name):
         raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, Undo() as undo:
-        fetched = download.fetch(src, Path(tmp), expected=checksum, progress=progress)
-        src_fmt = _format_of(fetched, fmt)
-        virtual = int(qemu_img.check_safe(fetched.path, src_fmt).get("virtual-size") or 0)
-        undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
-        if src_fmt == "qcow2":
-            _store_qcow2(pool, vol_name, fetched.path, progress)
-        else:
-            _convert_into(pool, vol_name, fetched.path, src_fmt, Path(tmp), virtual, progress)
+        with download.fetch(src, Path(tmp), expected=checksum, progress=progress) as fetched:
+            # every step reads the one descriptor fetch opened: what is checked is what is stored
+            src_fmt = _format_of(fetched, fmt)
+            virtual = int(qemu_img.check_safe(fetched.fd, src_fmt, label=fetched.source).get("virtual-size") or 0)
+            undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
+            if src_fmt == "qcow2":
+                _store_qcow2(pool, vol_name, fetched, progress)
+            else:
+                _convert_into(pool, vol_name, fetched, src_fmt, Path(tmp), virtual, progress)
+            sha256 = fetched.sha256()
+        _check_stored(pool, vol_name, fetched.source)
         meta = ImageMeta(
             source=fetched.source,
-            sha256=fetched.sha256(),
+            sha256=sha256,
             checksum_verified=checksum.algorithm if checksum else None,
             original_format=src_fmt,
             compression=fetched.compression,
@@ -232,7 +234,7 @@ def _resolve_os(variant: str | None, say: Say | None) -> str | None:
 
 def _format_of(fetched: download.Fetched, fmt: str | None) -> str:
     """The format to read the source as: `fmt` when given, else its header's; refuses a name that lies."""
-    detected = qemu_img.sniff_format(fetched.path)
+    detected = qemu_img.sniff_format(fetched.fd)
     if fmt is not None:
         return fmt
     suffix = Path(fetched.name).suffix.lower()
@@ -246,83 +248,76 @@ def _format_of(fetched: download.Fetched, fmt: str | None) -> str:
     return detected
 
 
-def _store_qcow2(pool: hv_storage.Pool, vol_name: str, path: Path, progress: Progress | None) -> None:
+def _storing(progress: Progress | None, phase: str) -> Callable[[int, int], None]:
+    """A progress report for the copy into the pool (with the fault point tests interrupt it at)."""
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(phase, done, total)
+        if done:
+            faults.point("import-store")
+
+    return report
+
+
+def _store_qcow2(pool: hv_storage.Pool, vol_name: str, fetched: download.Fetched, progress: Progress | None) -> None:
     """Put a qcow2 file into the pool as is: a kernel copy when the host's files are visible here, else upload."""
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, 0, "raw", None, None),
                              what=f"creating volume {vol_name}")
     local = _local_file(pool, vol)
     if local is not None:
-        _copy(path, local, progress)
+        copy_file(fetched.fd, local, _storing(progress, "copying into the image store"), what="the images pool",
+                  hint="free space in the pool's directory (`kvmhub image ls`, `kvmhub image rm`)",
+                  label=fetched.source)
         return
     vol.delete()
-    _upload(pool, vol_name, path, progress)
+    _upload(pool, vol_name, fetched.fd, progress)
 
 
-def _copy(src: Path, dst: Path, progress: Progress | None) -> None:
-    """Copy src over dst in the kernel (copy_file_range, else sendfile), reporting bytes copied."""
-    length = os.path.getsize(src)
-    piece = 64 * 1024 * 1024
-    with open(src, "rb") as fin, open(dst, "r+b") as fout:
-        fin_fd, fout_fd = fin.fileno(), fout.fileno()
-        done = 0
-        use_range = True
-        try:
-            while done < length:
-                if use_range:
-                    try:
-                        n = os.copy_file_range(fin_fd, fout_fd, min(piece, length - done), done, done)
-                    except OSError as exc:
-                        if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                            raise
-                        use_range = False
-                        continue
-                else:
-                    os.lseek(fout_fd, done, os.SEEK_SET)
-                    n = os.sendfile(fout_fd, fin_fd, done, min(piece, length - done))
-                if n == 0:
-                    raise OSError(errno.EIO, f"{src} ended after {done} of {length} bytes")
-                done += n
-                if progress:
-                    progress("copying into the image store", done, length)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise HostProblem("no space left in the images pool", cause=str(exc),
-                                  hint="free space in the pool's directory (`kvmhub image ls`, `kvmhub image rm`)",
-                                  original=str(exc)) from None
-            raise OperationFailed(f"copying {src} into the image store failed: {exc}") from None
-        os.ftruncate(fout_fd, length)
-
-
-def _upload(pool: hv_storage.Pool, vol_name: str, path: Path, progress: Progress | None) -> None:
-    length = os.path.getsize(path)
+def _upload(pool: hv_storage.Pool, vol_name: str, fd: int, progress: Progress | None) -> None:
+    length = os.fstat(fd).st_size
     # the uploaded bytes replace the file whole; libvirt re-reads the qcow2 header on refresh
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
                              what=f"creating volume {vol_name}")
     report = (lambda n: progress("uploading", n, length)) if progress else None
     cancel = threading.Event()
-    with open(path, "rb") as fh, _cancel_on_interrupt(cancel):
-        vol.upload(cast(BinaryIO, _Cancellable(fh, cancel)), length, report)
+    with _cancel_on_interrupt(cancel):
+        vol.upload(cast(BinaryIO, io.BufferedReader(_FdReader(fd, cancel))), length, report)
 
 
-def _convert_into(pool: hv_storage.Pool, vol_name: str, src: Path, src_fmt: str, tmp: Path, virtual: int,
-                  progress: Progress | None) -> None:
+def _convert_into(pool: hv_storage.Pool, vol_name: str, fetched: download.Fetched, src_fmt: str, tmp: Path,
+                  virtual: int, progress: Progress | None) -> None:
     """qemu-img convert to qcow2: straight into the volume's file when the host's files are visible here."""
-    phase = f"converting {src_fmt} to qcow2"
+    stored = _storing(progress, f"converting {src_fmt} to qcow2")
 
     def report(percent: float) -> None:
-        if progress:
-            progress(phase, int(virtual * percent / 100), virtual)
+        stored(int(virtual * percent / 100), virtual)
 
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, 0, "raw", None, None),
                              what=f"creating volume {vol_name}")
     local = _local_file(pool, vol)
     if local is not None:
-        qemu_img.convert(src, src_fmt, local, progress=report)
+        qemu_img.convert(fetched.fd, src_fmt, local, progress=report, label=fetched.source)
         return
     converted = tmp / "converted.qcow2"
-    qemu_img.convert(src, src_fmt, converted, progress=report)
+    qemu_img.convert(fetched.fd, src_fmt, converted, progress=report, label=fetched.source)
     vol.delete()
-    _upload(pool, vol_name, converted, progress)
+    fd = os.open(converted, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _upload(pool, vol_name, fd, progress)
+    finally:
+        os.close(fd)
+
+
+def _check_stored(pool: hv_storage.Pool, vol_name: str, source: str) -> None:
+    """Refuse (the undo deletes it) a stored volume that libvirt sees backed by another file."""
+    pool.refresh()
+    backing = xml_volume.volume_from_xml(pool.volume(vol_name).xml()).backing_path
+    if backing is not None:
+        raise InvalidInput(
+            f"the image stored from {source} refers to a backing file ({backing})",
+            cause="the source changed while it was imported, or its header was not what was checked",
+            hint="import a self-contained copy that nothing else writes to while kvmhub reads it",
+        )
 
 
 def _local_file(pool: hv_storage.Pool, vol: hv_storage.Volume) -> Path | None:
@@ -347,18 +342,27 @@ def _write_meta(pool: hv_storage.Pool, name: str, meta: ImageMeta) -> None:
     vol.upload(io.BytesIO(data), len(data))
 
 
-class _Cancellable(io.RawIOBase):
-    """A reader that fails once `cancel` is set, so an upload running on another thread stops on Ctrl-C."""
+class _FdReader(io.RawIOBase):
+    """Reads an open descriptor by offset from its start; fails once `cancel` is set, so an upload running
+    on another thread stops on Ctrl-C."""
 
-    def __init__(self, fh: BinaryIO, cancel: threading.Event) -> None:
+    def __init__(self, fd: int, cancel: threading.Event) -> None:
         super().__init__()
-        self._fh = fh
+        self._fd = fd
+        self._offset = 0
         self._cancel = cancel
 
-    def read(self, size: int = -1) -> bytes:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: WriteableBuffer) -> int:
         if self._cancel.is_set():
             raise OSError("interrupted")
-        return self._fh.read(size)
+        view = memoryview(buf).cast("B")
+        data = os.pread(self._fd, len(view), self._offset)
+        view[:len(data)] = data
+        self._offset += len(data)
+        return len(data)
 
 
 @contextlib.contextmanager

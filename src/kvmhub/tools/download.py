@@ -1,8 +1,9 @@
 """Image sources read as streams: a local file or an http(s) URL, hashed and decompressed on the way in.
 
-:func:`fetch` turns a source into a local file holding the image (the file itself when it is local and
-not compressed, else a sparse temporary file in the caller's work directory), with the SHA-256 of the
-bytes as published and, when asked, a verified checksum. xz and gzip are recognised by their magic bytes.
+:func:`fetch` turns a source into a local file holding the image, opened once (the file itself when it is
+local, not compressed and only writable by this user or root, else a private copy or a sparse temporary
+file in the caller's work directory), with the SHA-256 of the bytes as published and, when asked, a
+verified checksum. xz and gzip are recognised by their magic bytes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import http.client
 import lzma
 import os
 import re
+import stat
 import threading
 import urllib.error
 import urllib.request
@@ -67,9 +69,14 @@ class Checksum:
 
 @dataclass
 class Fetched:
-    """A source made local: `path` holds the image, decompressed."""
+    """A source made local and opened once: `fd` holds the image, decompressed; close it when done.
+
+    Every later step (header sniffing, ``qemu-img info``, hashing, copying, converting) reads `fd`, so
+    the file checked is the file stored even if `path` is replaced meanwhile. `path` names it in messages.
+    """
 
     path: Path
+    fd: int
     source: str
     name: str
     size: int
@@ -78,6 +85,7 @@ class Fetched:
     _sha256: str | None = None
     _hasher: threading.Thread | None = field(default=None, repr=False)
     _hash_error: BaseException | None = field(default=None, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def sha256(self) -> str:
         """The SHA-256 of the source as published (waits for a hash still running in the background)."""
@@ -88,6 +96,22 @@ class Fetched:
             raise _read_error(self.source, self._hash_error)
         assert self._sha256 is not None
         return self._sha256
+
+    def close(self) -> None:
+        """Stop a background hash and close the file."""
+        self._stop.set()
+        if self._hasher is not None:
+            self._hasher.join()
+            self._hasher = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Fetched:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def is_url(src: str) -> bool:
@@ -284,10 +308,11 @@ def _verify(expected: Checksum | None, got: dict[str, str], source: str) -> None
 
 
 def fetch(src: str, workdir: Path, *, expected: Checksum | None = None, progress: Progress | None = None) -> Fetched:
-    """Make `src` (a path or an http(s) URL) a local, decompressed file, verified against `expected`.
+    """Make `src` (a path or an http(s) URL) a local, decompressed file opened once, verified against `expected`.
 
-    A local uncompressed file is used in place; its SHA-256 is computed on a background thread unless a
-    checksum must be verified first. Anything else is streamed into `workdir` (sparse). Raises
+    A local uncompressed file is read in place through one descriptor (copied into `workdir` first when
+    someone other than this user or root could rewrite it); its SHA-256 is computed on a background thread
+    unless a checksum must be verified first. Anything else is streamed into `workdir` (sparse). Raises
     InvalidInput (bad source, checksum mismatch), NotFound / OperationFailed (HTTP), HostProblem (no space).
     """
     if is_url(src):
@@ -295,24 +320,34 @@ def fetch(src: str, workdir: Path, *, expected: Checksum | None = None, progress
         with resp:
             return _stream(resp, length, src, workdir, expected, progress, "downloading")
     path = Path(src).expanduser().absolute()
-    if not path.is_file():
-        raise InvalidInput(f"{src} is not a readable file", hint="give the path of an image file, or an http(s) URL")
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        kind = compression_of(fh.read(8))
-        fh.seek(0)
+    fd = _open_local(src, path)
+    try:
+        size = os.fstat(fd).st_size
+        kind = compression_of(os.pread(fd, 8, 0))
         if kind is not None:
-            return _stream(fh, size, str(path), workdir, expected, progress, f"decompressing ({kind})")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return _stream(fh, size, str(path), workdir, expected, progress, f"decompressing ({kind})")
+        if not _trusted(os.fstat(fd)):
+            copy = _private_copy(fd, path, workdir, progress)
+            os.close(fd)
+            fd = copy
+            size = os.fstat(fd).st_size
         if expected is not None:
-            got = _hash(fh, size, progress, f"checking {expected.algorithm}", expected.algorithm)
+            got = _hash(fd, size, progress, f"checking {expected.algorithm}", expected.algorithm)
             _verify(expected, got, str(path))
-            return Fetched(path, str(path), path.name, size, None, False, _sha256=got["sha256"])
-    fetched = Fetched(path, str(path), path.name, size, None, False)
+            fetched = Fetched(path, fd, str(path), path.name, size, None, False, _sha256=got["sha256"])
+            fd = -1
+            return fetched
+        fetched = Fetched(path, fd, str(path), path.name, size, None, False)
+        fd = -1
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
     def background() -> None:
         try:
-            with open(path, "rb") as bg:
-                fetched._sha256 = _hash(bg, size, None, "", "sha256")["sha256"]
+            digest = _hash(fetched.fd, size, None, "", "sha256", stop=fetched._stop)
+            fetched._sha256 = digest["sha256"]
         except BaseException as exc:  # handed to whoever asks for the digest
             fetched._hash_error = exc
 
@@ -321,12 +356,54 @@ def fetch(src: str, workdir: Path, *, expected: Checksum | None = None, progress
     return fetched
 
 
-def _hash(fh: BinaryIO, size: int, progress: Progress | None, phase: str, algorithm: str) -> dict[str, str]:
+def _open_local(src: str, path: Path) -> int:
+    """Open a local source once: symlinks the user gave are followed first, none planted after that."""
+    try:
+        real = path.resolve(strict=True)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InvalidInput(f"{src} is not a readable file", cause=exc.strerror or str(exc),
+                           hint="give the path of an image file, or an http(s) URL") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidInput(f"{src} is not a readable file", cause="it is not a regular file",
+                           hint="give the path of an image file, or an http(s) URL")
+    return fd
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """Whether only this user or root can rewrite the file (its bytes cannot change under the import)."""
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _private_copy(fd: int, path: Path, workdir: Path, progress: Progress | None) -> int:
+    """Copy the open file into `workdir` and return the copy, opened for reading."""
+    from kvmhub.tools.filecopy import copy_file
+
+    out_path = workdir / "source"
+    try:
+        out = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(out)
+        copy_file(fd, out_path, (lambda done, total: progress("copying", done, total)) if progress else None,
+                  what=str(workdir), hint="free space there, or point TMPDIR at a larger file system",
+                  label=str(path))
+        copy = os.open(out_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OperationFailed(f"copying {path} to {workdir} failed: {exc}", cause=exc.strerror or str(exc),
+                              hint="check that TMPDIR is writable and has room for the image") from None
+    return copy
+
+
+def _hash(fd: int, size: int, progress: Progress | None, phase: str, algorithm: str, *,
+          stop: threading.Event | None = None) -> dict[str, str]:
     hashers = {"sha256": hashlib.sha256()}
     if algorithm != "sha256":
         hashers[algorithm] = hashlib.new(algorithm)
     done = 0
-    while chunk := fh.read(CHUNK):
+    # read by offset: the descriptor's own offset is left for others reading the same file
+    while chunk := os.pread(fd, CHUNK, done):
+        if stop is not None and stop.is_set():
+            raise OSError("stopped")
         for h in hashers.values():
             h.update(chunk)
         done += len(chunk)
@@ -381,7 +458,8 @@ def _stream(src: BinaryIO, length: int | None, source: str, workdir: Path, expec
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_space(workdir, exc) from None
-        raise OperationFailed(f"writing the image to {workdir} failed: {exc}") from None
+        raise OperationFailed(f"writing the image to {workdir} failed: {exc}", cause=exc.strerror or str(exc),
+                              hint="check that TMPDIR is writable, or point it at another directory") from None
     except (lzma.LZMAError, zlib.error) as exc:
         raise InvalidInput(f"{source} is not a valid {kind} file: {exc}",
                            hint="download it again; check the file is not truncated") from None
@@ -390,4 +468,5 @@ def _stream(src: BinaryIO, length: int | None, source: str, workdir: Path, expec
     if kind:
         name = name.removesuffix(_SUFFIXES[kind])
     os.chmod(out_path, 0o600)
-    return Fetched(out_path, source, name, received, kind, True, _sha256=got["sha256"])
+    fd = os.open(out_path, os.O_RDONLY | os.O_CLOEXEC)
+    return Fetched(out_path, fd, source, name, received, kind, True, _sha256=got["sha256"])

@@ -10,11 +10,11 @@ On a private test host, each round, interleaved:
 - import: ``kvmhub image import FILE --format raw`` end to end (convert to qcow2, store through libvirt) vs a
   bare ``qemu-img convert -f raw -O qcow2`` of the same file of random data into the same file system.
 - full clone: ``kvmhub clone SRC DST`` of a VM whose disk is a self-contained qcow2 holding the same
-  random data (and, in process, the library's copy of that volume: ``full-clone-lib``) vs
+  random data (and, for reference, libvirt's own volume copy of it: ``full-clone-libvirt``) vs
   ``cp --reflink=never`` of that disk's file, and (``cp-sync``) cp followed by ``sync FILE``: libvirt's copy
   (qemu-img convert) ends by flushing the new file to disk, cp leaves it in the page cache.
 
-``kvmhub/qemu-img-convert``, ``kvmhub/cp``, ``kvmhub-lib/cp`` and ``kvmhub/cp+sync`` are throughput ratios
+``kvmhub/qemu-img-convert``, ``kvmhub/cp``, ``libvirt/cp`` and ``kvmhub/cp+sync`` are throughput ratios
 (anchor time / kvmhub time; higher is better, target >= 0.8); the others are time ratios.
 
 Run from the repo root: ``.venv/bin/python benchmarks/bench_storage.py [--runs N] [--json] [--data-mib M]``.
@@ -56,7 +56,7 @@ SIZES_GIB = (1, 10, 100)
 DISKS = "/var/lib/libvirt/images"
 FULL_SRC = "bfull-src"
 FULL_FLAT = "bfull"
-TARGETS = {"linked_ms": 50.0, "kvmhub/qemu-img-convert": 0.8, "kvmhub/cp": 0.8, "kvmhub-lib/cp": 0.8,
+TARGETS = {"linked_ms": 50.0, "kvmhub/qemu-img-convert": 0.8, "kvmhub/cp": 0.8,
            "kvmhub/cp+sync": 0.8}
 COMPARE = (
     "linked-*: the overlay of a linked clone on images of 1/10/100 GiB virtual size (lib = the library's "
@@ -133,7 +133,7 @@ class Bench:
         took = {
             "full-clone-kvmhub": self.timed(lambda: kvmhub(self.host, "clone", FULL_FLAT, f"bf{i}", timeout=900)),
             "full-clone-cp": self.timed(lambda: run(["cp", "--reflink=never", str(src), str(copy)], timeout=900)),
-            "full-clone-lib": self.timed(library),
+            "full-clone-libvirt": self.timed(library),
         }
         copy.unlink()
         took["full-clone-cp-sync"] = self.timed(lambda: (run(["cp", "--reflink=never", str(src), str(copy)],
@@ -182,7 +182,7 @@ def _results(samples: Samples, mib: float) -> tuple[dict[str, Any], dict[str, fl
     ratios = {
         "kvmhub/qemu-img-convert": round(med("import-qemu-img-convert") / med("import-kvmhub"), 3),
         "kvmhub/cp": round(med("full-clone-cp") / med("full-clone-kvmhub"), 3),
-        "kvmhub-lib/cp": round(med("full-clone-cp") / med("full-clone-lib"), 3),
+        "libvirt/cp": round(med("full-clone-cp") / med("full-clone-libvirt"), 3),
         "kvmhub/cp+sync": round(med("full-clone-cp-sync") / med("full-clone-kvmhub"), 3),
     }
     for size in SIZES_GIB:
@@ -225,7 +225,7 @@ def main() -> int:
     accel = accelerator_name()
     load_before = os.getloadavg()
     order = [*(f"{kind}-{s}gib" for kind in ("linked-lib", "linked-cli", "virsh-overlay") for s in SIZES_GIB),
-             "import-kvmhub", "import-qemu-img-convert", "full-clone-kvmhub", "full-clone-lib", "full-clone-cp",
+             "import-kvmhub", "import-qemu-img-convert", "full-clone-kvmhub", "full-clone-libvirt", "full-clone-cp",
              "full-clone-cp-sync"]
     samples = Samples(order=order)
     with private_host() as host, tempfile.TemporaryDirectory(prefix="kvmhub-bench-storage-") as tmp:
@@ -260,7 +260,7 @@ def main() -> int:
         "bytecode": BYTECODE_NOTE,
         "data_mib": args.data_mib,
         "loadavg": [load_before, os.getloadavg()],
-        "throughput_ratio_keys": ["kvmhub/qemu-img-convert", "kvmhub/cp", "kvmhub-lib/cp", "kvmhub/cp+sync"],
+        "throughput_ratio_keys": ["kvmhub/qemu-img-convert", "kvmhub/cp", "libvirt/cp", "kvmhub/cp+sync"],
         "linked_lib_median_ms": {f"{s}gib": results[f"linked-lib-{s}gib"]["median_ms"] for s in SIZES_GIB},
         "import_mib_s_spread": round(statistics.pstdev(
             [args.data_mib / v for v in samples.values["import-kvmhub"]]), 1),

@@ -41,3 +41,20 @@ def guest_run(host: TestHost, vm: str, argv: list[str], timeout: float = 60) -> 
         raise AssertionError(f"{argv} did not finish in {vm} within {timeout} s")
     finally:
         hv.close()
+
+
+def guest_sh(host: TestHost, vm: str, script: str, wait: float = 180) -> str:
+    """`sh -c script` in the guest, retried while its agent is not up yet; asserts exit 0, returns stdout."""
+    from kvmhub.errors import KvmhubError
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            r = guest_run(host, vm, ["sh", "-c", script], timeout=60)
+            break
+        except KvmhubError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    assert r.code == 0, f"{script!r} in {vm} exited {r.code}: {r.out}{r.err}"
+    return r.out

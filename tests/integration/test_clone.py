@@ -10,26 +10,29 @@ removal order, and a full clone on a full disk.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pycdlib
 import pytest
+from lxml import etree
 
-from kvmhub.errors import KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
+from kvmhub.models import KvmhubMeta
 from kvmhub.services import images
 from kvmhub.testing import TestHost
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
+from kvmhub.xml.domain import domain_from_xml, domain_to_xml
 from tests.integration.conftest import LAB_NET, Result, Runner
-from tests.integration.guest import guest_run
+from tests.integration.guest import guest_sh
 
 SRC, DST, FULL, ENC, COPY = "cl-src", "cl-dst", "cl-full", "cl-enc", "cl-imported"
 IMAGES = "/var/lib/libvirt/kvmhub-images"
@@ -52,18 +55,7 @@ def _both(kvmhub: Runner, *commands: tuple[str, ...]) -> None:
 
 
 def _in_guest(host: TestHost, vm: str, script: str) -> str:
-    """`sh -c script` in the guest through its agent (retried while the agent comes up); its stdout."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            r = guest_run(host, vm, ["sh", "-c", script], timeout=60)
-            break
-        except KvmhubError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-    assert r.code == 0, f"{script!r} in {vm} exited {r.code}: {r.out}{r.err}"
-    return r.out.strip()
+    return guest_sh(host, vm, script).strip()
 
 
 def _sha256(path: Path) -> str:
@@ -196,7 +188,11 @@ def test_removing_source_then_clone_leaves_no_base(prepared_host: TestHost, kvmh
     _ok(kvmhub, "rm", SRC)
     assert base in _volumes(host)  # the clone still sits on it
     assert _backing(host, f"{DST}-disk0.qcow2") == f"{DISKS}/{base}"
-    assert f"{FULL}-disk0.qcow2" in _volumes(host)
+    assert {d["source"]["volume"] for d in _shown(kvmhub, FULL)["disks"]} == {f"{FULL}-disk0.qcow2",
+                                                                              f"{FULL}-seed.iso"}
+    assert {f"{FULL}-disk0.qcow2", f"{FULL}-seed.iso"} <= _volumes(host)
+    _ok(kvmhub, "start", FULL)  # QEMU opens every disk: none of them went with the source
+    _ok(kvmhub, "kill", FULL)
     r = _ok(kvmhub, "rm", DST)
     assert base in r.err
     left = _volumes(host)
@@ -206,6 +202,70 @@ def test_removing_source_then_clone_leaves_no_base(prepared_host: TestHost, kvmh
     secret = _shown(kvmhub, ENC)["disks"][0]["encryption_secret"]
     _ok(kvmhub, "rm", ENC)
     assert secret not in host.virsh("secret-list").stdout
+
+
+def _tiny_iso(path: Path) -> Path:
+    iso = pycdlib.PyCdlib()
+    iso.new(vol_ident="CLONEME")
+    iso.add_fp(io.BytesIO(b"x"), 1, "/README.;1")
+    iso.write(str(path))
+    iso.close()
+    return path
+
+
+def _define_user(host: TestHost, vm: str, of: str, volume: str) -> None:
+    """Define VM `vm` owning nothing, with disk `volume` and the direct-boot kernel of VM `of`."""
+    with Hypervisor(host.uri) as hv:
+        spec = domain_from_xml(hv_domains.lookup(hv, of).xml(inactive=True))
+        disk = next(d for d in spec.disks if d.source.volume == volume)
+        user = spec.model_copy(update={"name": vm, "uuid": None, "nics": [], "disks": [disk], "serial": None,
+                                       "graphics": None, "meta": KvmhubMeta(),
+                                       "boot": spec.boot.model_copy(update={"initrd": None})})
+        hv_domains.define(hv, domain_to_xml(user))
+
+
+def test_clone_copies_the_media_and_kernel_the_source_owns(prepared_host: TestHost, kvmhub: Runner,
+                                                           tmp_path: Path) -> None:
+    host = prepared_host
+    kernel, initrd = tmp_path / "kernel", tmp_path / "initrd"
+    kernel.write_bytes(b"K" * 4096)
+    initrd.write_bytes(b"I" * 4096)
+    vms = ("cl-iso", "cl-iso-2", "cl-kern", "cl-kern-2", "cl-user")
+    try:
+        _ok(kvmhub, "create", "cl-iso", "--iso", str(_tiny_iso(tmp_path / "media.iso")), "--disk", "64M",
+            "--memory", "192M", "--no-start")
+        r = kvmhub("clone", "cl-iso", "cl-iso-2")
+        assert r.code == 4 and "has not been installed yet" in r.err and "kvmhub start cl-iso" in r.err, r.err
+        _ok(kvmhub, "start", "cl-iso")  # the installer boot's first start (the CD-ROM holds nothing bootable)
+        _ok(kvmhub, "kill", "cl-iso")
+        _ok(kvmhub, "clone", "cl-iso", "cl-iso-2")
+        cdrom = next(d for d in _shown(kvmhub, "cl-iso-2")["disks"] if d["device"] == "cdrom")
+        assert cdrom["source"]["volume"] == "cl-iso-2-install.iso"
+
+        _ok(kvmhub, "create", "cl-kern", "--kernel", str(kernel), "--initrd", str(initrd), "--disk", "64M",
+            "--memory", "192M", "--no-start")
+        _ok(kvmhub, "clone", "cl-kern", "cl-kern-2")
+        boot = etree.fromstring(host.virsh("dumpxml", "cl-kern-2", "--inactive").stdout.encode())
+        assert boot.findtext("os/kernel") == f"{DISKS}/cl-kern-2-kernel"
+        assert boot.findtext("os/initrd") == f"{DISKS}/cl-kern-2-initrd"
+        assert host.inside(f"{DISKS}/cl-kern-2-kernel").read_bytes() == kernel.read_bytes()
+
+        # removing a source leaves its clone whole, and keeps what another VM still uses
+        _define_user(host, "cl-user", "cl-kern", "cl-kern-disk0.qcow2")
+        _ok(kvmhub, "rm", "cl-iso")
+        r = _ok(kvmhub, "rm", "cl-kern")
+        assert "kept default/cl-kern-disk0.qcow2: VM cl-user still uses it" in r.err, r.err
+        assert "kept default/cl-kern-kernel: VM cl-user still uses it" in r.err
+        left = _volumes(host)
+        assert {"cl-kern-disk0.qcow2", "cl-kern-kernel"} <= left and "cl-kern-initrd" not in left
+        assert {"cl-iso-2-install.iso", "cl-kern-2-kernel", "cl-kern-2-initrd", "cl-kern-2-disk0.qcow2"} <= left
+        assert "cl-iso-install.iso" not in left
+    finally:
+        for vm in vms:
+            kvmhub("rm", vm)
+        for vol in ("cl-kern-disk0.qcow2", "cl-kern-kernel"):
+            host.virsh("vol-delete", vol, "--pool", "default", check=False)
+    assert not {v for v in _volumes(host) if v.startswith(("cl-iso", "cl-kern"))}
 
 
 def test_full_clone_on_a_full_disk_fails_cleanly(prepared_host: TestHost, kvmhub: Runner) -> None:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from kvmhub.hv import Hypervisor
+from kvmhub.hv import domains as hv_domains
+from kvmhub.models import KvmhubMeta
 from kvmhub.services import encryption
 from kvmhub.testing import TestHost
+from kvmhub.xml.domain import domain_from_xml, domain_to_xml
 from kvmhub.xml.secret import secret_usage_from_xml
 from tests.integration.conftest import Result, Runner
 
@@ -89,6 +93,39 @@ def test_failed_encrypted_create_leaves_no_secret(prepared_host: TestHost, kvmhu
                env={"KVMHUB_INJECT_FAULT": "define"})
     assert r.code != 0 and "injected" in r.err
     assert (_secrets(host), _volumes(host)) == before
+
+
+def test_export_of_an_encrypted_vm_is_refused(kvmhub: Runner, enc_vm: str, tmp_path: Path) -> None:
+    archive = tmp_path / "enc.tar.gz"
+    r = kvmhub("export", enc_vm, "--to", str(archive))
+    assert r.code == 4 and "disk vda is encrypted" in r.err, r.err
+    assert "private libvirt secret kvmhub cannot read back" in r.err and "fix:" in r.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rm_keeps_the_key_of_a_disk_another_vm_uses(prepared_host: TestHost, kvmhub: Runner) -> None:
+    host, vm = prepared_host, "enc-kept"
+    _ok(kvmhub, "create", vm, "--image", "tiny", "--memory", "192M", "--encrypt", "--no-start")
+    disk, secret = f"{vm}-disk0.qcow2", None
+    try:
+        with Hypervisor(host.uri) as hv:
+            spec = domain_from_xml(hv_domains.lookup(hv, vm).xml(inactive=True))
+            secret = spec.disks[0].encryption_secret
+            user = spec.model_copy(update={"name": "enc-user", "uuid": None, "nics": [], "serial": None,
+                                           "disks": spec.disks[:1], "meta": KvmhubMeta()})
+            hv_domains.define(hv, domain_to_xml(user))
+        assert secret is not None
+        r = _ok(kvmhub, "rm", vm)
+        assert f"kept default/{disk}: VM enc-user still uses it" in r.err, r.err
+        assert f"kept the key of default/{disk} in libvirt secret {secret}" in r.err
+        assert secret in _secrets(host) and disk in _volumes(host)
+        assert f"{vm}-seed.iso" not in _volumes(host)
+    finally:
+        kvmhub("rm", vm)
+        kvmhub("rm", "enc-user")
+        host.virsh("vol-delete", disk, "--pool", "default", check=False)
+        if secret is not None:
+            host.virsh("secret-undefine", secret, check=False)
 
 
 def test_rm_deletes_the_secret(prepared_host: TestHost, kvmhub: Runner, enc_vm: str) -> None:

@@ -14,16 +14,14 @@ import os
 import signal
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kvmhub.errors import KvmhubError
 from kvmhub.testing import TestHost
 from tests.integration.conftest import KVMHUB, LAB_NET, Result, Runner, run_kvmhub
-from tests.integration.guest import guest_run
+from tests.integration.guest import guest_sh
 
 VM = "vm-export"
 CONTENT = "written-before-export"
@@ -35,18 +33,7 @@ def _ok(result: Result, what: str) -> str:
 
 
 def _in_guest(host: TestHost, vm: str, script: str) -> str:
-    """`sh -c script` in the guest, retried while the agent is not up yet."""
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            r = guest_run(host, vm, ["sh", "-c", script], timeout=60)
-            break
-        except KvmhubError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
-    assert r.code == 0, f"{script!r}: {r.err}"
-    return r.out
+    return guest_sh(host, vm, script)
 
 
 @pytest.fixture(scope="module")

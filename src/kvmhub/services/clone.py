@@ -3,6 +3,9 @@
 The clone gets a new name, UUID, MAC address per NIC (with an address reservation and DNS name on kvmhub
 networks), serial log and NoCloud seed (a new instance-id and hostname, so cloud-init treats it as a new
 machine). Port forwards are not copied (they would clash); kvmhub metadata is, with the clone's own volumes.
+Read-only media and direct-boot kernel and initrd files the source owns (its installer ISO, ``SRC-kernel``)
+are copied, since they go when the source is removed; other read-only media stay shared. A VM whose
+installer has not run yet is refused.
 
 * Full clone: each writable disk is copied by libvirt into a new, self-contained volume (its backing
   chain, the image included, merged in). Encrypted disks are refused: libvirt hands qemu-img a volume's
@@ -33,9 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import pycdlib
-import yaml
-
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
@@ -47,11 +47,11 @@ from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
 from kvmhub.services import leases
-from kvmhub.services.network_config import parse_network_config
+from kvmhub.services.clone_seed import new_seed, read_seed
 from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
 from kvmhub.services.vms import get as get_vm
-from kvmhub.tools import qemu_img, yaml_lines
-from kvmhub.tools.seed import build_nocloud_seed
+from kvmhub.tools import qemu_img
+from kvmhub.tools.filecopy import copy_file
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
@@ -60,8 +60,9 @@ from kvmhub.xml.network import network_subnet_from_xml
 from kvmhub.xml.pool import pool_path_from_xml, pool_type_from_xml
 
 BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
-SEED_LIMIT = 16 * 1024**2
-SEED_FILES = ("meta-data", "user-data", "network-config", "vendor-data")
+# libvirt's refusal to delete a volume it is still writing (a copy or transfer that outlived its client)
+BUILDING_RE = re.compile(r"still being allocated|still in use", re.IGNORECASE)
+BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy before it gives up deleting it
 FILE_POOLS = ("dir", "fs", "netfs")
 Say = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -90,7 +91,7 @@ class CloneResult:
 
     name: str
     linked: bool
-    volumes: list[str] = field(default_factory=list)  # pool/volume of the clone's disks
+    volumes: list[str] = field(default_factory=list)  # pool/volume of the clone's disks, kernel and initrd
     backing: dict[str, str] = field(default_factory=dict)  # target -> path its overlay is backed by
     frozen: list[str] = field(default_factory=list)  # bases made from the source's disks
     ips: list[str] = field(default_factory=list)
@@ -106,6 +107,16 @@ class _Disk:
     facts: xml_volume.VolumeFacts | None = None
     volume: str = ""  # the clone's volume name
     freeze: bool = False  # linked: the source's disk must be frozen into a base first
+
+
+@dataclass
+class _BootFile:
+    """A kernel or initrd volume of the source's direct kernel boot, copied for the clone."""
+
+    role: Literal["kernel", "initrd"]
+    pool: hv_storage.Pool
+    src: hv_storage.Volume
+    volume: str  # the clone's copy
 
 
 # -- checks -----------------------------------------------------------------------------------------------
@@ -150,13 +161,31 @@ def _require_shut_off(dom: hv_domains.Domain, name: str) -> None:
     )
 
 
-def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, taken: set[str]) -> _Disk:
+def _new_volume_name(req: CloneRequest, pool: hv_storage.Pool, volume: str, target: str, fmt: str,
+                     taken: set[str]) -> str:
+    """The clone's name for its copy of `volume`, refused when that volume exists already."""
+    name = _clone_volume_name(req.source, req.name, volume, target, fmt)
+    if name in taken or pool.has_volume(name):
+        raise Conflict(f"volume {name} already exists in pool {pool.name}",
+                       cause="left over from an earlier VM of that name, or made by hand",
+                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name")
+    taken.add(name)
+    return name
+
+
+def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, owned: list[str], taken: set[str]) -> _Disk:
     src = disk.source
     if src.pool and src.volume == seed_volume(req.source) and disk.readonly:
         pool = hv_storage.lookup_pool(hv, src.pool)
         return _Disk(disk, "seed", pool, pool.volume(src.volume), volume=seed_volume(req.name))
     if disk.readonly or disk.device == "cdrom":
-        return _Disk(disk, "shared")  # read-only media (ISOs, shared data) stay shared
+        if src.pool and src.volume and f"{src.pool}/{src.volume}" in owned:
+            # the source's own media (its installer ISO) go when it is removed: the clone gets a copy
+            pool = hv_storage.lookup_pool(hv, src.pool)
+            vol = pool.volume(src.volume)
+            name = _new_volume_name(req, pool, vol.name, disk.target, disk.format, taken)
+            return _Disk(disk, "copy", pool, vol, xml_volume.volume_from_xml(vol.xml()), name)
+        return _Disk(disk, "shared")  # read-only media kvmhub did not make for the source stay shared
     if src.protocol is not None:
         raise Conflict(f"disk {disk.target} of {req.source} is a {src.protocol} network disk kvmhub cannot copy",
                        hint=f"detach it (`kvmhub disk rm {req.source} {disk.target}`), clone, attach it again")
@@ -170,12 +199,7 @@ def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, taken: set[str
                            hint="define a pool for its directory (`kvmhub pool create`), then clone")
         vol, pool = found, hv_storage.lookup_pool(hv, found.pool)
     facts = xml_volume.volume_from_xml(vol.xml())
-    name = _clone_volume_name(req.source, req.name, vol.name, disk.target, "qcow2" if req.linked else disk.format)
-    if name in taken or pool.has_volume(name):
-        raise Conflict(f"volume {name} already exists in pool {pool.name}",
-                       cause="left over from an earlier VM of that name, or made by hand",
-                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name")
-    taken.add(name)
+    name = _new_volume_name(req, pool, vol.name, disk.target, "qcow2" if req.linked else disk.format, taken)
     if not req.linked:
         if disk.encryption_secret is not None:
             raise Conflict(
@@ -213,8 +237,33 @@ def _check_freezable(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, pool: hv
                        hint=f"run kvmhub on the VM's host, or {full}")
 
 
-def _check(hv: Hypervisor, req: CloneRequest, say: Say) -> tuple[hv_domains.Domain, VMSpec, list[_Disk]]:
-    """Everything checked before anything is made; returns the source, its spec and the disk plan."""
+def _require_installed(spec: VMSpec, name: str) -> None:
+    if spec.meta.install_boot is None:
+        return
+    raise Conflict(f"cannot clone VM {name}: the source has not been installed yet",
+                   cause="its next start boots the installer once, then its disk; a clone of it would hold no "
+                         "installed system and would keep the installer boot (a kernel boot runs it at every start)",
+                   hint=f"start it once to install (`kvmhub start {name}`), let the installer finish, then clone")
+
+
+def _plan_boot(hv: Hypervisor, req: CloneRequest, spec: VMSpec, taken: set[str]) -> list[_BootFile]:
+    """Copies of the kernel and initrd volumes the source owns (a direct kernel boot's files)."""
+    out: list[_BootFile] = []
+    files: list[tuple[Literal["kernel", "initrd"], str | None]] = [("kernel", spec.boot.kernel),
+                                                                   ("initrd", spec.boot.initrd)]
+    for role, path in files:
+        vol = hv_storage.volume_by_path(hv, path) if path else None
+        if vol is None or f"{vol.pool}/{vol.name}" not in spec.meta.owned_volumes:
+            continue  # a file kvmhub did not make for the source: shared, like read-only media
+        pool = hv_storage.lookup_pool(hv, vol.pool)
+        name = _new_volume_name(req, pool, vol.name, role, "img", taken)
+        out.append(_BootFile(role, pool, vol, name))
+    return out
+
+
+def _check(hv: Hypervisor, req: CloneRequest,
+           say: Say) -> tuple[hv_domains.Domain, VMSpec, list[_Disk], list[_BootFile]]:
+    """Everything checked before anything is made; returns the source, its spec, the disk and boot plan."""
     check_name(req.name, "VM")
     if req.name == req.source:
         raise InvalidInput("a clone needs a name of its own", hint="`kvmhub clone SRC NEWNAME`")
@@ -223,6 +272,7 @@ def _check(hv: Hypervisor, req: CloneRequest, say: Say) -> tuple[hv_domains.Doma
         raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
     _require_shut_off(dom, req.source)
     spec = domain_from_xml(dom.xml(inactive=True))
+    _require_installed(spec, req.source)
     if hv_snap.list_all(dom):
         if req.linked:
             raise Conflict(f"VM {req.source} has snapshots; kvmhub makes no linked clone of it",
@@ -238,14 +288,14 @@ def _check(hv: Hypervisor, req: CloneRequest, say: Say) -> tuple[hv_domains.Doma
     if req.network is not None:
         hv_networks.lookup_network(hv, req.network)
     taken: set[str] = set()
-    disks = [_plan_disk(hv, req, d, taken) for d in spec.disks]
-    if not any(d.kind in ("copy", "linked") for d in disks):
+    disks = [_plan_disk(hv, req, d, spec.meta.owned_volumes, taken) for d in spec.disks]
+    if not any(d.kind in ("copy", "linked") and not d.disk.readonly and d.disk.device == "disk" for d in disks):
         raise Conflict(f"VM {req.source} has no writable disk to clone")
     for d in disks:
         if d.kind == "seed" and d.pool is not None and d.pool.has_volume(d.volume):
             raise Conflict(f"volume {d.volume} already exists in pool {d.pool.name}",
                            hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`")
-    return dom, spec, disks
+    return dom, spec, disks, _plan_boot(hv, req, spec, taken)
 
 
 # -- bases ------------------------------------------------------------------------------------------------
@@ -361,10 +411,14 @@ def _copy(hv: Hypervisor, d: _Disk, progress: Progress) -> None:
 
     enter = _host_prefix(hv)
     if enter is not None and d.disk.format == "qcow2":
-        # qemu-img on the host's own files is ~4x faster here than libvirt's volume copy
+        # on the host's own files: a kernel copy of a flat disk, qemu-img for a chain; libvirt's copy is slower
         vol = pool.create_volume(xml_volume.volume_xml(d.volume, 0, "raw"), what=f"creating volume {d.volume}")
-        qemu_img.convert(Path(d.src.path), "qcow2", Path(vol.path), enter=enter,
-                         progress=lambda pct: progress(label, int(total * pct / 100), total))
+        if d.facts.backing_path is None:
+            copy_file(Path(host_root() + d.src.path), Path(host_root() + vol.path),
+                      lambda done, _all: progress(label, done, total), what=f"pool {pool.name}")
+        else:
+            qemu_img.convert(Path(d.src.path), "qcow2", Path(vol.path), enter=enter,
+                             progress=lambda pct: progress(label, int(total * pct / 100), total))
         pool.refresh()
         progress(label, total, total)
         return
@@ -395,79 +449,6 @@ def _overlay(d: _Disk, backing: str, backing_format: str) -> None:
         xml_volume.volume_xml(d.volume, d.facts.capacity_bytes, "qcow2", backing, backing_format),
         what=f"making the overlay of disk {d.disk.target}",
     )
-
-
-def _read_seed(vol: hv_storage.Volume) -> dict[str, str]:
-    """The NoCloud documents in a seed volume (read through libvirt, parsed with pycdlib)."""
-    if vol.info().capacity > SEED_LIMIT:
-        raise InvalidInput(f"seed volume {vol.name} is larger than a NoCloud seed can be")
-    buf = io.BytesIO()
-    vol.download(buf)
-    buf.seek(0)
-    iso = pycdlib.PyCdlib()
-    found: dict[str, str] = {}
-    try:
-        iso.open_fp(buf)
-        for name in SEED_FILES:
-            for facet in ({"rr_path": f"/{name}"}, {"joliet_path": f"/{name}"},
-                          {"iso_path": f"/{name.replace('-', '').upper()[:8]}.;1"}):
-                out = io.BytesIO()
-                try:
-                    iso.get_file_from_iso_fp(out, **facet)
-                except pycdlib.pycdlibexception.PyCdlibException:
-                    continue
-                found[name] = out.getvalue().decode("utf-8", errors="replace")
-                break
-    except pycdlib.pycdlibexception.PyCdlibException as exc:
-        raise InvalidInput(f"seed volume {vol.name} is not a readable ISO", original=str(exc)) from None
-    finally:
-        try:
-            iso.close()
-        except pycdlib.pycdlibexception.PyCdlibException:
-            pass
-    return found
-
-
-def _yaml_map(text: str) -> dict[str, object] | None:
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
-def new_seed(docs: dict[str, str], name: str, instance_id: str, say: Say | None = None) -> bytes:
-    """A seed ISO from another VM's documents: a new instance-id and hostname, the rest as it was.
-
-    A network-config that sets static addresses is left out (the clone takes DHCP): two VMs with one
-    address would clash.
-    """
-    meta = _yaml_map(docs.get("meta-data", "")) or {}
-    meta.update({"instance-id": instance_id, "local-hostname": name})
-    user = docs.get("user-data", "")
-    if user.startswith("#cloud-config"):
-        doc = _yaml_map(user)
-        if doc is not None:
-            doc["hostname"] = name
-            fqdn = doc.get("fqdn")
-            if isinstance(fqdn, str) and "." in fqdn:
-                doc["fqdn"] = f"{name}.{fqdn.split('.', 1)[1]}"
-            user = "#cloud-config\n" + yaml_lines.dump(doc)
-    elif not user:
-        user = "#cloud-config\n" + yaml_lines.dump({"hostname": name})
-    network_config = docs.get("network-config")
-    if network_config is not None and _has_static_addresses(network_config):
-        network_config = None
-        if say is not None:
-            say("warning: the source's network-config sets static addresses; the clone takes DHCP instead")
-    return build_nocloud_seed(yaml_lines.dump(meta), user, network_config, docs.get("vendor-data"))
-
-
-def _has_static_addresses(text: str) -> bool:
-    try:
-        return bool(parse_network_config(text, "the source's network-config").static_ipv4)
-    except KvmhubError:
-        return True  # unreadable: not worth the risk of a duplicate address
 
 
 # -- the clone --------------------------------------------------------------------------------------------
@@ -507,13 +488,21 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
     HostProblem when the disk fills mid-copy. Any failure or Ctrl-C undoes every finished step.
     """
     began = time.monotonic()
-    _dom, spec, plan = _check(hv, req, say)
+    _dom, spec, plan, boot_files = _check(hv, req, say)
     vm_uuid = str(uuidlib.uuid4())
     result = CloneResult(name=req.name, linked=req.linked)
     disks: list[DiskSpec] = []
     with Undo(report=say) as undo:
         for d in plan:
             disks.append(_make_disk(hv, req, d, vm_uuid, result, undo, say, progress))
+        boot = spec.boot
+        for b in boot_files:
+            say(f"copy {b.role} {b.src.name}")
+            undo.add(f"delete volume {b.volume}", functools.partial(_delete_built_volume, b.pool, b.volume))
+            copied = b.pool.create_volume_from(xml_volume.volume_xml(b.volume, b.src.info().capacity, "raw"), b.src,
+                                               what=f"copying the {b.role} {b.src.name}")
+            result.volumes.append(f"{b.pool.name}/{b.volume}")
+            boot = boot.model_copy(update={b.role: copied.path})
         nics = _nics(hv, req, spec.nics)
         if nics:
             say("reserve addresses")
@@ -527,7 +516,7 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
         serial = spec.serial.model_copy(update={"log_file": f"{SERIAL_LOG_DIR}/{req.name}-serial.log"}) \
             if spec.serial else None
         new = spec.model_copy(update={"name": req.name, "uuid": vm_uuid, "disks": disks, "nics": nics,
-                                      "serial": serial, "graphics": graphics, "meta": meta})
+                                      "boot": boot, "serial": serial, "graphics": graphics, "meta": meta})
         undo.add(f"undefine VM {req.name}", functools.partial(_undefine_if_present, hv, req.name))
         new_dom = hv_domains.define(hv, domain_to_xml(new))
         faults.point("clone-define")
@@ -551,7 +540,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
     if d.kind == "seed":
         say("build seed")
         try:
-            docs = _read_seed(d.src)
+            docs = read_seed(d.src)
         except KvmhubError as exc:
             say(f"warning: the seed of {req.source} is unreadable ({exc.message}); the clone gets a minimal one")
             docs = {}
@@ -565,7 +554,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
     assert d.facts is not None
     if d.kind == "copy":
         say(f"copy disk {target}")
-        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        undo.add(f"delete volume {d.volume}", functools.partial(_delete_built_volume, pool, d.volume))
         _copy(hv, d, progress)
     else:
         if d.freeze:
@@ -592,6 +581,20 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
 def _delete_volume(pool: hv_storage.Pool, name: str) -> None:
     if pool.has_volume(name):
         pool.volume(name).delete()
+
+
+def _delete_built_volume(pool: hv_storage.Pool, name: str, patience: float = BUILD_PATIENCE) -> None:
+    """Delete a volume libvirt may still be copying into: an interrupted client leaves libvirt's copy
+    running, and libvirt refuses to delete a volume while it builds it; retried for `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            _delete_volume(pool, name)
+            return
+        except KvmhubError as exc:
+            if not BUILDING_RE.search(f"{exc.message} {exc.original or ''}") or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _undefine_if_present(hv: Hypervisor, name: str) -> None:

@@ -28,13 +28,17 @@ CALIBRATION_GLITCH = "Unable to get accurate CPU usage"
 ATTEMPTS = 12  # a failed calibration returns within ~0.1 s; under load it fails up to 60 % of the time
 
 
-def new_disk_secret(hv: Hypervisor, vm: str, target: str) -> str:
+def new_disk_secret(hv: Hypervisor, vm: str, target: str, undo: Undo | None = None) -> str:
     """A new private, persistent libvirt secret holding a random 32-byte passphrase for disk `target` of
-    VM `vm`; returns its UUID. On failure no secret is left behind."""
+    VM `vm`; returns its UUID. With `undo`, its removal is registered before the secret is defined, so an
+    interrupt at any point leaves none behind; without, a failure leaves none behind either."""
     check_name(vm, "VM")
     # the usage string must be unique among secrets: a random tail keeps leftovers of an old VM harmless
     usage = f"/kvmhub/{vm}/{target}/{uuidlib.uuid4().hex[:8]}"
-    secret = hv_secrets.define(hv, volume_secret_xml(usage, f"kvmhub: key of disk {target} of VM {vm}"))
+    uuid = str(uuidlib.uuid4())
+    if undo is not None:
+        undo.add(f"delete the key of disk {target}", functools.partial(delete_secret, hv, uuid))
+    secret = hv_secrets.define(hv, volume_secret_xml(usage, f"kvmhub: key of disk {target} of VM {vm}", uuid))
     try:
         # hex text: libvirt hands the value to qemu-img and QEMU as a passphrase string
         secret.set_value(random_bytes.token_hex(PASSPHRASE_BYTES).encode())
@@ -65,8 +69,7 @@ def encrypt_new_disk(hv: Hypervisor, spec: VMSpec, volume: str, undo: Undo) -> t
     """A new key for the disk of `spec` on `volume` (not made yet), its removal registered with `undo`;
     returns the spec with that disk encrypted and the secret's UUID, for ``volume_xml(encryption_secret=)``."""
     target = next((d.target for d in spec.disks if d.source.volume == volume), "vda")
-    secret = new_disk_secret(hv, spec.name, target)
-    undo.add(f"delete the key of disk {target}", functools.partial(delete_secret, hv, secret))
+    secret = new_disk_secret(hv, spec.name, target, undo)
     return encrypt_disk(spec, volume, secret), secret
 
 

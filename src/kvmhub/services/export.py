@@ -12,8 +12,9 @@ The archive is a gzip-compressed tar holding, in this order:
 Disks are read through libvirt's volume download API and written through its upload API, so the archive
 is a file where kvmhub runs, whichever host the VM is on. Only the VM's current state travels: snapshots,
 checkpoints and saved memory state do not. The VM must be shut off (its disks must not change while
-copied). An export is written to ``FILE.partial`` and renamed at the end, so an interrupted one never
-leaves a file under the final name.
+copied); a VM with an encrypted disk is refused (its key is a private libvirt secret). An export is
+written to ``FILE.partial`` and renamed at the end, so an interrupted one never leaves a file under the
+final name.
 
 An archive is untrusted input: import reads only the members the manifest names (regular files, no links,
 no paths), checks every disk's checksum and with ``qemu-img info`` that it refers to no other file, and
@@ -138,8 +139,16 @@ def _volume_at(hv: Hypervisor, path: str, what: str) -> hv_storage.Volume:
 
 def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
     """Every disk to export with its backing chain, checked before anything is written."""
+    xml = dom.xml(inactive=True)
+    encrypted = [d.target for d in domain_from_xml(xml).disks if d.encryption_secret is not None]
+    if encrypted:
+        raise Conflict(f"cannot export VM {dom.name}: disk {', '.join(encrypted)} is encrypted",
+                       cause="its key is a private libvirt secret kvmhub cannot read back, so the disk can neither "
+                             "be flattened into the archive nor opened on the other host",
+                       hint="copy the data from inside the guest (e.g. over ssh) to a VM with plain disks, "
+                            "and export that one")
     out: list[_Source] = []
-    for disk in xml_snap.domain_disks(dom.xml(inactive=True)):
+    for disk in xml_snap.domain_disks(xml):
         if disk.source is None:
             continue  # an empty CD-ROM drive
         if disk.format not in ("qcow2", "raw"):

@@ -24,7 +24,8 @@ def clone(
     A full clone copies every writable disk into a self-contained volume (encrypted disks cannot be copied).
     --linked makes qcow2 overlays instead, in milliseconds whatever the disk size: the source's disk is
     frozen into a read-only base both VMs share (the source gets a new overlay on it), so neither VM's
-    writes reach the other; the base goes when the last VM on it is removed. Read-only media stay shared,
+    writes reach the other; the base goes when the last VM on it is removed. Read-only media the source
+    owns (its installer ISO) and its kernel and initrd are copied, other read-only media stay shared;
     port forwards are not copied. On any failure what was made is removed and the source is as it was.
     """
     from kvmhub.cli.commands.vm import _wait

@@ -149,6 +149,8 @@ def guests(prepared_host: TestHost, kvmhub: Runner, tiny_boot: Tiny,
         r = kvmhub("create", names.cdvm, "--iso", str(bootable_iso(tmp / "it.iso", tiny_boot)), "--disk", "1G",
                    "--memory", "192M", "--network", LAB_NET)
         assert r.code == 0, r.err
+        # stderr is no terminal here: the upload's progress comes as sparse lines up to 100 %
+        assert re.search(r"^create cdvm: upload cdvm-install\.iso: 100% of ", r.err, re.M), r.err
         r = kvmhub("create", names.kvm, "--kernel", str(tiny_boot.kernel), "--initrd", str(tiny_boot.initrd),
                    "--cmdline", "console=ttyS0,115200n8 panic=10 kvmhub.boot=direct", "--image", "tiny",
                    "--memory", "192M")
@@ -170,7 +172,7 @@ def test_preseed_install_is_defined_with_the_injected_initrd(prepared_host: Test
     cdrom = dom.find("devices/disk[@device='cdrom']")
     assert cdrom is not None and cdrom.find("source[@volume='inst-install.iso']") is not None
     assert cdrom.find("readonly") is not None
-    assert "installer kernel" in show_field(kvmhub, guests.inst, "kernel_boot")
+    assert "installer kernel" in show_field(kvmhub, guests.inst, "boot")
     # the initrd as the guest will get it, fetched back from the host
     got = tmp_path / "initrd"
     prepared_host.virsh("vol-download", "--pool", "default", "inst-initrd", str(got))
@@ -202,7 +204,7 @@ def test_preseed_install_boots_once_with_the_file_in_its_root(prepared_host: Tes
     while prepared_host.virsh("domstate", guests.inst).stdout.strip() != "shut off":
         assert time.monotonic() < deadline, "the VM did not power off at the installer's reboot"
         time.sleep(0.5)
-    assert show_field(kvmhub, guests.inst, "kernel_boot") == ""
+    assert show_field(kvmhub, guests.inst, "boot") == ""
 
 
 def test_iso_boots_from_cdrom_with_vnc_on_loopback(prepared_host: TestHost, kvmhub: Runner, guests: Guests) -> None:
@@ -227,14 +229,43 @@ def test_iso_boots_from_cdrom_with_vnc_on_loopback(prepared_host: TestHost, kvmh
     assert dom.find("devices/disk[@device='disk']/boot[@order='2']") is not None
     assert [d.get("volume") for d in dom.iterfind("devices/disk/source")] == [
         "cdvm-disk0.qcow2", "cdvm-install.iso"]  # no seed: no cloud-init option was given
+    # the CD-ROM boots first for this run only: the definition for later starts boots the disk
+    inactive = etree.fromstring(dumpxml(prepared_host, guests.cdvm, inactive=True))
+    assert inactive.find("devices/disk[@device='disk']/boot[@order='1']") is not None
+    cdrom = inactive.find("devices/disk[@device='cdrom']")
+    assert cdrom is not None and cdrom.find("boot") is None
+    assert cdrom.find("source[@volume='cdvm-install.iso']") is not None  # still attached
+    assert "CD-ROM first for this run only" in show_field(kvmhub, guests.cdvm, "boot")
 
 
 def test_direct_kernel_boot_reaches_the_boot_marker(prepared_host: TestHost, kvmhub: Runner, guests: Guests) -> None:
     wait_marker(prepared_host, guests.kvm, BOOTED)
     cmdline = guest_cat(prepared_host, guests.kvm, "/proc/cmdline")
     assert "kvmhub.boot=direct" in cmdline  # not the syslinux line on the image's own disk
-    note = show_field(kvmhub, guests.kvm, "kernel_boot")
+    note = show_field(kvmhub, guests.kvm, "boot")
     assert note.startswith("kernel ") and "kvm1-kernel" in note and "installer" not in note
+
+
+def test_a_kernel_boot_made_with_virsh_keeps_its_kernel(prepared_host: TestHost, kvmhub: Runner, guests: Guests,
+                                                        tmp_path: Path) -> None:
+    kernel = prepared_host.virsh("vol-path", "--pool", "default", f"{guests.kvm}-kernel").stdout.strip()
+    xml = tmp_path / "foreign.xml"
+    xml.write_text(
+        "<domain type='qemu'><name>foreign</name><memory unit='MiB'>64</memory>"
+        f"<os><type arch='x86_64'>hvm</type><kernel>{kernel}</kernel><cmdline>console=ttyS0</cmdline></os>"
+        "<on_reboot>destroy</on_reboot></domain>"
+    )
+    prepared_host.virsh("define", str(xml))
+    try:
+        r = kvmhub("start", "foreign")
+        assert r.code == 0, r.err
+        assert "installer" not in r.err
+        after = etree.fromstring(dumpxml(prepared_host, "foreign", inactive=True))
+        assert after.findtext("os/kernel") == kernel and after.findtext("os/cmdline") == "console=ttyS0"
+        assert after.findtext("on_reboot") == "destroy"
+    finally:
+        prepared_host.virsh("destroy", "foreign", check=False)
+        prepared_host.virsh("undefine", "foreign")
 
 
 def test_installer_volumes_go_with_the_vm(prepared_host: TestHost, kvmhub: Runner, tiny_boot: Tiny) -> None:

@@ -8,10 +8,12 @@ import io
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pycdlib
 import pytest
+from lxml import etree
 
 from kvmhub.errors import InvalidInput
 from kvmhub.services import installer
@@ -304,12 +306,110 @@ def test_one_shot_install_boot_round_trip(tmp_path: Path) -> None:
 
     plan = installer.Plan(kind="location", cmdline="console=ttyS0 auto=true")
     spec = installer.apply(VMSpec(name="i"), plan, "default", {"kernel": "/p/i-kernel", "initrd": "/p/i-initrd"})
+    assert spec.meta.install_boot == "kernel"
     xml = installer.domain_xml(domain_to_xml(spec), plan)
-    assert lifecycle.is_install_boot(xml)
+    assert lifecycle.is_install_boot(xml) and lifecycle.install_boot_of(xml) == "kernel"
     assert "<on_reboot>destroy</on_reboot>" in xml
     after = lifecycle.after_install_xml(xml)
-    assert not lifecycle.is_install_boot(after)
+    assert not lifecycle.is_install_boot(after) and lifecycle.install_boot_of(after) is None
     assert "<kernel>" not in after and "<cmdline>" not in after and "<on_reboot>restart</on_reboot>" in after
+    assert domain_from_xml(after).meta.install_boot is None
     direct = installer.Plan(kind="kernel", cmdline="console=ttyS0")
     kernel_vm = installer.apply(VMSpec(name="k"), direct, "default", {"kernel": "/p/k-kernel"})
     assert not lifecycle.is_install_boot(installer.domain_xml(domain_to_xml(kernel_vm), direct))
+    assert kernel_vm.meta.install_boot is None
+
+
+def test_the_installer_boot_is_kept_in_the_metadata() -> None:
+    from kvmhub.models import KvmhubMeta
+    from kvmhub.xml.metadata import metadata_from_xml, metadata_to_xml
+
+    for kind in ("kernel", "cdrom"):
+        meta = KvmhubMeta(image="x", install_boot=kind)
+        assert "<install-boot>" + kind in metadata_to_xml(meta)
+        assert metadata_from_xml(metadata_to_xml(meta)) == meta
+    assert "install-boot" not in metadata_to_xml(KvmhubMeta())
+    # a kind a later version may write is ignored, not an error
+    assert metadata_from_xml("<vm><install-boot>floppy</install-boot></vm>").install_boot is None
+
+
+def test_a_kernel_boot_kvmhub_did_not_record_is_left_alone() -> None:
+    from kvmhub.models import BootSpec, VMSpec
+
+    spec = VMSpec(name="v", boot=BootSpec(kernel="/k", initrd="/i", cmdline="console=ttyS0"))
+    xml = lifecycle.install_boot_xml(domain_to_xml(spec))  # kernel + on_reboot=destroy, as virsh could make
+    foreign = etree.tostring(_without_metadata(etree.fromstring(xml))).decode()
+    for candidate in (xml, foreign):
+        assert lifecycle.install_boot_of(candidate) is None and not lifecycle.is_install_boot(candidate)
+    after = domain_from_xml(lifecycle.after_install_xml(xml))
+    assert (after.boot.kernel, after.boot.initrd) == ("/k", "/i")
+
+
+def _without_metadata(root: etree._Element) -> etree._Element:
+    for el in root.findall("metadata"):
+        root.remove(el)
+    return root
+
+
+def test_an_iso_install_boots_its_cdrom_first_once(tmp_path: Path) -> None:
+    from kvmhub.models import DiskSource, DiskSpec, GraphicsSpec, VMSpec
+
+    spec = VMSpec(name="cd", disks=[DiskSpec(target="vda", source=DiskSource(pool="default", volume="cd-disk0"))])
+    plan = installer.Plan(kind="iso", cdrom=tmp_path / "x.iso", graphics=GraphicsSpec())
+    assert plan.one_shot and plan.install_boot == "cdrom"
+    out = installer.apply(spec, plan, "default", {"iso": "/p/cd-install.iso"})
+    assert out.meta.install_boot == "cdrom"
+    xml = installer.domain_xml(domain_to_xml(out), plan)
+    assert "<on_reboot>restart</on_reboot>" in xml  # the installer's own reboot is not cut short
+    assert lifecycle.install_boot_of(xml) == "cdrom" and not lifecycle.is_install_boot(xml)
+    after_xml = lifecycle.after_install_xml(xml)
+    after = domain_from_xml(after_xml)
+    disk, cdrom = after.disks
+    assert (disk.target, disk.boot_order) == ("vda", 1)
+    assert (cdrom.device, cdrom.boot_order) == ("cdrom", None)
+    assert cdrom.source == DiskSource(pool="default", volume="cd-install.iso")  # still attached, media in
+    assert after.meta.install_boot is None and after.meta.owned_volumes == out.meta.owned_volumes
+    assert lifecycle.after_install_xml(after_xml) == after_xml  # nothing left to drop
+
+
+class _Volume:
+    path = "/pool/v"
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def upload(self, fh: io.BufferedReader, length: int, progress: Callable[[int], None]) -> None:
+        while chunk := fh.read(1000):
+            self.data += chunk
+            progress(len(self.data))
+
+
+class _Pool:
+    name = "default"
+
+    def __init__(self) -> None:
+        self.made: dict[str, _Volume] = {}
+
+    def create_volume(self, xml: str, what: str) -> _Volume:
+        name = etree.fromstring(xml).findtext("name", "")
+        self.made[name] = _Volume()
+        return self.made[name]
+
+
+def test_uploads_report_their_bytes(tmp_path: Path) -> None:
+    from kvmhub.undo import Undo
+
+    (tmp_path / "k").write_bytes(KERNEL)
+    (tmp_path / "i").write_bytes(b"i" * 2500)
+    plan = installer.Plan(kind="kernel", kernel=tmp_path / "k", initrd=tmp_path / "i")
+    seen: list[tuple[str, int, int]] = []
+    pool = _Pool()
+    with Undo() as undo:
+        paths = installer.make_volumes(pool, "k", plan, undo, lambda _m: None,  # type: ignore[arg-type]
+                                       lambda what, done, total: seen.append((what, done, total)))
+        undo.success()
+    assert paths == {"kernel": "/pool/v", "initrd": "/pool/v"}
+    assert pool.made["k-kernel"].data == KERNEL
+    initrd = [(done, total) for what, done, total in seen if what == "upload k-initrd"]
+    assert initrd[0] == (0, 2500) and initrd[-1] == (2500, 2500) and (1000, 2500) in initrd
+    assert {what for what, _d, _t in seen} == {"upload k-kernel", "upload k-initrd"}

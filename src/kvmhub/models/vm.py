@@ -139,6 +139,8 @@ class KvmhubMeta(_Model):
     owned_secrets: list[str] = Field(default_factory=list)  # UUIDs of libvirt secrets made for its disks
     owned_files: list[str] = Field(default_factory=list)  # host files made for it (e.g. injected initrd)
     forwards: list[PortForward] = Field(default_factory=list)
+    # the installer boot of the first start (then dropped): the installer kernel, or the CD-ROM first
+    install_boot: Literal["kernel", "cdrom"] | None = None
 
 
 class VMSpec(_Model):
@@ -218,6 +220,6 @@ class VMInfo(_Model):
     nics: list[NICSpec] = Field(default_factory=list)
     serial_log: str | None = None
     vnc: str | None = None  # where a VNC viewer connects, e.g. 127.0.0.1:5900
-    kernel_boot: str | None = None  # how a kernel boot (installer or direct) runs, when the VM has one
+    boot: str | None = None  # how an installer or kernel boot runs, when the VM has one
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
     limits: Limits | None = None

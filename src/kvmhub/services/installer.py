@@ -3,7 +3,8 @@ and ``--kernel`` options turned into uploaded volumes, a CD-ROM, a VNC display a
 
 Every file the VM needs is uploaded into the disks pool as a volume the VM owns (``NAME-install.iso``,
 ``NAME-kernel``, ``NAME-initrd``), so the same request works against a remote host. An unattended
-install boots the installer kernel once (see :mod:`kvmhub.xml.lifecycle`).
+install boots the installer kernel once, an ``--iso`` install its CD-ROM first once; later starts boot
+the disk (see :mod:`kvmhub.xml.lifecycle`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
     from kvmhub.services.vm_create import CreateRequest
 
 Say = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes in all)
+
+
+def no_progress(_what: str, _done: int, _total: int) -> None:
+    """A progress callback that shows nothing."""
+
 
 DEFAULT_DISK = 10 * 1024**3
 VNC_PORTS = (5900, 65535)
@@ -70,9 +77,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def install_boot(self) -> lifecycle.InstallBoot | None:
+        """The boot of the first start only: the installer kernel, or the CD-ROM first."""
+        return "kernel" if self.kind == "location" else "cdrom" if self.kind == "iso" else None
+
+    @property
     def one_shot(self) -> bool:
-        """The installer kernel boots once; later starts boot the disk."""
-        return self.kind == "location"
+        """The installer boots once; later starts boot the disk."""
+        return self.install_boot is not None
 
     @property
     def cdrom_bus(self) -> Literal["scsi", "sata", "ide"]:
@@ -222,39 +234,36 @@ def _delete_if_present(pool: hv_storage.Pool, vol: str) -> None:
         pool.volume(vol).delete()
 
 
-def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo, say: Say) -> str:
+def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo, say: Say, progress: Progress) -> str:
     """Upload ``src`` as the raw volume ``vol_name`` (removed again on undo); returns the volume's path."""
     length = src.stat().st_size
     undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
                              what=f"creating volume {vol_name}")
-    step = max(length // 4, 1)
-    reported = [0]
-
-    def progress(sent: int) -> None:
-        if sent - reported[0] >= step and sent < length:
-            reported[0] = sent
-            say(f"upload {vol_name}: {100 * sent // length}% of {format_size(length)}")
-
-    say(f"upload {vol_name} ({format_size(length)})")
+    what = f"upload {vol_name}"
+    say(f"{what} ({format_size(length)})")
+    progress(what, 0, length)
     with src.open("rb") as fh:
-        vol.upload(fh, length, progress)
+        vol.upload(fh, length, lambda sent: progress(what, sent, length))
+    progress(what, length, length)
     return vol.path
 
 
-def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: Undo, say: Say) -> dict[str, str]:
+def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: Undo, say: Say,
+                 progress: Progress = no_progress) -> dict[str, str]:
     """Upload the plan's ISO, kernel and initrd (the answer file injected) as volumes of ``pool``.
 
-    Each registers its undo. Returns the volume paths by role: ``iso``, ``kernel``, ``initrd``.
+    Each registers its undo; ``progress`` hears the bytes sent. Returns the volume paths by role:
+    ``iso``, ``kernel``, ``initrd``.
     """
     paths: dict[str, str] = {}
     if plan.cdrom is not None:
-        paths["iso"] = _upload(pool, iso_volume(name), plan.cdrom, undo, say)
+        paths["iso"] = _upload(pool, iso_volume(name), plan.cdrom, undo, say, progress)
         faults.point("upload-iso")
     if plan.kind == "kernel" and plan.kernel is not None:
-        paths["kernel"] = _upload(pool, kernel_volume(name), plan.kernel, undo, say)
+        paths["kernel"] = _upload(pool, kernel_volume(name), plan.kernel, undo, say, progress)
         if plan.initrd is not None:
-            paths["initrd"] = _upload(pool, initrd_volume(name), plan.initrd, undo, say)
+            paths["initrd"] = _upload(pool, initrd_volume(name), plan.initrd, undo, say, progress)
     if plan.kind == "location" and plan.location is not None and plan.boot_files is not None:
         layout = plan.boot_files.layout
         with tempfile.TemporaryDirectory(prefix="kvmhub-installer-") as tmp, \
@@ -266,8 +275,8 @@ def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: Undo, say: 
             if plan.answer is not None:
                 say(f"inject {plan.answer.name} into the initrd")
                 media_tool.inject(initrd, {plan.answer.name: plan.answer.data})
-            paths["kernel"] = _upload(pool, kernel_volume(name), kernel, undo, say)
-            paths["initrd"] = _upload(pool, initrd_volume(name), initrd, undo, say)
+            paths["kernel"] = _upload(pool, kernel_volume(name), kernel, undo, say, progress)
+            paths["initrd"] = _upload(pool, initrd_volume(name), initrd, undo, say, progress)
         faults.point("upload-installer")
     return paths
 
@@ -301,35 +310,45 @@ def apply(spec: VMSpec, plan: Plan, pool: str, paths: dict[str, str]) -> VMSpec:
         boot = BootSpec(order=spec.boot.order, kernel=paths["kernel"], initrd=paths.get("initrd"),
                         cmdline=plan.cmdline)
     owned = [*spec.meta.owned_volumes, *(f"{pool}/{v}" for v in plan.volumes(spec.name))]
-    meta = spec.meta.model_copy(update={"owned_volumes": owned})
+    meta = spec.meta.model_copy(update={"owned_volumes": owned, "install_boot": plan.install_boot})
     graphics = plan.graphics if plan.graphics is not None else spec.graphics
     return spec.model_copy(update={"disks": disks, "boot": boot, "graphics": graphics, "meta": meta})
 
 
 def domain_xml(xml: str, plan: Plan) -> str:
     """The XML to define: for an unattended install, its kernel boot made one-shot."""
-    return lifecycle.install_boot_xml(xml) if plan.one_shot else xml
+    return lifecycle.install_boot_xml(xml) if plan.install_boot == "kernel" else xml
 
 
-def after_start(hv: Hypervisor, dom: hv_domains.Domain) -> bool:
-    """Once an installer run has started, make later starts boot the disk; True if it was one."""
+def after_start(hv: Hypervisor, dom: hv_domains.Domain) -> str | None:
+    """Once kvmhub's installer run has started, make later starts boot the disk.
+
+    Only a VM whose metadata records an installer boot is changed. Returns what the user should know,
+    or None when it was no installer run.
+    """
     inactive = dom.xml(inactive=True)
-    if not lifecycle.is_install_boot(inactive):
-        return False
+    kind = lifecycle.install_boot_of(inactive)
+    if kind is None:
+        return None
     hv_domains.define(hv, lifecycle.after_install_xml(inactive))
-    return True
+    if kind == "kernel":
+        return f"installer run: {dom.name} powers off when the installer reboots; start it again to boot its disk"
+    return f"installer run: the CD-ROM boots first this time; later starts of {dom.name} boot its disk first"
 
 
 def boot_note(dom: hv_domains.Domain, running: bool) -> str | None:
-    """How the VM boots when its definition has a kernel boot, for ``show``; None for a disk or CD boot."""
+    """How an installer or kernel boot runs, for ``show``; None for a plain disk boot."""
     from kvmhub.xml.domain import domain_from_xml
 
     xml = dom.xml() if running else dom.xml(inactive=True)
+    when = "this run" if running else "the next start"
+    if lifecycle.install_boot_of(xml) == "cdrom":
+        return (f"installer CD-ROM first for {when} only: later starts boot the disk first "
+                "(the CD-ROM stays attached)")
     boot = domain_from_xml(xml).boot
     if boot.kernel is None:
         return None
     if lifecycle.is_install_boot(xml):
-        when = "this run" if running else "the next start"
         return (f"installer kernel {boot.kernel} for {when} only: the VM powers off when the installer reboots, "
                 f"then `kvmhub start {dom.name}` boots the installed disk")
     text = f"kernel {boot.kernel}"

@@ -11,6 +11,7 @@ The element lives in kvmhub's namespace so other tools' metadata sits beside it 
       <kvmhub:tag>prod</kvmhub:tag>                           (any number)
       <kvmhub:owned-volume>default/web-1.qcow2</kvmhub:owned-volume>   (any number)
       <kvmhub:forward host-port="8080" guest-port="80" proto="tcp"/>    (any number; host-ip optional)
+      <kvmhub:install-boot>cdrom</kvmhub:install-boot>        (kernel or cdrom: until the first start)
     </kvmhub:vm>
 
 Unset fields are left out; unknown children are ignored so older kvmhub versions read newer metadata.
@@ -21,6 +22,8 @@ itself, and refuses an element that already declares that prefix.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from lxml import etree
 from pydantic import ValidationError
@@ -54,6 +57,7 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
         ("stack", meta.stack),
         ("created", meta.created),
         ("os", meta.os),
+        ("install-boot", meta.install_boot),
     )
     for local, value in singles:
         if value is not None:
@@ -103,7 +107,7 @@ def parse_metadata(root: Element) -> KvmhubMeta:
             files.append(text_of(child))
         elif cq.localname == "forward":
             forwards.append(_parse_forward(child))
-        elif cq.localname in ("image", "owner", "project", "stack", "created", "os"):
+        elif cq.localname in ("image", "owner", "project", "stack", "created", "os", "install-boot"):
             singles.setdefault(cq.localname, text_of(child))
     return KvmhubMeta(
         image=singles.get("image"),
@@ -112,12 +116,22 @@ def parse_metadata(root: Element) -> KvmhubMeta:
         stack=singles.get("stack"),
         created=singles.get("created"),
         os=singles.get("os"),
+        install_boot=_install_boot(singles.get("install-boot")),
         tags=tags,
         owned_volumes=owned,
         owned_secrets=secrets,
         owned_files=files,
         forwards=forwards,
     )
+
+
+def _install_boot(text: str | None) -> Literal["kernel", "cdrom"] | None:
+    # a kind this version does not know is ignored like an unknown element
+    if text == "kernel":
+        return "kernel"
+    if text == "cdrom":
+        return "cdrom"
+    return None
 
 
 def _parse_forward(el: Element) -> PortForward:

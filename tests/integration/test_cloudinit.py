@@ -1,6 +1,6 @@
 """cloud-init seeds seen from inside real tiny guests (whose kernel has no AHCI: the seed is on virtio-blk).
 
-Two guests boot in parallel: one with --ssh-key, --password and --runcmd, one with a static address from
+Two guests boot in parallel: one with --ssh-key, --password-file and --runcmd, one with a static address from
 --network-config. Bad seed inputs are refused with exit code 2 before anything is created.
 """
 
@@ -39,6 +39,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     blob = b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + os.urandom(32)  # the wire form of an ed25519 public key
     (d / "key.pub").write_text(f"ssh-ed25519 {base64.b64encode(blob).decode()} ci@kvmhub\n")
     (d / "net.yaml").write_text(NET_CONFIG)
+    (d / "password").write_text(PASSWORD + "\n")
     return d
 
 
@@ -47,8 +48,8 @@ def guests(prepared_host: TestHost, kvmhub: Runner, files: Path) -> Iterator[tup
     """ci1 (key, password, runcmd) and ci2 (static address), created and booted side by side."""
     common = ["--image", "tiny", "--network", LAB_NET, "--memory", "192M", "--wait", "--timeout", "240"]
     runs = {
-        "ci1": ["create", "ci1", *common, "--ssh-key", str(files / "key.pub"), "--password", PASSWORD,
-                "--runcmd", "echo hi > /root/ran"],
+        "ci1": ["create", "ci1", *common, "--ssh-key", str(files / "key.pub"),
+                "--password-file", str(files / "password"), "--runcmd", "echo hi > /root/ran"],
         "ci2": ["create", "ci2", *common, "--network-config", str(files / "net.yaml")],
     }
     try:
@@ -57,6 +58,7 @@ def guests(prepared_host: TestHost, kvmhub: Runner, files: Path) -> Iterator[tup
                                                   strict=True))
         for name, r in results.items():
             assert r.code == 0, f"{name}: {r.err}"
+        assert "--password puts" not in results["ci1"].err
         yield "ci1", "ci2"
     finally:
         for name in runs:
@@ -118,6 +120,7 @@ def test_a_static_address_already_reserved_is_refused(prepared_host: TestHost, k
                      id="network-config-version"),
         pytest.param("vd-yaml", "#cloud-config\npackages: [a\n", "--vendor-data", "not valid YAML at line",
                      id="vendor-data-yaml"),
+        pytest.param("pw-empty", "", "--password-file", "holds no password", id="password-file-empty"),
     ],
 )
 def test_bad_seed_input_is_refused_before_anything_is_made(prepared_host: TestHost, kvmhub: Runner, tmp_path: Path,

@@ -15,11 +15,12 @@ import pytest
 import yaml
 from passlib.hash import sha512_crypt
 
-from kvmhub.errors import InvalidInput
+from kvmhub.errors import InvalidInput, exit_code
 from kvmhub.services.cloudinit import (
     CloudInitRequest,
     SeedDocuments,
     hash_password,
+    password_option,
     seed_documents,
     user_data_kind,
 )
@@ -30,7 +31,8 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmhubtestkeyonlyforunittestsxxxxxxx
 KEY2 = 'from="10.0.0.0/8",no-pty ssh-rsa ' + base64.b64encode(b"\0\0\0\x07ssh-rsa kvmhub").decode() + " other@host"
 PASSWORD = "s3cret pass:word"  # noqa: S105
 OTHER = "pw"
-AWK = Path(__file__).parents[2] / "src/kvmhub/tools/tiny/files/network-config.awk"
+TINY = Path(__file__).parents[2] / "src/kvmhub/tools/tiny/files"
+AWK = TINY / "network-config.awk"
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +85,7 @@ def test_every_option_lands_in_cloud_inits_own_keys(tmp_path: Path) -> None:
     hashed = doc["password"]
     assert isinstance(hashed, str) and hashed.startswith("$6$") and sha512_crypt.verify(PASSWORD, hashed)
     assert doc["chpasswd"] == {"expire": False}
-    assert doc["users"] == ["default", {"name": "root", "hashed_passwd": hashed, "lock_passwd": False}]
+    assert "users" not in doc  # the default user gets the password; root stays as the image has it
 
 
 def test_user_cloud_config_is_merged_not_replaced(tmp_path: Path) -> None:
@@ -93,8 +95,7 @@ def test_user_cloud_config_is_merged_not_replaced(tmp_path: Path) -> None:
     doc = _cloud_config(_docs(tmp_path, user_data=ud, runcmd=["echo second"], password=OTHER).user_data)
     assert doc["hostname"] == "other"
     assert doc["runcmd"] == ["echo first", "echo second"]
-    assert doc["users"][:2] == ["default", {"name": "bob"}]  # type: ignore[index]
-    assert doc["users"][2]["name"] == "root"  # type: ignore[index]
+    assert doc["users"] == ["default", {"name": "bob"}]
     assert doc["write_files"] == [{"path": "/etc/motd", "content": "hi\nthere\n"}]
 
 
@@ -125,6 +126,85 @@ def test_hashes_are_salted() -> None:
     assert one != two
 
 
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox (Debian package busybox) not installed")
+def test_the_tiny_guest_takes_the_default_users_password_for_root(tmp_path: Path) -> None:
+    """The appliance (root its only user) reads the top-level password; no root entry is needed."""
+    user_data = _docs(tmp_path, password=OTHER).user_data
+    subprocess.run(["busybox", "awk", "-v", f"out={tmp_path}", "-f", str(TINY / "cloud-config.awk")],
+                   input=user_data, text=True, check=True)
+    assert (tmp_path / "password").read_text() == f"{_cloud_config(user_data)['password']}\n"
+    assert not (tmp_path / "root-hash").exists()
+
+
+# --------------------------------------------------------------------------- --password-file and --password
+
+
+def _no_warning(msg: str) -> None:
+    raise AssertionError(f"unexpected warning: {msg}")
+
+
+@pytest.mark.parametrize("content", [b"s3cret pass\n", b"s3cret pass\r\nsecond line\n", b"s3cret pass"])
+def test_password_file_gives_its_first_line(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "pw"
+    path.write_bytes(content)
+    assert password_option(None, path, _no_warning) == "s3cret pass"
+
+
+def test_password_file_dash_reads_one_line_of_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"from stdin\nrest\n"))
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert password_option(None, Path("-"), _no_warning) == "from stdin"
+    assert stdin.buffer.read() == b"rest\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"", "holds no password"), (b"\nsecond\n", "holds no password"), (b"\xff\xfe\n", "not UTF-8"),
+     (b"x" * 5000, "over 4096 bytes"), (None, "cannot read password file")],
+)
+def test_bad_password_files_are_refused(tmp_path: Path, content: bytes | None, words: str) -> None:
+    path = tmp_path / "pw"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InvalidInput, match=words) as info:
+        password_option(None, path, _no_warning)
+    assert exit_code(info.value) == 2
+
+
+def test_password_and_password_file_are_exclusive(tmp_path: Path) -> None:
+    path = _file(tmp_path, "pw", "a\n")
+    with pytest.raises(InvalidInput, match="--password and --password-file are both given"):
+        password_option("b", path, _no_warning)
+
+
+def test_password_still_works_with_a_warning_on_the_command_line(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """`kvmhub create --password` hands the value to create() and warns that other users can see it."""
+    from typer.testing import CliRunner
+
+    from kvmhub.cli.main import app
+    from kvmhub.services import vm_create
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(vm_create, "create", lambda _hv, req, say, **_kw: seen.append(req.password))
+    result = CliRunner().invoke(app, ["create", "vm1", "--image", "tiny", "--no-start", "--password", PASSWORD])
+    assert result.exit_code == 0, result.output
+    assert seen == [PASSWORD]
+    assert "warning: --password puts the password on the command line" in result.output
+    assert "--password-file" in result.output
+
+    result = CliRunner().invoke(app, ["create", "vm1", "--image", "tiny", "--no-start", "--password-file", "-"],
+                                input=f"{OTHER}\n")
+    assert result.exit_code == 0, result.output
+    assert seen == [PASSWORD, OTHER] and "warning" not in result.output
+
+    pw = _file(tmp_path, "pw", "x\n")
+    result = CliRunner().invoke(app, ["create", "vm1", "--image", "tiny", "--password", "y", "--password-file",
+                                      str(pw)])
+    assert isinstance(result.exception, InvalidInput) and exit_code(result.exception) == 2
+    assert seen == [PASSWORD, OTHER]
+
+
 # --------------------------------------------------------------------------- refused inputs
 
 
@@ -148,8 +228,6 @@ def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
         ("#cloud-config\nruncmd: echo hi\n", "line 2: runcmd must be a list"),
         ("#cloud-config\npassword: mine\n", "both set passwords"),
         ("#cloud-config\nchpasswd:\n  list: [root:x]\n", "both set passwords"),
-        ("#cloud-config\nusers:\n  - name: root\n    passwd: $6$x$y\n", "both set passwords"),
-        ("#cloud-config\nusers: default\n", "users must be a list"),
     ],
 )
 def test_bad_or_clashing_user_data_is_refused(tmp_path: Path, text: str, words: str) -> None:

@@ -6,9 +6,10 @@ of a NoCloud seed; nothing is written. What the options turn into, in cloud-init
 cloud-init 22.x, the release in Debian 12 images):
 
 * ``--ssh-key FILE``: each key appended to ``ssh_authorized_keys`` (the default user's keys);
-* ``--password``: stored only as a SHA-512 crypt hash, as ``password`` (the default user, set by the
-  set-passwords module, which recognises a ``$6$`` hash) with ``chpasswd: {expire: false}``, and as
-  ``hashed_passwd`` with ``lock_passwd: false`` on a ``users`` entry for root (``default`` kept first);
+* ``--password-file`` / ``--password``: stored only as a SHA-512 crypt hash, as ``password`` with
+  ``chpasswd: {expire: false}``: the image's default user's password (set by the set-passwords module,
+  which recognises a ``$6$`` hash). Root is left as the image has it (locked on cloud images); the tiny
+  appliance, whose only user is root, gives root that password;
 * ``--packages``: appended to ``packages``, with ``package_update: true``;
 * ``--runcmd``: appended to ``runcmd``.
 
@@ -25,6 +26,8 @@ import email
 import email.message
 import ipaddress
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +46,14 @@ __all__ = [
     "SeedDocuments",
     "address_to_reserve",
     "hash_password",
+    "password_option",
     "read_ssh_keys",
     "seed_documents",
     "user_data_kind",
 ]
 
 MAX_DOCUMENT_BYTES = 16 * 1024**2
+MAX_PASSWORD_BYTES = 4096
 _KEY_TYPES = ("ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-", "sk-ssh-ed25519@openssh.com",
               "sk-ecdsa-sha2-")  # fmt: skip
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._:~=@/-]*$")
@@ -145,6 +150,25 @@ def address_to_reserve(net: Network, ip: str | None, docs: SeedDocuments) -> str
     return chosen
 
 
+def password_option(password: str | None, password_file: Path | None, warn: Callable[[str], None]) -> str | None:
+    """The password create's ``--password-file`` or ``--password`` gives; None when neither is given.
+
+    ``password_file`` is read up to the end of its first line ("-": standard input, not echoed on a
+    terminal). ``--password`` still works, but ``warn`` is told that the command line shows the value to
+    other users of the host. Raises InvalidInput when both are given or the file is unreadable or empty.
+    """
+    if password is not None and password_file is not None:
+        raise InvalidInput("--password and --password-file are both given", cause="each sets the same password",
+                           hint="keep --password-file and drop --password")
+    if password_file is not None:
+        return _read_password(password_file)
+    if password is not None:
+        warn("warning: --password puts the password on the command line, where other users of this host can "
+             "read it (ps, /proc/PID/cmdline) and the shell history keeps it; use --password-file FILE, or "
+             "--password-file - to read it from standard input")
+    return password
+
+
 def hash_password(password: str) -> str:
     """A SHA-512 crypt hash (``$6$...``) of ``password``, as chpasswd -e, shadow and busybox read it."""
     return str(sha512_crypt.hash(password))
@@ -206,6 +230,33 @@ def _read_text(path: Path, what: str) -> str:
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{what} file {path} is not UTF-8 text", cause=f"byte {exc.start} is not UTF-8",
                            hint="is this the right file?") from None
+
+
+def _read_password(path: Path) -> str:
+    where = "standard input" if str(path) == "-" else f"password file {path}"
+    try:
+        if str(path) != "-":
+            with path.open("rb") as fh:
+                data = fh.readline(MAX_PASSWORD_BYTES + 2)
+        elif sys.stdin.isatty():
+            import getpass
+
+            data = getpass.getpass("password: ").encode()
+        else:
+            data = sys.stdin.buffer.readline(MAX_PASSWORD_BYTES + 2)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {where}: {exc.strerror}", hint="check the path") from None
+    line = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not line:
+        raise InvalidInput(f"{where} holds no password", cause="its first line is empty",
+                           hint="put the password on the first line")
+    if len(line) > MAX_PASSWORD_BYTES:
+        raise InvalidInput(f"the first line of {where} is over {MAX_PASSWORD_BYTES} bytes",
+                           cause="the password is read from the first line only", hint="is this the right file?")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{where} is not UTF-8 text", hint="is this the right file?") from None
 
 
 def _check_key(path: Path, number: int, line: str) -> None:
@@ -327,42 +378,17 @@ def _list_at(doc: Map, key: str, what: str) -> list[Any]:
 
 
 def _merge_password(doc: Map, hashed: str, what: str) -> None:
-    """The default user's password (set-passwords module) and root's (users module), both as the hash."""
-    clash = "password" in doc
+    """The default user's password, as the set-passwords module reads it (the hash, never expired)."""
     chpasswd = doc.get("chpasswd")
     if chpasswd is not None and not isinstance(chpasswd, dict):
         raise InvalidInput(f"{what}: chpasswd must be a mapping")
-    clash = clash or bool(chpasswd and (chpasswd.get("list") or chpasswd.get("users")))
-    root = _root_entry(doc, what)
-    if root is not None and any(k in root for k in ("passwd", "hashed_passwd", "plain_text_passwd")):
-        clash = True
-    if clash:
+    if "password" in doc or (chpasswd and (chpasswd.get("list") or chpasswd.get("users"))):
         raise InvalidInput(
             f"--password and {what} both set passwords",
-            cause="the user-data already has password, chpasswd list/users or a password for root",
+            cause="the user-data already has password or a chpasswd list/users",
             hint="drop --password, or remove the passwords from the user-data",
         )
     doc["password"] = hashed
     if chpasswd is None:
         doc["chpasswd"] = chpasswd = Map()
     chpasswd.setdefault("expire", False)
-    if root is None:
-        root = Map()
-        root["name"] = "root"
-        users = doc.get("users")
-        if users is None:
-            doc["users"] = users = Seq()
-            users.append("default")
-        users.append(root)
-    root["hashed_passwd"] = hashed
-    root["lock_passwd"] = False
-
-
-def _root_entry(doc: Map, what: str) -> dict[str, Any] | None:
-    users = doc.get("users")
-    if users is None:
-        return None
-    if not isinstance(users, list):
-        raise InvalidInput(f"{what}: users must be a list for --password to add root to it",
-                           hint="write users as '- default' and '- name: ...' lines")
-    return next((u for u in users if isinstance(u, dict) and u.get("name") == "root"), None)

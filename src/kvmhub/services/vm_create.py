@@ -176,9 +176,10 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
     )
 
 
-def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domains.Domain:
+def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
+           progress: installer.Progress = installer.no_progress) -> hv_domains.Domain:
     """Make a VM from an image (linked-clone disk), or an installer or kernel (empty disk): seed ISO,
-    installer volumes, definition, start.
+    installer volumes (their upload reported to ``progress``), definition, start.
 
     Each step registers its undo before it runs; any failure or Ctrl-C removes what was made.
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
@@ -241,7 +242,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet) -> hv_domai
             seed.upload(io.BytesIO(iso), len(iso))
             faults.point("build-seed")
 
-        spec = installer.apply(spec, plan, disks.name, installer.make_volumes(disks, req.name, plan, undo, say))
+        uploaded = installer.make_volumes(disks, req.name, plan, undo, say, progress)
+        spec = installer.apply(spec, plan, disks.name, uploaded)
 
         if req.network is not None and mac is not None and _has_subnet(hv, req.network):
             network = req.network

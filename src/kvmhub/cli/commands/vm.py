@@ -58,7 +58,11 @@ def create(
     net_bw: NetBw = None,
     os_variant: Annotated[str | None, typer.Option("--os", help="OS variant (`kvmhub os ls`), picks devices")] = None,
     encrypt: Annotated[bool, typer.Option("--encrypt", help="LUKS-encrypt the disk (key in a libvirt secret)")] = False,
-    password: Annotated[str | None, typer.Option(help="password for the default user (stored hashed)")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        help="file whose first line is the password of the image's default user (the tiny appliance: root),"
+        " stored hashed; - reads standard input")] = None,
+    password: Annotated[str | None, typer.Option(
+        help="the password itself: visible to other users of this host (ps); prefer --password-file")] = None,
     packages: Annotated[list[str] | None, typer.Option("--packages", help="packages to install: a,b")] = None,
     runcmd: Annotated[list[str] | None, typer.Option("--runcmd", help="first-boot command (repeatable)")] = None,
     network_config: Annotated[Path | None, typer.Option(help="cloud-init network-config file (v2)")] = None,
@@ -76,7 +80,9 @@ def create(
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
+    from kvmhub.cli.upload_progress import uploads
     from kvmhub.services import tuning, vm_create, vms
+    from kvmhub.services.cloudinit import password_option
 
     limits = tuning.LimitsRequest(
         cpu_weight=cpu_weight, cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin,
@@ -86,7 +92,8 @@ def create(
     req = vm_create.CreateRequest(
         name=name, image=image, cpus=cpus, memory=memory, disk=disk, vol=vol, disk_url=disk_url, network=network, ip=ip,
         ssh_keys=ssh_key or [], user_data=user_data, start=not no_start, max_cpus=max_cpus,
-        max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt, password=password,
+        max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt,
+        password=password_option(password, password_file, output.say),
         packages=[p for arg in packages or [] for p in arg.split(",") if p], runcmd=runcmd or [],
         network_config=network_config, vendor_data=vendor_data, iso=iso, location=location,
         kickstart=kickstart, preseed=preseed, extra_args=extra_args, kernel=kernel, initrd=initrd,
@@ -94,7 +101,8 @@ def create(
     )
     hv = state.hv()
     with output.phases(f"create {name}") as phase:
-        vm_create.create(hv, req, say=phase)
+        with uploads(f"create {name}") as progress:
+            vm_create.create(hv, req, say=phase, progress=progress)
         if wait and not no_start:
             _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
             phase("done")

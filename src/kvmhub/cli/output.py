@@ -44,6 +44,18 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     sys.stdout.write("\n".join([header, *(line(r) for r in cells)]) + "\n")
 
 
+def fields(model: Any, width: int = 12) -> None:
+    """A model as `key: value` lines: *_bytes as sizes (key without the suffix), lists joined, None as -."""
+    from kvmhub.validate import format_size
+
+    for key, value in model.model_dump().items():
+        if key.endswith("_bytes") and isinstance(value, int):
+            value = format_size(value)
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        out.print(f"{key.removesuffix('_bytes'):>{width}}: {'-' if value is None else value}", markup=False)
+
+
 def say(msg: str) -> None:
     err.print(msg, markup=False)
 

@@ -129,8 +129,6 @@ def test_hotplug_write_resize_unplug(prepared_host: TestHost, kvmhub: Runner, di
     assert vol_capacity(prepared_host, vol) == 128 * MIB
     r = kvmhub("disk", "resize", disk_vm, "vdc", "32M")
     assert r.code == 2 and "shrink" in r.err, r.err
-    r = kvmhub("disk", "resize", disk_vm, "vdc", "900T")
-    assert r.code == 5 and "not enough space" in r.err, r.err
     assert guest_sectors(prepared_host, disk_vm, "vdc") == 128 * MIB // 512
 
     # unplugged live: gone in the guest, the volume deleted
@@ -214,6 +212,19 @@ def test_shut_off_vm(prepared_host: TestHost, kvmhub: Runner) -> None:
         out = ok(kvmhub, "disk", "resize", vm, "sda", "48M")
         assert "shut off" in out, out
         assert vol_capacity(prepared_host, vol) == 48 * MIB
+        # the pool's free space bounds a raw disk's growth; a sparse qcow2 grows with a warning
+        ok(kvmhub, "disk", "add", vm, "--size", "16M", "--format", "raw", "--bus", "sata")
+        r = kvmhub("disk", "resize", vm, "sdb", "900T")
+        assert r.code == 5 and "not enough space" in r.err, r.err
+        assert vol_capacity(prepared_host, f"{vm}-disk2.img") == 16 * MIB
+        ok(kvmhub, "disk", "rm", vm, "sdb")
+        out = ok(kvmhub, "disk", "resize", vm, "sda", "900T")
+        assert "warning: pool default has" in out and "fills as the guest writes" in out, out
+        assert vol_capacity(prepared_host, vol) == 900 * 1024**4
+        # a scsi disk that fails after its controller was added takes the controller away again
+        r = kvmhub("disk", "add", vm, "--size", "16M", "--bus", "scsi", env={"KVMHUB_INJECT_FAULT": "disk-attach"})
+        assert r.code == 1 and "undo: remove the scsi controller" in r.err, r.err
+        assert "type='scsi'" not in prepared_host.virsh("dumpxml", "--inactive", vm).stdout
         # an existing volume attached: not owned, so kept when the disk goes
         prepared_host.virsh("vol-create-as", "default", "diskoff-extra.img", "8M", "--format", "raw")
         ok(kvmhub, "disk", "add", vm, "--vol", "default/diskoff-extra.img", "--readonly")
@@ -221,12 +232,26 @@ def test_shut_off_vm(prepared_host: TestHost, kvmhub: Runner) -> None:
         assert row is not None and row["owned"] is False and row["readonly"] is True and row["format"] == "raw"
         ok(kvmhub, "disk", "rm", vm, "vdc")
         assert has_vol(prepared_host, "diskoff-extra.img")
+        # a symlink planted in the pool's directory, pointing at a host file, is not a volume to attach
+        prepared_host.run(["sh", "-c", "echo SECRET > /var/lib/libvirt/diskoff-secret && "
+                           "ln -s /var/lib/libvirt/diskoff-secret /var/lib/libvirt/images/diskoff-planted"])
+        prepared_host.virsh("pool-refresh", "default")
+        before = kvmhub("disk", "ls", vm, "--json").json()
+        r = kvmhub("disk", "add", vm, "--vol", "default/diskoff-planted")
+        assert r.code == 2 and "symlink pointing outside" in r.err, r.err
+        assert kvmhub("disk", "ls", vm, "--json").json() == before
+        assert "diskoff-secret" not in prepared_host.virsh("dumpxml", "--inactive", vm).stdout
         # qcow2 volumes that point at other host files are refused
         images = prepared_host.images_dir
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/etc/hostname",
                         str(images / "diskoff-backed.qcow2"), "8M"], check=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=/etc/hostname",
-                        str(images / "diskoff-datafile.qcow2"), "8M"], check=True)
+        # made with a scratch data file, then only the header is pointed at the host file (create would truncate it)
+        datafile = images / "diskoff-datafile.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={images}/diskoff-scratch.raw",
+                        str(datafile), "8M"], check=True)
+        subprocess.run(["qemu-img", "amend", "-q", "-f", "qcow2", "-o", "data_file=/etc/hostname", str(datafile)],
+                       check=True)
+        (images / "diskoff-scratch.raw").unlink()
         prepared_host.virsh("pool-refresh", "default")
         refused = (("diskoff-backed.qcow2", "backed by /etc/hostname"), ("diskoff-datafile.qcow2", "in another file"))
         for name, why in refused:
@@ -238,8 +263,9 @@ def test_shut_off_vm(prepared_host: TestHost, kvmhub: Runner) -> None:
         assert "sda" not in xml and vol not in xml
     finally:
         kvmhub("rm", vm)
-        for name in ("diskoff-backed.qcow2", "diskoff-datafile.qcow2"):
+        for name in ("diskoff-backed.qcow2", "diskoff-datafile.qcow2", "diskoff-planted"):
             (prepared_host.images_dir / name).unlink(missing_ok=True)
+        prepared_host.run(["rm", "-f", "/var/lib/libvirt/diskoff-secret"])
         prepared_host.virsh("pool-refresh", "default")
         for v in ("diskoff-extra.img", f"{vm}-disk1.qcow2"):
             prepared_host.virsh("vol-delete", "--pool", "default", v, check=False)

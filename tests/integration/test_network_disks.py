@@ -8,6 +8,7 @@ they die with it. Both VMs are started before either is waited for.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -126,7 +127,6 @@ def servers(
 def test_vms_boot_from_nbd_and_nfs(prepared_host: TestHost, kvmhub: Runner, servers: dict[str, Path]) -> None:
     vms = {"nbdvm": NBD_URL, "nfsvm": NFS_URL}
     ips = {"nbdvm": "10.77.0.61", "nfsvm": "10.77.0.62"}  # fixed: two creates at once would pick the same one
-    before = {url: path.stat().st_mtime_ns for url, path in servers.items()}
     try:
         with ThreadPoolExecutor(len(vms)) as pool:
             done = dict(zip(vms, pool.map(
@@ -140,10 +140,14 @@ def test_vms_boot_from_nbd_and_nfs(prepared_host: TestHost, kvmhub: Runner, serv
             rows = kvmhub("disk", "ls", vm, "--json").json()
             vda = next(d for d in rows if d["target"] == "vda")
             assert vda["source"] == url and vda["format"] == "raw" and vda["owned"] is False, vda
-            # the guest runs on that disk and writes to it
-            w = guest_run(prepared_host, vm, ["/bin/sh", "-c", "echo kvmhub > /mnt/disk/netdisk && sync"])
+            # the guest runs on that disk and writes to it: the bytes land in the file the server exports
+            marker = f"kvmhub-netdisk-{vm}-{os.getpid()}"
+            w = guest_run(prepared_host, vm, ["/bin/sh", "-c", f"echo {marker} > /mnt/disk/netdisk && sync"])
             assert w.code == 0, w.err
-            assert servers[url].stat().st_mtime_ns > before[url], f"{vm} wrote, but not to {servers[url]}"
+            deadline = time.monotonic() + 30
+            while marker.encode() not in servers[url].read_bytes():
+                assert time.monotonic() < deadline, f"{vm} wrote {marker}, but it is not in {servers[url]}"
+                time.sleep(1)
             r = kvmhub("disk", "resize", vm, "vda", "1G")
             assert r.code == 2 and "network disk" in r.err, r.err
         # a network disk hot-plugged into a running VM: the NBD export, read-only, into the NFS-booted guest

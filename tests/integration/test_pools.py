@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from kvmhub.errors import KvmhubError
+from kvmhub.hv import Hypervisor
+from kvmhub.models import PoolSpec
+from kvmhub.services import storage
 from kvmhub.testing import TestHost
 from tests.integration.conftest import Runner
 
@@ -135,10 +139,20 @@ def test_names_and_paths_that_leave_the_pool_are_refused(
     for ref in (f"{pool}/../escape", "/etc/passwd"):  # every other shape is in tests/unit/test_xml_pool.py
         r = kvmhub("vol", "create", ref, "--size", "1M")
         assert r.code == 2 and "invalid volume" in r.err, (ref, r.err)
-    for path in ("/var/lib/libvirt/../../etc", "/"):
+    for path in ("/var/lib/libvirt/../../etc", "/", "/etc/ssh", "/root/.ssh", "/var/lib/libvirt/qemu"):
         r = kvmhub("pool", "create", "h3esc", "--type", "dir", "--path", path)
         assert r.code == 2 and "invalid pool path" in r.err, (path, r.err)
+    # a path that reads fine but is a symlink to a system directory
+    link = "/var/lib/libvirt/h3-link"
+    host.run(["ln", "-sfn", "/etc", link])
+    try:
+        for path in (link, f"{link}/pools"):
+            r = kvmhub("pool", "create", "h3esc", "--type", "dir", "--path", path)
+            assert r.code == 2 and "through a symlink to /etc" in r.err, (path, r.err)
+    finally:
+        host.run(["rm", "-f", link])
     assert "h3esc" not in pools(kvmhub)
+    assert not host.inside("/etc/pools").exists()
 
     # a symlink planted in the pool's directory, pointing at a file outside it
     outside = "/var/lib/libvirt/h3-outside-secret"
@@ -156,6 +170,56 @@ def test_names_and_paths_that_leave_the_pool_are_refused(
         host.run(["rm", "-f", f"{POOL_DIR}/planted", outside])
         kvmhub("pool", "refresh", pool)
     assert volumes(kvmhub, pool).keys() == before.keys()
+
+
+def test_a_guest_written_qcow2_header_cannot_reach_host_files(
+    prepared_host: TestHost, kvmhub: Runner, pool: str, tmp_path: Path
+) -> None:
+    """A raw disk whose guest wrote a qcow2 header naming a host file: after a refresh libvirt calls it a
+    qcow2 backed by that file, and nothing may copy or stack on it."""
+    host = prepared_host
+    ok(kvmhub, "vol", "create", f"{pool}/guest.raw", "--size", "8M", "--format", "raw")
+    header = tmp_path / "header.qcow2"  # -u: the backing file is only named, never opened
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", "/etc/hostname",
+                    str(header), "8M"], check=True)
+    with open(host.inside(f"{POOL_DIR}/guest.raw"), "r+b") as fh:
+        fh.write(header.read_bytes())
+    try:
+        ok(kvmhub, "pool", "refresh", pool)
+        assert volumes(kvmhub, pool)["guest.raw"]["backing"] == "/etc/hostname"  # what libvirt now believes
+        for args in (("vol", "clone", f"{pool}/guest.raw", "stolen.raw"),
+                     ("vol", "clone", f"{pool}/guest.raw", "stolen.qcow2", "--linked"),
+                     ("vol", "create", f"{pool}/stacked.qcow2", "--backing", f"{pool}/guest.raw")):
+            r = kvmhub(*args)
+            assert r.code == 2 and "backed by /etc/hostname" in r.err, (args, r.err)
+        assert not {"stolen.raw", "stolen.qcow2", "stacked.qcow2"} & volumes(kvmhub, pool).keys()
+        # one level further down: an overlay of it made behind kvmhub's back
+        host.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "qcow2", "-b", f"{POOL_DIR}/guest.raw",
+                  f"{POOL_DIR}/over.qcow2", "8M"])
+        ok(kvmhub, "pool", "refresh", pool)
+        r = kvmhub("vol", "clone", f"{pool}/over.qcow2", "stolen2.raw")
+        assert r.code == 2 and f"through {pool}/guest.raw" in r.err and "/etc/hostname" in r.err, r.err
+        assert "stolen2.raw" not in volumes(kvmhub, pool)
+    finally:
+        kvmhub("vol", "rm", f"{pool}/over.qcow2")
+        kvmhub("vol", "rm", f"{pool}/guest.raw")
+
+
+def test_pool_rm_keeps_a_directory_it_did_not_make(prepared_host: TestHost, kvmhub: Runner) -> None:
+    host, name, path = prepared_host, "h3had", "/var/lib/libvirt/h3-had-dir"
+    host.run(["mkdir", "-p", f"{path}/notes"])
+    host.run(["sh", "-c", f"echo mine > {path}/notes/todo"])
+    try:
+        ok(kvmhub, "pool", "create", name, "--type", "dir", "--path", path)
+        ok(kvmhub, "vol", "create", f"{name}/v.qcow2", "--size", "1M")
+        r = kvmhub("pool", "rm", name, "--delete-data")
+        assert r.code == 0 and f"directory {path} kept" in r.err, r.err
+        assert name not in pools(kvmhub)
+        assert host.inside(f"{path}/notes/todo").read_text() == "mine\n"
+        assert not host.inside(f"{path}/v.qcow2").exists()
+    finally:
+        kvmhub("pool", "rm", name)
+        host.run(["rm", "-rf", path])
 
 
 def test_pool_rm_refused_while_a_vm_uses_a_volume(
@@ -221,21 +285,24 @@ def test_running_out_of_space_is_clear_and_leaves_nothing(
     assert list(prepared_host.inside(SMALL_DIR).iterdir()) == []  # no half-made file either
 
 
-def _kernel_has_nfs() -> bool:
-    return any(line.split()[-1] == "nfs" for line in Path("/proc/filesystems").read_text().splitlines())
-
-
-def _kernel_has_dm() -> bool:
-    return "device-mapper" in Path("/proc/devices").read_text() or Path("/sys/module/dm_mod").exists()
+def _host_lacks(host: TestHost, spec: PoolSpec) -> str | None:
+    """Why kvmhub refuses this pool type on this host (the very check `pool create` runs), or None."""
+    with Hypervisor(host.uri) as hv:  # nothing is asked of libvirt: the facts are the local kernel's
+        try:
+            storage.check_host_support(hv, spec)
+        except KvmhubError as exc:
+            return exc.message
+    return None
 
 
 def test_netfs_pool(prepared_host: TestHost, kvmhub: Runner, tmp_path: Path) -> None:
-    if not _kernel_has_nfs():
+    spec = PoolSpec(name="h3nfs", type="netfs", host="127.0.0.1", export="/export", path="/var/lib/libvirt/h3nfs")
+    if (why := _host_lacks(prepared_host, spec)) is not None:
         r = kvmhub("pool", "create", "h3nfs", "--type", "netfs", "--host", "127.0.0.1", "--export", "/export",
                    "--path", "/var/lib/libvirt/h3nfs")
-        assert r.code == 5 and "no NFS client" in r.err and "/proc/filesystems" in r.err, r.err
+        assert r.code == 5 and "cannot create netfs pool" in r.err, r.err
         assert "h3nfs" not in pools(kvmhub)
-        pytest.skip("kernel has no NFS client ('nfs' missing from /proc/filesystems): a netfs pool cannot mount")
+        pytest.skip(f"a netfs pool cannot mount here: {why}")
     _netfs_round_trip(prepared_host, kvmhub, tmp_path)
 
 
@@ -267,12 +334,11 @@ def _netfs_round_trip(host: TestHost, kvmhub: Runner, tmp_path: Path) -> None:
 
 
 def test_logical_pool(prepared_host: TestHost, kvmhub: Runner, tmp_path: Path) -> None:
-    if not _kernel_has_dm():
+    if (why := _host_lacks(prepared_host, PoolSpec(name="h3lvm", type="logical", vg="h3vg"))) is not None:
         r = kvmhub("pool", "create", "h3lvm", "--type", "logical", "--vg", "h3vg")
-        assert r.code == 5 and "no device-mapper" in r.err, r.err
+        assert r.code == 5 and "cannot create logical pool" in r.err, r.err
         assert "h3lvm" not in pools(kvmhub)
-        pytest.skip("kernel has no device-mapper (no 'device-mapper' in /proc/devices, no dm_mod): "
-                    "LVM cannot run here")
+        pytest.skip(f"LVM cannot run here: {why}")
     backing = tmp_path / "pv.img"
     with open(backing, "wb") as fh:
         fh.truncate(64 * 1024**2)

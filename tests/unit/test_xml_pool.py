@@ -5,10 +5,13 @@ The golden files (tests/unit/data/xml/pool-*.xml) are declared in test_xml_golde
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import PoolSpec
+from kvmhub.services.storage import resolve
 from kvmhub.services.volumes import check_volume_name, split_ref
 from kvmhub.xml.pool import (
     check_pool_path,
@@ -80,8 +83,30 @@ def test_bad_pool_specs_are_refused_saying_why(changes: dict[str, object], says:
     assert says in str(info.value)
 
 
-def test_a_normal_pool_path_passes() -> None:
-    assert check_pool_path("/var/lib/libvirt/pools/a") == "/var/lib/libvirt/pools/a"
+@pytest.mark.parametrize("path", ["/var/lib/libvirt/pools/a", "/var/lib/libvirt/images", "/var/lib/libvirt/h3pool",
+                                  "/srv/vms", "/mnt/vms", "/data", "/data/vms", "/home/alice/vms", "/opt/vms"])
+def test_a_normal_pool_path_passes(path: str) -> None:
+    assert check_pool_path(path) == path
+
+
+@pytest.mark.parametrize("path", ["/etc/ssh", "/root/.ssh", "/usr/lib", "/boot/grub", "/var/lib/libvirt/qemu",
+                                  "/var/lib/libvirt/qemu/nvram", "/lib64", "/lib/modules", "/sbin", "/run/lock",
+                                  "/sys/kernel", "/dev/shm", "/var/log/libvirt", "/var/lib/dpkg", "/home", "/srv"])
+def test_system_directories_and_whatever_lies_in_them_are_refused(path: str) -> None:
+    with pytest.raises(InvalidInput, match="system directories"):
+        check_pool_path(path)
+
+
+def test_a_path_is_resolved_through_its_symlinks_inside_the_host_root(tmp_path: Path) -> None:
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "real").mkdir()
+    (tmp_path / "srv" / "to-etc").symlink_to("/etc")  # absolute: stays inside the host root
+    (tmp_path / "srv" / "rel").symlink_to("real")
+    root = str(tmp_path)
+    assert resolve(root, "/srv/real/pool") == "/srv/real/pool"
+    assert resolve(root, "/srv/to-etc") == "/etc"
+    assert resolve(root, "/srv/to-etc/ssh") == "/etc/ssh"
+    assert resolve(root, "/srv/rel/new") == "/srv/real/new"
 
 
 @pytest.mark.parametrize("name", ["data.qcow2", "a", "disk_1+x-2.raw", "A.B"])

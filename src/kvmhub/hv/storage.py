@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import libvirt
 
@@ -13,6 +17,59 @@ from kvmhub.hv.connection import Hypervisor
 
 CHUNK = 4 * 1024 * 1024
 TRANSFER_TIMEOUT = 3600.0
+# kvmhub's record, inside a pool directory it made, that it made it; never listed as a volume
+CREATED_MARKER = ".kvmhub-created"
+
+
+class _Cancellable(io.RawIOBase):
+    """A file whose reads and writes fail once ``cancel`` is set, so a transfer thread stops at its next chunk."""
+
+    def __init__(self, fh: BinaryIO, cancel: threading.Event) -> None:
+        super().__init__()
+        self._fh = fh
+        self._cancel = cancel
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise OSError("interrupted")
+        return self._fh.read(size)
+
+    def write(self, data: Any) -> int:
+        if self._cancel.is_set():
+            raise OSError("interrupted")
+        return self._fh.write(data)
+
+
+@contextlib.contextmanager
+def cancellable(fh: BinaryIO) -> Iterator[BinaryIO]:
+    """``fh`` wrapped for :meth:`Volume.upload` / :meth:`Volume.download`: while inside, Ctrl-C also stops the
+    transfer running on the bounded call's thread (its next read or write fails) before KeyboardInterrupt
+    is raised here, so the interrupted call returns at once instead of running to its end."""
+    cancel = threading.Event()
+    wrapped = cast(BinaryIO, _Cancellable(fh, cancel))
+    if threading.current_thread() is not threading.main_thread():
+        yield wrapped
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+        if callable(previous):
+            previous(signum, frame)  # type: ignore[arg-type]
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield wrapped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 _POOL_STATES = {
@@ -90,7 +147,8 @@ class Pool:
         return str(self._call("reading pool definition", self._pool.XMLDesc, 0))
 
     def volume_names(self) -> list[str]:
-        return [str(n) for n in self._call("listing volumes", self._pool.listVolumes)]
+        names = self._call("listing volumes", self._pool.listVolumes)
+        return [str(n) for n in names if n != CREATED_MARKER]
 
     def volume(self, name: str) -> Volume:
         try:

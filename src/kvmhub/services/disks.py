@@ -7,7 +7,6 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -17,12 +16,10 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import blocks as hv_blocks
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
-from kvmhub.hv.connection import host_root
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
 from kvmhub.models.disk import DiskInfo
-from kvmhub.services import encryption, pools, vms
+from kvmhub.services import encryption, pools, vms, volumes
 from kvmhub.services.vms import Say
-from kvmhub.tools import qemu_img
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size, parse_size
 from kvmhub.xml import volume as xml_volume
@@ -164,25 +161,12 @@ def _users(hv: Hypervisor, pool: str, volume: str, path: str | None) -> list[str
     return found
 
 
-def _refuse_data_file(ref: str, local: Path) -> None:
-    """Refuse a qcow2 whose header names an external data file (libvirt's volume XML does not show it)."""
-    if not local.is_file():
-        return  # a remote host's file: libvirt's checks are all there is
-    specific = (qemu_img.info(local, "qcow2").get("format-specific") or {}).get("data") or {}
-    if specific.get("data-file"):
-        raise InvalidInput(
-            f"volume {ref} keeps its data in another file ({specific['data-file']})",
-            cause="an external data file could expose any host file or device to the guest",
-            hint="flatten it: `qemu-img convert -f qcow2 -O qcow2 SRC DST`",
-        )
-
-
 def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[DiskSource, str]:
     """The source and format for attaching volume POOL/VOL in place.
 
-    Raises InvalidInput for a malformed reference, a volume of the image store, an unknown format or a
-    backing file libvirt does not manage; NotFound for a missing pool or volume; Conflict when another
-    VM already uses the volume.
+    Raises InvalidInput for a malformed reference, a volume of the image store, an unknown format, a
+    symlink leading out of its pool or a backing chain that leaves the pools; NotFound for a missing pool
+    or volume; Conflict when another VM already uses the volume.
     """
     _check_format(fmt)
     pool_name, sep, vol_name = ref.partition("/")
@@ -208,12 +192,7 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
                 hint="convert it: `qemu-img convert -f FORMAT -O qcow2 SRC DST`, or `kvmhub image import`",
             )
         fmt = reported
-    if fmt == "qcow2" and facts.backing_path is not None and hv_storage.volume_by_path(hv, facts.backing_path) is None:
-        raise InvalidInput(
-            f"volume {ref} is backed by {facts.backing_path}, a file no storage pool holds",
-            cause="a backing file outside the pools could expose any host file to the guest",
-            hint="flatten it: `qemu-img convert -f qcow2 -O qcow2 SRC DST`",
-        )
+    volumes.check_chain(hv, pool, vol, fmt)
     users = _users(hv, pool_name, vol_name, facts.path)
     if users:
         raise Conflict(
@@ -221,8 +200,6 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
             cause="two VMs writing one disk corrupt it",
             hint=f"remove it there first (`kvmhub disk rm {users[0]} TARGET --keep`), or clone it",
         )
-    if fmt == "qcow2" and facts.path is not None:
-        _refuse_data_file(ref, Path(host_root() + facts.path))
     return DiskSource(pool=pool_name, volume=vol_name), fmt
 
 
@@ -364,24 +341,23 @@ def add(
         if pool is not None:
             if encrypt:
                 say("make secret")
-                secret = encryption.new_disk_secret(hv, vm, target)
-                made_secret = secret
-                undo.add(f"delete secret {secret}", lambda: encryption.delete_secret(hv, made_secret))
+                secret = encryption.new_disk_secret(hv, vm, target, undo)
             vol_name = _volume_name(pool, vm, disk_fmt)
-            made = vol_name
             say("make volume")
-            undo.add(f"delete volume {vol_name}", lambda: _delete_volume(pool, made))
             vol_xml = xml_volume.volume_xml(vol_name, capacity, disk_fmt, encryption_secret=secret)
+            what = f"making volume {vol_name}"
             if secret is not None:
-                encryption.create_volume(pool, vol_xml, what=f"making volume {vol_name}")
+                volumes.created_with_undo(undo.add, pool, vol_name,
+                                          lambda: encryption.create_volume(pool, vol_xml, what=what))
             else:
-                pool.create_volume(vol_xml, what=f"making volume {vol_name}")
+                volumes.created_with_undo(undo.add, pool, vol_name, lambda: pool.create_volume(vol_xml, what=what))
             source = DiskSource(pool=pool.name, volume=vol_name)
         disk = DiskSpec(target=target, bus=bus, format=disk_fmt, source=source,  # type: ignore[arg-type]
                         readonly=readonly, encryption_secret=secret)
         if bus == "scsi" and not has_scsi_controller(dom.xml(inactive=True)):
             say("add scsi controller")
             dom.attach_device(scsi_controller_xml())
+            undo.add("remove the scsi controller", lambda: dom.detach_device(scsi_controller_xml()))
         say("attach")
         dom.attach_device(disk_to_xml(disk))
         undo.add(f"detach {target}", lambda: dom.detach_device(disk_to_xml(disk)))
@@ -460,13 +436,18 @@ def remove(
         if secret is not None:
             say(f"volume {ref} kept; its key stays in libvirt secret {secret}")
         return disk, live, deleted
+    from kvmhub.services import clone  # clone imports vm_create, which imports this module
+
     say("delete volume")
     assert src.pool is not None and src.volume is not None
+    below = clone.backing_path(hv, ref)
     _delete_volume(hv_storage.lookup_pool(hv, src.pool), src.volume)
     deleted.append(ref)
     if secret is not None:
         encryption.delete_secret(hv, secret)
     _update_meta(dom, disown)
+    if below is not None:
+        deleted += clone.release_bases(hv, [below], say)  # a frozen base no other disk sits on any more
     return disk, live, deleted
 
 
@@ -522,11 +503,17 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
     if vol is not None:
         available = hv_blocks.pool_available(hv_storage.lookup_pool(hv, vol.pool))
         if new - old > available:
-            raise HostProblem(
-                f"not enough space in pool {vol.pool} to grow {target} of {vm} by {format_size(new - old)}",
-                cause=f"the pool has {format_size(available)} free",
-                hint="free space in the pool, or grow the disk less",
-            )
+            vinfo = vol.info()
+            # a sparse qcow2 takes room only as the guest writes; raw files and preallocated ones take it now
+            full = (xml_volume.volume_from_xml(vol.xml()).format or "raw") == "raw" or vinfo.allocation >= old
+            if full:
+                raise HostProblem(
+                    f"not enough space in pool {vol.pool} to grow {target} of {vm} by {format_size(new - old)}",
+                    cause=f"the pool has {format_size(available)} free",
+                    hint="free space in the pool, or grow the disk less",
+                )
+            say(f"warning: pool {vol.pool} has {format_size(available)} free, less than the "
+                f"{format_size(new - old)} {target} grows by; it fills as the guest writes")
     say("resize")
     if live:
         hv_blocks.block_resize(dom, target, new)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from collections.abc import Callable
 
-from kvmhub.errors import Conflict, HostProblem, KvmhubError, NotFound, OperationTimeout
+from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import PoolInfo, PoolSpec
@@ -17,6 +18,7 @@ from kvmhub.services import storage_usage
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool
+from kvmhub.xml._util import parse
 
 Say = Callable[[str], None]
 # types whose build() makes a directory (or a VG) that delete_storage() removes again
@@ -31,11 +33,54 @@ def _quiet(_msg: str) -> None:
 # -- what the host's kernel can do (checked before anything is defined) -------------------------------------
 
 
-def _local_root(hv: Hypervisor) -> str | None:
+def local_root(hv: Hypervisor) -> str | None:
     """The root of the libvirt host's file system as seen from here; None for a remote or test:/// host."""
     if not hv.is_local or hv.uri.startswith("test:"):
         return None
     return host_root()
+
+
+def resolve(root: str, path: str) -> str:
+    """``path`` with every symlink followed, as the host sees it (absolute links stay inside ``root``).
+
+    Components that do not exist yet are kept as written; a link loop comes back unresolved.
+    """
+    parts = [p for p in path.split("/") if p]
+    done = ""
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            done = posixpath.dirname(done) if done else ""
+            continue
+        candidate = f"{done}/{part}"
+        if os.path.islink(root + candidate):
+            hops += 1
+            if hops > 40:
+                return candidate  # a link loop: treated as unresolvable, refused by the caller
+            link = os.readlink(root + candidate)
+            parts = [p for p in link.split("/") if p] + parts
+            done = "" if link.startswith("/") else done
+            continue
+        done = candidate
+    return done or "/"
+
+
+def check_resolved_path(hv: Hypervisor, spec: PoolSpec) -> None:
+    """Refuse a local pool path that reaches somewhere else through a symlink (the text check cannot see it)."""
+    root = local_root(hv)
+    if root is None or spec.path is None or spec.type == "iscsi":
+        return
+    real = resolve(root, spec.path)
+    if real != spec.path:
+        system = " (one of the host's system directories)" if xml_pool.is_system_dir(real) else ""
+        raise InvalidInput(
+            f"invalid pool path {spec.path!r}: it leads through a symlink to {real}{system}",
+            cause="a pool's directory must be the path it names; a link could put the pool anywhere on the host",
+            hint=f"give the real directory as --path (`realpath {spec.path}`), if it is not a system directory",
+        )
 
 
 def _read(root: str, path: str) -> str:
@@ -72,7 +117,7 @@ def check_host_support(hv: Hypervisor, spec: PoolSpec) -> None:
     Only for a libvirt host on this machine (the kernel facts are read from /proc, /sys and /lib/modules);
     a remote host is left to libvirt, whose error is explained when the pool fails to start.
     """
-    root = _local_root(hv)
+    root = local_root(hv)
     if root is None:
         return
     what = f"cannot create {spec.type} pool {spec.name!r}"
@@ -167,7 +212,8 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
         raise Conflict(f"a pool named {spec.name!r} already exists", hint="pick another name, or "
                        f"`kvmhub pool rm {spec.name}` first")
     check_host_support(hv, spec)
-    root = _local_root(hv)
+    check_resolved_path(hv, spec)
+    root = local_root(hv)
     with Undo(report=say) as undo:
         say("defining")
         try:
@@ -181,6 +227,10 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
             pool.build()
             if spec.type != "logical" and existed is not True:
                 undo.add(f"remove {spec.path}", pool.delete_storage)
+            if existed is False and root is not None and spec.path is not None:
+                marker = f"{root}{spec.path}/{hv_storage.CREATED_MARKER}"
+                _mark_created(marker)
+                undo.add("remove kvmhub's record in the directory", lambda: _unlink(marker))
         say("starting")
         try:
             pool.start()
@@ -190,6 +240,26 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
         pool.set_autostart(True)
         undo.success()
     return _info(pool, volumes=True)
+
+
+def _unlink(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def _mark_created(marker: str) -> None:
+    """Leave the record that kvmhub made this directory (only then may `pool rm --delete-data` remove it)."""
+    try:
+        with open(marker, "w", encoding="utf-8") as fh:
+            fh.write("made by kvmhub pool create; kvmhub pool rm --delete-data removes this directory\n")
+    except OSError:
+        pass  # without the record the directory is treated as the user's and kept
+
+
+def _made_by_kvmhub(hv: Hypervisor, path: str | None) -> bool:
+    """Whether the (unmounted) directory ``path`` carries kvmhub's record that it made it; unknown = no."""
+    root = local_root(hv)
+    return root is not None and path is not None and os.path.isfile(f"{root}{path}/{hv_storage.CREATED_MARKER}")
 
 
 def _info(pool: hv_storage.Pool, *, volumes: bool = False, used_by: list[str] | None = None) -> PoolInfo:
@@ -255,7 +325,9 @@ def _active(hv: Hypervisor, name: str) -> hv_storage.Pool:
 def start_pool(hv: Hypervisor, name: str) -> PoolInfo:
     pool = hv_storage.lookup_pool(hv, name)
     if pool.is_active():
-        raise Conflict(f"pool {name!r} is already active")
+        raise Conflict(f"pool {name!r} is already active", cause="it was started before (or autostarted)",
+                       hint=f"nothing to do; `kvmhub pool show {name}` shows it, "
+                       f"`kvmhub pool refresh {name}` rescans it")
     try:
         pool.start()
     except KvmhubError as exc:
@@ -279,7 +351,9 @@ def stop_pool(hv: Hypervisor, name: str) -> None:
 
 
 def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Say = _quiet) -> list[str]:
-    """Stop and undefine a pool; with ``delete_data`` also delete its volumes and what build() made.
+    """Stop and undefine a pool; with ``delete_data`` also delete its file volumes and, when kvmhub made it
+    (its record is in the directory), what build() made. Subdirectories and a directory that was there
+    before the pool are kept, and the returned lines say so.
 
     Refused (Conflict, naming them) while any VM, defined or running, has a disk in the pool.
     Returns what was done.
@@ -295,23 +369,34 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
     done = []
     xml = pool.xml()
     kind = xml_pool.pool_type_from_xml(xml)
+    subdirs = []
     if delete_data:
         if not pool.is_active():
             pool.start()
         for vol_name in sorted(pool.volume_names()):
+            vol = pool.volume(vol_name)
+            if parse(vol.xml(), "volume").get("type") == "dir":
+                subdirs.append(vol_name)  # kvmhub makes files only: a directory in the pool is someone's data
+                continue
             say(f"deleting volume {vol_name}")
-            pool.volume(vol_name).delete()
+            vol.delete()
             done.append(f"volume {name}/{vol_name} deleted")
     if pool.is_active():
         pool.stop()
-    if delete_data and kind in _DELETABLE:
+    path = xml_pool.pool_path_from_xml(xml)
+    if delete_data and kind in _BUILT and not _made_by_kvmhub(hv, path):
+        done.append(f"directory {path} kept: it was there before the pool (kvmhub removes only directories it made)")
+    elif delete_data and subdirs:
+        done.append(f"directory {path} kept: it holds directories kvmhub did not make ({', '.join(subdirs)})")
+    elif delete_data and kind in _DELETABLE:
         say("removing the pool's storage")
+        root = local_root(hv)
+        if root is not None and path is not None and kind in _BUILT:
+            _unlink(f"{root}{path}/{hv_storage.CREATED_MARKER}")
         pool.delete_storage()
-        done.append(f"{xml_pool.pool_path_from_xml(xml) or kind} removed")
-    elif not delete_data:
-        path = xml_pool.pool_path_from_xml(xml)
-        if path and kind in _BUILT:
-            done.append(f"data kept in {path}")
+        done.append(f"{path or kind} removed")
+    elif not delete_data and path and kind in _BUILT:
+        done.append(f"data kept in {path}")
     pool.undefine()
     done.append(f"pool {name} removed")
     return done

@@ -9,8 +9,8 @@ and a copy that still runs out of it is reported the same way, with nothing half
 from __future__ import annotations
 
 import errno
+import json
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -23,7 +23,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import VolumeInfo
 from kvmhub.services import storage_usage
-from kvmhub.services.storage import _local_root
+from kvmhub.services.storage import local_root, resolve
 from kvmhub.tools import qemu_img
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size
@@ -37,6 +37,8 @@ VOLUME_NAME_RULE = "one path component of letters, digits, '.', '_', '+' and '-'
 FILE_POOLS = ("dir", "fs", "netfs")
 FORMATS = ("qcow2", "raw")
 QCOW2_OVERHEAD = 1024**2  # what a fresh qcow2 (header, tables) takes before any data
+MAX_CHAIN = 16
+FLATTEN = "flatten it: `qemu-img convert -f qcow2 -O qcow2 SRC DST`"
 
 
 def check_volume_name(name: str, pool: str = "") -> str:
@@ -100,39 +102,17 @@ def _get(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
     return pool, pool.volume(name)
 
 
-def _resolve(root: str, path: str) -> str:
-    """``path`` with every symlink followed, as the host sees it (absolute links stay inside ``root``)."""
-    parts = [p for p in path.split("/") if p]
-    done = ""
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            done = posixpath.dirname(done) if done else ""
-            continue
-        candidate = f"{done}/{part}"
-        if os.path.islink(root + candidate):
-            hops += 1
-            if hops > 40:
-                return candidate  # a link loop: treated as unresolvable, refused by the caller
-            link = os.readlink(root + candidate)
-            parts = [p for p in link.split("/") if p] + parts
-            done = "" if link.startswith("/") else done
-            continue
-        done = candidate
-    return done or "/"
+def check_confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume) -> None:
+    """Refuse a file pool's volume that resolves outside the pool's directory (a planted symlink).
 
-
-def _confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume) -> None:
-    """Refuse a file pool's volume that resolves outside the pool's directory (a planted symlink)."""
+    Raises InvalidInput naming the link and where it points; a remote host's volumes are left to libvirt.
+    """
     kind, target = _pool_kind(pool)
-    root = _local_root(hv)
+    root = local_root(hv)
     if kind not in FILE_POOLS or target is None or root is None:
         return
-    inside = _resolve(root, target)
-    real = _resolve(root, vol.path)
+    inside = resolve(root, target)
+    real = resolve(root, vol.path)
     outside = not real.startswith(inside.rstrip("/") + "/")
     if outside or os.path.islink(root + vol.path):
         where = f"outside pool {pool.name}" if outside else "elsewhere"
@@ -141,6 +121,63 @@ def _confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume) -> 
             cause="reading or writing it would reach a file outside the pool's directory",
             hint=f"remove the link ({vol.path}) and refresh the pool: `kvmhub pool refresh {pool.name}`",
         )
+
+
+def _header(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume, fmt: str) -> tuple[str | None, str | None]:
+    """(backing file, data file) as the qcow2 header of a local volume names them; (None, None) if not readable."""
+    root = local_root(hv)
+    kind, _target = _pool_kind(pool)
+    local = Path(f"{root}{vol.path}") if root is not None and kind in FILE_POOLS else None
+    if fmt != "qcow2" or local is None or not local.is_file():
+        return None, None
+    # -U: a running VM's disk holds QEMU's write lock; the header is read, nothing is written
+    data = json.loads(qemu_img.run(["info", "--output=json", "-U", "-f", "qcow2", str(local)],
+                                   what=f"reading {local}", cpu=30))
+    specific = (data.get("format-specific") or {}).get("data") or {}
+    backing = data.get("full-backing-filename") or data.get("backing-filename")
+    return (str(backing) if backing else None), (str(specific["data-file"]) if specific.get("data-file") else None)
+
+
+def check_chain(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume, fmt: str | None = None) -> None:
+    """Refuse a volume whose backing chain, at any depth, leaves the storage pools.
+
+    Every level must be a qcow2 or raw volume of a pool, inside its pool's directory, with no external
+    data file; backing files are taken from libvirt and, for local files, from the qcow2 header itself
+    (read with an explicit format: ``fmt`` for the volume itself when it is to be opened as that, else what
+    libvirt probed). Raises InvalidInput naming the level and the file it reaches.
+    """
+    ref = f"{pool.name}/{vol.name}"
+    seen: set[str] = set()
+    level_pool, level = pool, vol
+    for depth in range(MAX_CHAIN):
+        here = f"{level_pool.name}/{level.name}"
+        via = f" (through {here})" if depth else ""
+        check_confined(hv, level_pool, level)
+        facts = xml_volume.volume_from_xml(level.xml())
+        fmt = (fmt if depth == 0 else None) or facts.format or "raw"
+        if fmt not in FORMATS:
+            raise InvalidInput(f"volume {ref}{via} is a {fmt} image", cause="kvmhub reads qcow2 and raw disks only; "
+                               "other formats can name further files on the host",
+                               hint="convert it: `qemu-img convert -f FORMAT -O qcow2 SRC DST`")
+        header_backing, data_file = _header(hv, level_pool, level, fmt)
+        if data_file:
+            raise InvalidInput(
+                f"volume {ref}{via} keeps its data in another file ({data_file})",
+                cause="an external data file could expose any host file or device to the guest", hint=FLATTEN,
+            )
+        backing = header_backing or facts.backing_path
+        if fmt != "qcow2" or not backing:
+            return
+        below = hv_storage.volume_by_path(hv, backing)
+        if below is None or backing in seen:
+            raise InvalidInput(
+                f"volume {ref} is backed{via} by {backing}, "
+                + ("a loop in its chain" if below is not None else "a file no storage pool holds"),
+                cause="a backing file outside the pools could expose any host file to the guest", hint=FLATTEN,
+            )
+        seen.add(backing)
+        level_pool, level = hv_storage.lookup_pool(hv, below.pool), below
+    raise InvalidInput(f"volume {ref} has a backing chain deeper than {MAX_CHAIN} levels", hint=FLATTEN)
 
 
 def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) -> HostProblem:
@@ -242,7 +279,7 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
         if fmt != "qcow2":
             raise InvalidInput("only a qcow2 volume can have a backing volume", hint="drop --format raw")
         bpool, bvol = _get(hv, backing)
-        _confined(hv, bpool, bvol)
+        check_chain(hv, bpool, bvol)
         backing_path = bvol.path
         backing_fmt = xml_volume.volume_from_xml(bvol.xml()).format or "raw"
         base = bvol.info().capacity
@@ -256,16 +293,23 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     if allocate:
         xml = _set_allocation(xml, size)
     _check_space(pool, (size if allocate else 0) + (QCOW2_OVERHEAD if fmt == "qcow2" else 0))
+    what = f"creating volume {name}"
     return _make(pool, name, size if allocate else QCOW2_OVERHEAD,
-                 lambda: pool.create_volume(xml, what=f"creating volume {name}"))
+                 lambda add: created_with_undo(add, pool, name, lambda: pool.create_volume(xml, what=what)))
 
 
-def _make(pool: hv_storage.Pool, name: str, needed: int, make: Callable[[], hv_storage.Volume]) -> VolumeInfo:
-    """Run ``make``; whatever fails (no space, Ctrl-C) leaves no volume ``name`` behind."""
+Make = Callable[[Callable[[str, Callable[[], None]], None]], hv_storage.Volume]
+
+
+def _make(pool: hv_storage.Pool, name: str, needed: int, make: Make) -> VolumeInfo:
+    """Run ``make(add_undo)``; whatever fails after the volume exists (no space, Ctrl-C) removes it again.
+
+    ``make`` registers the volume's removal itself, right after libvirt made it: a failed create must never
+    delete a file of that name it did not make.
+    """
     with Undo() as undo:
-        undo.add(f"delete volume {name}", lambda: _delete_if_present(pool, name))
         try:
-            vol = make()
+            vol = make(undo.add)
         except (KvmhubError, OSError) as exc:
             if _is_enospc(exc):
                 raise _no_space(pool, needed) from exc
@@ -274,10 +318,19 @@ def _make(pool: hv_storage.Pool, name: str, needed: int, make: Callable[[], hv_s
     return _info(vol)
 
 
-def _delete_if_present(pool: hv_storage.Pool, name: str) -> None:
-    pool.refresh()
-    if pool.has_volume(name):
-        pool.volume(name).delete()
+def created_with_undo(add_undo: Callable[[str, Callable[[], None]], None], pool: hv_storage.Pool, name: str,
+             create: Callable[[], hv_storage.Volume]) -> hv_storage.Volume:
+    """``create()`` (making volume ``name`` in ``pool``), then ``add_undo`` of its deletion: only once it exists,
+    so a failed create never deletes a file of that name it did not make. On Ctrl-C the bounded call has
+    landed, and a volume listed now (no refresh in between) is one libvirt just made."""
+    try:
+        vol = create()
+    except KeyboardInterrupt:
+        if pool.has_volume(name):
+            add_undo(f"delete volume {name}", pool.volume(name).delete)
+        raise
+    add_undo(f"delete volume {name}", vol.delete)
+    return vol
 
 
 def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = False,
@@ -295,7 +348,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     if dpool.has_volume(dname):
         raise Conflict(f"volume {dname!r} already exists in pool {dpool_name}",
                        hint=f"pick another name, or `kvmhub vol rm {dpool_name}/{dname}` first")
-    _confined(hv, spool, src)
+    check_chain(hv, spool, src)
     usage = storage_usage.scan(hv)
     writers = usage.vms_writing(spool.name, src.name, src.path)
     busy = [vm for vm in writers if vm in usage.running or linked]
@@ -313,7 +366,8 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
                                hint="put it in a dir, fs or netfs pool, or clone in full")
         xml = xml_volume.volume_xml(dname, info.capacity, "qcow2", src.path, src_fmt)
         _check_space(dpool, QCOW2_OVERHEAD)
-        return _make(dpool, dname, QCOW2_OVERHEAD, lambda: dpool.create_volume(xml, what=f"creating {dname}"))
+        return _make(dpool, dname, QCOW2_OVERHEAD, lambda add: created_with_undo(
+            add, dpool, dname, lambda: dpool.create_volume(xml, what=f"creating {dname}")))
     out_fmt = fmt or (src_fmt if dkind in FILE_POOLS and src_fmt in FORMATS else "raw")
     if out_fmt not in FORMATS:
         raise InvalidInput(f"unknown volume format {out_fmt!r}", hint="qcow2 or raw")
@@ -321,8 +375,9 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     needed = max(info.allocation, QCOW2_OVERHEAD)
     _check_space(dpool, needed)
     # a copy can take up to the full capacity (compressed or sparse sources grow when written out)
-    return _make(dpool, dname, max(needed, info.capacity),
-                 lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}"))
+    return _make(dpool, dname, max(needed, info.capacity), lambda add: created_with_undo(
+        add, dpool, dname,
+        lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}")))
 
 
 def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False, shrink: bool = False) -> VolumeInfo:
@@ -331,7 +386,7 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
     Refused while a running VM has the volume as a disk (`kvmhub disk resize` does that live).
     """
     pool, vol = _get(hv, ref)
-    _confined(hv, pool, vol)
+    check_confined(hv, pool, vol)
     current = vol.info().capacity
     new = current + size if grow_by else size
     if new == current:
@@ -387,7 +442,9 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     except OSError as exc:
         raise InvalidInput(f"cannot read {src}: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
-        raise InvalidInput(f"{src} is not a regular file")
+        raise InvalidInput(f"{src} is not a regular file", cause="an upload streams one file's bytes; "
+                           "directories, devices and pipes have no fixed length to size the volume by",
+                           hint="give the path of an image file (qcow2 or raw)")
     sniffed = qemu_img.sniff_format(src)
     fmt = fmt or sniffed
     if fmt not in FORMATS:
@@ -402,7 +459,7 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
                        hint=f"upload under another name, or `kvmhub vol rm {pool_name}/{name}` first")
-    root = _local_root(hv)
+    root = local_root(hv)
     if root is not None and target is not None and os.path.lexists(f"{root}{target}/{name}"):
         raise Conflict(f"{target}/{name} already exists in pool {pool_name}'s directory",
                        cause="a file (or link) libvirt does not list as a volume yet",
@@ -412,9 +469,9 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
     xml = xml_volume.volume_xml(name, length, "raw", None, None)
 
-    def make() -> hv_storage.Volume:
-        vol = pool.create_volume(xml, what=f"creating volume {name}")
-        with open(src, "rb") as fh:
+    def make(add: Callable[[str, Callable[[], None]], None]) -> hv_storage.Volume:
+        vol = created_with_undo(add, pool, name, lambda: pool.create_volume(xml, what=f"creating volume {name}"))
+        with open(src, "rb") as raw, hv_storage.cancellable(raw) as fh:
             vol.upload(fh, length, (lambda n: progress(n, length)) if progress else None)
         pool.refresh()
         return pool.volume(name)
@@ -426,7 +483,7 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
              progress: Progress | None = None) -> VolumeInfo:
     """Copy a volume's bytes into a local file; a failed or interrupted download leaves no file behind."""
     pool, vol = _get(hv, ref)
-    _confined(hv, pool, vol)
+    check_confined(hv, pool, vol)
     info = vol.info()
     xml = vol.xml()
     facts = xml_volume.volume_from_xml(xml)
@@ -436,7 +493,9 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
         raise Conflict(f"{dest} already exists", hint="pass --overwrite, or choose another file")
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
-        raise InvalidInput(f"no directory {parent}")
+        raise InvalidInput(f"cannot download into {dest}: no directory {parent}",
+                           cause="the file's directory does not exist (or is not a directory)",
+                           hint=f"create it first (`mkdir -p {parent}`), or give an existing directory")
     expected = (_physical(xml) or info.allocation) if facts.format == "qcow2" else info.capacity
     free = shutil.disk_usage(parent).free
     if expected > free:
@@ -446,7 +505,8 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            vol.download(fh, (lambda n: progress(n, expected)) if progress else None)
+            with hv_storage.cancellable(fh) as out:
+                vol.download(out, (lambda n: progress(n, expected)) if progress else None)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)

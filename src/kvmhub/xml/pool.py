@@ -13,10 +13,14 @@ from kvmhub.xml._util import Element, child_text, choices, expect_root, make, pa
 POOL_TYPES = choices(PoolSpec, "type")
 FS_FORMATS = ("auto", "ext2", "ext3", "ext4", "xfs", "vfat", "iso9660", "udf", "ufs", "gfs", "gfs2", "hfs+",
               "ocfs2", "vmfs")
-# the paths a pool may not be (nor, for the first three, lie under): the host's own file system
-_FORBIDDEN_UNDER = ("/proc", "/sys", "/dev")
-_FORBIDDEN_EXACT = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/run", "/var", "/root",
-                    "/home", "/tmp", "/var/lib", "/var/lib/libvirt")
+# the host's own file system: a pool may not lie in these (nor be one of the parents in _FORBIDDEN_EXACT)
+_FORBIDDEN_UNDER = ("/etc", "/usr", "/boot", "/root", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                    "/proc", "/sys", "/dev", "/run", "/var/run", "/var/lock", "/var/log", "/var/spool", "/var/mail",
+                    "/var/cache", "/var/backups", "/var/lib/dpkg", "/var/lib/apt", "/var/lib/systemd",
+                    "/var/lib/libvirt/qemu", "/var/lib/libvirt/dnsmasq", "/var/lib/libvirt/swtpm",
+                    "/var/lib/libvirt/lockd", "/var/lib/libvirt/sanlock")
+_FORBIDDEN_EXACT = ("/", "/var", "/home", "/tmp", "/var/tmp", "/var/lib", "/var/lib/libvirt", "/opt", "/srv", "/mnt",
+                    "/media")
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$|^\[?[0-9A-Fa-f:.]+\]?$")
 _IQN_RE = re.compile(r"^iqn\.[0-9]{4}-(0[1-9]|1[0-2])\.[A-Za-z0-9.-]+(:[A-Za-z0-9.:_-]+)?$")
 _WORD_RE = re.compile(r"^[A-Za-z0-9_+.-]+$")
@@ -65,13 +69,18 @@ def check_pool_path(path: str, what: str = "pool path", *, system_dirs: bool = T
         )
     if not system_dirs:
         return path
-    if path in _FORBIDDEN_EXACT or any(path == d or path.startswith(d + "/") for d in _FORBIDDEN_UNDER):
+    if is_system_dir(path):
         raise InvalidInput(
             f"invalid {what} {path!r}: it is one of the host's system directories",
             cause="a pool there could expose or overwrite the host's own files as volumes",
-            hint="use a directory of its own, e.g. /var/lib/libvirt/pools/NAME",
+            hint="use a directory of its own, e.g. /var/lib/libvirt/pools/NAME, /srv/NAME or /data/NAME",
         )
     return path
+
+
+def is_system_dir(path: str) -> bool:
+    """True for a normalized absolute ``path`` that is, or lies in, one of the host's system directories."""
+    return path in _FORBIDDEN_EXACT or any(path == d or path.startswith(d + "/") for d in _FORBIDDEN_UNDER)
 
 
 def check_pool_spec(spec: PoolSpec) -> PoolSpec:

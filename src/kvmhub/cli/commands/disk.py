@@ -86,7 +86,7 @@ def resize(
     from kvmhub.services import disks
     from kvmhub.validate import format_size
 
-    old, new, live = disks.resize(state.hv(), vm, target, size)
+    old, new, live = disks.resize(state.hv(), vm, target, size, say=output.say)
     if old == new:
         output.say(f"{vm}: {target} is already {format_size(new)}")
         return

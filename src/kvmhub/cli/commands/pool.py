@@ -85,18 +85,14 @@ def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -
     if json_out:
         output.print_json(info)
         return
-    for key, value in info.model_dump().items():
-        if key.endswith("_bytes"):
-            value = format_size(value)
-        elif isinstance(value, list):
-            value = ", ".join(value) or "-"
-        output.out.print(f"{key.removesuffix('_bytes'):>12}: {'-' if value is None else value}", markup=False)
+    output.fields(info, 12)
 
 
 @app.command()
 def rm(
     name: str,
-    delete_data: Annotated[bool, typer.Option("--delete-data", help="also delete its volumes and directory")]
+    delete_data: Annotated[bool, typer.Option(
+        "--delete-data", help="also delete its volumes, and its directory if kvmhub made it")]
     = False,
 ) -> None:
     """Remove a pool (refused while any VM has a disk in it); its data stays unless --delete-data."""

@@ -97,12 +97,7 @@ def show(
     if json_out:
         output.print_json(info)
         return
-    for key, value in info.model_dump().items():
-        if key.endswith("_bytes"):
-            value = format_size(value)
-        elif isinstance(value, list):
-            value = ", ".join(value) or "-"
-        output.out.print(f"{key.removesuffix('_bytes'):>14}: {'-' if value is None else value}", markup=False)
+    output.fields(info, 14)
 
 
 @app.command()

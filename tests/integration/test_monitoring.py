@@ -122,13 +122,15 @@ def test_top_disk_writes_grow_with_a_dd_in_the_guest(
     assert grown >= size_mib * 1024**2, grown
     assert after["disk_write_reqs"] > before["disk_write_reqs"]
 
-    # while a dd runs, the write rate shows it
-    guest_exec(guest, "timeout 20 dd if=/dev/zero of=/mnt/disk/ddrate bs=64k count=640 conv=fsync", wait=None)
+    # while writes go on (a loop, so they outlast the sampling window however fast the disk is), the rate shows it
+    guest_exec(guest, "timeout 30 sh -c 'while :; do dd if=/dev/zero of=/mnt/disk/ddrate bs=64k count=160 "
+                      "conv=fsync 2>/dev/null; done'", wait=None)
     try:
         time.sleep(0.5)
         during = top_row(kvmhub, booted_vm, 2.0)
     finally:
-        guest_exec(guest, "while pgrep -x dd >/dev/null; do sleep 0.2; done; rm -f /mnt/disk/ddrate; sync", wait=60)
+        guest_exec(guest, "pkill -f of=/mnt/disk/ddrat[e]; while pgrep -x dd >/dev/null; do sleep 0.2; done; "
+                          "rm -f /mnt/disk/ddrate; sync", wait=60)
     assert during["disk_write_bps"] > 0, during
 
 

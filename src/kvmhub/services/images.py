@@ -7,13 +7,10 @@ libvirt, so the record travels with the pool and works against remote hosts.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -279,9 +276,9 @@ def _upload(pool: hv_storage.Pool, vol_name: str, fd: int, progress: Progress | 
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
                              what=f"creating volume {vol_name}")
     report = (lambda n: progress("uploading", n, length)) if progress else None
-    cancel = threading.Event()
-    with _cancel_on_interrupt(cancel):
-        vol.upload(cast(BinaryIO, io.BufferedReader(_FdReader(fd, cancel))), length, report)
+    # Ctrl-C also stops the upload running on the bounded call's thread
+    with hv_storage.cancellable(cast(BinaryIO, io.BufferedReader(_FdReader(fd)))) as fh:
+        vol.upload(fh, length, report)
 
 
 def _convert_into(pool: hv_storage.Pool, vol_name: str, fetched: download.Fetched, src_fmt: str, tmp: Path,
@@ -343,48 +340,22 @@ def _write_meta(pool: hv_storage.Pool, name: str, meta: ImageMeta) -> None:
 
 
 class _FdReader(io.RawIOBase):
-    """Reads an open descriptor by offset from its start; fails once `cancel` is set, so an upload running
-    on another thread stops on Ctrl-C."""
+    """Reads an open descriptor by offset from its start, leaving its shared file position alone."""
 
-    def __init__(self, fd: int, cancel: threading.Event) -> None:
+    def __init__(self, fd: int) -> None:
         super().__init__()
         self._fd = fd
         self._offset = 0
-        self._cancel = cancel
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: WriteableBuffer) -> int:
-        if self._cancel.is_set():
-            raise OSError("interrupted")
         view = memoryview(buf).cast("B")
         data = os.pread(self._fd, len(view), self._offset)
         view[:len(data)] = data
         self._offset += len(data)
         return len(data)
-
-
-@contextlib.contextmanager
-def _cancel_on_interrupt(cancel: threading.Event) -> Iterator[None]:
-    """While inside, Ctrl-C also sets `cancel` (the upload thread sees it) before raising KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: object) -> None:
-        cancel.set()
-        if callable(previous):
-            previous(signum, frame)  # type: ignore[arg-type]
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _delete_if_present(pool: hv_storage.Pool, vol_name: str) -> None:

@@ -30,6 +30,8 @@ from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.backup import BackupDisk, BackupInfo, BackupKind, BackupManifest, BackupPoint
 from kvmhub.models.vm import DiskSource
+from kvmhub.reporting import Say
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import pools
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
@@ -43,11 +45,6 @@ from kvmhub.xml.metadata import metadata_from_xml, metadata_to_xml
 
 MANIFEST = "kvmhub-backup.json"
 CHECKPOINT_PREFIX = "kvmhub-backup-"
-Say = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 # -- the backup directory ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,6 +46,9 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
+from kvmhub.reporting import Progress, Say
+from kvmhub.reporting import no_progress as _no_progress
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import leases
 from kvmhub.services.clone_seed import new_seed, read_seed
 from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
@@ -64,16 +67,6 @@ BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
 BUILDING_RE = re.compile(r"still being allocated|still in use", re.IGNORECASE)
 BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy before it gives up deleting it
 FILE_POOLS = ("dir", "fs", "netfs")
-Say = Callable[[str], None]
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _no_progress(_what: str, _done: int, _total: int) -> None:
-    pass
 
 
 @dataclass(frozen=True)

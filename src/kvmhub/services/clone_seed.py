@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 
 import pycdlib
 import yaml
 
 from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.hv import storage as hv_storage
+from kvmhub.reporting import Say
 from kvmhub.services.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
 from kvmhub.tools.seed import build_nocloud_seed
 
 SEED_LIMIT = 16 * 1024**2
 SEED_FILES = ("meta-data", "user-data", "network-config", "vendor-data")
-Say = Callable[[str], None]
 
 
 def read_seed(vol: hv_storage.Volume) -> dict[str, str]:

@@ -18,8 +18,8 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
 from kvmhub.models.disk import DiskInfo
+from kvmhub.reporting import Say
 from kvmhub.services import encryption, pools, vms, volumes
-from kvmhub.services.vms import Say
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size, parse_size
 from kvmhub.xml import volume as xml_volume

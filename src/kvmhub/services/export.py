@@ -50,6 +50,9 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.vm import DiskSource, SerialSpec, VMSpec
+from kvmhub.reporting import Progress, Say
+from kvmhub.reporting import no_progress as _no_progress
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import accel, leases, pools
 from kvmhub.services.backups import upload_volume
 from kvmhub.services.vms import get as get_vm
@@ -66,17 +69,7 @@ MANIFEST_LIMIT = 16 * 1024**2
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 MAX_CHAIN = 32
 CHUNK = 4 * 1024**2
-Say = Callable[[str], None]
 # (what is being moved, bytes done, bytes in all): one bar per phase in the CLI
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _no_progress(_what: str, _done: int, _total: int) -> None:
-    pass
 
 
 class ExportDisk(BaseModel):

@@ -23,6 +23,7 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
 from kvmhub.models.image import ImageMeta
+from kvmhub.reporting import Say
 from kvmhub.services import pools, storage_usage
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
@@ -41,7 +42,6 @@ _META_MAX = 64 * 1024
 _SUFFIX_FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".vmdk": "vmdk", ".vdi": "vdi",
                    ".vhdx": "vhdx", ".vhd": "vpc"}
 
-Say = Callable[[str], None]
 
 
 def volume_name(image: str) -> str:

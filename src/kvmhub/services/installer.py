@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,6 +22,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
+from kvmhub.reporting import Progress, Say, no_progress
 from kvmhub.tools import installer as media_tool
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
     from kvmhub.models.osinfo import OSProfile
     from kvmhub.services.vm_create import CreateRequest
 
-Say = Callable[[str], None]
-Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes in all)
-
-
-def no_progress(_what: str, _done: int, _total: int) -> None:
-    """A progress callback that shows nothing."""
 
 
 DEFAULT_DISK = 10 * 1024**3

@@ -8,19 +8,18 @@ from __future__ import annotations
 import glob
 import os
 import posixpath
-from collections.abc import Callable
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import PoolInfo, PoolSpec
+from kvmhub.reporting import Say
 from kvmhub.services import storage_usage
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool
 from kvmhub.xml._util import parse
 
-Say = Callable[[str], None]
 # types whose build() makes a directory (or a VG) that delete_storage() removes again
 _BUILT = ("dir", "fs", "netfs")
 _DELETABLE = ("dir", "fs", "netfs", "logical")

@@ -18,10 +18,11 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import storage as hv_storage
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
+from kvmhub.reporting import Progress, Say, no_progress
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import accel, cloudinit, encryption, images, installer, leases, osinfo, pools
 from kvmhub.services import disks as disks_svc
 from kvmhub.services.tuning import LimitsRequest, apply_to_spec
-from kvmhub.services.vms import Say
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.undo import Undo
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
@@ -29,10 +30,6 @@ from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass
@@ -177,7 +174,7 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
 
 
 def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
-           progress: installer.Progress = installer.no_progress) -> hv_domains.Domain:
+           progress: Progress = no_progress) -> hv_domains.Domain:
     """Make a VM from an image (linked-clone disk), or an installer or kernel (empty disk): seed ISO,
     installer volumes (their upload reported to ``progress``), definition, start.
 

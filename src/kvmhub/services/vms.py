@@ -12,17 +12,14 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import Phase, VMInfo, VMSpec
+from kvmhub.reporting import Say
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.validate import check_name
 
 if TYPE_CHECKING:
     from kvmhub.services import readiness
 
 REPRESS_SECONDS = 10.0
-Say = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 def get(hv: Hypervisor, name: str) -> hv_domains.Domain:

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -224,18 +224,14 @@ def test_ctrl_c_during_a_download_leaves_nothing(
     proc = subprocess.Popen([*KVMHUB, "image", "import", f"{server}/slow.qcow2", "--name", "cut"],
                             env={**os.environ, **prepared_host.env(), **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
+
+    def started() -> None:
         deadline = time.monotonic() + 60
         while not any(p.stat().st_size > 0 for p in tmp.glob("kvmhub-import-*/source")):
             assert time.monotonic() < deadline and proc.poll() is None, "the download never started"
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
+
+    _ctrl_c_once(proc, started)
     assert list(tmp.iterdir()) == []
     assert store_files(prepared_host) == before
     assert "cut" not in image_names(kvmhub)
@@ -301,12 +297,25 @@ def test_ctrl_c_while_storing_into_the_pool_leaves_nothing(
                             env={**os.environ, **prepared_host.env(), **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    try:
-        while "fault point import-store: hanging" not in (line := proc.stdout.readline()):
+    stdout = proc.stdout
+
+    def storing() -> None:
+        while "fault point import-store: hanging" not in (line := stdout.readline()):
             assert line, "the import ended before storing: " + proc.communicate(timeout=60)[1]
         assert "cut-store.qcow2" in store_files(prepared_host)  # caught while the volume is being filled
         if fmt == "raw":
             assert [p.name for p in tmp.glob("kvmhub-import-*/*")] == ["source"]
+
+    _ctrl_c_once(proc, storing)
+    assert list(tmp.iterdir()) == []
+    assert store_files(prepared_host) == before
+    assert "cut-store" not in image_names(kvmhub)
+
+
+def _ctrl_c_once(proc: subprocess.Popen[str], ready: Callable[[], None]) -> None:
+    """Wait until `ready` returns, send Ctrl-C, and check the import exits 130 (killed if it lingers)."""
+    try:
+        ready()
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -314,6 +323,3 @@ def test_ctrl_c_while_storing_into_the_pool_leaves_nothing(
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    assert list(tmp.iterdir()) == []
-    assert store_files(prepared_host) == before
-    assert "cut-store" not in image_names(kvmhub)

@@ -17,12 +17,17 @@ machine cannot run a test host (not root, libvirtd or unshare missing).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from kvmhub.testing import TestHost, missing_requirements
+
+# one private operations journal and lock directory per test run: never the machine's /var/lib/kvmhub
+os.environ.setdefault("KVMHUB_STATE_DIR", tempfile.mkdtemp(prefix="kvmhub-state-"))
 
 _HOST_FIXTURES = {"test_host", "host_factory"}
 

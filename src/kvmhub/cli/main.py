@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from kvmhub.cli.commands import clone as clone_cmd
 from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
 from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
+from kvmhub.cli.commands import ops as ops_cmd
 from kvmhub.cli.commands import os as os_cmd
 from kvmhub.cli.commands import pool as pool_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
@@ -41,6 +43,7 @@ monitor.register(app)
 saves.register(app)
 export_cmd.register(app)
 clone_cmd.register(app)
+ops_cmd.register(app)
 
 
 @app.callback()
@@ -53,6 +56,31 @@ def main_options(
 ) -> None:
     state.URI = connect
     state.TIMEOUT = timeout
+    _recover_interrupted()
+
+
+def _recover_interrupted() -> None:
+    """Undo (or finish) operations whose kvmhub process died, before this command does anything."""
+    from kvmhub.cli import output
+    from kvmhub.ops.journal import Journal
+
+    try:
+        if not Journal().orphans():
+            return
+        from kvmhub.services import repair  # loads the action handlers: only when there is work
+
+        for outcome in repair.recover_orphans(say=output.say):
+            op = outcome.op
+            output.say(f"recovered interrupted operation {op.id} ({op.kind} {op.target}, pid {op.pid}): "
+                       f"{outcome.state}" + ("; see `kvmhub repair`" if outcome.left else ""))
+    except KvmhubError as exc:
+        output.say(f"warning: could not check for interrupted operations: {exc.message}")
+
+
+def _signals_interrupt() -> None:
+    """SIGTERM and SIGHUP stop a command the way Ctrl-C does: what it made is undone."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
 
 
 def main() -> None:
@@ -62,6 +90,7 @@ def main() -> None:
     """
     from kvmhub.cli import output
 
+    _signals_interrupt()
     try:
         app()
     except KvmhubError as exc:

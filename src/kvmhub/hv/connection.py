@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -28,6 +29,10 @@ KEEPALIVE_COUNT = 3
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
+# calls that ran out of time but may still land (libvirt has no way to abort a call in flight)
+_stray_lock = threading.Lock()
+_stray: set[threading.Thread] = set()
+SETTLE_TIMEOUT = 30.0
 
 
 def resolve_uri(uri: str | None = None) -> str:
@@ -83,13 +88,16 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=runner, name=f"libvirt-call:{what}", daemon=True).start()
+    thread = threading.Thread(target=runner, name=f"libvirt-call:{what}", daemon=True)
+    thread.start()
     try:
         finished = done.wait(timeout)
     except KeyboardInterrupt:
         done.wait(timeout)  # let the call in flight land, so the undo steps see what it made
         raise
     if not finished:
+        with _stray_lock:
+            _stray.add(thread)
         raise OperationTimeout(
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
@@ -150,6 +158,19 @@ class Hypervisor:
             pass
         return conn
 
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Wait for calls that timed out but may still land, so an undo runs after them; False if some remain."""
+        deadline = time.monotonic() + timeout
+        with _stray_lock:
+            threads = list(_stray)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if not thread.is_alive():
+                with _stray_lock:
+                    _stray.discard(thread)
+        with _stray_lock:
+            return not _stray
+
     def _drop(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
@@ -183,13 +204,22 @@ class Hypervisor:
         except _ConnectionLost as lost:
             self._drop()
             if retry:
-                return run_bounded(lambda: self._invoke(fn, args, what), limit, what)
+                again = self._rebind(fn)  # a bound method of the dead connection would fail the same way
+                return run_bounded(lambda: self._invoke(again, args, what), limit, what)
             raise HostProblem(
                 f"{what}: lost the connection to libvirtd",
                 cause="libvirtd restarted or stopped during the call",
                 hint="retry; if it persists check `virsh -c URI version` and start libvirtd",
                 original=lost.original,
             ) from None
+
+    def _rebind(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn`` on a fresh connection when it is a method of the old one (closures look up ``conn`` anew)."""
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, libvirt.virConnect):
+            fresh: Callable[..., T] = getattr(self.conn, fn.__name__)
+            return fresh
+        return fn
 
     def _invoke(self, fn: Callable[..., T], args: tuple[Any, ...], what: str) -> T:
         try:

@@ -232,6 +232,21 @@ def lookup(hv: Hypervisor, name: str) -> Domain:
     return Domain(hv, dom)
 
 
+def lookup_uuid(hv: Hypervisor, uuid: str) -> Domain | None:
+    """The domain with this UUID, or None when there is none."""
+
+    def find() -> Any:
+        try:
+            return hv.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    dom = hv.call(find, what=f"looking up VM {uuid}", retry=True)
+    return Domain(hv, dom) if dom is not None else None
+
+
 def exists(hv: Hypervisor, name: str) -> bool:
     try:
         lookup(hv, name)

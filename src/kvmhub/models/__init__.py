@@ -2,6 +2,14 @@
 
 from kvmhub.models.host import CheckItem, CheckStatus, HostReport
 from kvmhub.models.image import ImageInfo
+from kvmhub.models.operation import (
+    ACTIVE_STATES,
+    OperationInfo,
+    OperationState,
+    Recovery,
+    StepInfo,
+    StepState,
+)
 from kvmhub.models.osinfo import OSInfo, OSProfile
 from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
 from kvmhub.models.vm import (
@@ -25,6 +33,7 @@ from kvmhub.models.vm import (
 )
 
 __all__ = [
+    "ACTIVE_STATES",
     "PHASE_ORDER",
     "Bandwidth",
     "BootSpec",
@@ -42,12 +51,17 @@ __all__ = [
     "NICSpec",
     "OSInfo",
     "OSProfile",
+    "OperationInfo",
+    "OperationState",
     "Phase",
     "PoolInfo",
     "PoolSpec",
     "PoolType",
     "PortForward",
+    "Recovery",
     "SerialSpec",
+    "StepInfo",
+    "StepState",
     "VCPUPin",
     "VMInfo",
     "VMSpec",

@@ -7,7 +7,6 @@ data, so only removing the VM (or its disk) removes it.
 
 from __future__ import annotations
 
-import functools
 import secrets as random_bytes
 import uuid as uuidlib
 
@@ -16,7 +15,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import secrets as hv_secrets
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import VMSpec
-from kvmhub.undo import Undo
+from kvmhub.ops.actions import Action, StepLog
 from kvmhub.validate import check_name
 from kvmhub.xml.secret import volume_secret_xml
 from kvmhub.xml.volume import volume_from_xml
@@ -28,7 +27,7 @@ CALIBRATION_GLITCH = "Unable to get accurate CPU usage"
 ATTEMPTS = 12  # a failed calibration returns within ~0.1 s; under load it fails up to 60 % of the time
 
 
-def new_disk_secret(hv: Hypervisor, vm: str, target: str, undo: Undo | None = None) -> str:
+def new_disk_secret(hv: Hypervisor, vm: str, target: str, undo: StepLog | None = None) -> str:
     """A new private, persistent libvirt secret holding a random 32-byte passphrase for disk `target` of
     VM `vm`; returns its UUID. With `undo`, its removal is registered before the secret is defined, so an
     interrupt at any point leaves none behind; without, a failure leaves none behind either."""
@@ -37,7 +36,7 @@ def new_disk_secret(hv: Hypervisor, vm: str, target: str, undo: Undo | None = No
     usage = f"/kvmhub/{vm}/{target}/{uuidlib.uuid4().hex[:8]}"
     uuid = str(uuidlib.uuid4())
     if undo is not None:
-        undo.add(f"delete the key of disk {target}", functools.partial(delete_secret, hv, uuid))
+        undo.add(f"delete the key of disk {target}", Action("secret.delete", {"uuid": uuid}))
     secret = hv_secrets.define(hv, volume_secret_xml(usage, f"kvmhub: key of disk {target} of VM {vm}", uuid))
     try:
         # hex text: libvirt hands the value to qemu-img and QEMU as a passphrase string
@@ -65,7 +64,7 @@ def encrypt_disk(spec: VMSpec, volume: str, secret: str) -> VMSpec:
     return spec.model_copy(update={"disks": disks, "meta": spec.meta.model_copy(update={"owned_secrets": owned})})
 
 
-def encrypt_new_disk(hv: Hypervisor, spec: VMSpec, volume: str, undo: Undo) -> tuple[VMSpec, str]:
+def encrypt_new_disk(hv: Hypervisor, spec: VMSpec, volume: str, undo: StepLog) -> tuple[VMSpec, str]:
     """A new key for the disk of `spec` on `volume` (not made yet), its removal registered with `undo`;
     returns the spec with that disk encrypted and the secret's UUID, for ``volume_xml(encryption_secret=)``."""
     target = next((d.target for d in spec.disks if d.source.volume == volume), "vda")

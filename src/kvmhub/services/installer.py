@@ -22,9 +22,9 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
+from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Progress, Say, no_progress
 from kvmhub.tools import installer as media_tool
-from kvmhub.undo import Undo
 from kvmhub.validate import format_size
 from kvmhub.xml import lifecycle
 from kvmhub.xml import volume as xml_volume
@@ -228,12 +228,13 @@ def _delete_if_present(pool: hv_storage.Pool, vol: str) -> None:
         pool.volume(vol).delete()
 
 
-def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo, say: Say, progress: Progress) -> str:
+def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog, say: Say, progress: Progress) -> str:
     """Upload ``src`` as the raw volume ``vol_name`` (removed again on undo); returns the volume's path."""
     length = src.stat().st_size
-    undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
+    undo.add(f"delete volume {vol_name}", Action("volume.delete", {"pool": pool.name, "name": vol_name}))
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw", None, None),
                              what=f"creating volume {vol_name}")
+    undo.made(key=vol.path)
     what = f"upload {vol_name}"
     say(f"{what} ({format_size(length)})")
     progress(what, 0, length)
@@ -243,7 +244,7 @@ def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo, say: Sa
     return vol.path
 
 
-def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: Undo, say: Say,
+def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: StepLog, say: Say,
                  progress: Progress = no_progress) -> dict[str, str]:
     """Upload the plan's ISO, kernel and initrd (the answer file injected) as volumes of ``pool``.
 

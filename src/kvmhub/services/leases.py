@@ -7,15 +7,8 @@ Removing the VM removes both.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import ipaddress
-import os
 import random
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -23,6 +16,7 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.ops.locks import LockSpec, hold
 from kvmhub.xml import network as xml_network
 from kvmhub.xml.network import DhcpHost, DnsHost
 
@@ -166,19 +160,10 @@ def register_free(hv: Hypervisor, network: str, vm: str, mac: str) -> str:
 
     Picking and reserving hold a lock per network, so creates running side by side get different addresses.
     """
-    with _network_lock(network):
+    with hold(hv.uri, [LockSpec("network", network)]):
         ip = pick_ip(hv_networks.lookup_network(hv, network))
         register(hv, network, vm, mac, ip)
     return ip
-
-
-@contextlib.contextmanager
-def _network_lock(network: str) -> Iterator[None]:
-    lock_dir = Path("/run/lock") if os.access("/run/lock", os.W_OK) else Path(tempfile.gettempdir())
-    digest = hashlib.sha256(network.encode()).hexdigest()[:16]  # network names may hold any character
-    with open(lock_dir / f"kvmhub-net-{digest}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def unregister(hv: Hypervisor, network: str, mac: str) -> list[str]:

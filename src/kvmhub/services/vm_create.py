@@ -15,16 +15,17 @@ from kvmhub.errors import Conflict, InvalidInput
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
-from kvmhub.hv import storage as hv_storage
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
+from kvmhub.ops.cancel import CancelToken
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say, no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import accel, cloudinit, encryption, images, installer, leases, osinfo, pools
+from kvmhub.services import accel, cloudinit, encryption, images, installer, leases, osinfo, pools, undo_actions
 from kvmhub.services import disks as disks_svc
 from kvmhub.services.tuning import LimitsRequest, apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
-from kvmhub.undo import Undo
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
@@ -114,6 +115,12 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
         cloudinit.address_to_reserve(net, req.ip, seed)
     elif req.ip is not None:
         raise InvalidInput("--ip needs --network", hint="the address is reserved on that network")
+    _check_free(hv, req)
+    return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
+
+
+def _check_free(hv: Hypervisor, req: CreateRequest) -> None:
+    """Refuse a name a VM or a leftover volume already has."""
     if hv_domains.exists(hv, req.name):
         raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
     disks = pools.disks_pool(hv)
@@ -124,7 +131,6 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
                 cause="left over from an earlier VM of the same name, or made by hand",
                 hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`",
             )
-    return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
 
 
 def build_spec(
@@ -174,7 +180,7 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
 
 
 def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
-           progress: Progress = no_progress) -> hv_domains.Domain:
+           progress: Progress = no_progress, cancel: CancelToken | None = None) -> hv_domains.Domain:
     """Make a VM from an image (linked-clone disk), or an installer or kernel (empty disk): seed ISO,
     installer volumes (their upload reported to ``progress``), definition, start.
 
@@ -209,43 +215,49 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
     if profile is not None:
         spec = osinfo.apply_profile(spec, profile)
     disks = pools.disks_pool(hv)
-    with Undo(report=say) as undo:
+    locks = [LockSpec("vm", req.name)]
+    if req.image is not None:
+        locks.append(LockSpec("image", req.image, shared=True))  # `image rm` waits until the clone exists
+    with Operation(hv, "vm.create", req.name, locks=locks, say=say, cancel=cancel) as op:
+        _check_free(hv, req)  # again under the lock: a create of the same name may have won meanwhile
         if boot is None:
-            say("clone disk" if req.image else "create disk")
-            undo.add(f"delete volume {disk_volume(req.name)}", lambda: _delete_volume(disks, disk_volume(req.name)))
+            op.phase("clone disk" if req.image else "create disk")
             image_capacity = images.get(hv, req.image).info().capacity if req.image else 0
             capacity = max(image_capacity, disk_bytes or 0)
             backing = (image_path, "qcow2") if req.image else (None, None)
             secret = None
             if req.encrypt:
-                spec, secret = encryption.encrypt_new_disk(hv, spec, disk_volume(req.name), undo)
+                spec, secret = encryption.encrypt_new_disk(hv, spec, disk_volume(req.name), op)
+            op.add(f"delete volume {disk_volume(req.name)}", undo_actions.delete_volume(disks.name,
+                                                                                      disk_volume(req.name)))
             vol_xml = xml_volume.volume_xml(disk_volume(req.name), capacity, "qcow2", *backing,
                                             encryption_secret=secret)
             what = f"cloning image {req.image}" if req.image else "creating the disk"
-            if secret:
-                encryption.create_volume(disks, vol_xml, what=what)
-            else:
+            vol = encryption.create_volume(disks, vol_xml, what=what) if secret else \
                 disks.create_volume(vol_xml, what=what)
+            op.made(key=vol.path)
             faults.point("clone-disk")
 
         if wants_seed(req):
-            say("build seed")
+            op.phase("build seed")
             iso = build_nocloud_seed(seed_docs.meta_data, seed_docs.user_data, seed_docs.network_config,
                                      seed_docs.vendor_data)
-            undo.add(f"delete volume {seed_volume(req.name)}", lambda: _delete_volume(disks, seed_volume(req.name)))
+            op.add(f"delete volume {seed_volume(req.name)}", undo_actions.delete_volume(disks.name,
+                                                                                      seed_volume(req.name)))
             seed = disks.create_volume(
                 xml_volume.volume_xml(seed_volume(req.name), len(iso), "raw", None, None), what="creating the seed"
             )
+            op.made(key=seed.path)
             seed.upload(io.BytesIO(iso), len(iso))
             faults.point("build-seed")
 
-        uploaded = installer.make_volumes(disks, req.name, plan, undo, say, progress)
+        uploaded = installer.make_volumes(disks, req.name, plan, op, say, progress)
         spec = installer.apply(spec, plan, disks.name, uploaded)
 
         if req.network is not None and mac is not None and _has_subnet(hv, req.network):
             network = req.network
-            say("reserve address")
-            undo.add(f"release the address on {network}", lambda: leases.unregister(hv, network, mac))
+            op.phase("reserve address")
+            op.add(f"release the address on {network}", undo_actions.release_lease(network, mac))
             net = hv_networks.lookup_network(hv, network)
             ip = cloudinit.address_to_reserve(net, req.ip, seed_docs)
             if ip is not None:
@@ -254,19 +266,19 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
                 leases.register_free(hv, network, req.name, mac)
             faults.point("reserve-address")
 
-        say("define")
-        undo.add(f"undefine VM {req.name}", lambda: _undefine_if_present(hv, req.name))
+        op.phase("define")
+        op.add(f"undefine VM {req.name}", undo_actions.undefine_domain(vm_uuid, req.name))
         dom = hv_domains.define(hv, installer.domain_xml(domain_to_xml(spec), plan))
         faults.point("define")
 
         if req.start:
-            say("start")
-            undo.add(f"kill VM {req.name}", lambda: _destroy_if_running(hv, req.name))
+            op.phase("start")
+            op.add(f"kill VM {req.name}", undo_actions.destroy_domain(vm_uuid, req.name))
             dom.start()
             if plan.one_shot:
                 installer.after_start(hv, dom)
             faults.point("start")
-        undo.success()
+        op.success()
     return dom
 
 
@@ -275,22 +287,3 @@ def _has_subnet(hv: Hypervisor, network: str) -> bool:
     from kvmhub.xml.network import network_subnet_from_xml
 
     return network_subnet_from_xml(hv_networks.lookup_network(hv, network).xml()) is not None
-
-
-def _delete_volume(pool: hv_storage.Pool, vol: str) -> None:
-    if pool.has_volume(vol):
-        pool.volume(vol).delete()
-
-
-def _undefine_if_present(hv: Hypervisor, name: str) -> None:
-    if hv_domains.exists(hv, name):
-        hv_domains.lookup(hv, name).undefine()
-
-
-def _destroy_if_running(hv: Hypervisor, name: str) -> None:
-    if hv_domains.exists(hv, name):
-        dom = hv_domains.lookup(hv, name)
-        if dom.is_active():
-            dom.destroy()
-
-

@@ -1,0 +1,267 @@
+"""The operations journal: one SQLite database (WAL) that records every operation and its steps before they act.
+
+A step is written ``pending`` with what its undo needs (the UUID, volume, MAC ... it is about to make) before it
+acts, and ``done`` after. When a process dies mid-operation, the next kvmhub process finds the operation by its
+owner's pid (and that pid's start time, so a reused pid does not count) and takes it over (see ``recovery``).
+
+Schema changes are numbered migrations in :data:`MIGRATIONS`, applied in order and recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kvmhub.errors import HostProblem
+from kvmhub.models.operation import (
+    ACTIVE_STATES,
+    OperationInfo,
+    OperationState,
+    Recovery,
+    StepInfo,
+    StepState,
+)
+from kvmhub.ops.paths import private_dir, state_dir
+
+DB_NAME = "kvmhub.db"
+BUSY_TIMEOUT_MS = 15000
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        host_root TEXT NOT NULL DEFAULT '',
+        pid INTEGER NOT NULL,
+        pid_start TEXT,
+        command TEXT,
+        state TEXT NOT NULL,
+        recovery TEXT NOT NULL DEFAULT 'undo',
+        started REAL NOT NULL,
+        finished REAL,
+        phase TEXT,
+        progress_done INTEGER,
+        progress_total INTEGER,
+        error TEXT,
+        locks TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX operations_state ON operations(state);
+    CREATE TABLE steps (
+        op_id TEXT NOT NULL REFERENCES operations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        description TEXT NOT NULL,
+        action TEXT,
+        params TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL,
+        error TEXT,
+        PRIMARY KEY (op_id, seq)
+    );
+    """,
+)
+
+_local = threading.local()
+
+
+def db_path() -> Path:
+    return state_dir() / DB_NAME
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot), or None when it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name in field 2 may hold spaces and parentheses: split after its closing one
+    return raw.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, started: str | None) -> bool:
+    """True while the process that wrote an operation still runs (same pid, same start time)."""
+    now = process_start(pid)
+    return now is not None and (started is None or now == started)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time, waiting up to the busy timeout."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise HostProblem(f"{db_path()} was written by a newer kvmhub (schema {version})",
+                          hint="upgrade kvmhub on this host")
+    for number in range(version, len(MIGRATIONS)):
+        with transaction(db):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (number + 1,))
+
+
+def connect(path: Path | None = None) -> sqlite3.Connection:
+    """The journal database (made on first use, mode 0600, WAL), one connection per thread and path."""
+    target = path or db_path()
+    cache: dict[str, sqlite3.Connection] = getattr(_local, "dbs", None) or {}
+    _local.dbs = cache
+    if (db := cache.get(str(target))) is not None:
+        return db
+    private_dir(target.parent)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+    try:
+        db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                             check_same_thread=True)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a process crash loses nothing; only power loss could
+        db.execute("PRAGMA foreign_keys=ON")
+        _migrate(db)
+    except sqlite3.Error as exc:
+        raise HostProblem(f"cannot open kvmhub's journal {target}", cause=str(exc),
+                          hint=f"check the file system holding {target.parent}") from exc
+    cache[str(target)] = db
+    return db
+
+
+class Journal:
+    """Reads and writes operation records in one database."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or db_path()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return connect(self.path)
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    def begin(self, op_id: str, kind: str, target: str, uri: str, host_root: str, command: str | None,
+              recovery: Recovery, locks: list[str]) -> None:
+        pid = os.getpid()
+        with transaction(self.db) as db:
+            db.execute(
+                "INSERT INTO operations (id, kind, target, uri, host_root, pid, pid_start, command, state, recovery,"
+                " started, locks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (op_id, kind, target, uri, host_root, pid, process_start(pid), command, OperationState.RUNNING,
+                 recovery, time.time(), json.dumps(locks)),
+            )
+
+    def add_step(self, op_id: str, seq: int, description: str, action: str | None, params: dict[str, Any]) -> None:
+        with transaction(self.db) as db:
+            db.execute("INSERT INTO steps (op_id, seq, description, action, params, state) VALUES (?,?,?,?,?,?)",
+                       (op_id, seq, description, action, json.dumps(params), StepState.PENDING))
+
+    def update_step(self, op_id: str, seq: int, *, state: StepState | None = None,
+                    params: dict[str, Any] | None = None, error: str | None = None) -> None:
+        sets, values = [], []
+        if state is not None:
+            sets.append("state=?")
+            values.append(str(state))
+        if params is not None:
+            sets.append("params=?")
+            values.append(json.dumps(params))
+        if error is not None:
+            sets.append("error=?")
+            values.append(error)
+        if sets:
+            with transaction(self.db) as db:
+                db.execute(f"UPDATE steps SET {', '.join(sets)} WHERE op_id=? AND seq=?",  # noqa: S608
+                           (*values, op_id, seq))
+
+    def set_phase(self, op_id: str, phase: str | None, done: int | None = None, total: int | None = None) -> None:
+        with transaction(self.db) as db:
+            db.execute("UPDATE operations SET phase=?, progress_done=?, progress_total=? WHERE id=?",
+                       (phase, done, total, op_id))
+
+    def finish(self, op_id: str, state: OperationState, error: dict[str, Any] | None = None) -> None:
+        with transaction(self.db) as db:
+            db.execute("UPDATE operations SET state=?, finished=?, error=? WHERE id=?",
+                       (str(state), time.time(), json.dumps(error) if error else None, op_id))
+
+    def claim(self, op: OperationInfo) -> bool:
+        """Take over a dead process's operation; False when another process got it first."""
+        pid = os.getpid()
+        with transaction(self.db) as db:
+            row = db.execute("SELECT pid, pid_start, state FROM operations WHERE id=?", (op.id,)).fetchone()
+            if row is None or row[2] not in ACTIVE_STATES or alive(row[0], row[1]):
+                return False
+            db.execute("UPDATE operations SET pid=?, pid_start=?, state=? WHERE id=?",
+                       (pid, process_start(pid), str(OperationState.RECOVERING), op.id))
+        return True
+
+    def forget_finished(self, older_than_s: float) -> int:
+        """Drop finished operations older than the given age; returns how many went."""
+        cutoff = time.time() - older_than_s
+        active = tuple(str(s) for s in ACTIVE_STATES)
+        with transaction(self.db) as db:
+            cur = db.execute("DELETE FROM operations WHERE finished IS NOT NULL AND finished < ? "
+                             "AND state NOT IN (?, ?)", (cutoff, *active))
+        return cur.rowcount
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def get(self, op_id: str) -> OperationInfo | None:
+        rows = self._select("WHERE id = ?", (op_id,))
+        return rows[0] if rows else None
+
+    def find(self, prefix: str) -> list[OperationInfo]:
+        return self._select("WHERE id LIKE ? ORDER BY started", (prefix.replace("%", "") + "%",))
+
+    def recent(self, limit: int = 50) -> list[OperationInfo]:
+        return self._select("ORDER BY started DESC LIMIT ?", (limit,), with_steps=False)
+
+    def orphans(self) -> list[OperationInfo]:
+        """Operations still marked running whose process is gone, and those left needing repair."""
+        active = tuple(str(s) for s in ACTIVE_STATES)
+        rows = self.db.execute("SELECT id, pid, pid_start FROM operations WHERE state IN (?, ?)", active).fetchall()
+        dead = [r[0] for r in rows if not alive(r[1], r[2])]
+        return [op for op_id in dead if (op := self.get(op_id)) is not None]
+
+    def needing_repair(self) -> list[OperationInfo]:
+        return self._select("WHERE state = ? ORDER BY started", (str(OperationState.NEEDS_REPAIR),))
+
+    def _select(self, where: str, args: tuple[Any, ...], with_steps: bool = True) -> list[OperationInfo]:
+        cols = ("id, kind, target, uri, pid, command, state, recovery, started, finished, phase, progress_done, "
+                "progress_total, error, locks")
+        out = []
+        for row in self.db.execute(f"SELECT {cols} FROM operations {where}", args).fetchall():  # noqa: S608
+            steps: list[StepInfo] = []
+            if with_steps:
+                steps = [
+                    StepInfo(seq=s[0], description=s[1], action=s[2], params=json.loads(s[3]),
+                             state=StepState(s[4]), error=s[5])
+                    for s in self.db.execute("SELECT seq, description, action, params, state, error FROM steps "
+                                             "WHERE op_id=? ORDER BY seq", (row[0],)).fetchall()
+                ]
+            out.append(OperationInfo(
+                id=row[0], kind=row[1], target=row[2], uri=row[3], pid=row[4], command=row[5],
+                state=OperationState(row[6]), recovery=Recovery(row[7]), started=row[8], finished=row[9],
+                phase=row[10], progress_done=row[11], progress_total=row[12],
+                error=json.loads(row[13]) if row[13] else None, locks=json.loads(row[14]), steps=steps,
+            ))
+        return out
+
+    def host_root(self, op_id: str) -> str:
+        row = self.db.execute("SELECT host_root FROM operations WHERE id=?", (op_id,)).fetchone()
+        return str(row[0]) if row else ""

@@ -1,0 +1,47 @@
+"""Recovering interrupted operations (run by every kvmhub process that finds some) and ``kvmhub repair``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kvmhub.models.operation import OperationInfo, OperationState
+from kvmhub.ops import recovery
+from kvmhub.ops.journal import Journal
+from kvmhub.services import undo_actions  # noqa: F401 - registers the action handlers
+
+__all__ = ["needing_repair", "recover_orphans", "repair"]
+
+
+def recover_orphans(say: Callable[[str], None] | None = None,
+                    journal: Journal | None = None) -> list[recovery.Outcome]:
+    """Take over every operation whose process died: undo it (or finish it, for rm). Returns what was done."""
+    jr = journal or Journal()
+    outcomes = []
+    for op in jr.orphans():
+        outcome = recovery.recover(op, journal=jr, say=say)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def needing_repair(journal: Journal | None = None) -> list[OperationInfo]:
+    """Operations whose undo (or finish) could not be completed, with the steps still to do."""
+    return (journal or Journal()).needing_repair()
+
+
+def repair(*, apply: bool, say: Callable[[str], None] | None = None,
+           journal: Journal | None = None) -> list[recovery.Outcome]:
+    """Interrupted operations and those needing repair: what would be undone; carried out when ``apply``."""
+    jr = journal or Journal()
+    outcomes = recover_orphans(say, jr) if apply else []
+    for op in jr.needing_repair():
+        if not apply:
+            outcomes.append(recovery.Outcome(op, op.state, left=[s.description for s in recovery.plan(op)]))
+            continue
+        outcome = recovery.recover(op, journal=jr, say=say, claim=False)
+        if outcome is not None:
+            outcomes.append(outcome)
+    if not apply:
+        outcomes += [recovery.Outcome(op, OperationState.INTERRUPTED, left=[s.description for s in recovery.plan(op)])
+                     for op in jr.orphans()]
+    return outcomes

@@ -1,0 +1,127 @@
+"""The actions operations journal for their undo (and rm for its roll-forward), by kind.
+
+Each handler removes exactly what its step recorded: a domain by UUID, a volume by pool, name and key, a
+reservation by network and MAC, a secret by UUID, a file by path and inode. Anything already gone counts as done;
+anything that no longer matches what was recorded (same name, other UUID or key) is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import storage as hv_storage
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.services import encryption, forwards, leases
+
+# -- constructors (what services call) -------------------------------------------------------------------
+
+
+def delete_volume(pool: str, name: str, key: str | None = None) -> Action:
+    return Action("volume.delete", {"pool": pool, "name": name, "key": key})
+
+
+def undefine_domain(uuid: str, name: str) -> Action:
+    return Action("domain.undefine", {"uuid": uuid, "name": name})
+
+
+def destroy_domain(uuid: str, name: str, only_paused: bool = False) -> Action:
+    return Action("domain.destroy", {"uuid": uuid, "name": name, "only_paused": only_paused})
+
+
+def redefine_domain(uuid: str, name: str, xml: str) -> Action:
+    return Action("domain.redefine", {"uuid": uuid, "name": name, "xml": xml})
+
+
+def release_lease(network: str, mac: str) -> Action:
+    return Action("lease.release", {"network": network, "mac": mac})
+
+
+def delete_secret(uuid: str) -> Action:
+    return Action("secret.delete", {"uuid": uuid})
+
+
+def remove_file(path: str, inode: int | None = None) -> Action:
+    return Action("file.remove", {"path": path, "inode": inode})
+
+
+def drop_forwards(vm: str) -> Action:
+    return Action("forwards.drop", {"vm": vm})
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+
+
+@register("volume.delete")
+def _delete_volume(ctx: Context, p: dict[str, Any]) -> None:
+    try:
+        pool = hv_storage.lookup_pool(ctx.hv, p["pool"])
+    except NotFound:
+        return
+    with contextlib.suppress(KvmhubError):
+        pool.refresh()  # a volume made just before a crash may not be in libvirt's list yet
+    if not pool.has_volume(p["name"]):
+        return
+    vol = pool.volume(p["name"])
+    if p.get("key") and vol.path != p["key"]:
+        return  # same name, another volume: not ours
+    vol.delete()
+
+
+@register("domain.undefine")
+def _undefine(ctx: Context, p: dict[str, Any]) -> None:
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is None:
+        return
+    if dom.is_active():
+        dom.destroy()
+    if dom.is_persistent():
+        dom.undefine()
+
+
+@register("domain.destroy")
+def _destroy(ctx: Context, p: dict[str, Any]) -> None:
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is None or not dom.is_active():
+        return
+    if p.get("only_paused") and dom.state() != "paused":
+        return
+    dom.destroy()
+
+
+@register("domain.redefine")
+def _redefine(ctx: Context, p: dict[str, Any]) -> None:
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is not None and not dom.is_persistent():
+        return
+    hv_domains.define(ctx.hv, p["xml"])
+
+
+@register("lease.release")
+def _release(ctx: Context, p: dict[str, Any]) -> None:
+    leases.unregister(ctx.hv, p["network"], p["mac"])
+
+
+@register("secret.delete")
+def _delete_secret(ctx: Context, p: dict[str, Any]) -> None:
+    encryption.delete_secret(ctx.hv, p["uuid"])
+
+
+@register("file.remove")
+def _remove_file(ctx: Context, p: dict[str, Any]) -> None:
+    path = ctx.path(p["path"])
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if p.get("inode") is not None and st.st_ino != p["inode"]:
+        return  # replaced since: not the file the step made
+    os.unlink(path)
+
+
+@register("forwards.drop")
+def _drop_forwards(ctx: Context, p: dict[str, Any]) -> None:
+    forwards.drop(ctx.hv, p["vm"])

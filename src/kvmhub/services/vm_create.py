@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import os
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import tuning as hv_tuning
+from kvmhub.hv.connection import host_root
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
 from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
@@ -273,6 +275,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
 
         if req.start:
             op.phase("start")
+            for log in _new_logs(hv, spec):  # virtlogd makes them at start; an undone create leaves none
+                op.add(f"remove {log}", undo_actions.remove_file(log))
             op.add(f"kill VM {req.name}", undo_actions.destroy_domain(vm_uuid, req.name))
             dom.start()
             if plan.one_shot:
@@ -280,6 +284,15 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
             faults.point("start")
         op.success()
     return dom
+
+
+def _new_logs(hv: Hypervisor, spec: VMSpec) -> list[str]:
+    """The serial log and libvirt's QEMU log the first start will make, where none exists yet (local hosts)."""
+    if not hv.is_local:
+        return []
+    logs = [spec.serial.log_file] if spec.serial and spec.serial.log_file else []
+    logs.append(f"{SERIAL_LOG_DIR}/{spec.name}.log")
+    return [p for p in logs if not os.path.lexists(f"{host_root()}{p}")]
 
 
 def _has_subnet(hv: Hypervisor, network: str) -> bool:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
+from kvmhub.errors import Conflict, NotFound
+from kvmhub.hv import Hypervisor
+from kvmhub.services import images
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
 from tests.integration.crash import host_state, kill_at
@@ -46,3 +50,22 @@ def test_sigterm_and_sighup_undo_like_ctrl_c(sig: int, prepared_host: TestHost, 
     assert "undo: undefine VM term" in err
     assert host_state(prepared_host) == before
     assert kvmhub("ops", "ls", "--json").json()[0]["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["import-record", "import-store", "import-done"])
+def test_kill9_during_image_import_leaves_no_usable_image(step: str, attempt: int, prepared_host: TestHost,
+                                                          kvmhub: Runner, tiny_image_file: Path) -> None:
+    name = f"k9img-{attempt}"
+    before = host_state(prepared_host)
+    code, _ = kill_at(prepared_host, ["image", "import", str(tiny_image_file), "--name", name], step)
+    assert code == -signal.SIGKILL
+    if step != "import-done":  # before its record says complete, nothing may use the image
+        with Hypervisor(prepared_host.uri) as hv, pytest.raises((Conflict, NotFound)) as refused:
+            images.get(hv, name)
+        assert isinstance(refused.value, NotFound if step == "import-record" else Conflict)
+    said = _recovered(kvmhub)
+    assert "rolled-back" in said, said
+    assert host_state(prepared_host) == before
+    r = kvmhub("create", "uses-it", "--image", name, "--no-start")
+    assert r.code == 3 and f"no image named {name!r}" in r.err

@@ -17,6 +17,7 @@ class ImageMeta(BaseModel):
     compression: str | None = None
     os: str | None = None
     imported: datetime
+    complete: bool = True  # False while the import runs: such an image is never used
 
 
 class ImageInfo(BaseModel):

@@ -23,12 +23,14 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
 from kvmhub.models.image import ImageMeta
+from kvmhub.ops.cancel import CancelToken
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
-from kvmhub.services import pools, storage_usage
+from kvmhub.services import pools, storage_usage, undo_actions
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
 from kvmhub.tools.filecopy import copy_file
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
 
@@ -97,11 +99,18 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
     """The image's volume; NotFound when there is no such image."""
     check_name(name, "image")
     pool = pools.images_pool(hv)
-    if not pool.has_volume(volume_name(name)):
+    names = set(pool.volume_names())
+    if volume_name(name) not in names:
         raise NotFound(
             f"no image named {name!r}",
             hint="list them: `kvmhub image ls`; import one: `kvmhub image import SRC --name N`",
         )
+    meta = _read_meta(pool, name, names)
+    if meta is not None and not meta.complete:
+        raise Conflict(f"image {name!r} is not complete: its import is running or was interrupted",
+                       cause="an image is usable only once its import has stored and checked every byte",
+                       hint="wait for the import to finish; after an interrupted one, `kvmhub repair --yes` "
+                            "removes what it left")
     return pool.volume(volume_name(name))
 
 
@@ -171,6 +180,7 @@ def import_image(
     os_variant: str | None = None,
     progress: Progress | None = None,
     say: Say | None = None,
+    cancel: CancelToken | None = None,
 ) -> ImageInfo:
     """Import `src` (a local path or an http(s) URL) as image `name`, stored as qcow2.
 
@@ -186,14 +196,21 @@ def import_image(
     os_id = _resolve_os(os_variant, say)
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
-    if pool.has_volume(vol_name):
-        raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
-    with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, Undo() as undo:
+    with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, \
+            Operation(hv, "image.import", name, locks=[LockSpec("image", name)], say=say, cancel=cancel) as op:
+        if pool.has_volume(vol_name):  # checked under the lock: of two imports of one name, one wins
+            raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
+        started = datetime.now(UTC).replace(microsecond=0)
+        _delete_if_present(pool, meta_name(name))  # a record left by an image removed behind kvmhub's back
+        op.add(f"delete volume {meta_name(name)}", undo_actions.delete_volume(pool.name, meta_name(name)))
+        _write_meta(pool, name, ImageMeta(source=src, sha256="", original_format="", imported=started,
+                                          complete=False))
+        faults.point("import-record")
         with download.fetch(src, Path(tmp), expected=checksum, progress=progress) as fetched:
             # every step reads the one descriptor fetch opened: what is checked is what is stored
             src_fmt = _format_of(fetched, fmt)
             virtual = int(qemu_img.check_safe(fetched.fd, src_fmt, label=fetched.source).get("virtual-size") or 0)
-            undo.add(f"delete volume {vol_name}", lambda: _delete_if_present(pool, vol_name))
+            op.add(f"delete volume {vol_name}", undo_actions.delete_volume(pool.name, vol_name))
             if src_fmt == "qcow2":
                 _store_qcow2(pool, vol_name, fetched, progress)
             else:
@@ -209,12 +226,13 @@ def import_image(
             os=os_id,
             imported=datetime.now(UTC).replace(microsecond=0),
         )
-        _delete_if_present(pool, meta_name(name))  # a record left by an image removed behind kvmhub's back
-        undo.add(f"delete volume {meta_name(name)}", lambda: _delete_if_present(pool, meta_name(name)))
-        _write_meta(pool, name, meta)
+        op.phase("record")
+        _delete_if_present(pool, meta_name(name))
+        _write_meta(pool, name, meta)  # complete: from here on the image is usable
+        faults.point("import-done")
         pool.refresh()
         info = _info(pool.volume(vol_name), [], meta)
-        undo.success()
+        op.success()
     return info
 
 

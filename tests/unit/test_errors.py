@@ -94,3 +94,42 @@ def test_a_stalled_call_times_out_instead_of_hanging() -> None:
     with pytest.raises(OperationTimeout) as info:
         run_bounded(lambda: never.wait(30), 0.2, "listing VMs")
     assert "no answer from libvirt" in info.value.message
+
+
+def test_hint_terms_read_as_cli_flags_and_commands_or_as_api_fields_and_operations() -> None:
+    err = InvalidInput(
+        "{opt:max_cpus} is below {opt:cpus}",
+        cause="the VM {opt:cpus} cannot exceed its ceiling",
+        hint="raise it with {cmd:set web --max-cpus 8 --live}, or see {cmd:host setup}; `virsh vcpucount web`",
+        code="input.invalid_size",
+    )
+    assert err.message == "--max-cpus is below --cpus"
+    assert err.hint == "raise it with `kvmhub set web --max-cpus 8 --live`, or see `kvmhub host setup`; " \
+                       "`virsh vcpucount web`"
+    assert str(err) == ("--max-cpus is below --cpus\ncause: the VM --cpus cannot exceed its ceiling\n"
+                        "fix: raise it with `kvmhub set web --max-cpus 8 --live`, or see `kvmhub host setup`; "
+                        "`virsh vcpucount web`")
+    assert err.to_dict() == {
+        "error": "InvalidInput", "code": "input.invalid_size", "message": "--max-cpus is below --cpus",
+        "cause": "the VM --cpus cannot exceed its ceiling", "hint": err.hint, "original": None,
+    }
+    api = err.to_dict(front="api")
+    assert api["message"] == "max_cpus is below cpus"
+    assert api["hint"] == "raise it with `set web max_cpus 8 live`, or see `host setup`; `virsh vcpucount web`"
+    assert "--" not in (api["cause"] or "") and "kvmhub" not in (api["hint"] or "")
+
+
+def test_a_rewrapped_message_keeps_its_terms() -> None:
+    err = NotFound("no image {opt:image}", hint="list them: {cmd:image ls}", code="image.not_found")
+    err.message = f"creating VM x: {err.message}"
+    err.hint = f"{err.hint} (or import one)"
+    assert err.message == "creating VM x: no image --image"
+    assert err.to_dict(front="api")["message"] == "creating VM x: no image image"
+    assert err.to_dict(front="api")["hint"] == "list them: `image ls` (or import one)"
+
+
+def test_every_kind_has_a_default_code_and_an_explicit_one_wins() -> None:
+    assert [k("x").code for k in (KvmhubError, OperationFailed, InvalidInput, NotFound, Conflict, HostProblem,
+                                  OperationTimeout)] == [
+        "failed", "failed", "input.invalid", "not_found", "conflict", "host.problem", "timeout"]
+    assert NotFound("no VM named 'x'", code="vm.not_found").code == "vm.not_found"

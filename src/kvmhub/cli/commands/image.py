@@ -72,7 +72,7 @@ def _progress(title: str) -> Iterator[Callable[[str, int, int | None], None]]:
     )
 
     tasks: dict[str, TaskID] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=output.err) as bars:
 
         def live(phase: str, done: int, total: int | None) -> None:

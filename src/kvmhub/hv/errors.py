@@ -43,21 +43,21 @@ _RULES: tuple[_Rule, ...] = (
         HostProblem,
         "virtlogd is not running",
         "libvirtd hands every VM's console and log to virtlogd, and could not reach it",
-        "start it: `virtlogd -d` (or `systemctl start virtlogd`), or run `kvmhub host setup`",
+        "start it: `virtlogd -d` (or `systemctl start virtlogd`), or run {cmd:host setup}",
         pattern=r"virtlogd",
     ),
     _Rule(
         HostProblem,
         "libvirtd is not reachable",
         "no libvirt daemon answers on this URI's socket (not started, or stopped)",
-        "start it: `libvirtd -d` (or `systemctl start libvirtd`), or run `kvmhub host setup`",
+        "start it: `libvirtd -d` (or `systemctl start libvirtd`), or run {cmd:host setup}",
         pattern=r"failed to connect socket|connection refused|no such file or directory.*sock",
     ),
     _Rule(
         HostProblem,
         "KVM is not usable for this VM",
         "/dev/kvm is missing or cannot be opened by QEMU",
-        "run `kvmhub host check`; `kvmhub host setup` fixes /dev/kvm's group and mode, "
+        "run {cmd:host check}; {cmd:host setup} fixes /dev/kvm's group and mode, "
         "and kvmhub falls back to TCG emulation (domain type qemu) when KVM does not work",
         pattern=r"kvm.*(not available|permission denied|no such file)|(could not access|failed to initialize) kvm",
     ),
@@ -80,14 +80,14 @@ _RULES: tuple[_Rule, ...] = (
         Conflict,
         "the VM is not running",
         "this action needs a running VM",
-        "start it first: `kvmhub start NAME`",
+        "start it first: {cmd:start NAME}",
         pattern=r"domain is not running|not running",
     ),
     _Rule(
         Conflict,
         "the VM is already running",
         "this action needs a stopped VM",
-        "stop it first: `kvmhub stop NAME`",
+        "stop it first: {cmd:stop NAME}",
         pattern=r"already (running|active)",
     ),
     _Rule(
@@ -101,7 +101,7 @@ _RULES: tuple[_Rule, ...] = (
         NotFound,
         "no such VM",
         "no domain of that name or UUID is defined on this host",
-        "list them: `kvmhub ls`",
+        "list them: {cmd:ls}",
         codes=(libvirt.VIR_ERR_NO_DOMAIN,),
     ),
     _Rule(
@@ -115,7 +115,7 @@ _RULES: tuple[_Rule, ...] = (
         NotFound,
         "no such storage pool",
         "no libvirt storage pool of that name",
-        "list them: `virsh pool-list --all`; `kvmhub host setup` defines the default pool",
+        "list them: `virsh pool-list --all`; {cmd:host setup} defines the default pool",
         codes=(libvirt.VIR_ERR_NO_STORAGE_POOL,),
     ),
     _Rule(
@@ -129,7 +129,7 @@ _RULES: tuple[_Rule, ...] = (
         NotFound,
         "no such snapshot",
         "the VM has no snapshot of that name",
-        "list them: `kvmhub snapshot ls NAME`",
+        "list them: {cmd:snapshot ls NAME}",
         codes=(libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,),
     ),
     _Rule(

@@ -268,7 +268,7 @@ def lookup_pool(hv: Hypervisor, name: str) -> Pool:
     except NotFound:
         raise NotFound(
             f"no storage pool {name!r}",
-            hint="`kvmhub host setup` defines kvmhub's pools; list them with `virsh pool-list --all`",
+            hint="{cmd:host setup} defines kvmhub's pools; list them with `virsh pool-list --all`",
         ) from None
     return Pool(hv, pool)
 

@@ -100,7 +100,7 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
     if not pool.has_volume(volume_name(name)):
         raise NotFound(
             f"no image named {name!r}",
-            hint="list them: `kvmhub image ls`; import one: `kvmhub image import SRC --name N`",
+            hint="list them: {cmd:image ls}; import one: {cmd:image import SRC --name N}",
         )
     return pool.volume(volume_name(name))
 
@@ -136,14 +136,14 @@ def remove(hv: Hypervisor, name: str) -> None:
             f"image {name!r} is in use by: {', '.join(users)}",
             cause="those VMs' disks are linked clones backed by this image"
                   + (f" (through {', '.join(overlays)})" if overlays else ""),
-            hint="remove those VMs first (`kvmhub rm VM`)",
+            hint="remove those VMs first ({cmd:rm VM})",
         )
     if overlays:
         raise Conflict(
             f"image {name!r} backs the volumes {', '.join(overlays)}",
             cause="those volumes are linked clones (qcow2 overlays) whose data partly lives in this image",
-            hint=f"remove them first (`kvmhub vol rm {overlays[0]}`), or make them full copies "
-                 "(`kvmhub vol clone POOL/VOL COPY`) and remove the linked ones",
+            hint=f"remove them first ({{cmd:vol rm {overlays[0]}}}), or make them full copies "
+                 "({cmd:vol clone POOL/VOL COPY}) and remove the linked ones",
         )
     vol.delete()
     _delete_if_present(pools.images_pool(hv), meta_name(name))
@@ -187,7 +187,7 @@ def import_image(
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
     if pool.has_volume(vol_name):
-        raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
+        raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first")
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, Undo() as undo:
         with download.fetch(src, Path(tmp), expected=checksum, progress=progress) as fetched:
             # every step reads the one descriptor fetch opened: what is checked is what is stored
@@ -240,7 +240,7 @@ def _format_of(fetched: download.Fetched, fmt: str | None) -> str:
         raise InvalidInput(
             f"{fetched.source} is named {suffix} but its header says {detected}",
             cause="the file lies about its format",
-            hint=f"rename it, or pass --format {detected} if that is what it is",
+            hint=f"rename it, or pass {{opt:format}} {detected} if that is what it is",
         )
     return detected
 
@@ -263,7 +263,7 @@ def _store_qcow2(pool: hv_storage.Pool, vol_name: str, fetched: download.Fetched
     local = _local_file(pool, vol)
     if local is not None:
         copy_file(fetched.fd, local, _storing(progress, "copying into the image store"), what="the images pool",
-                  hint="free space in the pool's directory (`kvmhub image ls`, `kvmhub image rm`)",
+                  hint="free space in the pool's directory ({cmd:image ls}, {cmd:image rm})",
                   label=fetched.source)
         return
     vol.delete()

@@ -106,8 +106,8 @@ def import_(
     from kvmhub.tools.download import Checksum
 
     if sha256 and sha512:
-        raise InvalidInput("give --sha256 or --sha512, not both", cause="one checksum is checked per import",
-                           hint="keep the one the publisher signs (usually --sha256)")
+        raise InvalidInput("give {opt:sha256} or {opt:sha512}, not both", cause="one checksum is checked per import",
+                           hint="keep the one the publisher signs (usually {opt:sha256})")
     checksum = Checksum.parse("sha256", sha256) if sha256 else Checksum.parse("sha512", sha512) if sha512 else None
     with _progress(f"import {name}") as progress:
         info = images.import_image(state.hv(), src, name, fmt=fmt, checksum=checksum, os_variant=os_variant,

@@ -94,6 +94,7 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
             hint="check the daemon with `virsh version`; restart libvirtd if it does not answer",
+            code="libvirt.timeout",
         )
     if "error" in box:
         raise box["error"]
@@ -189,6 +190,7 @@ class Hypervisor:
                 cause="libvirtd restarted or stopped during the call",
                 hint="retry; if it persists check `virsh -c URI version` and start libvirtd",
                 original=lost.original,
+                code="host.libvirtd_unreachable",
             ) from None
 
     def _invoke(self, fn: Callable[..., T], args: tuple[Any, ...], what: str) -> T:

@@ -160,7 +160,8 @@ def backup(
     where = local_dir(hv, directory)
     state = dom.state()
     if state not in ("running", "paused", "shut off"):
-        raise Conflict(f"cannot back up VM {name}: it is {state}", hint="wait until it is running or shut off")
+        raise Conflict(f"cannot back up VM {name}: it is {state}", hint="wait until it is running or shut off",
+                       code="vm.wrong_state")
     manifest = load_manifest(where) or BackupManifest(vm=name, uuid=dom.uuid)
     if manifest.uuid != dom.uuid:
         raise Conflict(f"{directory} holds backups of another VM ({manifest.vm}, UUID {manifest.uuid})",
@@ -271,7 +272,8 @@ def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
     if manifest is None:
-        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it")
+        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it",
+                       code="backup.not_found")
     problems: list[str] = []
     for point in manifest.points:
         for disk in point.disks:
@@ -292,13 +294,14 @@ def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
 def chain_of(manifest: BackupManifest, at: str | None) -> list[BackupPoint]:
     """The points from the full backup up to `at` (default: the latest). Raises NotFound for an unknown point."""
     if not manifest.points:
-        raise NotFound("the backup directory holds no backup point")
+        raise NotFound("the backup directory holds no backup point", code="backup.not_found")
     by_name = {p.name: p for p in manifest.points}
     key = at or manifest.points[-1].name
     if key.isdigit():
         key = f"{int(key):04d}"
     if key not in by_name:
-        raise NotFound(f"no backup point {at!r}", hint="list them: {cmd:backup ls NAME --dir DIR}")
+        raise NotFound(f"no backup point {at!r}", hint="list them: {cmd:backup ls NAME --dir DIR}",
+                       code="backup.not_found")
     chain = [by_name[key]]
     while chain[-1].parent is not None:
         chain.append(by_name[chain[-1].parent])
@@ -344,7 +347,8 @@ def restore(
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
     if manifest is None:
-        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it")
+        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it",
+                       code="backup.not_found")
     point = chain_of(manifest, at)[-1]
     dom = None
     if as_name is None:
@@ -356,11 +360,13 @@ def restore(
         if (state := dom.state()) != "shut off":
             raise Conflict(f"cannot restore a backup onto VM {name}: it is {state}",
                            cause="the disks would change under the running guest and corrupt its file systems",
-                           hint=f"stop it first ({{cmd:stop {name}}}), or restore beside it with {{opt:as}} NEWNAME")
+                           hint=f"stop it first ({{cmd:stop {name}}}), or restore beside it with {{opt:as}} NEWNAME",
+                           code="vm.wrong_state")
     else:
         check_name(as_name)
         if hv_domains.exists(hv, as_name):
-            raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name")
+            raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name",
+                           code="name.taken")
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     new_name = as_name or name
     say(f"restoring point {point.name} ({point.kind}, {point.created})")

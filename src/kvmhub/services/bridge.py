@@ -297,7 +297,7 @@ def create(
         raise Conflict(
             f"a network device named {bridge!r} already exists on the host",
             hint=f"pick another name; if it is a bridge already, use it: "
-            f"{{cmd:net create NAME --mode bridge --bridge {bridge}}}",
+            f"{{cmd:net create NAME --mode bridge --bridge {bridge}}}", code="name.taken",
         )
     link = links[dev]
     if link.loopback:

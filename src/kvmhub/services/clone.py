@@ -150,7 +150,7 @@ def _require_shut_off(dom: hv_domains.Domain, name: str) -> None:
         f"cannot clone VM {name}: it is {state}",
         cause="a running or paused QEMU holds the disks open and keeps writes and qcow2 metadata in its "
               "caches, so a copy (or an overlay on them) would be inconsistent",
-        hint=f"stop it first: {{cmd:stop {name}}}, clone, then {{cmd:start {name}}}",
+        hint=f"stop it first: {{cmd:stop {name}}}, clone, then {{cmd:start {name}}}", code="vm.wrong_state",
     )
 
 
@@ -161,7 +161,8 @@ def _new_volume_name(req: CloneRequest, pool: hv_storage.Pool, volume: str, targ
     if name in taken or pool.has_volume(name):
         raise Conflict(f"volume {name} already exists in pool {pool.name}",
                        cause="left over from an earlier VM of that name, or made by hand",
-                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name")
+                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name",
+                       code="name.taken")
     taken.add(name)
     return name
 
@@ -262,7 +263,8 @@ def _check(hv: Hypervisor, req: CloneRequest,
         raise InvalidInput("a clone needs a name of its own", hint="{cmd:clone SRC NEWNAME}")
     dom = get_vm(hv, req.source)
     if hv_domains.exists(hv, req.name):
-        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it")
+        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it",
+                       code="name.taken")
     _require_shut_off(dom, req.source)
     spec = domain_from_xml(dom.xml(inactive=True))
     _require_installed(spec, req.source)
@@ -287,7 +289,7 @@ def _check(hv: Hypervisor, req: CloneRequest,
     for d in disks:
         if d.kind == "seed" and d.pool is not None and d.pool.has_volume(d.volume):
             raise Conflict(f"volume {d.volume} already exists in pool {d.pool.name}",
-                           hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`")
+                           hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`", code="name.taken")
     return dom, spec, disks, _plan_boot(hv, req, spec, taken)
 
 

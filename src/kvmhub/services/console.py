@@ -37,7 +37,7 @@ def interactive(hv: Hypervisor, name: str, *, stdin_fd: int | None = None, stdou
     """Attach the terminal to the VM's serial console until Ctrl-] or the VM stops."""
     dom = vms.get(hv, name)
     if dom.state() not in ("running", "paused"):
-        raise Conflict(f"VM {name} is not running", hint=f"start it: {{cmd:start {name}}}")
+        raise Conflict(f"VM {name} is not running", hint=f"start it: {{cmd:start {name}}}", code="vm.wrong_state")
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out = stdout or sys.stdout.buffer
     try:

@@ -180,7 +180,8 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
         )
     pool = hv_storage.lookup_pool(hv, pool_name)
     if not pool.is_active():
-        raise Conflict(f"pool {pool_name} is not running", hint=f"start it: `virsh pool-start {pool_name}`")
+        raise Conflict(f"pool {pool_name} is not running", hint=f"start it: `virsh pool-start {pool_name}`",
+                       code="pool.inactive")
     vol = pool.volume(vol_name)
     facts = xml_volume.volume_from_xml(vol.xml())
     reported = facts.format or "raw"
@@ -198,7 +199,7 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
         raise Conflict(
             f"volume {ref} is already a disk of {', '.join(users)}",
             cause="two VMs writing one disk corrupt it",
-            hint=f"remove it there first ({{cmd:disk rm {users[0]} TARGET --keep}}), or clone it",
+            hint=f"remove it there first ({{cmd:disk rm {users[0]} TARGET --keep}}), or clone it", code="volume.in_use",
         )
     return DiskSource(pool=pool_name, volume=vol_name), fmt
 
@@ -311,6 +312,7 @@ def add(
             f"cannot hot-plug a sata disk into {vm}: it is running",
             cause="QEMU's SATA (AHCI) controller does not support hot-plug",
             hint=f"use {{opt:bus}} virtio or {{opt:bus}} scsi, or stop the VM first: {{cmd:stop {vm}}}",
+            code="vm.wrong_state",
         )
     if encrypt and size is None:
         raise InvalidInput("{opt:encrypt} makes a new LUKS volume: it goes with {opt:size}",
@@ -405,7 +407,8 @@ def remove(
     disk = _find(domain_from_xml(dom.xml()), target) if live else None
     disk = disk or _find(config, target)
     if disk is None:
-        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them")
+        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them",
+                       code="disk.not_found")
     if live and (target == "vda" or disk.boot_order == 1):
         raise Conflict(
             f"cannot remove {target} from {vm} while it runs: it is the boot disk",
@@ -474,7 +477,8 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
     live = dom.is_active()
     disk = _find(domain_from_xml(dom.xml()), target)
     if disk is None:
-        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them")
+        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them",
+                       code="disk.not_found")
     if disk.device == "cdrom" or disk.readonly:
         raise InvalidInput(f"{target} of {vm} is {'a CD-ROM' if disk.device == 'cdrom' else 'read-only'}",
                            cause="only writable disks can grow")

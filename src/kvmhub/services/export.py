@@ -246,7 +246,8 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
     if (state := dom.state()) != "shut off":
         raise Conflict(f"cannot export VM {name}: it is {state}",
                        cause="its disks change while the guest runs, so the copy would not be consistent",
-                       hint=f"stop it first: {{cmd:stop {name}}}, export, then {{cmd:start {name}}}")
+                       hint=f"stop it first: {{cmd:stop {name}}}, export, then {{cmd:start {name}}}",
+                       code="vm.wrong_state")
     dest = Path(to).absolute()
     partial = dest.with_name(dest.name + ".partial")
     if dest.exists():
@@ -403,7 +404,7 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
             except NotFound:
                 raise NotFound(f"the VM's network {nic.network!r} does not exist on this host",
                                hint=f"create it ({{cmd:net create {nic.network}}}), or connect the VM to another "
-                                    "one: `{opt:network} NET`") from None
+                                    "one: `{opt:network} NET`", code="network.not_found") from None
     fresh = as_name is not None
     if not fresh:
         if spec.uuid and spec.uuid in {d.uuid for d in hv_domains.list_all(hv)}:

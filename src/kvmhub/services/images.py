@@ -100,7 +100,7 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
     if not pool.has_volume(volume_name(name)):
         raise NotFound(
             f"no image named {name!r}",
-            hint="list them: {cmd:image ls}; import one: {cmd:image import SRC --name N}",
+            hint="list them: {cmd:image ls}; import one: {cmd:image import SRC --name N}", code="image.not_found",
         )
     return pool.volume(volume_name(name))
 
@@ -136,14 +136,14 @@ def remove(hv: Hypervisor, name: str) -> None:
             f"image {name!r} is in use by: {', '.join(users)}",
             cause="those VMs' disks are linked clones backed by this image"
                   + (f" (through {', '.join(overlays)})" if overlays else ""),
-            hint="remove those VMs first ({cmd:rm VM})",
+            hint="remove those VMs first ({cmd:rm VM})", code="image.in_use",
         )
     if overlays:
         raise Conflict(
             f"image {name!r} backs the volumes {', '.join(overlays)}",
             cause="those volumes are linked clones (qcow2 overlays) whose data partly lives in this image",
             hint=f"remove them first ({{cmd:vol rm {overlays[0]}}}), or make them full copies "
-                 "({cmd:vol clone POOL/VOL COPY}) and remove the linked ones",
+                 "({cmd:vol clone POOL/VOL COPY}) and remove the linked ones", code="image.in_use",
         )
     vol.delete()
     _delete_if_present(pools.images_pool(hv), meta_name(name))
@@ -187,7 +187,8 @@ def import_image(
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
     if pool.has_volume(vol_name):
-        raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first")
+        raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first",
+                       code="name.taken")
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, Undo() as undo:
         with download.fetch(src, Path(tmp), expected=checksum, progress=progress) as fetched:
             # every step reads the one descriptor fetch opened: what is checked is what is stored

@@ -149,7 +149,7 @@ def create(
     if mode not in MODES:
         raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if hv_networks.network_exists(hv, name):
-        raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}")
+        raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
     if domain is not None:
         check_name(domain, "DNS domain")
     net4: ipaddress.IPv4Network | None = None

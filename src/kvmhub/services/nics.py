@@ -24,7 +24,7 @@ def find(hv: Hypervisor, vm: str, which: str) -> NICSpec:
     for nic in nics:
         if nic.mac and nic.mac.lower() == which.lower():
             return nic
-    raise NotFound(f"VM {vm} has no NIC {which!r}", hint=f"{{cmd:nic ls {vm}}} lists them")
+    raise NotFound(f"VM {vm} has no NIC {which!r}", hint=f"{{cmd:nic ls {vm}}} lists them", code="nic.not_found")
 
 
 def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str | None = None) -> tuple[NICSpec, bool]:

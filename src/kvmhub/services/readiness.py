@@ -136,7 +136,7 @@ def wait_for(
             raise Conflict(
                 f"VM {dom.name} stopped while waiting for it to be {target.value}",
                 cause="the guest powered off or crashed" + (f"; last serial lines:\n{tail}" if tail else ""),
-                hint=f"{{cmd:console {dom.name} --log}}",
+                hint=f"{{cmd:console {dom.name} --log}}", code="vm.wrong_state",
             )
         if on_progress and prog.phase is not last:
             on_progress(prog)

@@ -54,7 +54,7 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
     if state not in ("running", "paused"):
         raise Conflict(f"cannot save VM {name}: it is {state}",
                        cause="only a running or paused VM has a memory state to save",
-                       hint=f"start it: {{cmd:start {name}}}" if state == "shut off" else None)
+                       hint=f"start it: {{cmd:start {name}}}" if state == "shut off" else None, code="vm.wrong_state")
     if file is None:
         say(f"saving the memory state of {name} (managed save)")
         hv_saves.managed_save(dom)
@@ -129,4 +129,5 @@ def _require_off(dom: hv_domains.Domain, action: str) -> None:
     if state != "shut off":
         raise Conflict(f"cannot {action} VM {dom.name}: it is {state}",
                        cause="restoring replaces the running VM's memory; only a stopped VM can take it",
-                       hint=f"stop it first: {{cmd:stop {dom.name}}} (or {{cmd:save {dom.name}}})")
+                       hint=f"stop it first: {{cmd:stop {dom.name}}} (or {{cmd:save {dom.name}}})",
+                       code="vm.wrong_state")

@@ -233,7 +233,8 @@ def create(
     dom = get_vm(hv, vm)
     state = dom.state()
     if state not in ("running", "paused", "shut off"):
-        raise Conflict(f"cannot snapshot VM {vm}: it is {state}", hint="wait until it is running or shut off")
+        raise Conflict(f"cannot snapshot VM {vm}: it is {state}", hint="wait until it is running or shut off",
+                       code="vm.wrong_state")
     live = state != "shut off"
     if memory and not live:
         raise InvalidInput(f"{{opt:memory}} needs a running VM; {vm} is shut off",
@@ -243,7 +244,7 @@ def create(
                            cause="a memory snapshot is consistent by itself; a shut-off VM has nothing to freeze")
     existing = _infos(dom)
     if name in existing:
-        raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name")
+        raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name", code="name.taken")
     kinds = {i.kind for i in existing.values()}
     external = disk_only or "external" in kinds or xml_snap.uses_pflash(dom.xml(inactive=True))
     if external and "internal" in kinds:

@@ -210,7 +210,7 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
     xml = xml_pool.pool_to_xml(spec)
     if spec.name in hv_storage.pool_names(hv):
         raise Conflict(f"a pool named {spec.name!r} already exists", hint="pick another name, or "
-                       f"{{cmd:pool rm {spec.name}}} first")
+                       f"{{cmd:pool rm {spec.name}}} first", code="name.taken")
     check_host_support(hv, spec)
     check_resolved_path(hv, spec)
     root = local_root(hv)
@@ -318,7 +318,8 @@ def refresh_pool(hv: Hypervisor, name: str) -> PoolInfo:
 def _active(hv: Hypervisor, name: str) -> hv_storage.Pool:
     pool = hv_storage.lookup_pool(hv, name)
     if not pool.is_active():
-        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}")
+        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}",
+                       code="pool.inactive")
     return pool
 
 
@@ -346,7 +347,7 @@ def stop_pool(hv: Hypervisor, name: str) -> None:
     running = [vm for vm in pool_users(hv, pool, usage) if vm in usage.running]
     if running:
         raise Conflict(f"pool {name!r} holds disks of running VMs: {', '.join(running)}",
-                       hint="stop those VMs first ({cmd:stop VM})")
+                       hint="stop those VMs first ({cmd:stop VM})", code="pool.in_use")
     pool.stop()
 
 
@@ -364,7 +365,7 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
         raise Conflict(
             f"pool {name!r} holds disks of VMs: {', '.join(users)}",
             cause="removing the pool would leave those VMs without their disks",
-            hint="remove those VMs ({cmd:rm VM}) or move their disks out of the pool first",
+            hint="remove those VMs ({cmd:rm VM}) or move their disks out of the pool first", code="pool.in_use",
         )
     done = []
     xml = pool.xml()

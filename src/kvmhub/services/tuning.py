@@ -448,7 +448,8 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     """
     dom = get(hv, name)
     if dom.state() in ("shutting down", "crashed"):
-        raise Conflict(f"cannot change VM {name}: it is {dom.state()}", hint="wait for it to stop, or kill it")
+        raise Conflict(f"cannot change VM {name}: it is {dom.state()}", hint="wait for it to stop, or kill it",
+                       code="vm.wrong_state")
     now, cfg, running = _specs(dom)
     plan = _Plan()
     if req.autostart is not None:

@@ -116,14 +116,15 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
     elif req.ip is not None:
         raise InvalidInput("{opt:ip} needs {opt:network}", hint="the address is reserved on that network")
     if hv_domains.exists(hv, req.name):
-        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it")
+        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it",
+                       code="name.taken")
     disks = pools.disks_pool(hv)
     for vol in (disk_volume(req.name), seed_volume(req.name), *installer.volume_names(req)):
         if disks.has_volume(vol):
             raise Conflict(
                 f"volume {vol} already exists in pool {disks.name}",
                 cause="left over from an earlier VM of the same name, or made by hand",
-                hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`",
+                hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`", code="name.taken",
             )
     return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
 

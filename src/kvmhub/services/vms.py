@@ -27,7 +27,7 @@ def get(hv: Hypervisor, name: str) -> hv_domains.Domain:
     try:
         return hv_domains.lookup(hv, name)
     except NotFound:
-        raise NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}") from None
+        raise NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}", code="vm.not_found") from None
 
 
 def list_vms(hv: Hypervisor) -> list[VMInfo]:
@@ -116,7 +116,7 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
                 "shut off": f"start it: {{cmd:start {dom.name}}}",
                 "paused": f"resume it: {{cmd:resume {dom.name}}}",
                 "running": f"stop it: {{cmd:stop {dom.name}}}",
-            }.get(state),
+            }.get(state), code="vm.wrong_state",
         )
     return state
 

@@ -85,7 +85,8 @@ def split_ref(ref: str, *, default_pool: str | None = None) -> tuple[str, str]:
 def _active_pool(hv: Hypervisor, name: str) -> hv_storage.Pool:
     pool = hv_storage.lookup_pool(hv, name)
     if not pool.is_active():
-        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}")
+        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}",
+                       code="pool.inactive")
     return pool
 
 
@@ -98,7 +99,8 @@ def _get(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
     pool_name, name = split_ref(ref)
     pool = _active_pool(hv, pool_name)
     if not pool.has_volume(name):
-        raise NotFound(f"no volume {name!r} in pool {pool_name}", hint=f"list them: {{cmd:vol ls {pool_name}}}")
+        raise NotFound(f"no volume {name!r} in pool {pool_name}", hint=f"list them: {{cmd:vol ls {pool_name}}}",
+                       code="volume.not_found")
     return pool, pool.volume(name)
 
 
@@ -195,6 +197,7 @@ def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) 
         cause="the pool's storage is too full for this volume",
         hint="free space in the pool ({cmd:vol ls}, {cmd:vol rm}), or use a pool with room "
         "({cmd:pool ls} shows what each has available)",
+        code="host.no_space",
     )
 
 
@@ -268,7 +271,7 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     kind, _target = _pool_kind(pool)
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
-                       hint=f"pick another name, or {{cmd:vol rm {pool_name}/{name}}} first")
+                       hint=f"pick another name, or {{cmd:vol rm {pool_name}/{name}}} first", code="name.taken")
     fmt = fmt or ("qcow2" if kind in FILE_POOLS else "raw")
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown volume format {fmt!r}", hint="qcow2 or raw")
@@ -348,7 +351,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     dkind, _target = _pool_kind(dpool)
     if dpool.has_volume(dname):
         raise Conflict(f"volume {dname!r} already exists in pool {dpool_name}",
-                       hint=f"pick another name, or {{cmd:vol rm {dpool_name}/{dname}}} first")
+                       hint=f"pick another name, or {{cmd:vol rm {dpool_name}/{dname}}} first", code="name.taken")
     check_chain(hv, spool, src)
     usage = storage_usage.scan(hv)
     writers = usage.vms_writing(spool.name, src.name, src.path)
@@ -358,6 +361,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
             f"volume {spool.name}/{src.name} is the disk of VM{'s' if len(busy) > 1 else ''} {', '.join(busy)}",
             cause="an overlay's base must never change" if linked else "a copy of a disk in use would be torn",
             hint="stop the VM first" if not linked else "clone it in full (without {opt:linked}), or remove the VM",
+            code="volume.in_use",
         )
     info = src.info()
     src_fmt = xml_volume.volume_from_xml(src.xml()).format or "raw"
@@ -404,7 +408,8 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
     if running:
         raise Conflict(f"volume {pool.name}/{vol.name} is a disk of running VM {', '.join(running)}",
                        cause="QEMU holds the image open; resizing it underneath would confuse the guest",
-                       hint=f"resize it live: {{cmd:disk resize {running[0]} TARGET SIZE}}, or stop the VM")
+                       hint=f"resize it live: {{cmd:disk resize {running[0]} TARGET SIZE}}, or stop the VM",
+                       code="volume.in_use")
     try:
         vol.resize(new, shrink=new < current)
     except KvmhubError as exc:
@@ -421,12 +426,13 @@ def remove_volume(hv: Hypervisor, ref: str) -> None:
     users = storage_usage.scan(hv).vms_using(pool.name, vol.name, path)
     if users:
         raise Conflict(f"volume {pool.name}/{vol.name} is in use by VM{'s' if len(users) > 1 else ''}: "
-                       f"{', '.join(users)}", hint="remove those VMs or their disks first ({cmd:rm VM})")
+                       f"{', '.join(users)}", hint="remove those VMs or their disks first ({cmd:rm VM})",
+                       code="volume.in_use")
     overlays = storage_usage.overlays_of(hv, path)
     if overlays:
         raise Conflict(f"volume {pool.name}/{vol.name} backs other volumes: {', '.join(overlays)}",
                        cause="they are linked clones; their data below their own changes lives here",
-                       hint="remove those first ({cmd:vol rm POOL/VOL})")
+                       hint="remove those first ({cmd:vol rm POOL/VOL})", code="volume.in_use")
     vol.delete()
 
 
@@ -459,7 +465,7 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
         raise InvalidInput(f"pool {pool_name} is a {kind} pool; uploads make new files in dir, fs or netfs pools")
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
-                       hint=f"upload under another name, or {{cmd:vol rm {pool_name}/{name}}} first")
+                       hint=f"upload under another name, or {{cmd:vol rm {pool_name}/{name}}} first", code="name.taken")
     root = local_root(hv)
     if root is not None and target is not None and os.path.lexists(f"{root}{target}/{name}"):
         raise Conflict(f"{target}/{name} already exists in pool {pool_name}'s directory",

@@ -287,6 +287,7 @@ def _no_space(where: Path, exc: OSError) -> HostProblem:
         cause="the decompressed or downloaded image does not fit in the temporary directory",
         hint="free space there, or point TMPDIR at a larger file system",
         original=str(exc),
+        code="host.no_space",
     )
 
 

@@ -60,7 +60,7 @@ def _failed(what: str, err: str, shown: list[str]) -> OperationFailed | HostProb
     command = f"`qemu-img {shlex.join(shown)}`"
     if "No space left" in err:
         return HostProblem(f"{what}: no space left on the host's disk", cause="qemu-img could not write its output",
-                           original=err, hint=f"free space and try again ({command})")
+                           original=err, hint=f"free space and try again ({command})", code="host.no_space")
     return OperationFailed(f"{what} failed", cause="qemu-img exited with an error", original=err,
                            hint=f"run {command} by hand to see the whole story")
 

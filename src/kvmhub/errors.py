@@ -1,27 +1,80 @@
 """kvmhub's errors.
 
-Every failure kvmhub reports is a :class:`KvmhubError`. Each carries three parts a user needs:
-what failed (the message), the likely ``cause``, and the ``hint`` (the fix, a command when there is
-one); ``original`` keeps the underlying libvirt / qemu-img message.
+Every failure kvmhub reports is a :class:`KvmhubError`. Each carries what a user needs: a stable
+``code`` (what went wrong, for programs), what failed (the message), the likely ``cause``, and the
+``hint`` (the fix, a command when there is one); ``original`` keeps the underlying libvirt / qemu-img
+message.
 
-The tree::
+The tree, with each kind's default code::
 
-    KvmhubError                 exit 1   HTTP 500
-     +-- InvalidInput           exit 2   HTTP 400   bad name, size, path, option
-     +-- NotFound               exit 3   HTTP 404   no such VM, image, network, pool
-     +-- Conflict               exit 4   HTTP 409   name taken, VM in the wrong state, image in use
-     +-- HostProblem            exit 5   HTTP 503   libvirtd unreachable, virtlogd missing, KVM unusable,
-     |                                              no space, permission denied
-     +-- OperationTimeout       exit 6   HTTP 504   a libvirt call or a wait ran out of time
-     +-- OperationFailed        exit 1   HTTP 500   anything else libvirt or a tool refused
+    KvmhubError                 exit 1   HTTP 500   failed
+     +-- InvalidInput           exit 2   HTTP 400   input.invalid     bad name, size, path, option
+     +-- NotFound               exit 3   HTTP 404   not_found         no such VM, image, network, pool
+     +-- Conflict               exit 4   HTTP 409   conflict          name taken, VM in the wrong state, image in use
+     +-- HostProblem            exit 5   HTTP 503   host.problem      libvirtd unreachable, virtlogd missing,
+     |                                                                KVM unusable, no space, permission denied
+     +-- OperationTimeout       exit 6   HTTP 504   timeout           a libvirt call or a wait ran out of time
+     +-- OperationFailed        exit 1   HTTP 500   failed            anything else libvirt or a tool refused
 
-:func:`exit_code` and :func:`http_status` are the only two maps from errors to the outside world.
+:func:`exit_code` and :func:`http_status` are the only two maps from errors to the outside world; they go
+by kind, so a code never changes an exit status.
+
+Codes are dotted lower-case words, stable across releases: a program may match on them. A raise site
+gives one with ``code=`` when it means one of these; otherwise the kind's default stands:
+
+    failed                      libvirt, QEMU or a tool failed for a reason not listed here
+    input.invalid               the request is wrong (a value, a path, an option, a combination)
+    input.invalid_name          a name breaks kvmhub's naming rule
+    input.invalid_size          a size or amount cannot be read or is out of range
+    libvirt.refused             libvirt refused a definition kvmhub sent it (XML or a value in it)
+    not_found                   an object of another kind does not exist
+    vm.not_found                no such VM
+    image.not_found             no such image
+    network.not_found           no such network
+    pool.not_found              no such storage pool
+    volume.not_found            no such volume in the pool
+    snapshot.not_found          no such snapshot of the VM
+    disk.not_found              the VM has no such disk
+    nic.not_found               the VM has no such NIC
+    backup.not_found            no backup (or backup point) where it was looked for
+    conflict                    the request clashes with the current state in another way
+    name.taken                  an object of that kind and name already exists
+    vm.wrong_state              the VM is running when it must be stopped, or the reverse
+    image.in_use                VMs or volumes still use the image
+    image.incomplete            the image's import is still running or was interrupted
+    pool.inactive               the storage pool is not started
+    pool.in_use                 VMs still use volumes of the pool
+    volume.in_use               VMs or overlays still use the volume
+    host.problem                the host cannot do it for another reason
+    host.libvirtd_unreachable   no libvirt daemon answers on the URI
+    host.virtlogd_unreachable   libvirtd cannot reach virtlogd
+    host.kvm_unusable           /dev/kvm is missing or QEMU cannot open it
+    host.no_space               the host's disk or the pool is full
+    host.permission_denied      QEMU or libvirtd may not open a file it needs
+    host.access_denied          this user may not use the libvirt URI
+    timeout                     a wait ran out of time
+    libvirt.timeout             libvirtd or QEMU did not answer a call in time
+    op.cancelled                the operation was cancelled (Ctrl-C or a cancel request) and undone
+    op.not_found                no such operation in the journal
+    lock.timeout                another operation held the resource longer than the wait allowed
+
+Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its
+own terms: ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the
+API; ``{cmd:host setup}`` is `` `kvmhub host setup` `` for the CLI and `` `host setup` `` (the operation)
+for the API. ``str(err)``, ``err.message``, ``err.cause`` and ``err.hint`` read as the CLI prints them;
+:meth:`KvmhubError.to_dict` and :func:`render` take the front end. Commands of other tools
+(`virsh ...`, `systemctl ...`) are plain text.
 """
 
 from __future__ import annotations
 
+import re
+from typing import ClassVar, Literal
+
 __all__ = [
+    "CODES",
     "Conflict",
+    "Front",
     "HostProblem",
     "InvalidInput",
     "KvmhubError",
@@ -30,11 +83,65 @@ __all__ = [
     "OperationTimeout",
     "exit_code",
     "http_status",
+    "render",
 ]
+
+Front = Literal["cli", "api"]
+
+CODES: frozenset[str] = frozenset({
+    "failed", "input.invalid", "input.invalid_name", "input.invalid_size", "libvirt.refused",
+    "not_found", "vm.not_found", "image.not_found", "network.not_found", "pool.not_found", "volume.not_found",
+    "snapshot.not_found", "disk.not_found", "nic.not_found", "backup.not_found",
+    "conflict", "name.taken", "vm.wrong_state", "image.in_use", "image.incomplete", "pool.inactive", "pool.in_use", "volume.in_use",
+    "host.problem", "host.libvirtd_unreachable", "host.virtlogd_unreachable", "host.kvm_unusable",
+    "host.no_space", "host.permission_denied", "host.access_denied",
+    "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
+})  # fmt: skip
+
+_TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+
+
+def _cli_term(match: re.Match[str]) -> str:
+    kind, body = match.group(1), match.group(2)
+    if kind == "opt":
+        return "--" + body.replace("_", "-")
+    return f"`kvmhub {body}`"
+
+
+def _api_term(match: re.Match[str]) -> str:
+    kind, body = match.group(1), match.group(2)
+    if kind == "opt":
+        return body
+    # a command's own flags become the request's fields
+    return "`" + _FLAG.sub(lambda m: m.group(1).replace("-", "_"), body) + "`"
+
+
+def render(text: str, front: Front = "cli") -> str:
+    """`text` with its ``{opt:...}`` and ``{cmd:...}`` terms phrased for the CLI or the API."""
+    return _TERM.sub(_cli_term if front == "cli" else _api_term, text)
+
+
+def _maybe(text: str | None, front: Front) -> str | None:
+    return None if text is None else render(text, front)
+
+
+def _rewrapped(new: str | None, old: str | None) -> str | None:
+    # `err.message = f"{doing}: {err.message}"` gets the CLI reading back: keep the terms it was made of
+    if new is None or old is None or not _TERM.search(old):
+        return new
+    return new.replace(render(old), old, 1)
 
 
 class KvmhubError(Exception):
-    """Root of every error kvmhub raises."""
+    """Root of every error kvmhub raises.
+
+    ``message``, ``cause`` and ``hint`` may name CLI flags and commands as ``{opt:...}`` / ``{cmd:...}``
+    terms; the attributes read them rendered for the CLI, :meth:`to_dict` for either front end.
+    """
+
+    code: str
+    default_code: ClassVar[str] = "failed"
 
     def __init__(
         self,
@@ -43,12 +150,38 @@ class KvmhubError(Exception):
         cause: str | None = None,
         hint: str | None = None,
         original: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
-        self.cause = cause
-        self.hint = hint
+        self._message = message
+        self._cause = cause
+        self._hint = hint
         self.original = original
+        self.code = code or self.default_code
+
+    @property
+    def message(self) -> str:
+        return render(self._message)
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = _rewrapped(text, self._message) or text
+
+    @property
+    def cause(self) -> str | None:
+        return _maybe(self._cause, "cli")
+
+    @cause.setter
+    def cause(self, text: str | None) -> None:
+        self._cause = _rewrapped(text, self._cause)
+
+    @property
+    def hint(self) -> str | None:
+        return _maybe(self._hint, "cli")
+
+    @hint.setter
+    def hint(self, text: str | None) -> None:
+        self._hint = _rewrapped(text, self._hint)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -60,12 +193,14 @@ class KvmhubError(Exception):
             parts.append(f"libvirt said: {self.original}")
         return "\n".join(parts)
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self, front: Front = "cli") -> dict[str, str | None]:
+        """The error as data, its flags and commands phrased for `front` (``"cli"`` or ``"api"``)."""
         return {
             "error": type(self).__name__,
-            "message": self.message,
-            "cause": self.cause,
-            "hint": self.hint,
+            "code": self.code,
+            "message": render(self._message, front),
+            "cause": _maybe(self._cause, front),
+            "hint": _maybe(self._hint, front),
             "original": self.original,
         }
 
@@ -73,21 +208,31 @@ class KvmhubError(Exception):
 class InvalidInput(KvmhubError):
     """The request itself is wrong: a name, size, path or option kvmhub refuses."""
 
+    default_code = "input.invalid"
+
 
 class NotFound(KvmhubError):
     """The named object (VM, image, network, pool, volume, snapshot) does not exist."""
+
+    default_code = "not_found"
 
 
 class Conflict(KvmhubError):
     """The request clashes with the current state: a taken name, a VM in the wrong phase."""
 
+    default_code = "conflict"
+
 
 class HostProblem(KvmhubError):
     """The host cannot do it: daemons down, permissions, KVM unusable, disk full."""
 
+    default_code = "host.problem"
+
 
 class OperationTimeout(KvmhubError):
     """A libvirt call or a wait did not finish in time."""
+
+    default_code = "timeout"
 
 
 class OperationFailed(KvmhubError):

@@ -39,6 +39,7 @@ def check_name(name: str, kind: str = "VM") -> str:
             f"invalid {kind} name {name!r}",
             cause=f"a {kind} name is {NAME_RULE}",
             hint="pick a name like `web-1` or `db.lab`",
+            code="input.invalid_name",
         )
     return name
 
@@ -57,6 +58,7 @@ def parse_size(text: str | int, *, what: str = "size", default_unit: str = "") -
                 f"invalid {what} {text!r}",
                 cause="a size is a number with an optional unit (K, M, G, T; KiB/MiB/GiB; KB/MB/GB)",
                 hint="for example 512M or 10G",
+                code="input.invalid_size",
             )
         number, unit = m.group(1), (m.group(2) or default_unit).lower()
         if unit not in _UNITS:
@@ -64,10 +66,11 @@ def parse_size(text: str | int, *, what: str = "size", default_unit: str = "") -
                 f"invalid {what} {text!r}: unknown unit {m.group(2)!r}",
                 cause="known units: K, M, G, T (binary), KiB/MiB/GiB/TiB, KB/MB/GB/TB",
                 hint="for example 512M or 10G",
+                code="input.invalid_size",
             )
         value_bytes = int(float(number) * _UNITS[unit])
     if value_bytes <= 0:
-        raise InvalidInput(f"invalid {what} {text!r}: must be greater than zero")
+        raise InvalidInput(f"invalid {what} {text!r}: must be greater than zero", code="input.invalid_size")
     return value_bytes
 
 

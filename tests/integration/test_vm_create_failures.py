@@ -46,6 +46,33 @@ def test_hostile_names_are_refused_and_nothing_changes(name: str, prepared_host:
     assert not os.path.exists("/tmp/kvmhub-pwned")
 
 
+@pytest.mark.parametrize("name", ["[/x]", "[bold]x", "[red]", "x:thumbs_up:"])
+def test_markup_in_names_is_refused_and_printed_as_given(name: str, prepared_host: TestHost, kvmhub: Runner,
+                                                          tmp_path: Path) -> None:
+    def objects() -> list[str]:
+        return [prepared_host.virsh(*cmd).stdout for cmd in (("list", "--all", "--name"), ("vol-list", "default"),
+                                                             ("vol-list", "kvmhub-images"), ("net-list", "--all"))]
+
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 65536)
+    before = objects()
+    for args, words in [
+        (("create", "--image", "tiny", "--network", LAB_NET, "--", name), "invalid VM name"),
+        (("show", "--", name), "invalid VM name"),
+        (("rm", "--", name), "invalid VM name"),
+        (("image", "import", str(disk), "--name", name), "invalid image name"),
+        (("net", "create", "--", name), "invalid network name"),
+        (("snapshot", "create", "taken-or-not", name), "invalid snapshot name"),
+    ]:
+        r = kvmhub(*args)
+        assert r.code == 2, f"{args}: {r.err}"
+        assert r.err.startswith(f"error: {words} {name!r}\n"), f"{args}: {r.err}"
+    user_data = tmp_path / f"ud{name}"
+    r = kvmhub("create", "ud-literal", "--image", "tiny", "--user-data", str(user_data))
+    assert r.code == 2 and f"{user_data}" in r.err and "Traceback" not in r.err, r.err
+    assert objects() == before
+
+
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [

@@ -1,4 +1,8 @@
-"""How the CLI prints: tables and phases for people, JSON for scripts, errors with cause and fix."""
+"""How the CLI prints: tables and phases for people, JSON for scripts, errors with cause and fix.
+
+Both consoles read no Rich markup or emoji codes: names, paths and messages are user text and print as given. Styled
+output is built from :class:`rich.text.Text` parts, never by formatting user text into markup.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from kvmhub.errors import KvmhubError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def print_json(data: Any) -> None:
+    """Models and lists of models as indented JSON on stdout."""
     from pydantic import BaseModel
 
     def plain(x: Any) -> Any:
@@ -57,11 +63,13 @@ def fields(model: Any, width: int = 12) -> None:
 
 
 def say(msg: str) -> None:
+    """One progress or warning line on stderr, printed as given."""
     err.print(msg, markup=False)
 
 
 def error(exc: KvmhubError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+    """An error as the CLI shows it: message, then cause, fix and libvirt's own words when they add something."""
+    err.print(Text.assemble(("error:", "bold red"), " ", exc.message))
     if exc.cause:
         err.print(f"  cause: {exc.cause}", markup=False)
     if exc.hint:
@@ -96,7 +104,6 @@ def phases(title: str) -> Iterator[Callable[[str], None]]:
         yield plain
         return
     from rich.live import Live
-    from rich.text import Text
 
     class Ticker:
         """Re-rendered by Live a few times a second, so the elapsed time keeps moving."""

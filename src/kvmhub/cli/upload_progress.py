@@ -45,8 +45,8 @@ def uploads(title: str) -> Iterator[ProgressFn]:
     )
     from rich.progress import Progress as Bars
 
-    bars: Progress = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                          TimeRemainingColumn(), console=output.err)
+    bars: Progress = Bars(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                          TransferSpeedColumn(), TimeRemainingColumn(), console=output.err)
     tasks: dict[str, TaskID] = {}
 
     def live(what: str, done: int, total: int) -> None:

@@ -102,6 +102,7 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
             hint="check the daemon with `virsh version`; restart libvirtd if it does not answer",
+            code="libvirt.timeout",
         )
     if "error" in box:
         raise box["error"]
@@ -211,6 +212,7 @@ class Hypervisor:
                 cause="libvirtd restarted or stopped during the call",
                 hint="retry; if it persists check `virsh -c URI version` and start libvirtd",
                 original=lost.original,
+                code="host.libvirtd_unreachable",
             ) from None
 
     def _rebind(self, fn: Callable[..., T]) -> Callable[..., T]:

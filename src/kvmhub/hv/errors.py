@@ -20,7 +20,8 @@ from kvmhub.errors import (
 
 @dataclass(frozen=True)
 class _Rule:
-    """One known failure: matched on libvirt's error code and/or a pattern of its message."""
+    """One known failure: matched on libvirt's error numbers (`codes`) and/or a pattern of its message;
+    `code` is the kvmhub error code it becomes."""
 
     kind: type[KvmhubError]
     message: str
@@ -28,6 +29,7 @@ class _Rule:
     hint: str | None
     codes: tuple[int, ...] = ()
     pattern: str | None = None
+    code: str | None = None
 
     def matches(self, code: int, text: str) -> bool:
         if self.codes and code not in self.codes:
@@ -43,23 +45,26 @@ _RULES: tuple[_Rule, ...] = (
         HostProblem,
         "virtlogd is not running",
         "libvirtd hands every VM's console and log to virtlogd, and could not reach it",
-        "start it: `virtlogd -d` (or `systemctl start virtlogd`), or run `kvmhub host setup`",
+        "start it: `virtlogd -d` (or `systemctl start virtlogd`), or run {cmd:host setup}",
         pattern=r"virtlogd",
+        code="host.virtlogd_unreachable",
     ),
     _Rule(
         HostProblem,
         "libvirtd is not reachable",
         "no libvirt daemon answers on this URI's socket (not started, or stopped)",
-        "start it: `libvirtd -d` (or `systemctl start libvirtd`), or run `kvmhub host setup`",
+        "start it: `libvirtd -d` (or `systemctl start libvirtd`), or run {cmd:host setup}",
         pattern=r"failed to connect socket|connection refused|no such file or directory.*sock",
+        code="host.libvirtd_unreachable",
     ),
     _Rule(
         HostProblem,
         "KVM is not usable for this VM",
         "/dev/kvm is missing or cannot be opened by QEMU",
-        "run `kvmhub host check`; `kvmhub host setup` fixes /dev/kvm's group and mode, "
+        "run {cmd:host check}; {cmd:host setup} fixes /dev/kvm's group and mode, "
         "and kvmhub falls back to TCG emulation (domain type qemu) when KVM does not work",
         pattern=r"kvm.*(not available|permission denied|no such file)|(could not access|failed to initialize) kvm",
+        code="host.kvm_unusable",
     ),
     _Rule(
         HostProblem,
@@ -67,6 +72,7 @@ _RULES: tuple[_Rule, ...] = (
         "the file system holding the VM's disks or state is full",
         "free space (`df -h /var/lib/libvirt`), or put the disks in another pool",
         pattern=r"no space left|ENOSPC|disk quota",
+        code="host.no_space",
     ),
     _Rule(
         HostProblem,
@@ -75,20 +81,23 @@ _RULES: tuple[_Rule, ...] = (
         "make the file and every parent directory readable by the QEMU user "
         "(`ls -ld` each; `chmod o+x` on directories), or keep disks in a libvirt pool",
         pattern=r"permission denied|EACCES",
+        code="host.permission_denied",
     ),
     _Rule(
         Conflict,
         "the VM is not running",
         "this action needs a running VM",
-        "start it first: `kvmhub start NAME`",
+        "start it first: {cmd:start NAME}",
         pattern=r"domain is not running|not running",
+        code="vm.wrong_state",
     ),
     _Rule(
         Conflict,
         "the VM is already running",
         "this action needs a stopped VM",
-        "stop it first: `kvmhub stop NAME`",
+        "stop it first: {cmd:stop NAME}",
         pattern=r"already (running|active)",
+        code="vm.wrong_state",
     ),
     _Rule(
         Conflict,
@@ -96,13 +105,15 @@ _RULES: tuple[_Rule, ...] = (
         "an object of that kind with that name already exists on this host",
         "pick another name, or remove the existing one first",
         pattern=r"already exists|already defined|domain .* exists",
+        code="name.taken",
     ),
     _Rule(
         NotFound,
         "no such VM",
         "no domain of that name or UUID is defined on this host",
-        "list them: `kvmhub ls`",
+        "list them: {cmd:ls}",
         codes=(libvirt.VIR_ERR_NO_DOMAIN,),
+        code="vm.not_found",
     ),
     _Rule(
         NotFound,
@@ -110,13 +121,15 @@ _RULES: tuple[_Rule, ...] = (
         "no libvirt network of that name",
         "list them: `virsh net-list --all`",
         codes=(libvirt.VIR_ERR_NO_NETWORK,),
+        code="network.not_found",
     ),
     _Rule(
         NotFound,
         "no such storage pool",
         "no libvirt storage pool of that name",
-        "list them: `virsh pool-list --all`; `kvmhub host setup` defines the default pool",
+        "list them: `virsh pool-list --all`; {cmd:host setup} defines the default pool",
         codes=(libvirt.VIR_ERR_NO_STORAGE_POOL,),
+        code="pool.not_found",
     ),
     _Rule(
         NotFound,
@@ -124,13 +137,15 @@ _RULES: tuple[_Rule, ...] = (
         "no volume of that name in the pool",
         "list them: `virsh vol-list POOL`",
         codes=(libvirt.VIR_ERR_NO_STORAGE_VOL,),
+        code="volume.not_found",
     ),
     _Rule(
         NotFound,
         "no such snapshot",
         "the VM has no snapshot of that name",
-        "list them: `kvmhub snapshot ls NAME`",
+        "list them: {cmd:snapshot ls NAME}",
         codes=(libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,),
+        code="snapshot.not_found",
     ),
     _Rule(
         OperationTimeout,
@@ -138,6 +153,7 @@ _RULES: tuple[_Rule, ...] = (
         "libvirtd or QEMU did not answer in time (a stalled daemon or a busy guest)",
         "check the daemon: `virsh version`; restart libvirtd if it does not answer",
         codes=(libvirt.VIR_ERR_OPERATION_TIMEOUT, libvirt.VIR_ERR_AGENT_UNRESPONSIVE),
+        code="libvirt.timeout",
     ),
     _Rule(
         HostProblem,
@@ -145,6 +161,7 @@ _RULES: tuple[_Rule, ...] = (
         "this user may not use this libvirt URI",
         "run as root, or join the `libvirt` group",
         codes=(libvirt.VIR_ERR_AUTH_FAILED, libvirt.VIR_ERR_ACCESS_DENIED),
+        code="host.access_denied",
     ),
     _Rule(
         InvalidInput,
@@ -157,6 +174,7 @@ _RULES: tuple[_Rule, ...] = (
             libvirt.VIR_ERR_INVALID_ARG,
             libvirt.VIR_ERR_XML_DETAIL,
         ),
+        code="libvirt.refused",
     ),
 )
 
@@ -167,6 +185,7 @@ def translate(err: libvirt.libvirtError, what: str) -> KvmhubError:
     text = err.get_error_message() or str(err)
     for rule in _RULES:
         if rule.matches(code, text):
-            return rule.kind(f"{what}: {rule.message}", cause=rule.cause, hint=rule.hint, original=text)
+            return rule.kind(f"{what}: {rule.message}", cause=rule.cause, hint=rule.hint, original=text,
+                             code=rule.code)
     return OperationFailed(f"{what} failed", cause=None, hint=None, original=text)
 

@@ -94,7 +94,7 @@ def lookup_network(hv: Hypervisor, name: str) -> Network:
     except NotFound:
         raise NotFound(
             f"no network {name!r}",
-            hint="list them: `kvmhub net ls`; make one: `kvmhub net create NAME --mode isolated`",
+            hint="list them: {cmd:net ls}; make one: {cmd:net create NAME --mode isolated}", code="network.not_found",
         ) from None
     return Network(hv, net)
 

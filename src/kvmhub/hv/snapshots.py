@@ -66,7 +66,7 @@ def lookup(dom: Domain, name: str) -> Snapshot:
     except NotFound:
         raise NotFound(
             f"VM {dom.name} has no snapshot {name!r}",
-            hint=f"list them: `kvmhub snapshot ls {dom.name}`",
+            hint=f"list them: {{cmd:snapshot ls {dom.name}}}", code="snapshot.not_found",
         ) from None
     return Snapshot(dom, snap)
 

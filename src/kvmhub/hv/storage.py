@@ -156,7 +156,7 @@ class Pool:
         except NotFound:
             raise NotFound(
                 f"no volume {name!r} in pool {self.name}",
-                hint=f"list them: `virsh vol-list {self.name}`",
+                hint=f"list them: `virsh vol-list {self.name}`", code="volume.not_found",
             ) from None
         return Volume(self.hv, vol, self.name)
 
@@ -268,7 +268,8 @@ def lookup_pool(hv: Hypervisor, name: str) -> Pool:
     except NotFound:
         raise NotFound(
             f"no storage pool {name!r}",
-            hint="`kvmhub host setup` defines kvmhub's pools; list them with `virsh pool-list --all`",
+            hint="{cmd:host setup} defines kvmhub's pools; list them with `virsh pool-list --all`",
+            code="pool.not_found",
         ) from None
     return Pool(hv, pool)
 

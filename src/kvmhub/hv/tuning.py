@@ -68,7 +68,7 @@ def _host_problem(err: KvmhubError) -> KvmhubError:
             f"{err.message.split(':')[0]}: libvirt may not raise the VM's locked-memory limit",
             cause="with a memory hard limit and memory hotplug, libvirt sets QEMU's RLIMIT_MEMLOCK to the hard "
             "limit; this host refuses (libvirtd lacks CAP_SYS_RESOURCE, e.g. inside a container)",
-            hint="drop the memory limit (`kvmhub set NAME --memory-limit none`) before adding memory, or run "
+            hint="drop the memory limit ({cmd:set NAME --memory-limit none}) before adding memory, or run "
             "libvirtd with CAP_SYS_RESOURCE",
             original=text,
         )

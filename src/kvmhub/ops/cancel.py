@@ -30,4 +30,4 @@ class CancelToken:
         """Raise :class:`Cancelled` when cancellation was asked for."""
         if self._event.is_set():
             raise Cancelled(f"operation {self.reason}", cause="a cancel was requested",
-                            hint="nothing to do: what the operation had made was removed")
+                            hint="nothing to do: what the operation had made was removed", code="op.cancelled")

@@ -95,7 +95,7 @@ def _busy(spec: LockSpec, holder: str, timeout: float) -> LockTimeout:
     return LockTimeout(
         f"{spec.label} is busy: held by {holder}",
         cause=f"another kvmhub operation works on {spec.label} and did not finish in {timeout:.0f} s",
-        hint="wait for it to finish and retry; `kvmhub ops ls` lists operations",
+        hint="wait for it to finish and retry; {cmd:ops ls} lists operations", code="lock.timeout",
     )
 
 

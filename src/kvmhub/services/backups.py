@@ -119,8 +119,8 @@ def _ensure_bitmap_capable(hv: Hypervisor, dom: hv_domains.Domain, targets: list
             raise Conflict(
                 f"disk {target} of {dom.name} is a qcow2 v2 file ({path}), which cannot hold dirty bitmaps",
                 cause="checkpoints, and so incremental backups, need qcow2 v3 (compat 1.1)",
-                hint=f"upgrade it once while the VM is off: `kvmhub stop {dom.name}`, then "
-                     f"`kvmhub backup {dom.name} --to DIR` upgrades it (or `qemu-img amend -f qcow2 -o compat=1.1 "
+                hint=f"upgrade it once while the VM is off: {{cmd:stop {dom.name}}}, then "
+                     f"{{cmd:backup {dom.name} --to DIR}} upgrades it (or `qemu-img amend -f qcow2 -o compat=1.1 "
                      f"{path}`)",
             )
         say(f"upgrading disk {target} to qcow2 v3 (dirty bitmaps need it)")
@@ -160,7 +160,8 @@ def backup(
     where = local_dir(hv, directory)
     state = dom.state()
     if state not in ("running", "paused", "shut off"):
-        raise Conflict(f"cannot back up VM {name}: it is {state}", hint="wait until it is running or shut off")
+        raise Conflict(f"cannot back up VM {name}: it is {state}", hint="wait until it is running or shut off",
+                       code="vm.wrong_state")
     manifest = load_manifest(where) or BackupManifest(vm=name, uuid=dom.uuid)
     if manifest.uuid != dom.uuid:
         raise Conflict(f"{directory} holds backups of another VM ({manifest.vm}, UUID {manifest.uuid})",
@@ -169,11 +170,11 @@ def backup(
     if incremental:
         if parent is None:
             raise Conflict(f"{directory} holds no backup of {name} to build an incremental one on",
-                           hint=f"take a full one first: `kvmhub backup {name} --to {directory}`")
+                           hint=f"take a full one first: {{cmd:backup {name} --to {directory}}}")
         if parent.checkpoint not in {c.name for c in hv_backup.checkpoints(dom)}:
             raise Conflict(f"VM {name} no longer has checkpoint {parent.checkpoint} of backup {parent.name}",
                            cause="the checkpoint was removed (or the disk restored), so its changes are unknown",
-                           hint=f"take a full backup: `kvmhub backup {name} --to {directory}`")
+                           hint=f"take a full backup: {{cmd:backup {name} --to {directory}}}")
     keep, skip = _backed_up_disks(dom)
     _ensure_bitmap_capable(hv, dom, keep, running=state != "shut off", say=say)
     kind: BackupKind = "incremental" if incremental else "full"
@@ -271,7 +272,8 @@ def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
     if manifest is None:
-        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it")
+        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it",
+                       code="backup.not_found")
     problems: list[str] = []
     for point in manifest.points:
         for disk in point.disks:
@@ -292,13 +294,14 @@ def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
 def chain_of(manifest: BackupManifest, at: str | None) -> list[BackupPoint]:
     """The points from the full backup up to `at` (default: the latest). Raises NotFound for an unknown point."""
     if not manifest.points:
-        raise NotFound("the backup directory holds no backup point")
+        raise NotFound("the backup directory holds no backup point", code="backup.not_found")
     by_name = {p.name: p for p in manifest.points}
     key = at or manifest.points[-1].name
     if key.isdigit():
         key = f"{int(key):04d}"
     if key not in by_name:
-        raise NotFound(f"no backup point {at!r}", hint="list them: `kvmhub backup ls NAME --dir DIR`")
+        raise NotFound(f"no backup point {at!r}", hint="list them: {cmd:backup ls NAME --dir DIR}",
+                       code="backup.not_found")
     chain = [by_name[key]]
     while chain[-1].parent is not None:
         chain.append(by_name[chain[-1].parent])
@@ -344,23 +347,26 @@ def restore(
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
     if manifest is None:
-        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it")
+        raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it",
+                       code="backup.not_found")
     point = chain_of(manifest, at)[-1]
     dom = None
     if as_name is None:
         dom = get_vm(hv, name)
         if dom.uuid != manifest.uuid:
             raise Conflict(f"{directory} holds backups of another VM ({manifest.vm}, UUID {manifest.uuid})",
-                           hint=f"restore it as a new VM: `kvmhub backup restore {name} --from {directory} "
-                                "--as NEWNAME`")
+                           hint=f"restore it as a new VM: {{cmd:backup restore {name} --from {directory} "
+                                "--as NEWNAME}")
         if (state := dom.state()) != "shut off":
             raise Conflict(f"cannot restore a backup onto VM {name}: it is {state}",
                            cause="the disks would change under the running guest and corrupt its file systems",
-                           hint=f"stop it first (`kvmhub stop {name}`), or restore beside it with --as NEWNAME")
+                           hint=f"stop it first ({{cmd:stop {name}}}), or restore beside it with {{opt:as}} NEWNAME",
+                           code="vm.wrong_state")
     else:
         check_name(as_name)
         if hv_domains.exists(hv, as_name):
-            raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another --as name")
+            raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name",
+                           code="name.taken")
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     new_name = as_name or name
     say(f"restoring point {point.name} ({point.kind}, {point.created})")

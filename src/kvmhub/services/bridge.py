@@ -186,8 +186,8 @@ def _transaction(
                 cause="the uplink does not pass traffic through the bridge"
                 if answered_before
                 else f"{target} did not answer before the change either: it may not answer ping at all",
-                hint="check the cable/switch port and the address; pass --check-ip ADDR with an address that "
-                "answers ping, or a longer --timeout",
+                hint="check the cable/switch port and the address; pass {opt:check_ip} ADDR with an address that "
+                "answers ping, or a longer {opt:timeout}",
             )
         undo.success()
         return seconds
@@ -228,19 +228,19 @@ def _check_ifname(name: str, what: str) -> None:
 def _target(state: NetState, check_ip: str | None, dev: str, timeout: float) -> str | None:
     """The address the connectivity check pings (a link-local one scoped to ``dev``); None: nothing to lose."""
     if timeout <= 0:
-        raise InvalidInput(f"invalid --timeout {timeout:g}", hint="a number of seconds above 0, e.g. 20")
+        raise InvalidInput(f"invalid {{opt:timeout}} {timeout:g}", hint="a number of seconds above 0, e.g. 20")
     if check_ip is None and not state.addresses and not state.routes:
         return None  # a bare uplink: the host reaches nothing through it that could be lost
     address = check_ip or state.default_gateway()
     if address is None:
         raise InvalidInput(
             f"{state.link.name} has no default route, so there is no gateway to check connectivity with",
-            hint="pass --check-ip ADDR: an address that answers ping once the bridge is up",
+            hint="pass {opt:check_ip} ADDR: an address that answers ping once the bridge is up",
         )
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        raise InvalidInput(f"invalid --check-ip {address!r}", hint="an IPv4 or IPv6 address") from None
+        raise InvalidInput(f"invalid {{opt:check_ip}} {address!r}", hint="an IPv4 or IPv6 address") from None
     return f"{parsed}%{dev}" if parsed.is_link_local and parsed.version == 6 else str(parsed)
 
 
@@ -291,13 +291,13 @@ def create(
         raise InvalidInput(
             f"there is no network device {dev!r} on the host",
             cause=f"the host has: {', '.join(sorted(links))}",
-            hint="pass one of those to --from (`ip link` lists them)",
+            hint="pass one of those to {opt:from} (`ip link` lists them)",
         )
     if bridge in links:
         raise Conflict(
             f"a network device named {bridge!r} already exists on the host",
             hint=f"pick another name; if it is a bridge already, use it: "
-            f"`kvmhub net create NAME --mode bridge --bridge {bridge}`",
+            f"{{cmd:net create NAME --mode bridge --bridge {bridge}}}", code="name.taken",
         )
     link = links[dev]
     if link.loopback:
@@ -305,12 +305,12 @@ def create(
     if link.kind == "bridge":
         raise InvalidInput(
             f"{dev} is itself a bridge",
-            hint=f"use it as it is: `kvmhub net create NAME --mode bridge --bridge {dev}`",
+            hint=f"use it as it is: {{cmd:net create NAME --mode bridge --bridge {dev}}}",
         )
     if link.master:
         raise Conflict(
             f"{dev} is already a port of {link.master}",
-            hint=f"use {link.master}: `kvmhub net create NAME --mode bridge --bridge {link.master}`, "
+            hint=f"use {link.master}: {{cmd:net create NAME --mode bridge --bridge {link.master}}}, "
             f"or release it first with `ip link set {dev} nomaster`",
         )
     before = read_state(dev)
@@ -376,14 +376,14 @@ def remove(
     if vm_ports:
         raise Conflict(
             f"VMs are still plugged into {bridge}: {', '.join(vm_ports)}",
-            hint="stop those VMs or move their NICs to another network first (`kvmhub net ls` shows which)",
+            hint="stop those VMs or move their NICs to another network first ({cmd:net ls} shows which)",
         )
     if to is None:
         if len(ports) != 1:
             raise InvalidInput(
                 f"{bridge} has {'no port' if not ports else 'ports ' + ', '.join(ports)}: "
                 "say which device gets its addresses back",
-                hint=f"`kvmhub net bridge rm {bridge} --to DEV`",
+                hint=f"{{cmd:net bridge rm {bridge} --to DEV}}",
             )
         to = ports[0]
     _check_ifname(to, "device")

@@ -150,7 +150,7 @@ def _require_shut_off(dom: hv_domains.Domain, name: str) -> None:
         f"cannot clone VM {name}: it is {state}",
         cause="a running or paused QEMU holds the disks open and keeps writes and qcow2 metadata in its "
               "caches, so a copy (or an overlay on them) would be inconsistent",
-        hint=f"stop it first: `kvmhub stop {name}`, clone, then `kvmhub start {name}`",
+        hint=f"stop it first: {{cmd:stop {name}}}, clone, then {{cmd:start {name}}}", code="vm.wrong_state",
     )
 
 
@@ -161,7 +161,8 @@ def _new_volume_name(req: CloneRequest, pool: hv_storage.Pool, volume: str, targ
     if name in taken or pool.has_volume(name):
         raise Conflict(f"volume {name} already exists in pool {pool.name}",
                        cause="left over from an earlier VM of that name, or made by hand",
-                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name")
+                       hint=f"remove it: `virsh vol-delete {name} --pool {pool.name}`, or pick another name",
+                       code="name.taken")
     taken.add(name)
     return name
 
@@ -181,7 +182,7 @@ def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, owned: list[st
         return _Disk(disk, "shared")  # read-only media kvmhub did not make for the source stay shared
     if src.protocol is not None:
         raise Conflict(f"disk {disk.target} of {req.source} is a {src.protocol} network disk kvmhub cannot copy",
-                       hint=f"detach it (`kvmhub disk rm {req.source} {disk.target}`), clone, attach it again")
+                       hint=f"detach it ({{cmd:disk rm {req.source} {disk.target}}}), clone, attach it again")
     if src.pool and src.volume:
         pool = hv_storage.lookup_pool(hv, src.pool)
         vol = pool.volume(src.volume)
@@ -189,7 +190,7 @@ def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, owned: list[st
         found = hv_storage.volume_by_path(hv, src.path or "")
         if found is None:
             raise Conflict(f"disk {disk.target} of {req.source} ({src.path}) is in no storage pool",
-                           hint="define a pool for its directory (`kvmhub pool create`), then clone")
+                           hint="define a pool for its directory ({cmd:pool create}), then clone")
         vol, pool = found, hv_storage.lookup_pool(hv, found.pool)
     facts = xml_volume.volume_from_xml(vol.xml())
     name = _new_volume_name(req, pool, vol.name, disk.target, "qcow2" if req.linked else disk.format, taken)
@@ -199,13 +200,13 @@ def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, owned: list[st
                 f"disk {disk.target} of {req.source} is encrypted: kvmhub cannot copy it",
                 cause="libvirt copies a volume with qemu-img only while its pool still knows the volume's key, "
                       "which it forgets whenever it re-reads the pool; the key itself is private (never read back)",
-                hint=f"a linked clone works while the disk was never written: `kvmhub clone {req.source} "
-                     f"{req.name} --linked`",
+                hint=f"a linked clone works while the disk was never written: {{cmd:clone {req.source} "
+                     f"{req.name} --linked}}",
             )
         return _Disk(disk, "copy", pool, vol, facts, name)
     if disk.format != "qcow2":
         raise Conflict(f"disk {disk.target} of {req.source} is {disk.format}: a linked clone needs qcow2 disks",
-                       hint=f"make a full clone: `kvmhub clone {req.source} {req.name}`")
+                       hint=f"make a full clone: {{cmd:clone {req.source} {req.name}}}")
     if disk.encryption_secret is not None:
         raise Conflict(f"disk {disk.target} of {req.source} is encrypted: kvmhub makes no linked clone of it",
                        cause="the clone's overlay would sit on data only the source's key opens, and libvirt "
@@ -218,7 +219,7 @@ def _plan_disk(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, owned: list[st
 
 def _check_freezable(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, pool: hv_storage.Pool,
                      vol: hv_storage.Volume) -> None:
-    full = f"make a full clone instead: `kvmhub clone {req.source} {req.name}`"
+    full = f"make a full clone instead: {{cmd:clone {req.source} {req.name}}}"
     directory = _file_pool_dir(pool)
     if directory is None or os.path.dirname(vol.path) != directory.rstrip("/"):
         raise Conflict(f"disk {disk.target} of {req.source} is not a file in a directory pool",
@@ -236,7 +237,7 @@ def _require_installed(spec: VMSpec, name: str) -> None:
     raise Conflict(f"cannot clone VM {name}: the source has not been installed yet",
                    cause="its next start boots the installer once, then its disk; a clone of it would hold no "
                          "installed system and would keep the installer boot (a kernel boot runs it at every start)",
-                   hint=f"start it once to install (`kvmhub start {name}`), let the installer finish, then clone")
+                   hint=f"start it once to install ({{cmd:start {name}}}), let the installer finish, then clone")
 
 
 def _plan_boot(hv: Hypervisor, req: CloneRequest, spec: VMSpec, taken: set[str]) -> list[_BootFile]:
@@ -259,10 +260,11 @@ def _check(hv: Hypervisor, req: CloneRequest,
     """Everything checked before anything is made; returns the source, its spec, the disk and boot plan."""
     check_name(req.name, "VM")
     if req.name == req.source:
-        raise InvalidInput("a clone needs a name of its own", hint="`kvmhub clone SRC NEWNAME`")
+        raise InvalidInput("a clone needs a name of its own", hint="{cmd:clone SRC NEWNAME}")
     dom = get_vm(hv, req.source)
     if hv_domains.exists(hv, req.name):
-        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
+        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it",
+                       code="name.taken")
     _require_shut_off(dom, req.source)
     spec = domain_from_xml(dom.xml(inactive=True))
     _require_installed(spec, req.source)
@@ -270,7 +272,7 @@ def _check(hv: Hypervisor, req: CloneRequest,
         if req.linked:
             raise Conflict(f"VM {req.source} has snapshots; kvmhub makes no linked clone of it",
                            cause="its snapshots live in the disk files a linked clone freezes into a shared base",
-                           hint=f"remove them (`kvmhub snapshot ls {req.source}`), or make a full clone")
+                           hint=f"remove them ({{cmd:snapshot ls {req.source}}}), or make a full clone")
         say("warning: snapshots are not cloned, only the VM's current state")
     if req.linked and hv_backup.checkpoints(dom):
         raise Conflict(f"VM {req.source} has backup checkpoints; kvmhub makes no linked clone of it",
@@ -287,7 +289,7 @@ def _check(hv: Hypervisor, req: CloneRequest,
     for d in disks:
         if d.kind == "seed" and d.pool is not None and d.pool.has_volume(d.volume):
             raise Conflict(f"volume {d.volume} already exists in pool {d.pool.name}",
-                           hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`")
+                           hint=f"remove it: `virsh vol-delete {d.volume} --pool {d.pool.name}`", code="name.taken")
     return dom, spec, disks, _plan_boot(hv, req, spec, taken)
 
 

@@ -110,7 +110,7 @@ def seed_documents(req: CloudInitRequest) -> SeedDocuments:
     packages = _check_packages(req.packages)
     runcmd = _check_runcmd(req.runcmd)
     if req.password is not None and not req.password:
-        raise InvalidInput("--password is empty", hint="give a password, or leave --password out")
+        raise InvalidInput("{opt:password} is empty", hint="give a password, or leave {opt:password} out")
     user_data = _user_data(req, keys, packages, runcmd)
     network = None
     if req.network_config is not None:
@@ -142,8 +142,8 @@ def address_to_reserve(net: Network, ip: str | None, docs: SeedDocuments) -> str
     subnet = network_subnet_from_xml(net.xml()) if docs.static_ipv4 else None
     static = next((a for a in docs.static_ipv4 if subnet and ipaddress.IPv4Address(a) in subnet), None)
     if ip is not None and static is not None and ip != static:
-        raise InvalidInput(f"--ip {ip} differs from the static address {static} the network-config gives",
-                           hint="drop --ip (kvmhub reserves the network-config's address), or make them agree")
+        raise InvalidInput(f"{{opt:ip}} {ip} differs from the static address {static} the network-config gives",
+                           hint="drop {opt:ip} (kvmhub reserves the network-config's address), or make them agree")
     chosen = ip or static
     if chosen is not None:
         leases.check_ip(net, chosen)
@@ -158,8 +158,8 @@ def password_option(password: str | None, password_file: Path | None, warn: Call
     other users of the host. Raises InvalidInput when both are given or the file is unreadable or empty.
     """
     if password is not None and password_file is not None:
-        raise InvalidInput("--password and --password-file are both given", cause="each sets the same password",
-                           hint="keep --password-file and drop --password")
+        raise InvalidInput("{opt:password} and {opt:password_file} are both given", cause="each sets the same password",
+                           hint="keep {opt:password_file} and drop {opt:password}")
     if password_file is not None:
         return _read_password(password_file)
     if password is not None:
@@ -277,15 +277,15 @@ def _check_key(path: Path, number: int, line: str) -> None:
 def _check_packages(packages: list[str]) -> list[str]:
     for name in packages:
         if not _PACKAGE_RE.match(name):
-            raise InvalidInput(f"--packages: {name!r} is not a package name",
-                               hint="separate names with commas: --packages nginx,curl")
+            raise InvalidInput(f"{{opt:packages}}: {name!r} is not a package name",
+                               hint="separate names with commas: {opt:packages} nginx,curl")
     return list(dict.fromkeys(packages))
 
 
 def _check_runcmd(commands: list[str]) -> list[str]:
     for command in commands:
         if not command.strip() or "\0" in command:
-            raise InvalidInput(f"--runcmd {command!r} is empty or holds a NUL byte", hint="give a shell command")
+            raise InvalidInput(f"{{opt:runcmd}} {command!r} is empty or holds a NUL byte", hint="give a shell command")
     return commands
 
 
@@ -328,8 +328,8 @@ def _check_mime(text: str, what: str) -> None:
 
 
 def _user_data(req: CloudInitRequest, keys: list[str], packages: list[str], runcmd: list[str]) -> str:
-    wanted = [opt for opt, given in (("--ssh-key", keys), ("--password", req.password), ("--packages", packages),
-                                     ("--runcmd", runcmd)) if given]  # fmt: skip
+    wanted = [opt for opt, given in (("{opt:ssh_key}", keys), ("{opt:password}", req.password),
+                                     ("{opt:packages}", packages), ("{opt:runcmd}", runcmd)) if given]  # fmt: skip
     text = ""
     if req.user_data is not None:
         what = f"user-data {req.user_data}"
@@ -384,9 +384,9 @@ def _merge_password(doc: Map, hashed: str, what: str) -> None:
         raise InvalidInput(f"{what}: chpasswd must be a mapping")
     if "password" in doc or (chpasswd and (chpasswd.get("list") or chpasswd.get("users"))):
         raise InvalidInput(
-            f"--password and {what} both set passwords",
+            f"{{opt:password}} and {what} both set passwords",
             cause="the user-data already has password or a chpasswd list/users",
-            hint="drop --password, or remove the passwords from the user-data",
+            hint="drop {opt:password}, or remove the passwords from the user-data",
         )
     doc["password"] = hashed
     if chpasswd is None:

@@ -25,7 +25,7 @@ def log(hv: Hypervisor, name: str) -> str:
         raise HostProblem(
             f"the serial log of {name} is not reachable from here",
             cause="the VM runs on a remote host, or has no serial log configured",
-            hint=f"use the interactive console: `kvmhub console {name}`",
+            hint=f"use the interactive console: {{cmd:console {name}}}",
         )
     if not os.path.exists(path):
         return ""
@@ -37,7 +37,7 @@ def interactive(hv: Hypervisor, name: str, *, stdin_fd: int | None = None, stdou
     """Attach the terminal to the VM's serial console until Ctrl-] or the VM stops."""
     dom = vms.get(hv, name)
     if dom.state() not in ("running", "paused"):
-        raise Conflict(f"VM {name} is not running", hint=f"start it: `kvmhub start {name}`")
+        raise Conflict(f"VM {name} is not running", hint=f"start it: {{cmd:start {name}}}", code="vm.wrong_state")
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out = stdout or sys.stdout.buffer
     try:

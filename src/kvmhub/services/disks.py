@@ -171,16 +171,17 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
     _check_format(fmt)
     pool_name, sep, vol_name = ref.partition("/")
     if not sep or not pool_name or not vol_name or "/" in vol_name:
-        raise InvalidInput(f"--vol {ref!r} is not POOL/VOLUME", hint="e.g. --vol default/data.qcow2")
+        raise InvalidInput(f"{{opt:vol}} {ref!r} is not POOL/VOLUME", hint="e.g. {opt:vol} default/data.qcow2")
     if pool_name == pools.IMAGES_POOL:
         raise InvalidInput(
-            f"--vol {ref}: volumes of {pools.IMAGES_POOL} are kvmhub's images",
+            f"{{opt:vol}} {ref}: volumes of {pools.IMAGES_POOL} are kvmhub's images",
             cause="writing to an image in place would change every VM cloned from it",
-            hint="make a VM from it with --image, or copy it into another pool first",
+            hint="make a VM from it with {opt:image}, or copy it into another pool first",
         )
     pool = hv_storage.lookup_pool(hv, pool_name)
     if not pool.is_active():
-        raise Conflict(f"pool {pool_name} is not running", hint=f"start it: `virsh pool-start {pool_name}`")
+        raise Conflict(f"pool {pool_name} is not running", hint=f"start it: `virsh pool-start {pool_name}`",
+                       code="pool.inactive")
     vol = pool.volume(vol_name)
     facts = xml_volume.volume_from_xml(vol.xml())
     reported = facts.format or "raw"
@@ -189,7 +190,7 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
             raise InvalidInput(
                 f"volume {ref} holds a {reported} image",
                 cause="kvmhub attaches qcow2 and raw disks",
-                hint="convert it: `qemu-img convert -f FORMAT -O qcow2 SRC DST`, or `kvmhub image import`",
+                hint="convert it: `qemu-img convert -f FORMAT -O qcow2 SRC DST`, or {cmd:image import}",
             )
         fmt = reported
     volumes.check_chain(hv, pool, vol, fmt)
@@ -198,7 +199,7 @@ def existing_volume(hv: Hypervisor, ref: str, fmt: str | None = None) -> tuple[D
         raise Conflict(
             f"volume {ref} is already a disk of {', '.join(users)}",
             cause="two VMs writing one disk corrupt it",
-            hint=f"remove it there first (`kvmhub disk rm {users[0]} TARGET --keep`), or clone it",
+            hint=f"remove it there first ({{cmd:disk rm {users[0]} TARGET --keep}}), or clone it", code="volume.in_use",
         )
     return DiskSource(pool=pool_name, volume=vol_name), fmt
 
@@ -207,16 +208,17 @@ def boot_disk_of(hv: Hypervisor, req: CreateRequest) -> DiskSpec:
     """The boot disk of a new VM made from an existing volume (``req.vol``, used in place: not cloned,
     not owned) or a network export (``req.disk_url``). Raises like :func:`existing_volume` and
     :func:`parse_url`, and InvalidInput for options that only fit a disk cloned from an image."""
-    given = [opt for opt, val in (("--image", req.image), ("--vol", req.vol), ("--disk-url", req.disk_url)) if val]
+    given = [opt for opt, val in (("{opt:image}", req.image), ("{opt:vol}", req.vol),
+                                  ("{opt:disk_url}", req.disk_url)) if val]
     if len(given) > 1:
         raise InvalidInput(f"{' and '.join(given)} all name the boot disk", hint="give one of them")
-    what = "--vol" if req.vol is not None else "--disk-url"
+    what = "{opt:vol}" if req.vol is not None else "{opt:disk_url}"
     if req.disk is not None:
-        raise InvalidInput(f"--disk grows a disk cloned from an image; {what} boots a disk as it is",
-                           hint="grow it afterwards: `kvmhub disk resize NAME vda SIZE`")
+        raise InvalidInput(f"{{opt:disk}} grows a disk cloned from an image; {what} boots a disk as it is",
+                           hint="grow it afterwards: {cmd:disk resize NAME vda SIZE}")
     if req.encrypt:
-        raise InvalidInput(f"--encrypt makes a new encrypted disk; {what} boots an existing one",
-                           hint="drop --encrypt")
+        raise InvalidInput(f"{{opt:encrypt}} makes a new encrypted disk; {what} boots an existing one",
+                           hint="drop {opt:encrypt}")
     if req.vol is not None:
         source, fmt = existing_volume(hv, req.vol)
         return DiskSpec(format=fmt, source=source)  # type: ignore[arg-type]
@@ -254,10 +256,10 @@ def _next_target(bus: str, taken: set[str]) -> str:
 def _check_target(bus: str, target: str, taken: set[str]) -> None:
     prefix = _PREFIX[bus]
     if not re.fullmatch(prefix + r"[a-z]{1,2}", target):
-        raise InvalidInput(f"--target {target!r} does not fit bus {bus}",
+        raise InvalidInput(f"{{opt:target}} {target!r} does not fit bus {bus}",
                            hint=f"{bus} disks are named {prefix}b, {prefix}c...")
     if target in taken:
-        raise Conflict(f"the VM already has a disk {target}", hint="pick another --target, or leave it out")
+        raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or leave it out")
 
 
 def _volume_name(pool: hv_storage.Pool, vm: str, fmt: str) -> str:
@@ -300,7 +302,7 @@ def add(
     """
     dom = vms.get(hv, vm)
     if sum(x is not None for x in (size, vol, url)) != 1:
-        raise InvalidInput("give one of --size, --vol and --url", hint="--size 10G makes a new volume")
+        raise InvalidInput("give one of {opt:size}, {opt:vol} and {opt:url}", hint="{opt:size} 10G makes a new volume")
     if bus not in BUSES:
         raise InvalidInput(f"unknown bus {bus!r}", hint="virtio, scsi or sata")
     _check_format(fmt)
@@ -309,12 +311,14 @@ def add(
         raise Conflict(
             f"cannot hot-plug a sata disk into {vm}: it is running",
             cause="QEMU's SATA (AHCI) controller does not support hot-plug",
-            hint=f"use --bus virtio or --bus scsi, or stop the VM first: `kvmhub stop {vm}`",
+            hint=f"use {{opt:bus}} virtio or {{opt:bus}} scsi, or stop the VM first: {{cmd:stop {vm}}}",
+            code="vm.wrong_state",
         )
     if encrypt and size is None:
-        raise InvalidInput("--encrypt makes a new LUKS volume: it goes with --size", hint="e.g. --size 10G --encrypt")
+        raise InvalidInput("{opt:encrypt} makes a new LUKS volume: it goes with {opt:size}",
+                           hint="e.g. {opt:size} 10G {opt:encrypt}")
     if encrypt and fmt == "raw":
-        raise InvalidInput("--encrypt needs format qcow2 (LUKS inside qcow2)", hint="drop --format raw")
+        raise InvalidInput("{opt:encrypt} needs format qcow2 (LUKS inside qcow2)", hint="drop {opt:format} raw")
     taken = disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set())
     if target is None:
         target = _next_target(bus, taken)
@@ -332,7 +336,7 @@ def add(
         assert size is not None
         capacity = parse_size(size, what="disk size", default_unit="G")
         if capacity < 1024**2:
-            raise InvalidInput(f"--size {size} is too small", hint="at least 1M")
+            raise InvalidInput(f"{{opt:size}} {size} is too small", hint="at least 1M")
         disk_fmt = fmt or "qcow2"
     pool = pools.disks_pool(hv) if size is not None else None
     with Undo(report=say) as undo:
@@ -403,11 +407,12 @@ def remove(
     disk = _find(domain_from_xml(dom.xml()), target) if live else None
     disk = disk or _find(config, target)
     if disk is None:
-        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"`kvmhub disk ls {vm}` lists them")
+        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them",
+                       code="disk.not_found")
     if live and (target == "vda" or disk.boot_order == 1):
         raise Conflict(
             f"cannot remove {target} from {vm} while it runs: it is the boot disk",
-            hint=f"stop the VM first: `kvmhub stop {vm}`",
+            hint=f"stop the VM first: {{cmd:stop {vm}}}",
         )
     say("detach")
     dom.detach_device(disk_to_xml(disk))
@@ -472,7 +477,8 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
     live = dom.is_active()
     disk = _find(domain_from_xml(dom.xml()), target)
     if disk is None:
-        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"`kvmhub disk ls {vm}` lists them")
+        raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them",
+                       code="disk.not_found")
     if disk.device == "cdrom" or disk.readonly:
         raise InvalidInput(f"{target} of {vm} is {'a CD-ROM' if disk.device == 'cdrom' else 'read-only'}",
                            cause="only writable disks can grow")
@@ -490,7 +496,7 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
     else:
         raise InvalidInput(
             f"cannot resize {target} of {vm} while it is shut off: {source_text(disk.source)} is in no storage pool",
-            hint=f"start the VM (`kvmhub start {vm}`) and resize it live",
+            hint=f"start the VM ({{cmd:start {vm}}}) and resize it live",
         )
     if new < old:
         raise InvalidInput(

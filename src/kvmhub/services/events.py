@@ -50,7 +50,7 @@ def stream(
                     raise HostProblem(
                         "lost the connection to libvirtd while waiting for events",
                         cause="libvirtd restarted or stopped",
-                        hint="run `kvmhub events` again once libvirtd answers (`virsh version`)",
+                        hint="run {cmd:events} again once libvirtd answers (`virsh version`)",
                     )
                 continue
             seen += 1

@@ -246,12 +246,13 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
     if (state := dom.state()) != "shut off":
         raise Conflict(f"cannot export VM {name}: it is {state}",
                        cause="its disks change while the guest runs, so the copy would not be consistent",
-                       hint=f"stop it first: `kvmhub stop {name}`, export, then `kvmhub start {name}`")
+                       hint=f"stop it first: {{cmd:stop {name}}}, export, then {{cmd:start {name}}}",
+                       code="vm.wrong_state")
     dest = Path(to).absolute()
     partial = dest.with_name(dest.name + ".partial")
     if dest.exists():
         raise Conflict(f"{dest} already exists", cause="kvmhub never overwrites an export",
-                       hint="pick another --to, or remove the old file")
+                       hint="pick another {opt:to}, or remove the old file")
     if not dest.parent.is_dir():
         raise InvalidInput(f"directory {dest.parent} does not exist", hint=f"`mkdir -p {dest.parent}`")
     sources = _sources(hv, dom)
@@ -331,7 +332,7 @@ def _open(path: Path) -> tarfile.TarFile:
 def _refuse(path: Path, why: str) -> InvalidInput:
     return InvalidInput(f"{path} is not a safe kvmhub export: {why}",
                         cause="the archive was damaged, or made to attack the host that imports it",
-                        hint="export the VM again with `kvmhub export NAME --to FILE` on a trusted host")
+                        hint="export the VM again with {cmd:export NAME --to FILE} on a trusted host")
 
 
 def _check_member(path: Path, member: tarfile.TarInfo, expected: dict[str, ExportDisk], seen: set[str]) -> ExportDisk:
@@ -382,7 +383,7 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
     spec = domain_from_xml(manifest.domain_xml)
     new_name = check_name(as_name or spec.name, "VM")
     if hv_domains.exists(hv, new_name):
-        raise Conflict(f"a VM named {new_name!r} already exists", hint="import it under another name: --as NEWNAME")
+        raise Conflict(f"a VM named {new_name!r} already exists", hint="import it under another name: {opt:as} NEWNAME")
     archived = {d.target: d for d in manifest.disks}
     for disk in spec.disks:
         if disk.target not in archived and (disk.source.path or disk.source.volume):
@@ -402,22 +403,23 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
                 hv_networks.lookup_network(hv, nic.network)
             except NotFound:
                 raise NotFound(f"the VM's network {nic.network!r} does not exist on this host",
-                               hint=f"create it (`kvmhub net create {nic.network}`), or connect the VM to another "
-                                    "one: `--network NET`") from None
+                               hint=f"create it ({{cmd:net create {nic.network}}}), or connect the VM to another "
+                                    "one: `{opt:network} NET`", code="network.not_found") from None
     fresh = as_name is not None
     if not fresh:
         if spec.uuid and spec.uuid in {d.uuid for d in hv_domains.list_all(hv)}:
             raise Conflict(f"a VM with the UUID of {spec.name} ({spec.uuid}) already exists on this host",
-                           hint="import it as a copy: --as NEWNAME (a new UUID and new MAC addresses)")
+                           hint="import it as a copy: {opt:as} NEWNAME (a new UUID and new MAC addresses)")
         taken = leases.used_macs(hv) & {n.mac.lower() for n in nics if n.mac}
         if taken:
             raise Conflict(f"MAC address {', '.join(sorted(taken))} is already used by a VM on this host",
-                           hint="import it as a copy: --as NEWNAME (a new UUID and new MAC addresses)")
+                           hint="import it as a copy: {opt:as} NEWNAME (a new UUID and new MAC addresses)")
     volumes = {t: _volume_name(spec.name, new_name, d) for t, d in archived.items()}
     existing = set(pool.volume_names())
     if clash := sorted(v for v in volumes.values() if v in existing):
         raise Conflict(f"pool {pool.name} already has volume {', '.join(clash)}",
-                       hint="import under another name (--as), into another pool (--pool), or remove the volume")
+                       hint="import under another name ({opt:as}), into another pool ({opt:pool}), "
+                       "or remove the volume")
     domain_type = spec.domain_type
     if domain_type == "kvm":
         domain_type = accel.domain_type(accel.accelerator().accelerator)

@@ -34,7 +34,7 @@ def parse(spec: str, host_ip: str | None = None) -> PortForward:
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:
-            raise InvalidInput(f"--host-ip {host_ip!r} is not an IPv4 address") from None
+            raise InvalidInput(f"{{opt:host_ip}} {host_ip!r} is not an IPv4 address") from None
     if m.group(3) == "udp":
         return PortForward(host_port=host_port, guest_port=guest_port, proto="udp", host_ip=host_ip)
     return PortForward(host_port=host_port, guest_port=guest_port, proto="tcp", host_ip=host_ip)
@@ -45,7 +45,7 @@ def _require_local(hv: Hypervisor) -> None:
         raise HostProblem(
             "port forwards are firewall rules on the VM's host",
             cause=f"{hv.uri} is a remote host, and kvmhub installs no agent there",
-            hint="run kvmhub on that host (or through `kvmhub serve` there)",
+            hint="run kvmhub on that host (or through {cmd:serve} there)",
         )
 
 
@@ -65,7 +65,7 @@ def guest_ip(hv: Hypervisor, dom: hv_domains.Domain) -> str:
     raise InvalidInput(
         f"VM {dom.name} has no reserved address to forward to",
         cause="forwards need a NIC on a kvmhub network with a reservation (bridged NICs get outside addresses)",
-        hint=f"`kvmhub net lease add NET --vm {dom.name} --ip A`",
+        hint=f"{{cmd:net lease add NET --vm {dom.name} --ip A}}",
     )
 
 
@@ -97,7 +97,7 @@ def add(hv: Hypervisor, vm: str, spec: str, host_ip: str | None = None) -> PortF
             if _clashes(f, fwd):
                 raise Conflict(
                     f"host port {fwd.host_port}/{fwd.proto} is already forwarded to {other}:{f.guest_port}",
-                    hint=f"pick another host port, or `kvmhub net forward rm {other} {f.host_port}/{f.proto}`",
+                    hint=f"pick another host port, or {{cmd:net forward rm {other} {f.host_port}/{f.proto}}}",
                 )
     meta = _meta(dom)
     meta.forwards.append(fwd)
@@ -118,7 +118,7 @@ def remove(hv: Hypervisor, vm: str, which: str) -> PortForward:
     meta = _meta(dom)
     match = [f for f in meta.forwards if str(f.host_port) == port and f.proto == (proto or "tcp")]
     if not match:
-        raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"`kvmhub net forward ls {vm}`")
+        raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"{{cmd:net forward ls {vm}}}")
     meta.forwards.remove(match[0])
     dom.set_metadata(metadata_to_xml(meta))
     if meta.forwards:

@@ -404,7 +404,7 @@ def setup(uri: str | None = None, *, say: Callable[[str], None] = print, network
     hv = Hypervisor(uri)
     if is_local_uri(hv.uri) and not host_root():
         if os.geteuid() != 0:
-            raise HostProblem("`kvmhub host setup` changes the host", hint="run it as root")
+            raise HostProblem("{cmd:host setup} changes the host", hint="run it as root")
         fix_dev_kvm(say)
         ensure_daemons(say)
     for line in pools.ensure_pools(hv):

@@ -103,14 +103,14 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
     if volume_name(name) not in names:
         raise NotFound(
             f"no image named {name!r}",
-            hint="list them: `kvmhub image ls`; import one: `kvmhub image import SRC --name N`",
+            hint="list them: {cmd:image ls}; import one: {cmd:image import SRC --name N}", code="image.not_found",
         )
     meta = _read_meta(pool, name, names)
     if meta is not None and not meta.complete:
         raise Conflict(f"image {name!r} is not complete: its import is running or was interrupted",
                        cause="an image is usable only once its import has stored and checked every byte",
-                       hint="wait for the import to finish; after an interrupted one, `kvmhub repair --yes` "
-                            "removes what it left")
+                       hint="wait for the import to finish; after an interrupted one, {cmd:repair --yes} "
+                            "removes what it left", code="image.incomplete")
     return pool.volume(volume_name(name))
 
 
@@ -145,14 +145,14 @@ def remove(hv: Hypervisor, name: str) -> None:
             f"image {name!r} is in use by: {', '.join(users)}",
             cause="those VMs' disks are linked clones backed by this image"
                   + (f" (through {', '.join(overlays)})" if overlays else ""),
-            hint="remove those VMs first (`kvmhub rm VM`)",
+            hint="remove those VMs first ({cmd:rm VM})", code="image.in_use",
         )
     if overlays:
         raise Conflict(
             f"image {name!r} backs the volumes {', '.join(overlays)}",
             cause="those volumes are linked clones (qcow2 overlays) whose data partly lives in this image",
-            hint=f"remove them first (`kvmhub vol rm {overlays[0]}`), or make them full copies "
-                 "(`kvmhub vol clone POOL/VOL COPY`) and remove the linked ones",
+            hint=f"remove them first ({{cmd:vol rm {overlays[0]}}}), or make them full copies "
+                 "({cmd:vol clone POOL/VOL COPY}) and remove the linked ones", code="image.in_use",
         )
     vol.delete()
     _delete_if_present(pools.images_pool(hv), meta_name(name))
@@ -199,7 +199,8 @@ def import_image(
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, \
             Operation(hv, "image.import", name, locks=[LockSpec("image", name)], say=say, cancel=cancel) as op:
         if pool.has_volume(vol_name):  # checked under the lock: of two imports of one name, one wins
-            raise Conflict(f"an image named {name!r} already exists", hint=f"`kvmhub image rm {name}` first")
+            raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first",
+                           code="name.taken")
         started = datetime.now(UTC).replace(microsecond=0)
         _delete_if_present(pool, meta_name(name))  # a record left by an image removed behind kvmhub's back
         op.add(f"delete volume {meta_name(name)}", undo_actions.delete_volume(pool.name, meta_name(name)))
@@ -258,7 +259,7 @@ def _format_of(fetched: download.Fetched, fmt: str | None) -> str:
         raise InvalidInput(
             f"{fetched.source} is named {suffix} but its header says {detected}",
             cause="the file lies about its format",
-            hint=f"rename it, or pass --format {detected} if that is what it is",
+            hint=f"rename it, or pass {{opt:format}} {detected} if that is what it is",
         )
     return detected
 
@@ -281,7 +282,7 @@ def _store_qcow2(pool: hv_storage.Pool, vol_name: str, fetched: download.Fetched
     local = _local_file(pool, vol)
     if local is not None:
         copy_file(fetched.fd, local, _storing(progress, "copying into the image store"), what="the images pool",
-                  hint="free space in the pool's directory (`kvmhub image ls`, `kvmhub image rm`)",
+                  hint="free space in the pool's directory ({cmd:image ls}, {cmd:image rm})",
                   label=fetched.source)
         return
     vol.delete()

@@ -119,39 +119,41 @@ def _readable_file(path: Path, option: str) -> Path:
 
 
 def _refuse_together(req: CreateRequest) -> None:
-    chosen = [opt for opt, val in (("--iso", req.iso), ("--location", req.location), ("--kernel", req.kernel))
-              if val is not None]
+    chosen = [opt for opt, val in (("{opt:iso}", req.iso), ("{opt:location}", req.location),
+                                   ("{opt:kernel}", req.kernel)) if val is not None]
     if len(chosen) > 1:
         raise InvalidInput(f"{' and '.join(chosen)} cannot be combined",
-                           hint="--iso boots a CD-ROM, --location an installer's kernel, --kernel your own kernel")
-    if chosen and chosen[0] in ("--iso", "--location") and req.image is not None:
-        raise InvalidInput(f"{chosen[0]} installs onto an empty disk; --image cannot be used with it",
-                           hint="drop --image (size the disk with --disk)")
+                           hint="{opt:iso} boots a CD-ROM, {opt:location} an installer's kernel, "
+                           "{opt:kernel} your own kernel")
+    if chosen and chosen[0] in ("{opt:iso}", "{opt:location}") and req.image is not None:
+        raise InvalidInput(f"{chosen[0]} installs onto an empty disk; {{opt:image}} cannot be used with it",
+                           hint="drop {opt:image} (size the disk with {opt:disk})")
     if req.kickstart is not None and req.preseed is not None:
-        raise InvalidInput("--kickstart and --preseed cannot be combined", hint="give the one your installer reads")
+        raise InvalidInput("{opt:kickstart} and {opt:preseed} cannot be combined",
+                           hint="give the one your installer reads")
     if (req.kickstart is not None or req.preseed is not None) and req.location is None:
-        raise InvalidInput("--kickstart/--preseed need --location",
-                           hint="--location ISO_OR_TREE: the installer whose initrd gets the file")
+        raise InvalidInput("{opt:kickstart}/{opt:preseed} need {opt:location}",
+                           hint="{opt:location} ISO_OR_TREE: the installer whose initrd gets the file")
     if req.extra_args is not None and req.location is None:
-        raise InvalidInput("--extra-args needs --location", hint="with --kernel, give --cmdline")
+        raise InvalidInput("{opt:extra_args} needs {opt:location}", hint="with {opt:kernel}, give {opt:cmdline}")
     if (req.initrd is not None or req.cmdline is not None) and req.kernel is None:
-        raise InvalidInput("--initrd/--cmdline need --kernel", hint="add --kernel FILE")
+        raise InvalidInput("{opt:initrd}/{opt:cmdline} need {opt:kernel}", hint="add {opt:kernel} FILE")
 
 
 def _graphics(req: CreateRequest) -> tuple[GraphicsSpec | None, list[str]]:
     wanted = req.vnc if req.vnc is not None else (req.iso is not None or req.location is not None)
     if not wanted:
         if req.vnc_port is not None or req.vnc_listen != "127.0.0.1":
-            raise InvalidInput("--vnc-port/--vnc-listen need a VNC display", hint="add --vnc")
+            raise InvalidInput("{opt:vnc_port}/{opt:vnc_listen} need a VNC display", hint="add {opt:vnc}")
         return None, []
     low, high = VNC_PORTS
     if req.vnc_port is not None and not low <= req.vnc_port <= high:
-        raise InvalidInput(f"--vnc-port {req.vnc_port} is out of range",
+        raise InvalidInput(f"{{opt:vnc_port}} {req.vnc_port} is out of range",
                            hint=f"{low} to {high}, or leave it out for the next free port")
     try:
         listen = ipaddress.ip_address(req.vnc_listen)
     except ValueError:
-        raise InvalidInput(f"--vnc-listen {req.vnc_listen!r} is not an IP address",
+        raise InvalidInput(f"{{opt:vnc_listen}} {req.vnc_listen!r} is not an IP address",
                            hint="127.0.0.1 (this host only), or an address of the host such as 0.0.0.0") from None
     notes = []
     if not listen.is_loopback:
@@ -202,7 +204,7 @@ def check(req: CreateRequest) -> Plan:
                               "it at a network copy of the tree with --extra-args (e.g. inst.repo=URL)")
     elif req.kernel is not None:
         plan.kind = "kernel"
-        plan.kernel = _readable_file(req.kernel, "--kernel")
+        plan.kernel = _readable_file(req.kernel, "{opt:kernel}")
         plan.initrd = _readable_file(req.initrd, "--initrd") if req.initrd is not None else None
         plan.cmdline = media_tool.check_cmdline(req.cmdline, "--cmdline") if req.cmdline is not None else None
     if req.os is None and plan.cdrom is not None:

@@ -78,7 +78,7 @@ def set_state(state: str, root: str = "") -> KsmStats:
     """
     codes = {"on": "1", "off": "0"}
     if state not in codes:
-        raise InvalidInput(f"KSM state {state!r} is not on or off", hint="`kvmhub host setup --ksm on` (or off)")
+        raise InvalidInput(f"KSM state {state!r} is not on or off", hint="{cmd:host setup --ksm on} (or off)")
     base = ksm_dir(root)
     if not base.is_dir():
         raise HostProblem(

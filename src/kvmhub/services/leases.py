@@ -116,7 +116,7 @@ def check_ip(net: hv_networks.Network, ip: str, mac: str | None = None) -> str:
     if mac is None or holders.get(ip) != mac.lower():
         who = _taken(net, facts).get(ip)
         if who:
-            raise Conflict(f"{ip} on network {net.name!r} is already {who}", hint="`kvmhub net lease ls NET`")
+            raise Conflict(f"{ip} on network {net.name!r} is already {who}", hint="{cmd:net lease ls NET}")
     return ip
 
 

@@ -192,6 +192,6 @@ def serve(hv: Hypervisor, listen: str = DEFAULT_LISTEN) -> tuple[Any, threading.
         server, thread = start_http_server(port, addr=host, registry=registry(hv))
     except OSError as exc:
         raise InvalidInput(
-            f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick a free port: --listen 127.0.0.1:PORT"
+            f"cannot listen on {host}:{port}: {exc.strerror}", hint="pick a free port: {opt:listen} 127.0.0.1:PORT"
         ) from None
     return server, thread

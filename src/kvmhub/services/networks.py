@@ -89,7 +89,7 @@ def _pick_subnet(taken: dict[str, ipaddress.IPv4Network]) -> ipaddress.IPv4Netwo
         candidate = ipaddress.IPv4Network(f"192.168.{third}.0/24")
         if not any(candidate.overlaps(t) for t in taken.values()):
             return candidate
-    raise Conflict("no free /24 left in 192.168.100-254.0", hint="pass --subnet CIDR")
+    raise Conflict("no free /24 left in 192.168.100-254.0", hint="pass {opt:subnet} CIDR")
 
 
 def _host_devices() -> set[str] | None:
@@ -149,7 +149,7 @@ def create(
     if mode not in MODES:
         raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if hv_networks.network_exists(hv, name):
-        raise Conflict(f"a network named {name!r} already exists", hint="`kvmhub net ls`")
+        raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
     if domain is not None:
         check_name(domain, "DNS domain")
     net4: ipaddress.IPv4Network | None = None
@@ -158,14 +158,14 @@ def create(
     if mode in ("bridge", "direct"):
         device = bridge if mode == "bridge" else dev
         if not device:
-            raise InvalidInput(f"mode {mode} needs {'--bridge BR' if mode == 'bridge' else '--dev NIC'}")
+            raise InvalidInput(f"mode {mode} needs {'{opt:bridge} BR' if mode == 'bridge' else '{opt:dev} NIC'}")
         check_name(device, "device")
         known = _host_devices()
         if known is not None and device not in known:
             raise InvalidInput(
                 f"there is no network device {device!r} on the host",
                 cause=f"the host has: {', '.join(sorted(known))}",
-                hint="make the bridge first: `kvmhub net bridge create br0 --from eth0`" if mode == "bridge" else None,
+                hint="make the bridge first: {cmd:net bridge create br0 --from eth0}" if mode == "bridge" else None,
             )
     else:
         taken = _taken_subnets(hv)
@@ -217,7 +217,7 @@ def remove(hv: Hypervisor, name: str, *, force: bool = False) -> None:
     if users and not force:
         raise Conflict(
             f"network {name!r} is used by VM(s): {', '.join(users)}",
-            hint="remove those VMs' NICs first, or pass --force",
+            hint="remove those VMs' NICs first, or pass {opt:force}",
         )
     if net.is_active():
         net.stop()

@@ -24,7 +24,7 @@ def find(hv: Hypervisor, vm: str, which: str) -> NICSpec:
     for nic in nics:
         if nic.mac and nic.mac.lower() == which.lower():
             return nic
-    raise NotFound(f"VM {vm} has no NIC {which!r}", hint=f"`kvmhub nic ls {vm}` lists them")
+    raise NotFound(f"VM {vm} has no NIC {which!r}", hint=f"{{cmd:nic ls {vm}}} lists them", code="nic.not_found")
 
 
 def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str | None = None) -> tuple[NICSpec, bool]:
@@ -33,7 +33,7 @@ def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str
     net = hv_networks.lookup_network(hv, network)
     managed = network_subnet_from_xml(net.xml()) is not None
     if ip is not None and not managed:
-        raise InvalidInput(f"--ip needs a network kvmhub hands addresses out on; {network!r} is not one")
+        raise InvalidInput(f"{{opt:ip}} needs a network kvmhub hands addresses out on; {network!r} is not one")
     if model not in ("virtio", "e1000", "rtl8139"):
         raise InvalidInput(f"unknown NIC model {model!r}", hint="virtio, e1000 or rtl8139")
     nic = NICSpec(network=network, mac=leases.new_mac(hv, network), model=model)  # type: ignore[arg-type]

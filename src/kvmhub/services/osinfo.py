@@ -426,7 +426,7 @@ def resolve(variant: str) -> OSProfile:
     """
     text = variant.strip().lower()
     if not text:
-        raise InvalidInput("the OS variant is empty", hint="list them: `kvmhub os ls`")
+        raise InvalidInput("the OS variant is empty", hint="list them: {cmd:os ls}")
     db = _db()
     entry = db.by_short_id.get(text)
     if entry is not None:
@@ -439,7 +439,7 @@ def resolve(variant: str) -> OSProfile:
     raise InvalidInput(
         f"unknown OS variant {variant!r}",
         cause=f"osinfo-db ({db_version()}) has no such OS" + (f"; close: {', '.join(near)}" if near else ""),
-        hint="list the known ones: `kvmhub os ls [FILTER]`",
+        hint="list the known ones: {cmd:os ls [FILTER]}",
     )
 
 
@@ -553,9 +553,9 @@ def check_sizes(profile: OSProfile, memory_mib: int, disk_bytes: int | None, say
             f"{profile.min_memory_mib} MiB; its installer or services may fail")
     if disk_bytes is not None and profile.min_disk_bytes is not None and disk_bytes < profile.min_disk_bytes:
         raise InvalidInput(
-            f"--disk {format_size(disk_bytes)} is below {profile.name}'s minimum storage",
+            f"{{opt:disk}} {format_size(disk_bytes)} is below {profile.name}'s minimum storage",
             cause=f"osinfo-db says {profile.id} needs at least {format_size(profile.min_disk_bytes)}",
-            hint=f"pass --disk {format_size(profile.recommended_disk_bytes or profile.min_disk_bytes)}",
+            hint=f"pass {{opt:disk}} {format_size(profile.recommended_disk_bytes or profile.min_disk_bytes)}",
         )
 
 

@@ -27,11 +27,11 @@ LOG_POLL = 0.02
 _TAIL = 64 * 1024
 
 _LOOK_AT = {
-    Phase.RUNNING: "the VM never started: `kvmhub show NAME` and libvirtd's log",
-    Phase.BOOTED: "the guest never finished booting: read `kvmhub console NAME --log`",
-    Phase.NETWORK: "no IP came: is the guest's DHCP client running (`kvmhub console NAME --log`), "
+    Phase.RUNNING: "the VM never started: {cmd:show NAME} and libvirtd's log",
+    Phase.BOOTED: "the guest never finished booting: read {cmd:console NAME --log}",
+    Phase.NETWORK: "no IP came: is the guest's DHCP client running ({cmd:console NAME --log}), "
     "and the network's DHCP (`virsh net-dhcp-leases NET`)?",
-    Phase.READY: "cloud-init never finished: read `kvmhub console NAME --log` "
+    Phase.READY: "cloud-init never finished: read {cmd:console NAME --log} "
     "(inside the guest: /var/log/cloud-init-output.log)",
 }
 
@@ -136,7 +136,7 @@ def wait_for(
             raise Conflict(
                 f"VM {dom.name} stopped while waiting for it to be {target.value}",
                 cause="the guest powered off or crashed" + (f"; last serial lines:\n{tail}" if tail else ""),
-                hint=f"`kvmhub console {dom.name} --log`",
+                hint=f"{{cmd:console {dom.name} --log}}", code="vm.wrong_state",
             )
         if on_progress and prog.phase is not last:
             on_progress(prog)
@@ -148,7 +148,7 @@ def wait_for(
             raise OperationTimeout(
                 f"VM {dom.name} did not become {missing.value} within {timeout:g} s (it is {prog.phase.value})",
                 cause=_LOOK_AT.get(missing, "").replace("NAME", dom.name),
-                hint=f"wait longer with --timeout, or look: `kvmhub console {dom.name} --log`",
+                hint=f"wait longer with {{opt:timeout}}, or look: {{cmd:console {dom.name} --log}}",
             )
         _sleep_until_news(log_path, POLL)
 

@@ -54,7 +54,7 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
     if state not in ("running", "paused"):
         raise Conflict(f"cannot save VM {name}: it is {state}",
                        cause="only a running or paused VM has a memory state to save",
-                       hint=f"start it: `kvmhub start {name}`" if state == "shut off" else None)
+                       hint=f"start it: {{cmd:start {name}}}" if state == "shut off" else None, code="vm.wrong_state")
     if file is None:
         say(f"saving the memory state of {name} (managed save)")
         hv_saves.managed_save(dom)
@@ -63,7 +63,7 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
     seen = _host_path(hv, path)
     if seen is not None and os.path.exists(seen):
         raise Conflict(f"{path} already exists", cause="kvmhub never overwrites a save file",
-                       hint="pick another --file, or remove the old one")
+                       hint="pick another {opt:file}, or remove the old one")
     say(f"saving the memory state of {name} to {path}")
     hv_saves.save_to_file(dom, path)
     return path
@@ -80,15 +80,15 @@ def restore(
     """
     check_name(name)
     if running and paused:
-        raise InvalidInput("--running and --paused contradict each other", hint="pick one")
+        raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
     if file is None:
         dom = get_vm(hv, name)
         _require_off(dom, "restore")
         if not hv_saves.has_managed_save(dom):
             raise Conflict(f"VM {name} has no saved state",
-                           cause="it was not stopped with `kvmhub save` (or the state was discarded)",
-                           hint=f"boot it: `kvmhub start {name}`; or restore a file: "
-                                f"`kvmhub restore {name} --file FILE`")
+                           cause="it was not stopped with {cmd:save} (or the state was discarded)",
+                           hint=f"boot it: {{cmd:start {name}}}; or restore a file: "
+                                f"{{cmd:restore {name} --file FILE}}")
         say(f"resuming {name} from its managed save")
         if paused:
             hv_saves.start_paused(dom)
@@ -100,11 +100,11 @@ def restore(
     path = _check_file(file)
     seen = _host_path(hv, path)
     if seen is not None and not os.path.exists(seen):
-        raise NotFound(f"no save file {path} on the host", hint="`kvmhub save NAME --file F` makes one")
+        raise NotFound(f"no save file {path} on the host", hint="{cmd:save NAME --file F} makes one")
     saved = domain_from_xml(hv_saves.save_file_xml(hv, path))
     if saved.name != name:
         raise InvalidInput(f"{path} holds the state of VM {saved.name}, not {name}",
-                           hint=f"`kvmhub restore {saved.name} --file {path}`")
+                           hint=f"{{cmd:restore {saved.name} --file {path}}}")
     if hv_domains.exists(hv, name):
         dom = get_vm(hv, name)
         _require_off(dom, "restore")
@@ -129,4 +129,5 @@ def _require_off(dom: hv_domains.Domain, action: str) -> None:
     if state != "shut off":
         raise Conflict(f"cannot {action} VM {dom.name}: it is {state}",
                        cause="restoring replaces the running VM's memory; only a stopped VM can take it",
-                       hint=f"stop it first: `kvmhub stop {dom.name}` (or `kvmhub save {dom.name}`)")
+                       hint=f"stop it first: {{cmd:stop {dom.name}}} (or {{cmd:save {dom.name}}})",
+                       code="vm.wrong_state")

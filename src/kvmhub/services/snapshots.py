@@ -183,7 +183,7 @@ def _plan(
             raise Conflict(
                 f"disk {disk.target} of {dom.name} is {disk.format}: internal snapshots need qcow2",
                 cause="only qcow2 can hold snapshots inside the image",
-                hint=f"take an external one: `kvmhub snapshot create {dom.name} {name} --disk-only`",
+                hint=f"take an external one: {{cmd:snapshot create {dom.name} {name} --disk-only}}",
             )
         if not external:
             disks.append(SnapshotDisk(target=disk.target, snapshot="internal"))
@@ -229,28 +229,29 @@ def create(
     """
     name = _snapshot_name(snap)
     if memory and disk_only:
-        raise InvalidInput("--memory and --disk-only contradict each other", hint="pick one")
+        raise InvalidInput("{opt:memory} and {opt:disk_only} contradict each other", hint="pick one")
     dom = get_vm(hv, vm)
     state = dom.state()
     if state not in ("running", "paused", "shut off"):
-        raise Conflict(f"cannot snapshot VM {vm}: it is {state}", hint="wait until it is running or shut off")
+        raise Conflict(f"cannot snapshot VM {vm}: it is {state}", hint="wait until it is running or shut off",
+                       code="vm.wrong_state")
     live = state != "shut off"
     if memory and not live:
-        raise InvalidInput(f"--memory needs a running VM; {vm} is shut off",
-                           hint="drop --memory: a shut-off VM's snapshot is its disks")
+        raise InvalidInput(f"{{opt:memory}} needs a running VM; {vm} is shut off",
+                           hint="drop {opt:memory}: a shut-off VM's snapshot is its disks")
     if quiesce and not (live and disk_only):
-        raise InvalidInput("--quiesce needs --disk-only on a running VM",
+        raise InvalidInput("{opt:quiesce} needs {opt:disk_only} on a running VM",
                            cause="a memory snapshot is consistent by itself; a shut-off VM has nothing to freeze")
     existing = _infos(dom)
     if name in existing:
-        raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name")
+        raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name", code="name.taken")
     kinds = {i.kind for i in existing.values()}
     external = disk_only or "external" in kinds or xml_snap.uses_pflash(dom.xml(inactive=True))
     if external and "internal" in kinds:
         raise Conflict(
             f"VM {vm} has internal snapshots; kvmhub does not mix them with external ones",
             cause="reverting an internal snapshot would orphan the overlay files of external ones",
-            hint=f"take an internal one (drop --disk-only), or remove the others: `kvmhub snapshot ls {vm}`",
+            hint=f"take an internal one (drop {{opt:disk_only}}), or remove the others: {{cmd:snapshot ls {vm}}}",
         )
     with_memory = live and not disk_only
     spec, new_files = _plan(hv, dom, name, running=live, memory=with_memory, external=external,
@@ -294,7 +295,7 @@ def revert(
     `running`/`paused` override the state the snapshot was taken in. Raises NotFound for an unknown snapshot.
     """
     if running and paused:
-        raise InvalidInput("--running and --paused contradict each other", hint="pick one")
+        raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
     dom = get_vm(hv, vm)
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
     info = xml_snap.snapshot_from_xml(target.xml(), vm=vm)
@@ -377,7 +378,7 @@ def remove(
     re-parented onto its parent, and stay revertable) is given.
     """
     if children and keep_children:
-        raise InvalidInput("--children and --keep-children contradict each other", hint="pick one")
+        raise InvalidInput("{opt:children} and {opt:keep_children} contradict each other", hint="pick one")
     dom = get_vm(hv, vm)
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
     infos = _infos(dom)
@@ -386,8 +387,8 @@ def remove(
         raise Conflict(
             f"snapshot {snap} of {vm} has children: {', '.join(info.children)}",
             cause="removing it alone would change what its children hang from",
-            hint=f"`kvmhub snapshot rm {vm} {snap} --children` removes them too; "
-                 "`--keep-children` keeps them (attached to its parent)",
+            hint=f"{{cmd:snapshot rm {vm} {snap} --children}} removes them too; "
+                 "`{opt:keep_children}` keeps them (attached to its parent)",
         )
     order: list[str] = []
 

@@ -151,7 +151,7 @@ class Sampler:
 def top_once(hv: Hypervisor, interval: float = 1.0) -> list[VMStats]:
     """Two samples `interval` seconds apart (one getAllDomainStats each); every VM with its rates."""
     if interval < 0:
-        raise InvalidInput(f"interval {interval} s is negative", hint="use --interval 1 (seconds)")
+        raise InvalidInput(f"interval {interval} s is negative", hint="use {opt:interval} 1 (seconds)")
     sampler = Sampler(hv)
     first = sampler.refresh()
     if interval == 0:

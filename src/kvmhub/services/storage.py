@@ -78,7 +78,7 @@ def check_resolved_path(hv: Hypervisor, spec: PoolSpec) -> None:
         raise InvalidInput(
             f"invalid pool path {spec.path!r}: it leads through a symlink to {real}{system}",
             cause="a pool's directory must be the path it names; a link could put the pool anywhere on the host",
-            hint=f"give the real directory as --path (`realpath {spec.path}`), if it is not a system directory",
+            hint=f"give the real directory as {{opt:path}} (`realpath {spec.path}`), if it is not a system directory",
         )
 
 
@@ -127,7 +127,7 @@ def check_host_support(hv: Hypervisor, spec: PoolSpec) -> None:
                 cause="a netfs pool mounts the export with the kernel's NFS client, and the running kernel "
                 "has none (neither built in nor as a module)",
                 hint="boot a kernel with CONFIG_NFS_FS (or `modprobe nfs`); without a pool, "
-                "`kvmhub disk add VM --url nfs://HOST/EXPORT/FILE` reaches NFS with QEMU's own client",
+                "{cmd:disk add VM --url nfs://HOST/EXPORT/FILE} reaches NFS with QEMU's own client",
             )
         if not _has_tool(root, "mount.nfs"):
             raise HostProblem(f"{what}: mount.nfs is missing", cause="the NFS mount helper is not installed",
@@ -147,14 +147,14 @@ def check_host_support(hv: Hypervisor, spec: PoolSpec) -> None:
             raise HostProblem(
                 f"{what}: iscsiadm is missing (no kernel iSCSI initiator tools)",
                 cause="an iscsi pool logs in with open-iscsi's iscsiadm and the kernel's iscsi_tcp",
-                hint="`apt-get install open-iscsi`, or use --type iscsi-direct (libvirt's userspace "
-                "initiator, no kernel support needed) with --initiator-iqn",
+                hint="`apt-get install open-iscsi`, or use {opt:type} iscsi-direct (libvirt's userspace "
+                "initiator, no kernel support needed) with {opt:initiator_iqn}",
             )
         if not _has_module(root, "iscsi_tcp", "drivers/scsi"):
             raise HostProblem(
                 f"{what}: this host's kernel has no iSCSI initiator (no iscsi_tcp module)",
                 cause="an iscsi pool's LUNs appear as kernel block devices through iscsi_tcp",
-                hint="use --type iscsi-direct (libvirt's userspace initiator) with --initiator-iqn, "
+                hint="use {opt:type} iscsi-direct (libvirt's userspace initiator) with {opt:initiator_iqn}, "
                 "or boot a kernel with CONFIG_ISCSI_TCP",
             )
     elif spec.type == "fs":
@@ -163,7 +163,8 @@ def check_host_support(hv: Hypervisor, spec: PoolSpec) -> None:
                 raise NotFound(f"{what}: no device {dev} on this host", hint="list them: `lsblk`")
         if spec.fs_format not in (None, "auto") and not _has_filesystem(root, spec.fs_format, f"fs/{spec.fs_format}"):
             raise HostProblem(f"{what}: this host's kernel has no {spec.fs_format} file system "
-                              f"(not in /proc/filesystems)", hint="use a format the kernel has, or --fs-format auto")
+                              f"(not in /proc/filesystems)",
+                              hint="use a format the kernel has, or {opt:fs_format} auto")
 
 
 def _explain(spec: PoolSpec, exc: KvmhubError, doing: str) -> KvmhubError:
@@ -209,7 +210,7 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
     xml = xml_pool.pool_to_xml(spec)
     if spec.name in hv_storage.pool_names(hv):
         raise Conflict(f"a pool named {spec.name!r} already exists", hint="pick another name, or "
-                       f"`kvmhub pool rm {spec.name}` first")
+                       f"{{cmd:pool rm {spec.name}}} first", code="name.taken")
     check_host_support(hv, spec)
     check_resolved_path(hv, spec)
     root = local_root(hv)
@@ -317,7 +318,8 @@ def refresh_pool(hv: Hypervisor, name: str) -> PoolInfo:
 def _active(hv: Hypervisor, name: str) -> hv_storage.Pool:
     pool = hv_storage.lookup_pool(hv, name)
     if not pool.is_active():
-        raise Conflict(f"pool {name!r} is not active", hint=f"start it: `kvmhub pool start {name}`")
+        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}",
+                       code="pool.inactive")
     return pool
 
 
@@ -325,8 +327,8 @@ def start_pool(hv: Hypervisor, name: str) -> PoolInfo:
     pool = hv_storage.lookup_pool(hv, name)
     if pool.is_active():
         raise Conflict(f"pool {name!r} is already active", cause="it was started before (or autostarted)",
-                       hint=f"nothing to do; `kvmhub pool show {name}` shows it, "
-                       f"`kvmhub pool refresh {name}` rescans it")
+                       hint=f"nothing to do; {{cmd:pool show {name}}} shows it, "
+                       f"{{cmd:pool refresh {name}}} rescans it")
     try:
         pool.start()
     except KvmhubError as exc:
@@ -345,7 +347,7 @@ def stop_pool(hv: Hypervisor, name: str) -> None:
     running = [vm for vm in pool_users(hv, pool, usage) if vm in usage.running]
     if running:
         raise Conflict(f"pool {name!r} holds disks of running VMs: {', '.join(running)}",
-                       hint="stop those VMs first (`kvmhub stop VM`)")
+                       hint="stop those VMs first ({cmd:stop VM})", code="pool.in_use")
     pool.stop()
 
 
@@ -363,7 +365,7 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
         raise Conflict(
             f"pool {name!r} holds disks of VMs: {', '.join(users)}",
             cause="removing the pool would leave those VMs without their disks",
-            hint="remove those VMs (`kvmhub rm VM`) or move their disks out of the pool first",
+            hint="remove those VMs ({cmd:rm VM}) or move their disks out of the pool first", code="pool.in_use",
         )
     done = []
     xml = pool.xml()

@@ -97,7 +97,7 @@ def _rate(text: str, what: str, *, size: bool) -> int:
 
 def parse_disk_limit(text: str, *, size: bool) -> tuple[str | None, dict[str, int]]:
     """'vda:10M' / 'read=5M,write=1M' / 'vdb:read=100' -> (disk or None for all, iotune fields)."""
-    what = "--disk-bps" if size else "--disk-iops"
+    what = "{opt:disk_bps}" if size else "{opt:disk_iops}"
     unit = "bytes_sec" if size else "iops_sec"
     disk, spec = _split_target(text)
     fields: dict[str, int] = {}
@@ -124,12 +124,12 @@ def parse_net_limit(text: str) -> tuple[str | None, Bandwidth | None, dict[str, 
     nic, spec = _split_target(text)
     inbound, sep, outbound = spec.partition("/")
     if not sep:
-        raise InvalidInput(f"invalid --net-bw {text!r}", cause="give inbound/outbound, e.g. 10M/5M or 10M/",
-                           hint="--net-bw [NIC:]IN/OUT, where NIC is a MAC address or an index from 0")
+        raise InvalidInput(f"invalid {{opt:net_bw}} {text!r}", cause="give inbound/outbound, e.g. 10M/5M or 10M/",
+                           hint="{opt:net_bw} [NIC:]IN/OUT, where NIC is a MAC address or an index from 0")
     params: dict[str, int] = {}
     for key, value in (("inbound", inbound), ("outbound", outbound)):
         if value.strip():
-            params[f"{key}.average"] = (_rate(value, "--net-bw", size=True) + 999) // 1000
+            params[f"{key}.average"] = (_rate(value, "{opt:net_bw}", size=True) + 999) // 1000
     return nic, None, params
 
 
@@ -137,11 +137,11 @@ def parse_pin(text: str, host_cpus: int, max_vcpus: int) -> tuple[int, set[int]]
     """'VCPU:CPUSET' -> (vcpu, host CPUs), checked against the VM's vCPUs and the host's CPUs."""
     vcpu_text, sep, cpuset = text.partition(":")
     if not sep or not vcpu_text.strip().isdigit():
-        raise InvalidInput(f"invalid --pin {text!r}", hint="--pin VCPU:CPUSET, e.g. 0:1 or 1:0-3,6")
+        raise InvalidInput(f"invalid {{opt:pin}} {text!r}", hint="{opt:pin} VCPU:CPUSET, e.g. 0:1 or 1:0-3,6")
     vcpu = int(vcpu_text)
     if vcpu >= max_vcpus:
-        raise _refuse("--pin vCPU", vcpu, f"vCPU 0 to {max_vcpus - 1}")
-    return vcpu, parse_cpuset(cpuset, host_cpus, what="--pin")
+        raise _refuse("{opt:pin} vCPU", vcpu, f"vCPU 0 to {max_vcpus - 1}")
+    return vcpu, parse_cpuset(cpuset, host_cpus, what="{opt:pin}")
 
 
 def _cap_quota(cap: float, vcpus: int) -> int:
@@ -149,7 +149,8 @@ def _cap_quota(cap: float, vcpus: int) -> int:
         return -1
     low, high = vcpus * MIN_QUOTA_US * 100 / PERIOD_US, 100.0 * vcpus
     if not low <= cap <= high:
-        raise _refuse("--cpu-cap", f"{cap:g} %", f"{low:g} % to {high:g} % (100 % per vCPU, {vcpus} vCPUs); 0 = no cap")
+        raise _refuse("{opt:cpu_cap}", f"{cap:g} %",
+                      f"{low:g} % to {high:g} % (100 % per vCPU, {vcpus} vCPUs); 0 = no cap")
     return round(PERIOD_US * cap / 100 / vcpus)
 
 
@@ -161,9 +162,9 @@ def _check_range(what: str, value: int | None, bounds: tuple[int, int]) -> None:
 def _memory_limit_kib(text: str, memory_mib: int) -> int | None:
     if text.strip().lower() in _NONE:
         return None
-    mib = parse_size(text, what="--memory-limit", default_unit="M") // 1024**2
+    mib = parse_size(text, what="{opt:memory_limit}", default_unit="M") // 1024**2
     if mib < memory_mib:
-        raise _refuse("--memory-limit", text, f"at least the VM's memory ({memory_mib} MiB), or none",
+        raise _refuse("{opt:memory_limit}", text, f"at least the VM's memory ({memory_mib} MiB), or none",
                       hint="a hard limit below the guest's memory gets QEMU killed by the OOM killer")
     return mib * 1024
 
@@ -173,8 +174,8 @@ def _memory_limit_kib(text: str, memory_mib: int) -> int | None:
 
 def apply_to_spec(spec: VMSpec, req: LimitsRequest, host_cpus: int) -> VMSpec:
     """``spec`` with the limits of ``req`` written in (for `create`). Raises InvalidInput, changes nothing."""
-    _check_range("--cpu-weight", req.cpu_weight, SHARES_RANGE)
-    _check_range("--io-weight", req.io_weight, IO_WEIGHT_RANGE)
+    _check_range("{opt:cpu_weight}", req.cpu_weight, SHARES_RANGE)
+    _check_range("{opt:io_weight}", req.io_weight, IO_WEIGHT_RANGE)
     max_vcpus = spec.max_vcpus or spec.vcpus
     tune = (spec.cputune or CPUTune()).model_copy(deep=True)
     if req.cpu_weight is not None:
@@ -185,7 +186,7 @@ def apply_to_spec(spec: VMSpec, req: LimitsRequest, host_cpus: int) -> VMSpec:
         vcpu, cpus = parse_pin(text, host_cpus, max_vcpus)
         tune.vcpupin = [p for p in tune.vcpupin if p.vcpu != vcpu] + [VCPUPin(vcpu=vcpu, cpuset=_cpuset(cpus))]
     if req.emulator_pin is not None:
-        tune.emulatorpin = _cpuset(parse_cpuset(req.emulator_pin, host_cpus, what="--emulator-pin"))
+        tune.emulatorpin = _cpuset(parse_cpuset(req.emulator_pin, host_cpus, what="{opt:emulator_pin}"))
     update: dict[str, object] = {}
     if tune != CPUTune():
         update["cputune"] = tune
@@ -230,7 +231,7 @@ def _pick_disks(disks: list, target: str | None) -> list:  # type: ignore[type-a
     if target is None:
         chosen = [d for d in disks if d.device == "disk" and not d.readonly]
         if not chosen:
-            raise InvalidInput("the VM has no writable disk to limit", hint="name one: --disk-bps DISK:VALUE")
+            raise InvalidInput("the VM has no writable disk to limit", hint="name one: {opt:disk_bps} DISK:VALUE")
         return chosen
     chosen = [d for d in disks if d.target == target]
     if not chosen:
@@ -295,9 +296,9 @@ def _plan_cpus(dom: hv_domains.Domain, req: SetRequest, now: VMSpec, cfg: VMSpec
     max_live = now.max_vcpus or now.vcpus
     if req.max_cpus is not None:
         if not 1 <= req.max_cpus <= MAX_VCPUS or req.max_cpus < (req.cpus or 1):
-            raise _refuse("--max-cpus", req.max_cpus, f"{req.cpus or 1} to {MAX_VCPUS}")
+            raise _refuse("{opt:max_cpus}", req.max_cpus, f"{req.cpus or 1} to {MAX_VCPUS}")
         if req.cpus is None and req.max_cpus < cfg.vcpus:
-            raise _refuse("--max-cpus", req.max_cpus, f"{cfg.vcpus} (the VM's vCPUs) to {MAX_VCPUS}")
+            raise _refuse("{opt:max_cpus}", req.max_cpus, f"{cfg.vcpus} (the VM's vCPUs) to {MAX_VCPUS}")
         n_max = req.max_cpus
         plan.add("max vCPUs", _then(lambda: hv_tuning.set_max_vcpus(dom, n_max),
             Change("max vCPUs", str(n_max), False)))
@@ -306,8 +307,8 @@ def _plan_cpus(dom: hv_domains.Domain, req: SetRequest, now: VMSpec, cfg: VMSpec
         return now.vcpus
     cpus = req.cpus
     if not 1 <= cpus <= max_cfg:
-        raise _refuse("--cpus", cpus, f"1 to {max_cfg} (the VM's maximum)",
-                      hint=f"raise the maximum: `kvmhub set {dom.name} --max-cpus N` (after a restart)")
+        raise _refuse("{opt:cpus}", cpus, f"1 to {max_cfg} (the VM's maximum)",
+                      hint=f"raise the maximum: {{cmd:set {dom.name} --max-cpus N}} (after a restart)")
     live = running and cpus <= max_live
 
     def apply() -> Change:
@@ -327,8 +328,8 @@ def _plan_memory(dom: hv_domains.Domain, text: str, now: VMSpec, cfg: VMSpec, ru
     mib = parse_size(text, what="memory", default_unit="M") // 1024**2
     ceiling = cfg.max_memory_mib or cfg.memory_mib
     if not MIN_MEMORY_MIB <= mib <= ceiling:
-        raise _refuse("--memory", text, f"{MIN_MEMORY_MIB} MiB to {ceiling} MiB (the VM's maximum)",
-                      hint="the ceiling for memory hotplug is set at create: `kvmhub create ... --max-memory SIZE`")
+        raise _refuse("{opt:memory}", text, f"{MIN_MEMORY_MIB} MiB to {ceiling} MiB (the VM's maximum)",
+                      hint="the ceiling for memory hotplug is set at create: {cmd:create ... --max-memory SIZE}")
     total = now.memory_mib
     if mib <= total:
         plan.add("memory", _then(lambda: hv_tuning.set_balloon(dom, mib * 1024, live=running),
@@ -369,8 +370,8 @@ def _plan_memory(dom: hv_domains.Domain, text: str, now: VMSpec, cfg: VMSpec, ru
 
 def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus: int, running: bool,
                  host: int, plan: _Plan, keep_cap: bool) -> None:
-    _check_range("--cpu-weight", req.cpu_weight, SHARES_RANGE)
-    _check_range("--io-weight", req.io_weight, IO_WEIGHT_RANGE)
+    _check_range("{opt:cpu_weight}", req.cpu_weight, SHARES_RANGE)
+    _check_range("{opt:io_weight}", req.io_weight, IO_WEIGHT_RANGE)
     if req.cpu_weight is not None:
         w = req.cpu_weight
         plan.add("CPU weight", _then(lambda: hv_tuning.set_scheduler(dom, {"cpu_shares": w}, live=running),
@@ -388,7 +389,7 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
         vcpu, cpus = parse_pin(text, host, max_vcpus)
         plan.add("pin", _pin_step(dom, vcpu, cpus, host, running and vcpu < now.vcpus))
     if req.emulator_pin is not None:
-        emu = parse_cpuset(req.emulator_pin, host, what="--emulator-pin")
+        emu = parse_cpuset(req.emulator_pin, host, what="{opt:emulator_pin}")
         plan.add("emulator pin", _then(lambda: hv_tuning.pin_emulator(dom, emu, host, live=running),
             Change("emulator pin", _cpuset(emu), running)))
     if req.memory_limit is not None:
@@ -447,7 +448,8 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     """
     dom = get(hv, name)
     if dom.state() in ("shutting down", "crashed"):
-        raise Conflict(f"cannot change VM {name}: it is {dom.state()}", hint="wait for it to stop, or kill it")
+        raise Conflict(f"cannot change VM {name}: it is {dom.state()}", hint="wait for it to stop, or kill it",
+                       code="vm.wrong_state")
     now, cfg, running = _specs(dom)
     plan = _Plan()
     if req.autostart is not None:
@@ -459,7 +461,7 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     host = hv_tuning.host_cpus(hv)
     _plan_limits(dom, req, now, vcpus, running, host, plan, keep_cap=vcpus != now.vcpus)
     if not plan.steps:
-        raise InvalidInput("nothing to set", hint=f"see `kvmhub set --help`, e.g. `kvmhub set {name} --cpus 2`")
+        raise InvalidInput("nothing to set", hint=f"see {{cmd:set --help}}, e.g. {{cmd:set {name} --cpus 2}}")
     done: list[Change] = []
     for label, action in plan.steps:
         try:

@@ -85,13 +85,14 @@ def seed_volume(name: str) -> str:
 def _check_headroom(req: CreateRequest, memory_mib: int) -> int | None:
     """Check --max-cpus / --max-memory against --cpus / --memory; returns the memory maximum in MiB."""
     if req.max_cpus is not None and not req.cpus <= req.max_cpus <= MAX_VCPUS:
-        raise InvalidInput(f"--max-cpus {req.max_cpus} is out of range", cause=f"valid: {req.cpus} to {MAX_VCPUS}")
+        raise InvalidInput(f"{{opt:max_cpus}} {req.max_cpus} is out of range",
+                           cause=f"valid: {req.cpus} to {MAX_VCPUS}")
     if req.max_memory is None:
         return None
     max_mib = parse_size(req.max_memory, what="maximum memory", default_unit="M") // 1024**2
     if max_mib < memory_mib:
-        raise InvalidInput(f"--max-memory {req.max_memory} is out of range",
-                           cause=f"valid: at least --memory ({memory_mib} MiB)")
+        raise InvalidInput(f"{{opt:max_memory}} {req.max_memory} is out of range",
+                           cause=f"valid: at least {{opt:memory}} ({memory_mib} MiB)")
     return max_mib
 
 
@@ -99,24 +100,24 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
     """Check everything before touching the host; returns (memory MiB, disk bytes, seed, image path)."""
     check_name(req.name, "VM")
     if not 1 <= req.cpus <= MAX_VCPUS:
-        raise InvalidInput(f"--cpus {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
+        raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     memory_mib = parse_size(req.memory, what="memory", default_unit="M") // 1024**2
     if memory_mib < 32:
-        raise InvalidInput(f"--memory {req.memory} is too small", hint="at least 32M")
+        raise InvalidInput(f"{{opt:memory}} {req.memory} is too small", hint="at least 32M")
     _check_headroom(req, memory_mib)
     disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else None
     seed = cloudinit.seed_documents(cloudinit.CloudInitRequest(
         req.name, vm_uuid, req.user_data, req.ssh_keys, req.password, req.packages, req.runcmd,
         req.network_config, req.vendor_data))
     if req.image is None and req.vol is None and req.disk_url is None and not installer.wanted(req):
-        raise InvalidInput("--image is missing", hint="pick one from `kvmhub image ls`, or give --vol, --disk-url, "
-                           "--iso, --location or --kernel")
+        raise InvalidInput("{opt:image} is missing", hint="pick one from {cmd:image ls}, or give {opt:vol}, "
+                           "{opt:disk_url}, {opt:iso}, {opt:location} or {opt:kernel}")
     image_vol = images.get(hv, req.image) if req.image is not None else None
     if req.network is not None:
         net = hv_networks.lookup_network(hv, req.network)
         cloudinit.address_to_reserve(net, req.ip, seed)
     elif req.ip is not None:
-        raise InvalidInput("--ip needs --network", hint="the address is reserved on that network")
+        raise InvalidInput("{opt:ip} needs {opt:network}", hint="the address is reserved on that network")
     _check_free(hv, req)
     return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
 
@@ -124,14 +125,15 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
 def _check_free(hv: Hypervisor, req: CreateRequest) -> None:
     """Refuse a name a VM or a leftover volume already has."""
     if hv_domains.exists(hv, req.name):
-        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or `kvmhub rm` it")
+        raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it",
+                       code="name.taken")
     disks = pools.disks_pool(hv)
     for vol in (disk_volume(req.name), seed_volume(req.name), *installer.volume_names(req)):
         if disks.has_volume(vol):
             raise Conflict(
                 f"volume {vol} already exists in pool {disks.name}",
                 cause="left over from an earlier VM of the same name, or made by hand",
-                hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`",
+                hint=f"remove it: `virsh vol-delete {vol} --pool {disks.name}`", code="name.taken",
             )
 
 
@@ -210,8 +212,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     if req.encrypt and boot is not None:
-        raise InvalidInput("--encrypt makes a new encrypted disk; it cannot encrypt --vol or --disk-url",
-                           hint="drop --encrypt, or let kvmhub make the disk (--image, --disk)")
+        raise InvalidInput("{opt:encrypt} makes a new encrypted disk; it cannot encrypt {opt:vol} or {opt:disk_url}",
+                           hint="drop {opt:encrypt}, or let kvmhub make the disk ({opt:image}, {opt:disk})")
     if boot is not None:
         spec = disks_svc.with_boot_disk(spec, boot, pools.DISKS_POOL, disk_volume(req.name))
     if profile is not None:

@@ -27,7 +27,7 @@ def get(hv: Hypervisor, name: str) -> hv_domains.Domain:
     try:
         return hv_domains.lookup(hv, name)
     except NotFound:
-        raise NotFound(f"no VM named {name!r}", hint="list them: `kvmhub ls`") from None
+        raise NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}", code="vm.not_found") from None
 
 
 def list_vms(hv: Hypervisor) -> list[VMInfo]:
@@ -113,10 +113,10 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
             f"cannot {action} VM {dom.name}: it is {state}",
             cause=f"{action} needs a VM that is {' or '.join(allowed)}",
             hint={
-                "shut off": f"start it: `kvmhub start {dom.name}`",
-                "paused": f"resume it: `kvmhub resume {dom.name}`",
-                "running": f"stop it: `kvmhub stop {dom.name}`",
-            }.get(state),
+                "shut off": f"start it: {{cmd:start {dom.name}}}",
+                "paused": f"resume it: {{cmd:resume {dom.name}}}",
+                "running": f"stop it: {{cmd:stop {dom.name}}}",
+            }.get(state), code="vm.wrong_state",
         )
     return state
 
@@ -162,7 +162,7 @@ def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.
     raise OperationTimeout(
         f"VM {name} did not shut down within {timeout:.0f} s",
         cause="the guest ignored the ACPI power button (no acpid, or busy)",
-        hint=f"`kvmhub stop {name} --force` kills it after the timeout; `kvmhub kill {name}` at once",
+        hint=f"{{cmd:stop {name} --force}} kills it after the timeout; {{cmd:kill {name}}} at once",
     )
 
 

@@ -64,7 +64,7 @@ def split_ref(ref: str, *, default_pool: str | None = None) -> tuple[str, str]:
         raise InvalidInput(
             f"invalid volume {ref!r}: an absolute path is not a volume",
             cause="volumes are named POOL/NAME; a host path could reach any file on the host",
-            hint="name it as POOL/NAME (`kvmhub vol ls POOL` lists them)",
+            hint="name it as POOL/NAME ({cmd:vol ls POOL} lists them)",
         )
     pool, slash, name = ref.partition("/")
     if not slash:
@@ -85,7 +85,8 @@ def split_ref(ref: str, *, default_pool: str | None = None) -> tuple[str, str]:
 def _active_pool(hv: Hypervisor, name: str) -> hv_storage.Pool:
     pool = hv_storage.lookup_pool(hv, name)
     if not pool.is_active():
-        raise Conflict(f"pool {name!r} is not active", hint=f"start it: `kvmhub pool start {name}`")
+        raise Conflict(f"pool {name!r} is not active", hint=f"start it: {{cmd:pool start {name}}}",
+                       code="pool.inactive")
     return pool
 
 
@@ -98,7 +99,8 @@ def _get(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
     pool_name, name = split_ref(ref)
     pool = _active_pool(hv, pool_name)
     if not pool.has_volume(name):
-        raise NotFound(f"no volume {name!r} in pool {pool_name}", hint=f"list them: `kvmhub vol ls {pool_name}`")
+        raise NotFound(f"no volume {name!r} in pool {pool_name}", hint=f"list them: {{cmd:vol ls {pool_name}}}",
+                       code="volume.not_found")
     return pool, pool.volume(name)
 
 
@@ -119,7 +121,7 @@ def check_confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume
         raise InvalidInput(
             f"volume {pool.name}/{vol.name} is a symlink pointing {where} (to {real})",
             cause="reading or writing it would reach a file outside the pool's directory",
-            hint=f"remove the link ({vol.path}) and refresh the pool: `kvmhub pool refresh {pool.name}`",
+            hint=f"remove the link ({vol.path}) and refresh the pool: {{cmd:pool refresh {pool.name}}}",
         )
 
 
@@ -193,8 +195,9 @@ def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) 
         f"no space left in pool {pool.name}{where}: needed ~{format_size(needed)}, "
         f"available {format_size(available)}",
         cause="the pool's storage is too full for this volume",
-        hint="free space in the pool (`kvmhub vol ls`, `kvmhub vol rm`), or use a pool with room "
-        "(`kvmhub pool ls` shows what each has available)",
+        hint="free space in the pool ({cmd:vol ls}, {cmd:vol rm}), or use a pool with room "
+        "({cmd:pool ls} shows what each has available)",
+        code="host.no_space",
     )
 
 
@@ -268,27 +271,28 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     kind, _target = _pool_kind(pool)
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
-                       hint=f"pick another name, or `kvmhub vol rm {pool_name}/{name}` first")
+                       hint=f"pick another name, or {{cmd:vol rm {pool_name}/{name}}} first", code="name.taken")
     fmt = fmt or ("qcow2" if kind in FILE_POOLS else "raw")
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown volume format {fmt!r}", hint="qcow2 or raw")
     if fmt == "qcow2" and kind not in FILE_POOLS:
-        raise InvalidInput(f"a {kind} pool holds raw volumes only", hint="pass --format raw")
+        raise InvalidInput(f"a {kind} pool holds raw volumes only", hint="pass {opt:format} raw")
     backing_path = backing_fmt = None
     if backing is not None:
         if fmt != "qcow2":
-            raise InvalidInput("only a qcow2 volume can have a backing volume", hint="drop --format raw")
+            raise InvalidInput("only a qcow2 volume can have a backing volume", hint="drop {opt:format} raw")
         bpool, bvol = _get(hv, backing)
         check_chain(hv, bpool, bvol)
         backing_path = bvol.path
         backing_fmt = xml_volume.volume_from_xml(bvol.xml()).format or "raw"
         base = bvol.info().capacity
         if size is not None and size < base:
-            raise InvalidInput(f"--size {format_size(size)} is smaller than the backing volume ({format_size(base)})",
-                               hint="give at least the backing volume's size, or leave --size out")
+            raise InvalidInput(f"{{opt:size}} {format_size(size)} is smaller than the backing volume "
+                               f"({format_size(base)})",
+                               hint="give at least the backing volume's size, or leave {opt:size} out")
         size = size or base
     if size is None:
-        raise InvalidInput("a new volume needs --size", hint="e.g. --size 10G")
+        raise InvalidInput("a new volume needs {opt:size}", hint="e.g. {opt:size} 10G")
     xml = xml_volume.volume_xml(name, size, fmt, backing_path, backing_fmt)
     if allocate:
         xml = _set_allocation(xml, size)
@@ -347,7 +351,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     dkind, _target = _pool_kind(dpool)
     if dpool.has_volume(dname):
         raise Conflict(f"volume {dname!r} already exists in pool {dpool_name}",
-                       hint=f"pick another name, or `kvmhub vol rm {dpool_name}/{dname}` first")
+                       hint=f"pick another name, or {{cmd:vol rm {dpool_name}/{dname}}} first", code="name.taken")
     check_chain(hv, spool, src)
     usage = storage_usage.scan(hv)
     writers = usage.vms_writing(spool.name, src.name, src.path)
@@ -356,7 +360,8 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
         raise Conflict(
             f"volume {spool.name}/{src.name} is the disk of VM{'s' if len(busy) > 1 else ''} {', '.join(busy)}",
             cause="an overlay's base must never change" if linked else "a copy of a disk in use would be torn",
-            hint="stop the VM first" if not linked else "clone it in full (without --linked), or remove the VM",
+            hint="stop the VM first" if not linked else "clone it in full (without {opt:linked}), or remove the VM",
+            code="volume.in_use",
         )
     info = src.info()
     src_fmt = xml_volume.volume_from_xml(src.xml()).format or "raw"
@@ -396,14 +401,15 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
             f"{pool.name}/{vol.name} is {format_size(current)}; {format_size(new)} would shrink it",
             cause="shrinking cuts off everything past the new end: file systems or partitions that reach "
             "there are destroyed",
-            hint="shrink the file system inside first, then pass --shrink",
+            hint="shrink the file system inside first, then pass {opt:shrink}",
         )
     usage = storage_usage.scan(hv)
     running = [vm for vm in usage.vms_writing(pool.name, vol.name, vol.path) if vm in usage.running]
     if running:
         raise Conflict(f"volume {pool.name}/{vol.name} is a disk of running VM {', '.join(running)}",
                        cause="QEMU holds the image open; resizing it underneath would confuse the guest",
-                       hint=f"resize it live: `kvmhub disk resize {running[0]} TARGET SIZE`, or stop the VM")
+                       hint=f"resize it live: {{cmd:disk resize {running[0]} TARGET SIZE}}, or stop the VM",
+                       code="volume.in_use")
     try:
         vol.resize(new, shrink=new < current)
     except KvmhubError as exc:
@@ -420,12 +426,13 @@ def remove_volume(hv: Hypervisor, ref: str) -> None:
     users = storage_usage.scan(hv).vms_using(pool.name, vol.name, path)
     if users:
         raise Conflict(f"volume {pool.name}/{vol.name} is in use by VM{'s' if len(users) > 1 else ''}: "
-                       f"{', '.join(users)}", hint="remove those VMs or their disks first (`kvmhub rm VM`)")
+                       f"{', '.join(users)}", hint="remove those VMs or their disks first ({cmd:rm VM})",
+                       code="volume.in_use")
     overlays = storage_usage.overlays_of(hv, path)
     if overlays:
         raise Conflict(f"volume {pool.name}/{vol.name} backs other volumes: {', '.join(overlays)}",
                        cause="they are linked clones; their data below their own changes lives here",
-                       hint="remove those first (`kvmhub vol rm POOL/VOL`)")
+                       hint="remove those first ({cmd:vol rm POOL/VOL})", code="volume.in_use")
     vol.delete()
 
 
@@ -450,7 +457,7 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     if fmt not in FORMATS:
         raise InvalidInput(f"{src} is {fmt}; volumes take qcow2 or raw files",
                            hint=f"convert it: `qemu-img convert -f {fmt} -O qcow2 {src} out.qcow2`, "
-                           "or `kvmhub image import` it")
+                           "or {cmd:image import} it")
     qemu_img.check_safe(src, fmt)
     pool = _active_pool(hv, pool_name)
     kind, target = _pool_kind(pool)
@@ -458,12 +465,12 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
         raise InvalidInput(f"pool {pool_name} is a {kind} pool; uploads make new files in dir, fs or netfs pools")
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
-                       hint=f"upload under another name, or `kvmhub vol rm {pool_name}/{name}` first")
+                       hint=f"upload under another name, or {{cmd:vol rm {pool_name}/{name}}} first", code="name.taken")
     root = local_root(hv)
     if root is not None and target is not None and os.path.lexists(f"{root}{target}/{name}"):
         raise Conflict(f"{target}/{name} already exists in pool {pool_name}'s directory",
                        cause="a file (or link) libvirt does not list as a volume yet",
-                       hint=f"`kvmhub pool refresh {pool_name}` and look at it with `kvmhub vol show`")
+                       hint=f"{{cmd:pool refresh {pool_name}}} and look at it with {{cmd:vol show}}")
     length = st.st_size
     _check_space(pool, length)
     # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
@@ -490,7 +497,7 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
     if dest.is_dir():
         dest = dest / vol.name
     if os.path.lexists(dest) and not overwrite:
-        raise Conflict(f"{dest} already exists", hint="pass --overwrite, or choose another file")
+        raise Conflict(f"{dest} already exists", hint="pass {opt:overwrite}, or choose another file")
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
         raise InvalidInput(f"cannot download into {dest}: no directory {parent}",

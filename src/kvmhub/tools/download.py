@@ -57,7 +57,7 @@ class Checksum:
         digest = value.strip().lower().removeprefix(f"{algorithm}:")
         want = _DIGEST_LENGTH.get(algorithm)
         if want is None:
-            raise InvalidInput(f"unknown checksum type {algorithm!r}", hint="use --sha256 or --sha512")
+            raise InvalidInput(f"unknown checksum type {algorithm!r}", hint="use {opt:sha256} or {opt:sha512}")
         if len(digest) != want or not _HEX.match(digest):
             raise InvalidInput(
                 f"invalid {algorithm} checksum {value!r}",
@@ -287,6 +287,7 @@ def _no_space(where: Path, exc: OSError) -> HostProblem:
         cause="the decompressed or downloaded image does not fit in the temporary directory",
         hint="free space there, or point TMPDIR at a larger file system",
         original=str(exc),
+        code="host.no_space",
     )
 
 

@@ -88,11 +88,11 @@ _ACCEPTS: dict[Family, tuple[AnswerKind, ...]] = {
     "suse": (),
 }
 _ANSWER_HINT: dict[Family, str] = {
-    "debian-installer": "Debian's installer reads preseed files: use --preseed",
-    "anaconda": "Anaconda reads kickstart files: use --kickstart",
-    "casper": "Ubuntu live ISOs install with autoinstall, not preseed or kickstart: pass it with --extra-args,"
+    "debian-installer": "Debian's installer reads preseed files: use {opt:preseed}",
+    "anaconda": "Anaconda reads kickstart files: use {opt:kickstart}",
+    "casper": "Ubuntu live ISOs install with autoinstall, not preseed or kickstart: pass it with {opt:extra_args},"
     " or use a netinst/alternate ISO",
-    "suse": "openSUSE's installer reads AutoYaST profiles: pass autoyast=URL with --extra-args",
+    "suse": "openSUSE's installer reads AutoYaST profiles: pass autoyast=URL with {opt:extra_args}",
 }
 
 
@@ -263,7 +263,7 @@ def find_boot_files(media: Media) -> BootFiles:
     raise InvalidInput(
         f"no installer kernel and initrd found in {media.path}",
         cause=f"looked for: {looked}",
-        hint="boot it with --iso instead (CD-ROM and VNC), or give the files with --kernel/--initrd",
+        hint="boot it with {opt:iso} instead (CD-ROM and VNC), or give the files with {opt:kernel}/{opt:initrd}",
     )
 
 

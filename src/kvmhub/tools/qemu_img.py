@@ -60,7 +60,7 @@ def _failed(what: str, err: str, shown: list[str]) -> OperationFailed | HostProb
     command = f"`qemu-img {shlex.join(shown)}`"
     if "No space left" in err:
         return HostProblem(f"{what}: no space left on the host's disk", cause="qemu-img could not write its output",
-                           original=err, hint=f"free space and try again ({command})")
+                           original=err, hint=f"free space and try again ({command})", code="host.no_space")
     return OperationFailed(f"{what} failed", cause="qemu-img exited with an error", original=err,
                            hint=f"run {command} by hand to see the whole story")
 
@@ -161,7 +161,7 @@ def check_format(src: Source, fmt: str, *, label: str | None = None) -> None:
             f"{path} is a VMDK descriptor: a text file naming other files as the disk's data",
             cause="a descriptor's extents can name any file on the host, so descriptors are never imported",
             hint="export the disk as a single-file VMDK (monolithicSparse or streamOptimized), "
-                 "or import its -flat.vmdk data file with --format raw",
+                 "or import its -flat.vmdk data file with {opt:format} raw",
         )
     if claimed not in KNOWN_FORMATS:
         raise InvalidInput(
@@ -171,8 +171,8 @@ def check_format(src: Source, fmt: str, *, label: str | None = None) -> None:
     if claimed != fmt:
         raise InvalidInput(
             f"{path} is not a {fmt} image: its header says {claimed}",
-            cause="the file lies about its format, or the wrong --format was given",
-            hint=f"pass --format {claimed} if that is what it is",
+            cause="the file lies about its format, or the wrong {opt:format} was given",
+            hint=f"pass {{opt:format}} {claimed} if that is what it is",
         )
 
 

@@ -94,18 +94,18 @@ def network_to_xml(
     sub(root, "name", text=name)
     if mode == "bridge":
         if not bridge:
-            raise InvalidInput(f"network {name!r}: bridge mode needs the host bridge", hint="--bridge br0")
+            raise InvalidInput(f"network {name!r}: bridge mode needs the host bridge", hint="{opt:bridge} br0")
         sub(root, "forward", {"mode": "bridge"})
         sub(root, "bridge", {"name": bridge})
         return serialize(root)
     if mode == "direct":
         if not dev:
-            raise InvalidInput(f"network {name!r}: direct mode needs the host NIC", hint="--dev eth0")
+            raise InvalidInput(f"network {name!r}: direct mode needs the host NIC", hint="{opt:dev} eth0")
         forward = sub(root, "forward", {"mode": "bridge"})
         sub(forward, "interface", {"dev": dev})
         return serialize(root)
     if subnet is None and subnet6 is None:
-        raise InvalidInput(f"network {name!r}: mode {mode} needs a subnet", hint="--subnet 10.10.0.0/24")
+        raise InvalidInput(f"network {name!r}: mode {mode} needs a subnet", hint="{opt:subnet} 10.10.0.0/24")
     if subnet is not None and subnet.prefixlen > 30:
         raise InvalidInput(
             f"network {name!r}: subnet {subnet} is too small",

@@ -44,10 +44,10 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "iscsi-direct": ("host", "iqn", "initiator_iqn"),
     "rbd": ("host", "source_name"),
 }
-_OPTION = {"path": "--path", "devices": "--device", "fs_format": "--fs-format", "host": "--host", "port": "--port",
-           "export": "--export", "nfs_version": "--nfs-version", "vg": "--vg", "iqn": "--iqn",
-           "initiator_iqn": "--initiator-iqn", "source_name": "--source-name", "auth_user": "--auth-user",
-           "secret_uuid": "--secret-uuid"}
+_OPTION = {"path": "{opt:path}", "devices": "{opt:device}", "fs_format": "{opt:fs_format}", "host": "{opt:host}",
+           "port": "{opt:port}", "export": "{opt:export}", "nfs_version": "{opt:nfs_version}", "vg": "{opt:vg}",
+           "iqn": "{opt:iqn}", "initiator_iqn": "{opt:initiator_iqn}", "source_name": "{opt:source_name}",
+           "auth_user": "{opt:auth_user}", "secret_uuid": "{opt:secret_uuid}"}
 ISCSI_BY_PATH = "/dev/disk/by-path"
 
 
@@ -106,35 +106,36 @@ def check_pool_spec(spec: PoolSpec) -> PoolSpec:
         check_pool_path(spec.export, "NFS export path", system_dirs=False)
     if spec.host is not None and not _HOST_RE.fullmatch(spec.host):
         raise InvalidInput(f"pool {spec.name!r}: invalid host {spec.host!r}", hint="a host name or IP address")
-    for label, iqn in (("--iqn", spec.iqn), ("--initiator-iqn", spec.initiator_iqn)):
+    for label, iqn in (("{opt:iqn}", spec.iqn), ("{opt:initiator_iqn}", spec.initiator_iqn)):
         if iqn is not None and not _IQN_RE.fullmatch(iqn):
             raise InvalidInput(f"pool {spec.name!r}: invalid {label} {iqn!r}",
                                cause="an iSCSI qualified name looks like iqn.YYYY-MM.reversed.domain:name",
                                hint="e.g. iqn.2024-01.lab.kvmhub:disk1")
-    for label, word in (("--vg", spec.vg), ("--source-name", spec.source_name), ("--auth-user", spec.auth_user),
-                        ("--nfs-version", spec.nfs_version)):
+    for label, word in (("{opt:vg}", spec.vg), ("{opt:source_name}", spec.source_name),
+                        ("{opt:auth_user}", spec.auth_user), ("{opt:nfs_version}", spec.nfs_version)):
         if word is not None and not _WORD_RE.fullmatch(word):
             raise InvalidInput(f"pool {spec.name!r}: invalid {label} {word!r}",
                                cause="letters, digits, '.', '_', '+' and '-' only")
     if spec.fs_format is not None and spec.fs_format not in FS_FORMATS:
-        raise InvalidInput(f"pool {spec.name!r}: unknown --fs-format {spec.fs_format!r}",
+        raise InvalidInput(f"pool {spec.name!r}: unknown {{opt:fs_format}} {spec.fs_format!r}",
                            hint=f"one of: {', '.join(FS_FORMATS)}")
     if (spec.auth_user is None) != (spec.secret_uuid is None):
-        raise InvalidInput(f"pool {spec.name!r}: --auth-user and --secret-uuid go together",
+        raise InvalidInput(f"pool {spec.name!r}: {{opt:auth_user}} and {{opt:secret_uuid}} go together",
                            hint="the secret (`virsh secret-list`) holds the key of that user")
     if spec.secret_uuid is not None and not _UUID_RE.fullmatch(spec.secret_uuid):
-        raise InvalidInput(f"pool {spec.name!r}: invalid --secret-uuid {spec.secret_uuid!r}")
+        raise InvalidInput(f"pool {spec.name!r}: invalid {{opt:secret_uuid}} {spec.secret_uuid!r}")
     return spec
 
 
 _EXAMPLES = {
-    "dir": "e.g. --path /var/lib/libvirt/pools/NAME",
-    "fs": "e.g. --device /dev/sdb1 --path /var/lib/libvirt/pools/NAME [--fs-format ext4]",
-    "netfs": "e.g. --host nfs.lab --export /srv/vms --path /var/lib/libvirt/pools/NAME",
-    "logical": "e.g. --vg vmvg [--device /dev/sdb]",
-    "iscsi": "e.g. --host san.lab --iqn iqn.2024-01.lab.san:vms --path /dev/disk/by-path",
-    "iscsi-direct": "e.g. --host san.lab --iqn iqn.2024-01.lab.san:vms --initiator-iqn iqn.2024-01.lab.kvm:host1",
-    "rbd": "e.g. --host ceph-mon.lab --source-name vms [--auth-user libvirt --secret-uuid UUID]",
+    "dir": "e.g. {opt:path} /var/lib/libvirt/pools/NAME",
+    "fs": "e.g. {opt:device} /dev/sdb1 {opt:path} /var/lib/libvirt/pools/NAME [{opt:fs_format} ext4]",
+    "netfs": "e.g. {opt:host} nfs.lab {opt:export} /srv/vms {opt:path} /var/lib/libvirt/pools/NAME",
+    "logical": "e.g. {opt:vg} vmvg [{opt:device} /dev/sdb]",
+    "iscsi": "e.g. {opt:host} san.lab {opt:iqn} iqn.2024-01.lab.san:vms {opt:path} /dev/disk/by-path",
+    "iscsi-direct": "e.g. {opt:host} san.lab {opt:iqn} iqn.2024-01.lab.san:vms "
+                    "{opt:initiator_iqn} iqn.2024-01.lab.kvm:host1",
+    "rbd": "e.g. {opt:host} ceph-mon.lab {opt:source_name} vms [{opt:auth_user} libvirt {opt:secret_uuid} UUID]",
 }
 
 

@@ -42,7 +42,7 @@ def _transfer(title: str) -> Iterator[tuple[Say, Progress]]:
     from rich.progress import Progress as Bars
 
     tasks: dict[str, TaskID] = {}
-    with Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    with Bars(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
               TimeElapsedColumn(), console=output.err, transient=False) as bars:
 
         def say_live(msg: str) -> None:

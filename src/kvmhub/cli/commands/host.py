@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.text import Text
 
 from kvmhub.cli import output, state
 
@@ -14,16 +15,17 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Check this host and fix what stops VMs from running well.", no_args_is_help=True)
 
-_MARK = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]", "skip": "[dim]skip[/]"}
+_MARK = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red"), "skip": ("skip", "dim")}
 
 
 def _print_report(report: HostReport) -> None:
     for c in report.checks:
-        output.out.print(f"{_MARK[c.status.value]:>14}  [bold]{c.name}[/]: {c.detail}", highlight=False)
+        word, colour = _MARK[c.status.value]
+        output.out.print(Text.assemble(" " * (6 - len(word)), (word, colour), "  ", (c.name, "bold"), f": {c.detail}"))
         if c.fix:
             output.out.print(f"{'':>6}fix: {c.fix}", markup=False)
     kind = "KVM" if report.accelerator == "kvm" else "TCG emulation (no KVM)"
-    output.out.print(f"\nguests will run with: [bold]{kind}[/] (domain type {report.domain_type})")
+    output.out.print(Text.assemble("\nguests will run with: ", (kind, "bold"), f" (domain type {report.domain_type})"))
 
 
 @app.command()

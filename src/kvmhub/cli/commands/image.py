@@ -72,7 +72,7 @@ def _progress(title: str) -> Iterator[Callable[[str, int, int | None], None]]:
     )
 
     tasks: dict[str, TaskID] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   TimeRemainingColumn(), console=output.err) as bars:
 
         def live(phase: str, done: int, total: int | None) -> None:
@@ -106,8 +106,8 @@ def import_(
     from kvmhub.tools.download import Checksum
 
     if sha256 and sha512:
-        raise InvalidInput("give --sha256 or --sha512, not both", cause="one checksum is checked per import",
-                           hint="keep the one the publisher signs (usually --sha256)")
+        raise InvalidInput("give {opt:sha256} or {opt:sha512}, not both", cause="one checksum is checked per import",
+                           hint="keep the one the publisher signs (usually {opt:sha256})")
     checksum = Checksum.parse("sha256", sha256) if sha256 else Checksum.parse("sha512", sha512) if sha512 else None
     with _progress(f"import {name}") as progress:
         info = images.import_image(state.hv(), src, name, fmt=fmt, checksum=checksum, os_variant=os_variant,

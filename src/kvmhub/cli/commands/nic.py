@@ -63,6 +63,6 @@ def set_(
     from kvmhub.services import nics
 
     if link not in ("up", "down"):
-        raise InvalidInput(f"--link {link!r}", hint="up or down")
+        raise InvalidInput(f"{{opt:link}} {link!r}", hint="up or down")
     changed, live = nics.set_link(state.hv(), vm, nic, link == "up")
     output.say(f"{vm}: NIC {changed.mac} link {link} ({_when(live)})")

@@ -47,7 +47,7 @@ def show(op_id: Annotated[str, typer.Argument(help="operation id (a unique prefi
     found = Journal().find(op_id)
     if len(found) != 1:
         raise NotFound(f"no operation {op_id!r}" if not found else f"{op_id!r} matches {len(found)} operations",
-                       hint="list them: `kvmhub ops ls`")
+                       hint="list them: {cmd:ops ls}", code="op.not_found")
     op = found[0]
     if json_out:
         output.print_json(op)

@@ -90,7 +90,7 @@ def detect(
         raise NotFound(
             f"no OS in osinfo-db ({osinfo.db_version()}) matches {iso}",
             cause="its volume id matches no known installer medium (it may be newer than the db)",
-            hint="pass the variant yourself: --os VARIANT (see `kvmhub os ls`)",
+            hint="pass the variant yourself: {opt:os} VARIANT (see {cmd:os ls})",
         )
     if json_out:
         output.print_json(profile)

@@ -50,7 +50,7 @@ def create(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"invalid pool option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
-                           hint="--type is one of dir, fs, netfs, logical, iscsi, iscsi-direct, rbd") from None
+                           hint="{opt:type} is one of dir, fs, netfs, logical, iscsi, iscsi-direct, rbd") from None
     with output.phases(f"pool create {name}") as phase:
         info = storage.create_pool(state.hv(), spec, say=phase)
     output.say(f"pool {info.name}: {info.type}, {info.state}, {format_size(info.available_bytes)} available"

@@ -255,7 +255,7 @@ def ip(
     if not found:
         from kvmhub.errors import NotFound
 
-        raise NotFound(f"VM {name} has no IP yet", hint=f"`kvmhub ip {name} --wait`")
+        raise NotFound(f"VM {name} has no IP yet", hint=f"{{cmd:ip {name} --wait}}")
     for a in found:
         output.out.print(a.ip, markup=False)
     output.say(f"(from {found[0].source})")

@@ -28,12 +28,13 @@ def _transfer(title: str) -> Iterator[Callable[[int, int], None]]:
         BarColumn,
         DownloadColumn,
         Progress,
+        TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(), console=output.err)
+    bar = Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
+                   DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=output.err)
     task = bar.add_task(title, total=None)
     started = False
 

@@ -12,7 +12,7 @@ changed, so what kvmhub does not model (UEFI loader and NVRAM, ``<smm>``, TPM, v
 * the serial/console ``<log file>``, the ``<os><nvram>`` file, direct-boot kernel and initrd paths;
 * kvmhub's ``<kvmhub:vm>`` metadata element replaced; other namespaces' metadata are untouched.
 
-Host-bound identity goes: the root's ``id``, graphics ports libvirt picked (``autoport``), labels of
+Host-bound identity goes: the root's ``id``, graphics ports libvirt picked (``autoport``, back to ``-1``), labels of
 dynamic ``<seclabel>`` (libvirt assigns new ones), and ``<alias>`` names libvirt assigned (user aliases,
 ``ua-*``, are per domain and kept).
 """
@@ -248,11 +248,12 @@ def _logs(devices: Element, change: Rewrite) -> None:
 
 def _graphics(devices: Element, local: bool) -> None:
     for g in devices.iterfind("graphics"):
-        if g.get("autoport") == "yes" or g.get("port") == "-1":
+        if g.get("autoport") == "yes":
             for attr in ("port", "tlsPort"):
-                _drop(g, attr)
+                if g.get(attr) not in (None, "-1"):
+                    g.set(attr, "-1")  # the port libvirt picked on the old host
             if g.get("websocket") not in (None, "-1"):
-                _drop(g, "websocket")
+                g.set("websocket", "-1")
         if local and (g.get("listen") is not None or g.find("listen") is not None):
             if g.get("listen") is not None:
                 g.set("listen", "127.0.0.1")

@@ -8,6 +8,11 @@ point's file (a relative backing name), so any point reads as the whole disk at 
 is one ``qemu-img convert``. Read-only and non-disk devices (the cloud-init seed) are left out.
 
 The directory is a path on the libvirt host, which must be the machine kvmhub runs on (or a test host).
+
+A backup directory is untrusted on restore: its manifest may name only plain file names in it, each
+file's backing chain must stay among the manifest's files, and a VM restored as new gets the recorded
+definition with a new identity (:mod:`kvmhub.xml.rewrite`) only if it holds nothing kvmhub's backup of a
+kvmhub VM would not (:func:`kvmhub.xml.hostbound.untrusted_refusals`; an emulated TPM starts empty).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from kvmhub.models.backup import BackupDisk, BackupInfo, BackupKind, BackupManif
 from kvmhub.models.vm import DiskSource
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import pools
+from kvmhub.services import leases, pools
+from kvmhub.services import nvram as nvram_files
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.undo import Undo
@@ -40,8 +46,11 @@ from kvmhub.validate import check_name
 from kvmhub.xml import backup as xml_backup
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
-from kvmhub.xml.domain import domain_from_xml, domain_to_xml
+from kvmhub.xml._util import parse, serialize
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.hostbound import untrusted_refusals
 from kvmhub.xml.metadata import metadata_from_xml, metadata_to_xml
+from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree, source_key
 
 MANIFEST = "kvmhub-backup.json"
 CHECKPOINT_PREFIX = "kvmhub-backup-"
@@ -349,7 +358,9 @@ def restore(
     if manifest is None:
         raise NotFound(f"{directory} holds no kvmhub backup", cause=f"there is no {MANIFEST} in it",
                        code="backup.not_found")
-    point = chain_of(manifest, at)[-1]
+    chain = chain_of(manifest, at)
+    point = chain[-1]
+    _check_files(where, directory, manifest, chain)
     dom = None
     if as_name is None:
         dom = get_vm(hv, name)
@@ -367,6 +378,8 @@ def restore(
         if hv_domains.exists(hv, as_name):
             raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name",
                            code="name.taken")
+        if ties := untrusted_refusals(parse(point.domain_xml, "domain"), allow_tpm_emulator=True):
+            raise _unsafe(directory, "its recorded definition has " + "; ".join(f"{t.what} ({t.why})" for t in ties))
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     new_name = as_name or name
     say(f"restoring point {point.name} ({point.kind}, {point.created})")
@@ -384,28 +397,67 @@ def restore(
             made[disk.target] = upload_volume(target_pool, vol_name, flat, undo)
             flat.unlink()
         if dom is None:
-            _define_copy(hv, point.domain_xml, new_name, made, undo)
+            _define_copy(hv, point.domain_xml, new_name, made, undo, say)
         else:
             _replace_disks(hv, dom, made, say)
         undo.success()
     return new_name
 
 
+def _unsafe(directory: str, why: str) -> InvalidInput:
+    return InvalidInput(f"{directory} is not a safe kvmhub backup: {why}",
+                        cause="the backup directory was changed by hand or by someone attacking this host",
+                        hint="restore from a backup directory only kvmhub has written")
+
+
+def _check_files(where: Path, directory: str, manifest: BackupManifest, chain: list[BackupPoint]) -> None:
+    """Every file of `chain` a plain name in the directory, backed only by files the manifest names there."""
+    known = {d.file for p in manifest.points for d in p.disks}
+    for name in known:
+        if not name or name != os.path.basename(name) or name in (".", "..") or "\\" in name:
+            raise _unsafe(directory, f"its manifest names the file {name!r}, which is not a plain file name")
+    top = where.resolve()
+    for disk in chain[-1].disks:
+        data = json.loads(qemu_img.run(["info", "--backing-chain", "--output=json", "-f", "qcow2",
+                                        str(where / disk.file)], what=f"reading {disk.file}", cpu=60))
+        for n, layer in enumerate(data if isinstance(data, list) else [data]):
+            file = Path(str(layer.get("filename", ""))).resolve()
+            if file.parent != top or file.name not in known:
+                raise _unsafe(directory, f"the backing chain of {disk.file} reaches {layer.get('filename')}, "
+                                         "outside the backup's own files")
+            if n and layer.get("format") != "qcow2":
+                raise _unsafe(directory, f"{layer.get('filename')} in the chain of {disk.file} is not qcow2")
+            if ((layer.get("format-specific") or {}).get("data") or {}).get("data-file"):
+                raise _unsafe(directory, f"{layer.get('filename')} has an external data file")
+
+
 def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str, hv_storage.Volume],
-                 undo: Undo) -> None:
-    spec = domain_from_xml(domain_xml)
-    disks = [d.model_copy(update={"format": "qcow2", "source": DiskSource(pool=made[d.target].pool,
-                                                                            volume=made[d.target].name)})
-             for d in spec.disks if d.target in made]
-    serial = spec.serial
-    if serial is not None and serial.log_file:
-        serial = serial.model_copy(update={"log_file": os.path.join(os.path.dirname(serial.log_file),
-                                                                   f"{new_name}-serial.log")})
-    meta = spec.meta.model_copy(update={"owned_volumes": [f"{v.pool}/{v.name}" for v in made.values()],
-                                        "forwards": []})
-    copy = spec.model_copy(update={"name": new_name, "uuid": None, "disks": disks, "serial": serial,
-                                   "nics": [n.model_copy(update={"mac": None}) for n in spec.nics], "meta": meta})
-    dom = hv_domains.define(hv, domain_to_xml(copy))
+                 undo: Undo, say: Say = _quiet) -> None:
+    """The recorded definition as VM `new_name`: new identity, the restored disks; the old VM's own media
+    (its seed, ISO) left out, since they go when it is removed."""
+    tree = parse(domain_xml, "domain")
+    old_meta = domain_from_xml(domain_xml).meta
+    sources: dict[str, NewSource] = {}
+    devices = tree.find("devices")
+    for disk in list(devices.iterfind("disk")) if devices is not None else []:
+        target = disk.find("target")
+        key, dev = source_key(disk), target.get("dev") if target is not None else None
+        if key is not None and dev in made:
+            sources[key] = NewSource(pool=made[dev].pool, volume=made[dev].name, format="qcow2")
+        elif key is not None and key in old_meta.owned_volumes and devices is not None:
+            devices.remove(disk)
+    nvram = None
+    if nvram_files.nvram_path(tree) is not None:
+        nvram = nvram_files.new_path(new_name)
+        say("warning: a backup holds no NVRAM (UEFI variables); the new VM's starts from the firmware template")
+    meta = old_meta.model_copy(update={"owned_volumes": [f"{v.pool}/{v.name}" for v in made.values()],
+                                       "owned_secrets": [], "owned_files": [], "forwards": []})
+    macs = [leases.new_mac(hv) for _ in tree.iterfind("devices/interface")]
+    serial = domain_from_xml(domain_xml).serial
+    log_dir = os.path.dirname(serial.log_file) if serial and serial.log_file else "/var/log/libvirt/qemu"
+    rewrite_tree(tree, Rewrite(name=new_name, uuid=None, mac=lambda n, _old: macs[n], disks=sources,
+                               serial_log=os.path.join(log_dir, f"{new_name}-serial.log"), nvram=nvram, meta=meta))
+    dom = hv_domains.define(hv, serialize(tree))
     undo.add(f"remove the definition of {new_name}", dom.undefine)
 
 

@@ -7,6 +7,12 @@ Read-only media and direct-boot kernel and initrd files the source owns (its ins
 are copied, since they go when the source is removed; other read-only media stay shared. A VM whose
 installer has not run yet is refused.
 
+The clone's definition is the source's own XML with only its identity changed (:mod:`kvmhub.xml.rewrite`),
+so what kvmhub does not model (UEFI firmware, TPM, video, shares, tuning, other tools' metadata) is kept.
+A UEFI VM's NVRAM file is copied to ``<nvram dir>/<clone>_VARS.fd``. Host devices (PCI/USB) stay with a
+warning that only one of the two VMs can run at a time; an emulated TPM's state (per UUID) is not copied,
+so the clone's TPM starts empty (:mod:`kvmhub.xml.hostbound`).
+
 * Full clone: each writable disk is copied by libvirt into a new, self-contained volume (its backing
   chain, the image included, merged in). Encrypted disks are refused: libvirt hands qemu-img a volume's
   key only while its pool remembers which secret opens it, forgotten at every pool refresh, and the key
@@ -50,6 +56,7 @@ from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import leases
+from kvmhub.services import nvram as nvram_files
 from kvmhub.services.clone_seed import new_seed, read_seed
 from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
 from kvmhub.services.vms import get as get_vm
@@ -58,9 +65,12 @@ from kvmhub.tools.filecopy import copy_file
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
-from kvmhub.xml.domain import domain_from_xml, domain_to_xml
+from kvmhub.xml._util import parse, serialize
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.hostbound import clone_warnings
 from kvmhub.xml.network import network_subnet_from_xml
 from kvmhub.xml.pool import pool_path_from_xml, pool_type_from_xml
+from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree
 
 BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
 # libvirt's refusal to delete a volume it is still writing (a copy or transfer that outlived its client)
@@ -479,41 +489,57 @@ def _reserve(hv: Hypervisor, name: str, nics: list[NICSpec], undo: Undo) -> tupl
 def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Progress = _no_progress) -> CloneResult:
     """Clone shut-off VM `req.source` as `req.name` (full, or linked with `req.linked`), optionally start it.
 
-    Raises InvalidInput / NotFound / Conflict before anything is made when the request cannot be done;
-    HostProblem when the disk fills mid-copy. Any failure or Ctrl-C undoes every finished step.
+    The clone's definition is the source's own, changed only in identity (see :mod:`kvmhub.xml.rewrite`);
+    host devices and a TPM are kept with a warning (see :mod:`kvmhub.xml.hostbound`), a UEFI VM's NVRAM
+    file is copied. Raises InvalidInput / NotFound / Conflict before anything is made when the request
+    cannot be done; HostProblem when the disk fills mid-copy. Any failure or Ctrl-C undoes every finished step.
     """
     began = time.monotonic()
-    _dom, spec, plan, boot_files = _check(hv, req, say)
+    dom, spec, plan, boot_files = _check(hv, req, say)
+    source_xml = dom.xml(inactive=True)
+    tree = parse(source_xml, "domain")
+    for warning in clone_warnings(tree):
+        say(f"warning: {warning}")
+    nvram = nvram_files.clone_plan(tree, req.name, local=_host_prefix(hv) is not None, say=say)
     vm_uuid = str(uuidlib.uuid4())
     result = CloneResult(name=req.name, linked=req.linked)
-    disks: list[DiskSpec] = []
+    sources: dict[str, NewSource] = {}
+    boot: dict[str, str] = {}
     with Undo(report=say) as undo:
         for d in plan:
-            disks.append(_make_disk(hv, req, d, vm_uuid, result, undo, say, progress))
-        boot = spec.boot
+            made = _make_disk(hv, req, d, vm_uuid, result, undo, say, progress)
+            if d.kind != "shared" and (key := _key(d.disk.source)):
+                sources[key] = NewSource(pool=made.source.pool, volume=made.source.volume, format=made.format)
         for b in boot_files:
             say(f"copy {b.role} {b.src.name}")
             undo.add(f"delete volume {b.volume}", functools.partial(_delete_built_volume, b.pool, b.volume))
             copied = b.pool.create_volume_from(xml_volume.volume_xml(b.volume, b.src.info().capacity, "raw"), b.src,
                                                what=f"copying the {b.role} {b.src.name}")
             result.volumes.append(f"{b.pool.name}/{b.volume}")
-            boot = boot.model_copy(update={b.role: copied.path})
+            boot[b.src.path] = copied.path
+        if nvram is not None:
+            say("copy the NVRAM (UEFI variables)")
+            nvram_files.copy(nvram[0], nvram[1], undo)
         nics = _nics(hv, req, spec.nics)
+        filter_ips: dict[str, str] = {}
         if nics:
             say("reserve addresses")
             nics, result.ips = _reserve(hv, req.name, nics, undo)
+            filter_ips = {n.mac: n.filter_params["IP"] for n in nics if n.mac and "IP" in n.filter_params}
             faults.point("clone-address")
+        new_macs = {(old.mac or "").lower(): new.mac for old, new in zip(spec.nics, nics, strict=True) if new.mac}
         say("define")
         meta = spec.meta.model_copy(update={
             "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             "owned_volumes": result.volumes, "owned_secrets": [], "owned_files": [], "forwards": []})
-        graphics = spec.graphics.model_copy(update={"port": -1}) if spec.graphics else None
-        serial = spec.serial.model_copy(update={"log_file": f"{SERIAL_LOG_DIR}/{req.name}-serial.log"}) \
-            if spec.serial else None
-        new = spec.model_copy(update={"name": req.name, "uuid": vm_uuid, "disks": disks, "nics": nics,
-                                      "boot": boot, "serial": serial, "graphics": graphics, "meta": meta})
+        change = Rewrite(
+            name=req.name, uuid=vm_uuid, network=req.network, filter_ips=filter_ips, disks=sources,
+            mac=lambda _n, old: new_macs.get((old or "").lower()) or leases.new_mac(hv, req.network),
+            serial_log=f"{SERIAL_LOG_DIR}/{req.name}-serial.log", boot_files=boot, meta=meta,
+            nvram=nvram[1] if nvram else None)
+        rewrite_tree(tree, change)
         undo.add(f"undefine VM {req.name}", functools.partial(_undefine_if_present, hv, req.name))
-        new_dom = hv_domains.define(hv, domain_to_xml(new))
+        new_dom = hv_domains.define(hv, serialize(tree))
         faults.point("clone-define")
         if req.start:
             say("start")
@@ -523,6 +549,11 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
         undo.success()
     result.duration_s = round(time.monotonic() - began, 3)
     return result
+
+
+def _key(src: DiskSource) -> str | None:
+    """A disk source as :attr:`Rewrite.disks` keys it."""
+    return f"{src.pool}/{src.volume}" if src.pool and src.volume else src.path
 
 
 def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: Undo,

@@ -7,19 +7,24 @@ The archive is a gzip-compressed tar holding, in this order:
 * ``disk-<target>.qcow2``: each qcow2 disk **flattened**: its whole backing chain (the image a linked clone
   came from included) merged into one self-contained file, so the archive needs nothing on the other host
   (``compress``: with zlib-compressed clusters, which stay compressed in the imported volume);
-* ``disk-<target>.raw``: raw disks (the cloud-init seed) byte for byte.
+* ``disk-<target>.raw``: raw disks (the cloud-init seed) byte for byte;
+* ``nvram.fd``: a UEFI VM's NVRAM file (its firmware variables), when its host is this machine.
 
 Disks are read through libvirt's volume download API and written through its upload API, so the archive
 is a file where kvmhub runs, whichever host the VM is on. Only the VM's current state travels: snapshots,
 checkpoints and saved memory state do not. The VM must be shut off (its disks must not change while
-copied); a VM with an encrypted disk is refused (its key is a private libvirt secret). An export is
+copied); a VM with an encrypted disk is refused (its key is a private libvirt secret), and so is one with
+a PCI/USB host device or a TPM (hardware of this host; an emulated TPM's state is not in any disk). An export is
 written to ``FILE.partial`` and renamed at the end, so an interrupted one never leaves a file under the
 final name.
 
 An archive is untrusted input: import reads only the members the manifest names (regular files, no links,
 no paths), checks every disk's checksum and with ``qemu-img info`` that it refers to no other file, and
-rebuilds the definition from kvmhub's model of it: disks point only at the new volumes, the serial log and
-kvmhub metadata are rewritten, host paths (direct kernel boot) and port forwards are refused or dropped.
+refuses a definition holding anything kvmhub's export does not write (network disks, secrets, host
+devices, host bridges or macvtap NICs, shares, host files: :func:`kvmhub.xml.hostbound.untrusted_refusals`).
+The definition is then the archived one with its identity changed in place (:mod:`kvmhub.xml.rewrite`):
+disks point only at the new volumes, the serial log and NVRAM get the new VM's names, port forwards are
+dropped and kvmhub metadata owns exactly what the import made.
 """
 
 from __future__ import annotations
@@ -43,17 +48,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models.vm import DiskSource, SerialSpec, VMSpec
+from kvmhub.models.vm import VMSpec
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import accel, leases, pools
+from kvmhub.services import nvram as nvram_files
 from kvmhub.services.backups import upload_volume
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
@@ -61,8 +67,11 @@ from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
-from kvmhub.xml.domain import domain_from_xml, domain_to_xml
+from kvmhub.xml._util import parse, serialize
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.hostbound import unexportable, untrusted_refusals
 from kvmhub.xml.network import network_subnet_from_xml
+from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree, source_key
 
 MANIFEST = "kvmhub-export.json"
 MANIFEST_LIMIT = 16 * 1024**2
@@ -86,6 +95,16 @@ class ExportDisk(BaseModel):
     volume: str | None = None  # its volume name on the exporting host
 
 
+class ExportNvram(BaseModel):
+    """The NVRAM file in an export archive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Literal["nvram.fd"] = "nvram.fd"
+    bytes: int = Field(ge=0, le=nvram_files.LIMIT)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ExportManifest(BaseModel):
     """``kvmhub-export.json``: what an export archive holds."""
 
@@ -99,6 +118,7 @@ class ExportManifest(BaseModel):
     flattened: bool = True
     domain_xml: str
     disks: list[ExportDisk]
+    nvram: ExportNvram | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,11 @@ def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
                              "be flattened into the archive nor opened on the other host",
                        hint="copy the data from inside the guest (e.g. over ssh) to a VM with plain disks, "
                             "and export that one")
+    if ties := unexportable(parse(xml, "domain")):
+        raise Conflict(f"cannot export VM {dom.name}: it has {', '.join(t.what for t in ties)}",
+                       cause="; ".join(f"{t.what}: {t.why}" for t in ties) + "; none of it can travel in an archive",
+                       hint=f"remove it from the VM (`virsh edit {dom.name}`, or `virt-xml {dom.name} --remove-device "
+                            "--hostdev all` / `--tpm all`), export, and add it again on the new host")
     out: list[_Source] = []
     for disk in xml_snap.domain_disks(xml):
         if disk.source is None:
@@ -280,14 +305,32 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
             disks.append(ExportDisk(target=src.target, file=f"disk-{src.target}.{src.format}", format=src.format,
                                     bytes=path.stat().st_size, capacity=capacity, sha256=_sha256(path),
                                     volume=src.chain[0][0].name))
-        manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=dom.xml(inactive=True), disks=disks,
-                                  created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        domain_xml = dom.xml(inactive=True)
+        nvram = _read_nvram(hv, domain_xml, say)
+        manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=domain_xml, disks=disks,
+                                  created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                                  nvram=ExportNvram(bytes=len(nvram), sha256=hashlib.sha256(nvram).hexdigest())
+                                  if nvram is not None else None)
         say("writing the archive")
         # compressed clusters leave gzip little to win: its cheapest level then
-        _write_archive(fh, manifest, files, progress, level=1 if compress else 6)
+        _write_archive(fh, manifest, files, progress, level=1 if compress else 6, nvram=nvram)
         os.replace(partial, dest)
         undo.success()
     return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
+
+
+def _read_nvram(hv: Hypervisor, domain_xml: str, say: Say) -> bytes | None:
+    path = nvram_files.nvram_path(parse(domain_xml, "domain"))
+    if path is None:
+        return None
+    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+        say("warning: the NVRAM (UEFI variables) of a VM on another host is not exported; the imported VM's "
+            "starts from the firmware's template")
+        return None
+    data = nvram_files.read(path)
+    if data is not None and len(data) > nvram_files.LIMIT:
+        raise Conflict(f"the NVRAM file {path} is over {nvram_files.LIMIT} bytes", hint="check the file")
+    return data
 
 
 def _offset(progress: Progress, base: int, total: int, done: int) -> None:
@@ -300,7 +343,7 @@ def _discard(fh: IO[bytes], path: Path) -> None:
 
 
 def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress,
-                   level: int = 6) -> None:
+                   level: int = 6, nvram: bytes | None = None) -> None:
     total = sum(p.stat().st_size for p in files)
     sent = 0
     with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=level) as tar:
@@ -314,6 +357,8 @@ def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], 
             sent += disk.bytes
             path.unlink()
             faults.point("export-disk")
+        if manifest.nvram is not None and nvram is not None:
+            tar.addfile(_member(manifest.nvram.file, len(nvram)), io.BytesIO(nvram))
         raw.flush()
         os.fsync(raw.fileno())
 
@@ -373,8 +418,13 @@ def read_manifest(tar: tarfile.TarFile, path: Path) -> ExportManifest:
 
 @dataclass
 class _Plan:
-    spec: VMSpec
+    spec: VMSpec  # what kvmhub's model reads of the archived definition (for the checks)
+    name: str
+    fresh: bool  # imported as a copy: new UUID and MACs
+    network: str | None
+    domain_type: str
     volumes: dict[str, str]  # target -> new volume name
+    nvram: str | None  # the new VM's NVRAM file, when its definition has one
 
 
 def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | None, pool: hv_storage.Pool,
@@ -405,8 +455,7 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
                 raise NotFound(f"the VM's network {nic.network!r} does not exist on this host",
                                hint=f"create it ({{cmd:net create {nic.network}}}), or connect the VM to another "
                                     "one: `{opt:network} NET`", code="network.not_found") from None
-    fresh = as_name is not None
-    if not fresh:
+    if as_name is None:
         if spec.uuid and spec.uuid in {d.uuid for d in hv_domains.list_all(hv)}:
             raise Conflict(f"a VM with the UUID of {spec.name} ({spec.uuid}) already exists on this host",
                            hint="import it as a copy: {opt:as} NEWNAME (a new UUID and new MAC addresses)")
@@ -415,6 +464,7 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
             raise Conflict(f"MAC address {', '.join(sorted(taken))} is already used by a VM on this host",
                            hint="import it as a copy: {opt:as} NEWNAME (a new UUID and new MAC addresses)")
     volumes = {t: _volume_name(spec.name, new_name, d) for t, d in archived.items()}
+    fresh = as_name is not None
     existing = set(pool.volume_names())
     if clash := sorted(v for v in volumes.values() if v in existing):
         raise Conflict(f"pool {pool.name} already has volume {', '.join(clash)}",
@@ -425,15 +475,24 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
         domain_type = accel.domain_type(accel.accelerator().accelerator)
         if domain_type != "kvm":
             say(f"warning: {accel.TCG_WARNING}")
-    serial = SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{new_name}-serial.log") if spec.serial else None
-    graphics = spec.graphics.model_copy(update={"listen": "127.0.0.1", "port": -1}) if spec.graphics else None
-    owned = [f"{pool.name}/{v}" for v in volumes.values()]
-    meta = spec.meta.model_copy(update={"forwards": [], "owned_volumes": owned})
-    return _Plan(spec.model_copy(update={
-        "name": new_name, "uuid": None if fresh else spec.uuid, "domain_type": domain_type, "serial": serial,
-        "graphics": graphics, "meta": meta,
-        "nics": [n.model_copy(update={"mac": None}) for n in nics] if fresh else nics,
-    }), volumes)
+    _refuse_host_ties(manifest, path, network)
+    nvram = None
+    if nvram_files.nvram_path(parse(manifest.domain_xml, "domain")) is not None:
+        nvram = nvram_files.new_path(new_name)  # libvirt's directory: never one the archive names
+        if os.path.lexists(host_root() + nvram):
+            raise Conflict(f"NVRAM file {nvram} already exists", cause="left over from an earlier VM of that name",
+                           hint=f"remove it (`rm {nvram}`) if no VM uses it, or import under another name ({{opt:as}})")
+    return _Plan(spec, new_name, fresh, network, domain_type, volumes, nvram)
+
+
+def _refuse_host_ties(manifest: ExportManifest, path: Path, network: str | None) -> None:
+    """Refuse a definition holding what kvmhub's export never writes (a NIC's host side goes with --network)."""
+    tree = parse(manifest.domain_xml, "domain")
+    ties = untrusted_refusals(tree)
+    if network is not None:
+        ties = [t for t in ties if not (t.kind == "nic" and t.what.startswith("NIC of type"))]
+    if ties:
+        raise _refuse(path, "its definition has " + "; ".join(f"{t.what} ({t.why})" for t in ties))
 
 
 def _volume_name(old_vm: str, new_vm: str, disk: ExportDisk) -> str:
@@ -490,12 +549,14 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
             network: str | None, say: Say, progress: Progress) -> str:
     manifest = read_manifest(tar, path)
     plan = _plan(hv, manifest, path, as_name, pool, network, say)
-    name = plan.spec.name
+    name = plan.name
     expected = {d.file: d for d in manifest.disks}
     seen: set[str] = set()
     made: dict[str, hv_storage.Volume] = {}
     with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
-        while (member := tar.next()) is not None:
+        for _n in range(len(manifest.disks)):
+            if (member := tar.next()) is None:
+                break
             disk = _check_member(path, member, expected, seen)
             local = Path(tmp) / disk.file
             say(f"unpacking disk {disk.target}")
@@ -507,20 +568,57 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
             local.unlink()
         if missing := sorted(set(expected) - seen):
             raise _refuse(path, f"it lacks {', '.join(missing)} (truncated?)")
-        disks = [d.model_copy(update={
-            "format": next(x.format for x in manifest.disks if x.target == d.target),
-            "source": DiskSource(pool=pool.name, volume=made[d.target].name)})
-            if d.target in made else d for d in plan.spec.disks]
-        spec = plan.spec.model_copy(update={"disks": disks})
-        if as_name is not None:
-            spec = spec.model_copy(update={"nics": [n.model_copy(update={"mac": leases.new_mac(hv)})
-                                                    for n in spec.nics]})
-        _reserve_addresses(hv, spec, undo, say)
+        nvram = _read_nvram_member(tar, manifest, path) if manifest.nvram is not None else None
+        if (extra := tar.next()) is not None:
+            raise _refuse(path, f"member {extra.name!r} is not named in its manifest")
+        if nvram is not None and plan.nvram is not None:
+            say("writing the NVRAM (UEFI variables)")
+            nvram_files.write(plan.nvram, nvram, undo)
+        xml = _definition(hv, manifest, plan, pool, made, undo, say)
         say(f"defining VM {name}")
-        dom = hv_domains.define(hv, domain_to_xml(spec))
+        dom = hv_domains.define(hv, xml)
         undo.add(f"remove the definition of {name}", dom.undefine)
         undo.success()
     return name
+
+
+def _read_nvram_member(tar: tarfile.TarFile, manifest: ExportManifest, path: Path) -> bytes:
+    assert manifest.nvram is not None
+    member = tar.next()
+    if member is None or member.name != manifest.nvram.file or not member.isreg() \
+            or member.size != manifest.nvram.bytes:
+        raise _refuse(path, f"its {manifest.nvram.file} is missing or not what its manifest says")
+    fh = tar.extractfile(member)
+    assert fh is not None
+    data = fh.read(nvram_files.LIMIT)
+    if hashlib.sha256(data).hexdigest() != manifest.nvram.sha256:
+        raise _refuse(path, f"{manifest.nvram.file} does not match its checksum")
+    return data
+
+
+def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_storage.Pool,
+                made: dict[str, hv_storage.Volume], undo: Undo, say: Say) -> str:
+    """The archived definition with the new identity; addresses reserved on kvmhub networks."""
+    tree = parse(manifest.domain_xml, "domain")
+    formats = {d.target: d.format for d in manifest.disks}
+    sources: dict[str, NewSource] = {}
+    for disk in tree.iterfind("devices/disk"):
+        target = disk.find("target")
+        key, dev = source_key(disk), target.get("dev") if target is not None else None
+        if key is not None and dev in made:
+            sources[key] = NewSource(pool=pool.name, volume=made[dev].name, format=formats[dev])
+    macs = [leases.new_mac(hv) for _ in tree.iterfind("devices/interface")] if plan.fresh else []
+    meta = plan.spec.meta.model_copy(update={"forwards": [], "owned_volumes": [f"{pool.name}/{v.name}"
+                                                                               for v in made.values()],
+                                             "owned_secrets": [], "owned_files": []})
+    rewrite_tree(tree, Rewrite(
+        name=plan.name, uuid=None if plan.fresh else plan.spec.uuid, mac=(lambda n, _old: macs[n]) if macs else None,
+        network=plan.network, disks=sources, serial_log=f"{SERIAL_LOG_DIR}/{plan.name}-serial.log",
+        nvram=plan.nvram, meta=meta, domain_type=plan.domain_type, local_graphics=True))
+    # the addresses follow the NICs as the definition now has them
+    nics = domain_from_xml(serialize(tree)).nics
+    _reserve_addresses(hv, plan.spec.model_copy(update={"name": plan.name, "nics": nics}), undo, say)
+    return serialize(tree)
 
 
 def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: Undo, say: Say) -> None:

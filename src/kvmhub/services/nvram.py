@@ -1,0 +1,95 @@
+"""A UEFI VM's NVRAM file (its firmware variables: boot entries, secure-boot keys) for clones and exports.
+
+The file lives on the VM's host, outside any storage pool, so it is read and written among the host's
+files (this machine or a test host); for a remote host it does not travel and libvirt makes the new
+VM's from the firmware template at its first start. New files take libvirt's own name,
+``<nvram dir>/<VM>_VARS.fd``, and go with the VM (`rm` undefines with the NVRAM).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from pathlib import Path
+
+from kvmhub.errors import Conflict
+from kvmhub.hv import host_root
+from kvmhub.reporting import Say
+from kvmhub.undo import Undo
+from kvmhub.xml._util import Element
+
+NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
+LIMIT = 64 * 1024**2
+
+
+def nvram_path(tree: Element) -> str | None:
+    """The NVRAM file a ``<domain>`` names (``<os><nvram>`` text or its ``<source file>``), if any."""
+    el = tree.find("os/nvram")
+    if el is None:
+        return None
+    src = el.find("source")
+    path = (src.get("file") if src is not None else el.text) or ""
+    return path.strip() or None
+
+
+def new_path(name: str, old: str | None = None) -> str:
+    """libvirt's name for VM `name`'s NVRAM file, in the directory of `old` when given."""
+    return os.path.join(os.path.dirname(old) if old else NVRAM_DIR, f"{name}_VARS.fd")
+
+
+def clone_plan(tree: Element, name: str, *, local: bool, say: Say) -> tuple[str, str] | None:
+    """(the source's NVRAM file, the clone's) when there is a file to copy. Raises Conflict when the clone's
+    file exists already."""
+    old = nvram_path(tree)
+    if old is None:
+        return None  # libvirt names it and makes it from the template
+    new = new_path(name, old)
+    if not local:
+        say("warning: the NVRAM (UEFI variables) of a VM on another host is not copied; the clone's starts "
+            "from the firmware's template")
+        return None
+    if not os.path.exists(host_root() + old):
+        return None  # never started: libvirt makes the clone's from the template too
+    _require_free(new)
+    return old, new
+
+
+def _require_free(path: str) -> None:
+    if os.path.lexists(host_root() + path):
+        raise Conflict(f"NVRAM file {path} already exists", cause="left over from an earlier VM of that name",
+                       hint=f"remove it (`rm {path}`) if no VM uses it, or pick another name")
+
+
+def copy(old: str, new: str, undo: Undo) -> None:
+    """Copy host file `old` to `new` (removed on undo)."""
+    undo.add(f"remove {new}", functools.partial(remove, new))
+    shutil.copyfile(host_root() + old, host_root() + new)
+
+
+def read(path: str) -> bytes | None:
+    """The bytes of host NVRAM file `path` (None when it was never made)."""
+    seen = Path(host_root() + path)
+    if not seen.is_file():
+        return None
+    with open(seen, "rb") as fh:
+        return fh.read(LIMIT)
+
+
+def write(path: str, data: bytes, undo: Undo) -> None:
+    """A new host file `path` holding `data` (removed on undo); Conflict when it exists."""
+    _require_free(path)
+    seen = Path(host_root() + path)
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    undo.add(f"remove {path}", functools.partial(remove, path))
+    fd = os.open(seen, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def remove(path: str) -> None:
+    """Remove host file `path` if it is there."""
+    Path(host_root() + path).unlink(missing_ok=True)
+
+
+__all__ = ["NVRAM_DIR", "clone_plan", "copy", "new_path", "nvram_path", "read", "remove", "write"]

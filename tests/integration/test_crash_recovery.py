@@ -69,3 +69,20 @@ def test_kill9_during_image_import_leaves_no_usable_image(step: str, attempt: in
     assert host_state(prepared_host) == before
     r = kvmhub("create", "uses-it", "--image", name, "--no-start")
     assert r.code == 3 and f"no image named {name!r}" in r.err
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["vm.rm:domain.destroy", "vm.rm:domain.undefine", "vm.rm:lease.release",
+                                  "vm.rm:volume.delete"])
+def test_kill9_during_rm_is_finished_by_the_next_command(step: str, attempt: int, prepared_host: TestHost,
+                                                         kvmhub: Runner) -> None:
+    name = f"k9rm-{attempt}"
+    before = host_state(prepared_host)
+    assert kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "128M").code == 0
+    code, _ = kill_at(prepared_host, ["rm", name], step)
+    assert code == -signal.SIGKILL
+    assert host_state(prepared_host) != before  # killed halfway: the rest is still there
+    said = _recovered(kvmhub)
+    assert "recovered interrupted operation" in said and "completed" in said, said
+    assert host_state(prepared_host) == before
+    assert kvmhub("ops", "ls", "--json").json()[0]["state"] == "completed"

@@ -137,7 +137,7 @@ def test_bridge_mode_on_an_existing_host_bridge(prepared_host: TestHost, kvmhub:
 def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], prepared_host: TestHost) -> None:
     from kvmhub.hv import Hypervisor
     from kvmhub.hv import networks as hv_networks
-    from kvmhub.services import vm_create, vms
+    from kvmhub.services import vm_create, vm_remove
     from kvmhub.xml.network import network_from_xml
 
     hv = Hypervisor(prepared_host.uri)
@@ -153,7 +153,7 @@ def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], p
             macs = [h.mac for h in facts.dhcp_hosts]
             assert len(ips) == len(set(ips)), "duplicate reserved IP"
             assert len(macs) == len(set(macs)), "duplicate MAC"
-            vms.remove(hv, f"cyc{i}")
+            vm_remove.remove(hv, f"cyc{i}")
         after = network_from_xml(hv_networks.lookup_network(hv, NET).xml())
         assert after.dhcp_hosts == before.dhcp_hosts
         assert after.dns_hosts == before.dns_hosts

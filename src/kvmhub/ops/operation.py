@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from kvmhub import faults
 from kvmhub.errors import KvmhubError
 from kvmhub.hv.connection import host_root
 from kvmhub.models.operation import OperationState, Recovery, StepState
@@ -199,6 +200,11 @@ class Operation:
                 continue
             step.state = StepState.DONE
             self.journal.update_step(self.id, step.seq, state=StepState.DONE)
+            faults.point(f"{self.kind}:{step.undo.kind}")
+
+    def done_steps(self) -> list[str]:
+        """The descriptions of the steps carried out (forward operations)."""
+        return [s.description for s in self._steps if s.state is StepState.DONE]
 
     def rollback(self) -> None:
         """Run every registered undo, newest first; an undo that fails is noted and the rest still run."""

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, NotFound, OperationFailed
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import backup as hv_backup
@@ -35,13 +36,15 @@ from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.backup import BackupDisk, BackupInfo, BackupKind, BackupManifest, BackupPoint
 from kvmhub.models.vm import DiskSource
+from kvmhub.ops.actions import StepLog
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import leases, pools
+from kvmhub.services import leases, pools, undo_actions
 from kvmhub.services import nvram as nvram_files
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import backup as xml_backup
 from kvmhub.xml import snapshot as xml_snap
@@ -198,9 +201,11 @@ def backup(
                                           incremental=parent.checkpoint if incremental and parent else None)
     checkpoint_xml = xml_backup.checkpoint_to_xml(checkpoint, keep, skip, description=description)
     began = time.monotonic()
-    with Undo(report=say) as undo:
-        undo.add("remove the backup files", lambda: _remove_files(list(files.values())))
-        _run_job(dom, state, backup_xml, checkpoint_xml, checkpoint, undo, say, progress)
+    with Operation(hv, "vm.backup", name, locks=[LockSpec("vm", name)], say=say) as op:
+        for f in files.values():
+            op.add(f"remove {f.name}", undo_actions.remove_file(str(f), seen_here=True))
+        _run_job(dom, state, backup_xml, checkpoint_xml, checkpoint, op, say, progress)
+        faults.point("backup-copied")
         say("recording checksums")
         disks = []
         for target, path in files.items():
@@ -218,7 +223,7 @@ def backup(
         )
         manifest.points.append(point)
         _store_manifest(where, manifest)
-        undo.success()
+        op.success()
     return _info(name, directory, point, {checkpoint})
 
 
@@ -228,17 +233,21 @@ def _remove_files(paths: list[Path]) -> None:
 
 
 def _run_job(
-    dom: hv_domains.Domain, state: str, backup_xml: str, checkpoint_xml: str, checkpoint: str, undo: Undo,
+    dom: hv_domains.Domain, state: str, backup_xml: str, checkpoint_xml: str, checkpoint: str, op: Operation,
     say: Say, progress: Callable[[int, int], None] | None,
 ) -> None:
     started = state == "shut off"
     if started:
         say("starting the VM paused for the backup (its CPUs do not run)")
+        op.add("stop the VM started for the backup", undo_actions.destroy_domain(dom.uuid, dom.name,
+                                                                                 only_paused=True))
         hv_snap.start_paused(dom)
+        faults.point("backup-started-paused")
     try:
         say("starting the backup job")
+        op.add(f"delete checkpoint {checkpoint}", undo_actions.delete_checkpoint(dom.uuid, checkpoint))
         hv_backup.begin(dom, backup_xml, checkpoint_xml)
-        undo.add(f"delete checkpoint {checkpoint}", lambda: hv_backup.checkpoint(dom, checkpoint).delete())
+        faults.point("backup-job")
         say("copying the disks")
         try:
             hv_backup.wait(dom, progress=progress)
@@ -320,15 +329,16 @@ def chain_of(manifest: BackupManifest, at: str | None) -> list[BackupPoint]:
 # -- restore ----------------------------------------------------------------------------------------------
 
 
-def upload_volume(pool: hv_storage.Pool, vol_name: str, src: Path, undo: Undo,
+def upload_volume(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog,
                   progress: Callable[[int, int], None] | None = None) -> hv_storage.Volume:
     """A new volume `vol_name` in `pool` holding the bytes of the local qcow2 `src` (deleted on undo)."""
     if pool.has_volume(vol_name):
         raise Conflict(f"pool {pool.name} already has a volume {vol_name}", hint="remove it, or pick another name")
     length = src.stat().st_size
     # the uploaded bytes replace the file whole; libvirt re-reads the qcow2 header on refresh
+    undo.add(f"delete volume {pool.name}/{vol_name}", undo_actions.delete_volume(pool.name, vol_name))
     vol = pool.create_volume(xml_volume.volume_xml(vol_name, length, "raw"), what=f"creating volume {vol_name}")
-    undo.add(f"delete volume {pool.name}/{vol_name}", vol.delete)
+    undo.made(key=vol.path)
     with open(src, "rb") as fh:
         vol.upload(fh, length, (lambda n: progress(n, length)) if progress else None)
     pool.refresh()
@@ -383,11 +393,15 @@ def restore(
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     new_name = as_name or name
     say(f"restoring point {point.name} ({point.kind}, {point.created})")
-    with Undo(report=say) as undo:
+    locks = [LockSpec("vm", new_name)] + ([LockSpec("vm", name)] if as_name else [])
+    with Operation(hv, "vm.restore", new_name, locks=locks, say=say) as undo:
+        if as_name is not None and hv_domains.exists(hv, as_name):  # again under the lock
+            raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name",
+                           code="name.taken")
         made: dict[str, hv_storage.Volume] = {}
         for disk in point.disks:
             flat = where / f".restore-{uuid.uuid4().hex[:8]}-{disk.target}.qcow2"
-            undo.add(f"remove {flat.name}", lambda flat=flat: flat.unlink(missing_ok=True))  # type: ignore[misc]
+            undo.add(f"remove {flat.name}", undo_actions.remove_file(str(flat), seen_here=True))
             say(f"rebuilding disk {disk.target} from {point.name} and its parents")
             qemu_img.run(["convert", "-f", "qcow2", "-O", "qcow2", str(where / disk.file), str(flat)],
                          what=f"rebuilding {disk.target} from {disk.file}", cpu=3600)
@@ -396,6 +410,7 @@ def restore(
             say(f"uploading disk {disk.target} into {target_pool.name}/{vol_name}")
             made[disk.target] = upload_volume(target_pool, vol_name, flat, undo)
             flat.unlink()
+            faults.point("restore-disk")
         if dom is None:
             _define_copy(hv, point.domain_xml, new_name, made, undo, say)
         else:
@@ -432,7 +447,7 @@ def _check_files(where: Path, directory: str, manifest: BackupManifest, chain: l
 
 
 def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str, hv_storage.Volume],
-                 undo: Undo, say: Say = _quiet) -> None:
+                 undo: StepLog, say: Say = _quiet) -> None:
     """The recorded definition as VM `new_name`: new identity, the restored disks; the old VM's own media
     (its seed, ISO) left out, since they go when it is removed."""
     tree = parse(domain_xml, "domain")
@@ -455,10 +470,11 @@ def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str,
     macs = [leases.new_mac(hv) for _ in tree.iterfind("devices/interface")]
     serial = domain_from_xml(domain_xml).serial
     log_dir = os.path.dirname(serial.log_file) if serial and serial.log_file else "/var/log/libvirt/qemu"
-    rewrite_tree(tree, Rewrite(name=new_name, uuid=None, mac=lambda n, _old: macs[n], disks=sources,
+    new_uuid = str(uuid.uuid4())  # known before the definition exists, so its undo names exactly this domain
+    rewrite_tree(tree, Rewrite(name=new_name, uuid=new_uuid, mac=lambda n, _old: macs[n], disks=sources,
                                serial_log=os.path.join(log_dir, f"{new_name}-serial.log"), nvram=nvram, meta=meta))
-    dom = hv_domains.define(hv, serialize(tree))
-    undo.add(f"remove the definition of {new_name}", dom.undefine)
+    undo.add(f"remove the definition of {new_name}", undo_actions.undefine_domain(new_uuid, new_name))
+    hv_domains.define(hv, serialize(tree))
 
 
 def _replace_disks(hv: Hypervisor, dom: hv_domains.Domain, made: dict[str, hv_storage.Volume], say: Say) -> None:

@@ -40,7 +40,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
@@ -52,6 +52,7 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
+from kvmhub.ops.actions import Action, Context, register
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
@@ -365,6 +366,16 @@ def release_bases(hv: Hypervisor, backing_paths: Iterable[str], say: Say = _quie
         if below:
             todo.append(below)
     return removed
+
+
+def release_bases_action(backing_paths: Iterable[str]) -> Action:
+    """A journalled :func:`release_bases` (rm plans it before it deletes the volumes above the bases)."""
+    return Action("bases.release", {"paths": [p for p in backing_paths if p]})
+
+
+@register("bases.release")
+def _release_bases(ctx: Context, p: dict[str, Any]) -> None:
+    release_bases(ctx.hv, p["paths"])
 
 
 def _backing_of(pool: hv_storage.Pool, name: str) -> str | None:

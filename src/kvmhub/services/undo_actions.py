@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv import backup as hv_backup
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
@@ -44,8 +45,13 @@ def delete_secret(uuid: str) -> Action:
     return Action("secret.delete", {"uuid": uuid})
 
 
-def remove_file(path: str, inode: int | None = None) -> Action:
-    return Action("file.remove", {"path": path, "inode": inode})
+def remove_file(path: str, inode: int | None = None, *, seen_here: bool = False) -> Action:
+    """Remove a file on the host (``seen_here``: a path already as this machine sees it, e.g. a backup file)."""
+    return Action("file.remove", {"path": path, "inode": inode, "seen_here": seen_here})
+
+
+def delete_checkpoint(uuid: str, checkpoint: str) -> Action:
+    return Action("checkpoint.delete", {"uuid": uuid, "checkpoint": checkpoint})
 
 
 def drop_forwards(vm: str) -> Action:
@@ -112,7 +118,7 @@ def _delete_secret(ctx: Context, p: dict[str, Any]) -> None:
 
 @register("file.remove")
 def _remove_file(ctx: Context, p: dict[str, Any]) -> None:
-    path = ctx.path(p["path"])
+    path = p["path"] if p.get("seen_here") else ctx.path(p["path"])
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -120,6 +126,14 @@ def _remove_file(ctx: Context, p: dict[str, Any]) -> None:
     if p.get("inode") is not None and st.st_ino != p["inode"]:
         return  # replaced since: not the file the step made
     os.unlink(path)
+
+
+@register("checkpoint.delete")
+def _delete_checkpoint(ctx: Context, p: dict[str, Any]) -> None:
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is None or p["checkpoint"] not in {c.name for c in hv_backup.checkpoints(dom)}:
+        return
+    hv_backup.checkpoint(dom, p["checkpoint"]).delete()
 
 
 @register("forwards.drop")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -10,8 +9,7 @@ from typing import TYPE_CHECKING
 from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from kvmhub.hv import storage as hv_storage
-from kvmhub.models import Phase, VMInfo, VMSpec
+from kvmhub.models import Phase, VMInfo
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
 from kvmhub.validate import check_name
@@ -192,106 +190,6 @@ def resume(hv: Hypervisor, name: str) -> None:
 
 def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
     get(hv, name).set_autostart(on)
-
-
-def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _quiet) -> list[str]:
-    """Kill if running, undefine, and delete the volumes kvmhub made for it (never the image)."""
-    from kvmhub.services import leases, readiness
-    from kvmhub.xml.domain import domain_from_xml
-
-    dom = get(hv, name)
-    spec = domain_from_xml(dom.xml(inactive=True))
-    log_path = readiness.serial_log(dom, spec)
-    if dom.is_active():
-        dom.destroy()
-    if spec.meta.forwards:
-        from kvmhub.services import forwards
-
-        try:
-            forwards.drop(hv, name)
-        except KvmhubError as exc:
-            say(f"warning: could not remove the port forwards of {name}: {exc.message}")
-    dom.undefine()
-    removed = []
-    for nic in spec.nics:
-        if nic.network and nic.mac:
-            try:
-                removed += leases.unregister(hv, nic.network, nic.mac)
-            except KvmhubError as exc:
-                say(f"warning: could not release {nic.mac} on {nic.network}: {exc.message}")
-    if keep_disks:
-        for secret in spec.meta.owned_secrets:
-            say(f"kept the key of its encrypted disk in libvirt secret {secret}")
-    else:
-        removed += _delete_owned(hv, spec, say)
-    if log_path and os.path.exists(log_path):
-        os.unlink(log_path)
-    return removed
-
-
-def _delete_owned(hv: Hypervisor, spec: VMSpec, say: Say) -> list[str]:
-    """Delete the volumes kvmhub made for removed VM `spec` that no other VM uses, then the keys of the
-    disks whose volume went; say what is kept and why. Returns what was deleted."""
-    from kvmhub.services import clone, encryption
-
-    removed: list[str] = []
-    gone: set[str] = set()
-    backings = []
-    users = _volume_users(hv, spec.meta.owned_volumes) if spec.meta.owned_volumes else {}
-    for ref in spec.meta.owned_volumes:
-        if users.get(ref):
-            say(f"kept {ref}: VM {', '.join(users[ref])} still uses it")
-            continue
-        pool_name, _, vol = ref.partition("/")
-        try:
-            pool = hv_storage.lookup_pool(hv, pool_name)
-            if pool.has_volume(vol):
-                backings.append(clone.backing_path(hv, ref) or "")
-                pool.volume(vol).delete()
-                removed.append(ref)
-            gone.add(ref)
-        except KvmhubError as exc:
-            say(f"warning: could not delete {ref}: {exc.message}")
-    removed += clone.release_bases(hv, backings, say)  # frozen bases no other disk sits on any more
-    keyed = {d.encryption_secret: f"{d.source.pool}/{d.source.volume}" for d in spec.disks if d.encryption_secret}
-    for secret in spec.meta.owned_secrets:
-        if keyed.get(secret) not in gone:  # the key opens a volume that is still there
-            say(f"kept the key of {keyed.get(secret, 'a kept disk')} in libvirt secret {secret}")
-            continue
-        try:
-            encryption.delete_secret(hv, secret)
-            removed.append(f"secret {secret}")
-        except KvmhubError as exc:
-            say(f"warning: could not delete secret {secret}: {exc.message}")
-    return removed
-
-
-def _volume_users(hv: Hypervisor, refs: list[str]) -> dict[str, list[str]]:
-    """The VMs whose disks (or their backing chains) or direct-boot kernel and initrd use each ``pool/vol``."""
-    from kvmhub.services import storage_usage
-    from kvmhub.xml._util import parse
-
-    usage = storage_usage.scan(hv)
-    boot_files: dict[str, set[str]] = {}
-    for dom in hv_domains.list_all(hv):
-        try:
-            xmls = [dom.xml(inactive=True), *([dom.xml()] if dom.is_active() else [])]
-        except KvmhubError:
-            continue  # gone while we looked
-        roots = [parse(xml, "domain") for xml in xmls]
-        boot_files[dom.name] = {p for r in roots for tag in ("os/kernel", "os/initrd") if (p := r.findtext(tag))}
-    out: dict[str, list[str]] = {}
-    for ref in refs:
-        pool_name, _, vol = ref.partition("/")
-        try:
-            path: str | None = hv_storage.lookup_pool(hv, pool_name).volume(vol).path
-        except KvmhubError:
-            path = None
-        vms = set(usage.vms_using(pool_name, vol, path))
-        if path is not None:
-            vms |= {vm for vm, files in boot_files.items() if path in files}
-        out[ref] = sorted(vms)
-    return out
 
 
 def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,

@@ -210,9 +210,9 @@ def rm(
     keep_disks: Annotated[bool, typer.Option("--keep-disks", help="keep the VM's disk and seed volumes")] = False,
 ) -> None:
     """Remove a VM: kill it if running, undefine it, delete its disk and seed (never the image)."""
-    from kvmhub.services import vms
+    from kvmhub.services import vm_remove
 
-    removed = vms.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
+    removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
     output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
 
 

@@ -196,12 +196,13 @@ def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
 
 def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _quiet) -> list[str]:
     """Kill if running, undefine, and delete the volumes kvmhub made for it (never the image)."""
-    from kvmhub.services import leases, readiness
-    from kvmhub.xml.domain import domain_from_xml
+    from kvmhub.services import leases
+    from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 
     dom = get(hv, name)
-    spec = domain_from_xml(dom.xml(inactive=True))
-    log_path = readiness.serial_log(dom, spec)
+    xml = dom.xml(inactive=True)
+    spec = domain_from_xml(xml)
+    log_path = _own_serial_log(dom, spec, domain_is_managed(xml))
     if dom.is_active():
         dom.destroy()
     if spec.meta.forwards:
@@ -227,6 +228,17 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
     if log_path and os.path.exists(log_path):
         os.unlink(log_path)
     return removed
+
+
+def _own_serial_log(dom: hv_domains.Domain, spec: VMSpec, managed: bool) -> str | None:
+    """The serial log `rm` deletes: only the one kvmhub made, for a VM with kvmhub metadata, at the path kvmhub
+    gives it (``/var/log/libvirt/qemu/NAME-serial.log``). Any other path a definition names is left alone."""
+    from kvmhub.services import readiness
+    from kvmhub.services.vm_create import SERIAL_LOG_DIR
+
+    if not managed or spec.serial is None or spec.serial.log_file != f"{SERIAL_LOG_DIR}/{spec.name}-serial.log":
+        return None
+    return readiness.serial_log(dom, spec)
 
 
 def _delete_owned(hv: Hypervisor, spec: VMSpec, say: Say) -> list[str]:

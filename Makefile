@@ -24,8 +24,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
-	$(PY) benchmarks/bench_create.py
-	$(PY) benchmarks/bench_list.py
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

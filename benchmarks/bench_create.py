@@ -19,6 +19,7 @@ Run from the repo root: ``.venv/bin/python benchmarks/bench_create.py [--runs N]
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -250,15 +251,11 @@ def setup(host: TestHost) -> str:
     kvmhub(host, "host", "setup", "--no-network")
     log(f"kvmhub image import {image} --name {IMAGE_NAME}")
     kvmhub(host, "image", "import", str(image), "--name", IMAGE_NAME)
-    conn = host.connect()
-    try:
-        pool = conn.storagePoolLookupByName("kvmhub-images")
-        paths = [str(v.path()) for v in pool.listAllVolumes() if str(v.name()).startswith(IMAGE_NAME + ".")]
-    finally:
-        conn.close()
-    if len(paths) != 1:
-        raise CommandFailed(f"cannot find the imported image in pool kvmhub-images: {paths}")
-    return paths[0]
+    # the image's own volume, as `image show` names it (its import record sits beside it in the pool)
+    path = json.loads(kvmhub(host, "image", "show", IMAGE_NAME, "--json"))["path"]
+    if not isinstance(path, str) or not path.endswith(".qcow2"):
+        raise CommandFailed(f"kvmhub image show {IMAGE_NAME} gave no qcow2 path: {path!r}")
+    return path
 
 
 def main() -> int:

@@ -369,6 +369,7 @@ def main() -> int:
             (("--skip-ip",), {"action": "store_true", "help": "skip part 1 (start to IP)"}),
             (("--skip-tcp",), {"action": "store_true", "help": "skip part 2 (TCP throughput)"}),
         ],
+        smoke={"mib": 1},
     )
     require_tools("virsh", "busybox")
     accel = accelerator_name()

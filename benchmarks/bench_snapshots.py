@@ -71,8 +71,8 @@ class Bench:
         kvmhub(self.host, *args, timeout=600)
         return time.perf_counter() - start
 
-    def in_guest(self, script: str) -> None:
-        deadline = time.monotonic() + 180
+    def in_guest(self, script: str, wait: float = 180) -> None:
+        deadline = time.monotonic() + wait
         while True:
             try:
                 result = guest_run(self.host, VM, ["sh", "-c", script], timeout=300)
@@ -100,9 +100,21 @@ class Bench:
         took["virsh"] = sum(took[f"virsh-{op}"] for op in OPS)
         return took
 
+    def agent_back(self) -> None:
+        """A guest agent that answers (untimed). After a revert to a snapshot with memory the agent can stay
+        "not connected" for libvirt; a fresh boot of the guest brings it back."""
+        try:
+            self.in_guest("true", wait=30)
+        except Exception as exc:
+            log(f"the guest agent does not answer after the reverts ({exc}); restarting {VM}")
+            kvmhub(self.host, "kill", VM)
+            kvmhub(self.host, "start", VM, "--wait", "--timeout", "300", timeout=330)
+            self.in_guest("true")
+
     def backup_round(self, i: int, disk_bytes: int) -> tuple[dict[str, float], dict[str, int]]:
         """Full backup, then one incremental per change size; returns (seconds, bytes) per backup."""
         directory = f"{BACKUP_ROOT}/round{i}"
+        self.agent_back()
         times = {"backup-full": self.kvmhub("backup", VM, "--to", directory)}
         for label, share in CHANGES:
             blocks = max(1, int(disk_bytes * share) // 65536)

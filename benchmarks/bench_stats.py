@@ -244,25 +244,27 @@ def main() -> int:
             (("--running",), {"type": int, "default": 100, "help": "VMs to start for the running case"}),
             (("--start-budget",), {"type": float, "default": 240.0, "help": "seconds allowed for starting them"}),
             (("--warmup",), {"type": int, "default": 1, "help": "untimed rounds first (default 1)"}),
+            (("--domains",), {"type": int, "default": DOMAINS, "help": f"defined domains (default {DOMAINS})"}),
         ],
+        smoke={"domains": 10, "running": 2, "start_budget": 120.0},
     )
     from kvmhub.services.accel import domain_type
 
     accel = accelerator_name()
     samples = Samples(order=[])
-    notes: dict[str, Any] = {"bytecode": BYTECODE_NOTE, "warmup": args.warmup, "domains": DOMAINS}
+    notes: dict[str, Any] = {"bytecode": BYTECODE_NOTE, "warmup": args.warmup, "domains": args.domains}
     with private_host() as host:
         env = kvmhub_env(host)
         try:
-            define_domains(host, DOMAINS, domain_type(accel))  # type: ignore[arg-type]
-            log(f"scenario: {DOMAINS} defined, none running")
+            define_domains(host, args.domains, domain_type(accel))  # type: ignore[arg-type]
+            log(f"scenario: {args.domains} defined, none running")
             measure(host, env, samples, "", args.runs, args.warmup)
-            started, why = start_domains(host, min(args.running, DOMAINS), args.start_budget)
+            started, why = start_domains(host, min(args.running, args.domains), args.start_budget)
             notes["running"] = started
             notes["running_limited_by"] = why
             if started:
                 time.sleep(5.0)  # let the last guests' firmware settle
-                log(f"scenario: {DOMAINS} defined, {started} running")
+                log(f"scenario: {args.domains} defined, {started} running")
                 measure(host, env, samples, "-running", args.runs, args.warmup)
         finally:
             log("removing the domains")
@@ -271,7 +273,7 @@ def main() -> int:
     notes["compare"] = (
         f"kvmhub = `kvmhub top --once --json --interval 0` (whole process) vs a bare libvirt-python process "
         f"making the same getAllDomainStats call; -inproc = one refresh vs one call in this process; "
-        f"scrape = one HTTP GET of /metrics from `kvmhub metrics`; {DOMAINS} domains, '-running' with "
+        f"scrape = one HTTP GET of /metrics from `kvmhub metrics`; {args.domains} domains, '-running' with "
         f"{notes.get('running', 0)} of them running"
     )
     for suffix in ("", "-running"):

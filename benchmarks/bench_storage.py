@@ -220,7 +220,8 @@ def _print_table(doc: dict[str, Any]) -> None:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0] if __doc__ else "bench_storage",
                       [(["--data-mib"], {"type": int, "default": 384,
-                                         "help": "size of the random data file for import and full clone"})])
+                                         "help": "size of the random data file for import and full clone"})],
+                      smoke={"data_mib": 16})
     require_tools("virsh", "qemu-img", "cp")
     accel = accelerator_name()
     load_before = os.getloadavg()

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 
+# Every package the code, tests and benchmarks run or load (qemu-block-extra: QEMU's iscsi/nfs/curl disks).
 PACKAGES=(
   qemu-system-x86 qemu-utils qemu-guest-agent
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
@@ -15,7 +16,9 @@ PACKAGES=(
   python3 python3-venv python3-dev libxml2-utils virtinst ovmf
   osinfo-db libosinfo-bin isolinux xorriso xz-utils
   libvirt-daemon-driver-storage-iscsi-direct libvirt-daemon-driver-storage-rbd
-  tgt nfs-ganesha nfs-ganesha-vfs
+  tgt nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common
+  qemu-block-extra swtpm swtpm-tools
+  iptables mount lvm2 openssh-client
 )
 
 if [ "$(id -u)" != 0 ]; then

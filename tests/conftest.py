@@ -12,7 +12,10 @@ Fixture ladder (STYLE.md): ``test_host`` → ``vm_defined`` → ``vm_booted``; n
 * ``host_factory``: extra hosts (``host_factory()``, ``host_factory(switch=sw)``) stopped after the test.
 
 Every test using one of these is marked ``integration`` automatically, and skipped with a reason when the
-machine cannot run a test host (not root, libvirtd or unshare missing).
+machine cannot run a test host (not root, libvirtd or unshare missing). With ``KVMHUB_REQUIRE_INTEGRATION=1``
+(set by ``.ci/run``) that skip is an error instead, so CI never passes on unit tests alone. A test that skips for
+a kernel feature the host lacks (NFS client, device-mapper, sch_htb) still skips.
+``KVMHUB_TEST_HOST_UNAVAILABLE=REASON`` makes the machine count as unable to run test hosts (to test the above).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from kvmhub.testing import TestHost, missing_requirements
 # one private operations journal and lock directory per test run: never the machine's /var/lib/kvmhub
 os.environ.setdefault("KVMHUB_STATE_DIR", tempfile.mkdtemp(prefix="kvmhub-state-"))
 
-_HOST_FIXTURES = {"test_host", "host_factory"}
+_HOST_FIXTURES = {"test_host", "host_factory", "test_hosts_possible"}
+REQUIRE_ENV = "KVMHUB_REQUIRE_INTEGRATION"
+UNAVAILABLE_ENV = "KVMHUB_TEST_HOST_UNAVAILABLE"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,8 +54,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _skip_unless_hosts_possible() -> None:
-    if problems := missing_requirements():
-        pytest.skip("no private test host here: " + "; ".join(problems))
+    problems = missing_requirements()
+    if reason := os.environ.get(UNAVAILABLE_ENV):
+        problems.append(reason)
+    if not problems:
+        return
+    why = "no private test host here: " + "; ".join(problems)
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{why} ({REQUIRE_ENV}=1: integration tests must run)", pytrace=False)
+    pytest.skip(why)
+
+
+@pytest.fixture
+def test_hosts_possible() -> None:
+    """For tests that start test hosts of their own (benchmarks): skip, or fail under CI, as ``test_host`` does."""
+    _skip_unless_hosts_possible()
 
 
 @pytest.fixture(scope="session")

@@ -265,7 +265,7 @@ def _lookup(table: dict[type[KvmhubError], int], err: KvmhubError, default: int)
 
 
 def exit_code(err: KvmhubError) -> int:
-    """The CLI exit code for an error (DESIGN.md: 1 failure .. 6 timeout)."""
+    """The CLI exit code for an error (README.md, "Exit codes": 1 failure .. 6 timeout; the tree above)."""
     return _lookup(_EXIT_CODES, err, 1)
 
 

@@ -6,7 +6,6 @@ always bounded by `timeout` in the guest. The events test stops and restarts the
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -23,46 +22,22 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kvmhub.hv import Hypervisor
-from kvmhub.hv import domains as hv_domains
 from kvmhub.testing import TestHost
 from tests.integration.conftest import KVMHUB, Runner
+from tests.integration.guest import guest_run, guest_start
 
 BURN_S = 25
 
 
-@pytest.fixture(scope="module")
-def guest(prepared_host: TestHost, booted_vm: str) -> Iterator[hv_domains.Domain]:
-    """The booted VM as a libvirt domain (for guest-exec), on a connection closed after the module."""
-    hv = Hypervisor(prepared_host.uri)
-    try:
-        yield hv_domains.lookup(hv, booted_vm)
-    finally:
-        hv.close()
-
-
-def guest_exec(dom: hv_domains.Domain, script: str, *, wait: float | None = 60.0) -> tuple[int, str]:
-    """Run `sh -c script` in the guest; with `wait`, wait (bounded) for it and return (exit code, stdout)."""
-    started = dom.agent_command(
-        {"execute": "guest-exec", "arguments": {"path": "/bin/sh", "arg": ["-c", script], "capture-output": True}}
-    )
-    if wait is None:
-        return -1, ""
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        status = dom.agent_command({"execute": "guest-exec-status", "arguments": {"pid": started["pid"]}})
-        if status["exited"]:
-            return int(status.get("exitcode", -1)), base64.b64decode(status.get("out-data", "")).decode()
-        time.sleep(0.3)
-    raise AssertionError(f"guest command did not finish within {wait} s: {script}")
-
-
-def guest_busy_ns(dom: hv_domains.Domain) -> tuple[int, int]:
+def guest_busy_ns(host: TestHost, vm: str) -> tuple[int, int]:
     """(busy, total) jiffies of the guest's own /proc/stat cpu line."""
-    _, out = guest_exec(dom, "head -n1 /proc/stat")
-    fields = [int(x) for x in out.split()[1:]]
+    fields = [int(x) for x in guest_run(host, vm, ["head", "-n1", "/proc/stat"]).out.split()[1:]]
     idle = fields[3] + fields[4]
     return sum(fields) - idle, sum(fields)
+
+
+def sh(script: str) -> list[str]:
+    return ["/bin/sh", "-c", script]
 
 
 def top_row(kvmhub: Runner, name: str, interval: float) -> dict[str, Any]:
@@ -80,22 +55,22 @@ def qemu_cpu_s(host: TestHost, name: str) -> float:
 
 
 def test_top_cpu_agrees_with_the_guest_idle_then_busy(
-    booted_vm: str, guest: hv_domains.Domain, kvmhub: Runner, prepared_host: TestHost
+    booted_vm: str, kvmhub: Runner, prepared_host: TestHost
 ) -> None:
     idle = top_row(kvmhub, booted_vm, 2.0)
     assert idle["state"] == "running"
     assert idle["cpu_percent"] is not None and idle["cpu_percent"] < 40, idle
 
-    guest_exec(guest, f"timeout {BURN_S} sh -c 'while :; do :; done'", wait=None)
+    guest_start(prepared_host, booted_vm, sh(f"timeout {BURN_S} sh -c 'while :; do :; done'"))
     try:
         time.sleep(1.0)
-        guest_before = guest_busy_ns(guest)
+        guest_before = guest_busy_ns(prepared_host, booted_vm)
         qemu_before, t0 = qemu_cpu_s(prepared_host, booted_vm), time.monotonic()
         busy = top_row(kvmhub, booted_vm, 3.0)
         qemu_after, t1 = qemu_cpu_s(prepared_host, booted_vm), time.monotonic()
-        guest_after = guest_busy_ns(guest)
+        guest_after = guest_busy_ns(prepared_host, booted_vm)
     finally:
-        guest_exec(guest, "pkill -f 'while :' || true", wait=30)
+        guest_run(prepared_host, booted_vm, sh("pkill -f 'while :' || true"), timeout=30)
     guest_percent = 100.0 * (guest_after[0] - guest_before[0]) / max(1, guest_after[1] - guest_before[1])
     host_percent = 100.0 * (qemu_after - qemu_before) / (t1 - t0)
     assert guest_percent > 80, guest_percent  # the guest itself was busy all along
@@ -106,31 +81,31 @@ def test_top_cpu_agrees_with_the_guest_idle_then_busy(
 
 
 def test_top_disk_writes_grow_with_a_dd_in_the_guest(
-    booted_vm: str, guest: hv_domains.Domain, kvmhub: Runner
+    booted_vm: str, kvmhub: Runner, prepared_host: TestHost
 ) -> None:
     before = top_row(kvmhub, booted_vm, 0)
     size_mib = 16
-    code, _ = guest_exec(
-        guest, f"timeout 60 dd if=/dev/zero of=/mnt/disk/ddtest bs=64k count={size_mib * 16} conv=fsync", wait=90
-    )
+    code = guest_run(prepared_host, booted_vm,
+                     sh(f"timeout 60 dd if=/dev/zero of=/mnt/disk/ddtest bs=64k count={size_mib * 16} conv=fsync"),
+                     timeout=90).code
     try:
         assert code == 0
         after = top_row(kvmhub, booted_vm, 0)
     finally:
-        guest_exec(guest, "rm -f /mnt/disk/ddtest; sync", wait=30)
+        guest_run(prepared_host, booted_vm, sh("rm -f /mnt/disk/ddtest; sync"), timeout=30)
     grown = after["disk_write_bytes"] - before["disk_write_bytes"]
     assert grown >= size_mib * 1024**2, grown
     assert after["disk_write_reqs"] > before["disk_write_reqs"]
 
     # while writes go on (a loop, so they outlast the sampling window however fast the disk is), the rate shows it
-    guest_exec(guest, "timeout 30 sh -c 'while :; do dd if=/dev/zero of=/mnt/disk/ddrate bs=64k count=160 "
-                      "conv=fsync 2>/dev/null; done'", wait=None)
+    guest_start(prepared_host, booted_vm, sh("timeout 30 sh -c 'while :; do dd if=/dev/zero of=/mnt/disk/ddrate "
+                                             "bs=64k count=160 conv=fsync 2>/dev/null; done'"))
     try:
         time.sleep(0.5)
         during = top_row(kvmhub, booted_vm, 2.0)
     finally:
-        guest_exec(guest, "pkill -f of=/mnt/disk/ddrat[e]; while pgrep -x dd >/dev/null; do sleep 0.2; done; "
-                          "rm -f /mnt/disk/ddrate; sync", wait=60)
+        guest_run(prepared_host, booted_vm, sh("pkill -f of=/mnt/disk/ddrat[e]; while pgrep -x dd >/dev/null; "
+                                                "do sleep 0.2; done; rm -f /mnt/disk/ddrate; sync"), timeout=60)
     assert during["disk_write_bps"] > 0, during
 
 
@@ -267,10 +242,10 @@ def _next_events(lines: queue.Queue[str], want: list[str], timeout: float) -> li
             got.append(json.loads(lines.get(timeout=max(0.1, deadline - time.monotonic()))))
         except queue.Empty:
             break
-        seen = [e["event"] for e in got if e["kind"] == "lifecycle"]
-        if seen[: len(want)] == want or all(w in seen for w in want):
+        seen = iter([e["event"] for e in got if e["kind"] == "lifecycle"])
+        if all(w in seen for w in want):  # each found after the one before: in this order, others between
             return got
-    raise AssertionError(f"wanted lifecycle events {want}, got {got}")
+    raise AssertionError(f"wanted lifecycle events {want} in this order, got {got}")
 
 
 def test_events_stream_pause_resume_stop_start(booted_vm: str, kvmhub: Runner, prepared_host: TestHost) -> None:

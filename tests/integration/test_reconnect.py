@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from lxml import etree
 
 from kvmhub.errors import HostProblem
 from kvmhub.hv import Hypervisor
@@ -26,10 +27,26 @@ def _wait_gone(pid: int, timeout: float = 30) -> None:
     raise AssertionError(f"libvirtd {pid} did not exit")
 
 
+def _domain_xml(name: str) -> str:
+    dom = etree.Element("domain", type="qemu")
+    etree.SubElement(dom, "name").text = name
+    etree.SubElement(dom, "memory", unit="MiB").text = "64"
+    etree.SubElement(etree.SubElement(dom, "os"), "type", arch="x86_64").text = "hvm"
+    return etree.tostring(dom, encoding="unicode")
+
+
 def test_reconnect_after_libvirtd_restart(host_factory: Callable[..., TestHost]) -> None:
     host = host_factory()
+    conn = host.connect()
+    try:
+        for name in ("rc-a", "rc-b"):
+            conn.defineXML(_domain_xml(name))
+    finally:
+        conn.close()
     hv = Hypervisor(host.uri, timeout=10)
     before = hv_domains.versions(hv)
+    names = sorted(d.name for d in hv_domains.list_all(hv))
+    assert names == ["rc-a", "rc-b"]
     pidfile = host.dir / "run" / "libvirtd.pid"
     pid = int(pidfile.read_text())
     os.kill(pid, signal.SIGTERM)
@@ -47,5 +64,5 @@ def test_reconnect_after_libvirtd_restart(host_factory: Callable[..., TestHost])
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
-    assert isinstance(hv_domains.list_all(hv), list)
+    assert sorted(d.name for d in hv_domains.list_all(hv)) == names  # the same VMs as before the restart
     hv.close()

@@ -7,54 +7,25 @@ disk (FAT, mounted at /mnt/disk) through the guest agent, then checked after eac
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from kvmhub.errors import KvmhubError
-from kvmhub.hv import Hypervisor
-from kvmhub.hv import domains as hv_domains
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
+from tests.integration.guest import guest_sh
 
 FILE = "/mnt/disk/snapfile"
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 1; done"
 
 
-def guest_run(host: TestHost, vm: str, script: str, timeout: float = 60) -> str:
-    """Run `sh -c script` in the guest through the agent; return its stdout (fails on a non-zero exit)."""
-    with Hypervisor(host.uri) as hv:
-        dom = hv_domains.lookup(hv, vm)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                started = dom.agent_command({"execute": "guest-exec", "arguments": {
-                    "path": "/bin/sh", "arg": ["-c", script], "capture-output": True}}, timeout=10)
-                break
-            except KvmhubError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)  # the agent is not up yet (a guest that just booted)
-        pid = started["pid"]
-        while time.monotonic() < deadline:
-            status = dom.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}}, timeout=10)
-            if status.get("exited"):
-                out = base64.b64decode(status.get("out-data", "")).decode()
-                err = base64.b64decode(status.get("err-data", "")).decode()
-                assert status.get("exitcode") == 0, f"{script!r} failed: {out}{err}"
-                return out
-            time.sleep(0.3)
-    raise AssertionError(f"{script!r} did not finish in {timeout} s")
-
-
 def write_file(host: TestHost, vm: str, text: str) -> None:
-    guest_run(host, vm, f"echo {text} > {FILE} && sync")
+    guest_sh(host, vm, f"echo {text} > {FILE} && sync")
 
 
 def read_file(host: TestHost, vm: str) -> str:
-    return guest_run(host, vm, f"cat {FILE}", timeout=180).strip()
+    return guest_sh(host, vm, f"cat {FILE}", wait=180).strip()
 
 
 def ok(kvmhub: Runner, *args: str) -> str:
@@ -85,9 +56,9 @@ def test_internal_snapshot_revert_brings_back_file_and_running_process(
 ) -> None:
     host, vm = prepared_host, booted_vm
     write_file(host, vm, "original")
-    guest_run(host, vm, f"sh -c '{COUNTER}' >/dev/null 2>&1 &")
+    guest_sh(host, vm, f"sh -c '{COUNTER}' >/dev/null 2>&1 &")
     time.sleep(3)
-    before = int(guest_run(host, vm, "cat /tmp/counter"))
+    before = int(guest_sh(host, vm, "cat /tmp/counter"))
     ok(kvmhub, "snapshot", "create", vm, "mem1", "--description", "before the change")
     write_file(host, vm, "changed")
     time.sleep(2)
@@ -97,9 +68,9 @@ def test_internal_snapshot_revert_brings_back_file_and_running_process(
     assert out.code == 0, out.err
     assert "running" in out.err
     assert read_file(host, vm) == "original"
-    after = int(guest_run(host, vm, "cat /tmp/counter"))
+    after = int(guest_sh(host, vm, "cat /tmp/counter"))
     time.sleep(2.5)
-    later = int(guest_run(host, vm, "cat /tmp/counter"))
+    later = int(guest_sh(host, vm, "cat /tmp/counter"))
     # the counter carries on from where the snapshot caught it: it neither restarted nor stopped
     assert before <= after < before + 15, (before, after)
     assert later > after

@@ -6,7 +6,6 @@ Guests run under TCG on a 2-core host, so they are small and the tolerances are 
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -19,35 +18,13 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
+from tests.integration.guest import guest_run, guest_start
 
 BUSY = ["/bin/sh", "-c", "while :; do :; done"]
 
 
 def _dom(host: TestHost, vm: str) -> hv_domains.Domain:
     return hv_domains.lookup(Hypervisor(host.uri, timeout=60), vm)
-
-
-def guest_start(host: TestHost, vm: str, argv: list[str]) -> int:
-    """Start ``argv`` in the guest through the guest agent; returns its guest PID."""
-    ret = _dom(host, vm).agent_command(
-        {"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True}},
-        timeout=30,
-    )
-    return int(ret["pid"])
-
-
-def guest_run(host: TestHost, vm: str, argv: list[str], timeout: float = 120) -> str:
-    """Run ``argv`` in the guest and return its stdout and stderr (busybox `dd` reports on stderr)."""
-    dom = _dom(host, vm)
-    pid = guest_start(host, vm, argv)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        st = dom.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}}, timeout=30)
-        if st.get("exited"):
-            out = base64.b64decode(st.get("out-data", "")).decode()
-            return out + base64.b64decode(st.get("err-data", "")).decode()
-        time.sleep(0.5)
-    raise AssertionError(f"{argv} did not finish in the guest within {timeout} s")
 
 
 def wait_agent(host: TestHost, vm: str, timeout: float = 180) -> None:
@@ -185,17 +162,17 @@ def test_pinning_shows_in_the_vcpu_affinity(vm: str, kvmhub: Runner, prepared_ho
 
 
 def test_vcpu_hotplug_is_seen_by_the_guest(vm: str, kvmhub: Runner, prepared_host: TestHost) -> None:
-    assert guest_run(prepared_host, vm, ["/bin/cat", "/sys/devices/system/cpu/online"]).strip() == "0"
+    assert guest_run(prepared_host, vm, ["/bin/cat", "/sys/devices/system/cpu/online"]).out.strip() == "0"
     r = kvmhub("set", vm, "--cpus", "2")
     assert r.code == 0 and "vCPUs 2: applied live" in r.out, r.out + r.err
-    assert guest_run(prepared_host, vm, ["/bin/cat", "/sys/devices/system/cpu/online"]).strip() == "0-1"
-    assert "processor\t: 1" in guest_run(prepared_host, vm, ["/bin/cat", "/proc/cpuinfo"])
+    assert guest_run(prepared_host, vm, ["/bin/cat", "/sys/devices/system/cpu/online"]).out.strip() == "0-1"
+    assert "processor\t: 1" in guest_run(prepared_host, vm, ["/bin/cat", "/proc/cpuinfo"]).out
     assert kvmhub("show", vm, "--json").json()["limits"]["vcpus"] == 2
     assert prepared_host.virsh("vcpucount", vm, "--config", "--current").stdout.strip() == "2"
 
 
 def _mem_total_kib(host: TestHost, vm: str) -> int:
-    text = guest_run(host, vm, ["/bin/grep", "MemTotal", "/proc/meminfo"])
+    text = guest_run(host, vm, ["/bin/grep", "MemTotal", "/proc/meminfo"]).out
     return int(text.split()[1])
 
 
@@ -237,7 +214,8 @@ def test_disk_bps_limit_caps_dd_in_the_guest(vm: str, kvmhub: Runner, prepared_h
     try:
         # busybox dd prints no rate here: time it with the guest's own clock (/proc/uptime, 10 ms steps)
         out = guest_run(prepared_host, vm, ["/bin/sh", "-c", "cat /proc/uptime; dd if=/dev/vda of=/dev/null "
-                                            "bs=64k count=160 iflag=direct 2>/dev/null; cat /proc/uptime"])
+                                            "bs=64k count=160 iflag=direct 2>/dev/null; cat /proc/uptime"],
+                        timeout=120).out
         start, end = (float(line.split()[0]) for line in out.split("\n") if line.strip())
         rate = 160 * 64 * 1024 / (end - start)
         print(f"dd read {rate / 1024**2:.2f} MiB/s under a 2 MiB/s limit")

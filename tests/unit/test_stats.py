@@ -3,6 +3,9 @@ collector and the event stream on libvirt's test:///default driver."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -157,9 +160,23 @@ def test_parse_listen() -> None:
     assert metrics.parse_listen("127.0.0.1:9177") == ("127.0.0.1", 9177)
     assert metrics.parse_listen("[::1]:80") == ("::1", 80)
     assert metrics.parse_listen("9000") == ("127.0.0.1", 9000)
+    assert metrics.parse_listen("0.0.0.0:9177") == ("0.0.0.0", 9177)  # noqa: S104 - asked for by name
     for bad in ("host:", "host:99999", "x:y"):
         with pytest.raises(InvalidInput):
             metrics.parse_listen(bad)
+    for every in (":9177", "[]:9177"):
+        with pytest.raises(InvalidInput, match="names no address") as refused:
+            metrics.parse_listen(every)
+        assert refused.value.hint is not None and "0.0.0.0:9177" in refused.value.hint
+
+
+def test_metrics_refuses_a_port_without_an_address() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KVMHUB_URI"}
+    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", "--connect", "test:///default", "metrics",
+                           "--listen", ":9177"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "names no address" in done.stderr and "0.0.0.0:9177" in done.stderr
+    assert "serving metrics" not in done.stderr
 
 
 def test_events_stream_on_the_test_driver() -> None:

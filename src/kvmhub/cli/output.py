@@ -50,16 +50,27 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     sys.stdout.write("\n".join([header, *(line(r) for r in cells)]) + "\n")
 
 
+def field_lines(key: str, value: object, width: int = 12) -> list[str]:
+    """`key: value`, right-aligned keys; a list one item per line under the first, an empty one or None as -."""
+    items = [str(v) for v in value] if isinstance(value, list | tuple) else ["-" if value is None else str(value)]
+    first, *rest = items or ["-"]
+    return [f"{key:>{width}}: {first}", *(f"{'':>{width}}  {item}" for item in rest)]
+
+
+def field(key: str, value: object, width: int = 12) -> None:
+    """Print one `key: value` entry (see :func:`field_lines`)."""
+    for line in field_lines(key, value, width):
+        out.print(line, markup=False)
+
+
 def fields(model: Any, width: int = 12) -> None:
-    """A model as `key: value` lines: *_bytes as sizes (key without the suffix), lists joined, None as -."""
+    """A model as `key: value` lines: *_bytes as sizes (key without the suffix), lists one item a line, None as -."""
     from kvmhub.validate import format_size
 
     for key, value in model.model_dump().items():
         if key.endswith("_bytes") and isinstance(value, int):
             value = format_size(value)
-        elif isinstance(value, list):
-            value = ", ".join(str(v) for v in value) or "-"
-        out.print(f"{key.removesuffix('_bytes'):>{width}}: {'-' if value is None else value}", markup=False)
+        field(key.removesuffix("_bytes"), value, width)
 
 
 def say(msg: str) -> None:

@@ -12,7 +12,7 @@ import random
 
 from pydantic import BaseModel
 
-from kvmhub.errors import Conflict, InvalidInput, KvmhubError
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
@@ -45,18 +45,28 @@ def list_leases(hv: Hypervisor, network: str) -> list[LeaseInfo]:
     return sorted(out, key=lambda x: ipaddress.ip_address(x.ip))
 
 
-def used_macs(hv: Hypervisor) -> set[str]:
-    """Every MAC address of every VM on the host."""
+def _vm_macs(hv: Hypervisor) -> dict[str, set[str]]:
+    """Every VM's name -> the MAC addresses of its NICs, lower case (reads every definition)."""
     from kvmhub.xml.domain import domain_from_xml
 
-    macs: set[str] = set()
+    macs: dict[str, set[str]] = {}
     for dom in hv_domains.list_all(hv):
         try:
             spec = domain_from_xml(dom.xml(inactive=True))
         except KvmhubError:
             continue
-        macs.update(n.mac.lower() for n in spec.nics if n.mac)
+        macs[dom.name] = {n.mac.lower() for n in spec.nics if n.mac}
     return macs
+
+
+def used_macs(hv: Hypervisor) -> set[str]:
+    """Every MAC address of every VM on the host."""
+    return set().union(*_vm_macs(hv).values())
+
+
+def vms_with_mac(hv: Hypervisor, mac: str) -> list[str]:
+    """Names of the VMs (any state) with a NIC of this MAC address."""
+    return sorted(vm for vm, macs in _vm_macs(hv).items() if mac.lower() in macs)
 
 
 def new_mac(hv: Hypervisor, network: str | None = None) -> str:
@@ -184,6 +194,32 @@ def unregister(hv: Hypervisor, network: str, mac: str) -> list[str]:
                 net.remove_dns_host(xml_network.dns_host_xml(dns))
                 removed.append(f"{network}: DNS {', '.join(dns.names)}")
     return removed
+
+
+def remove_reservation(hv: Hypervisor, network: str, which: str, force: bool = False) -> list[str]:
+    """`net lease rm NET (MAC|IP|NAME)`: drop a static reservation and its DNS entry; returns what was removed.
+
+    Refused (Conflict, naming the VMs) while a VM with the reservation's MAC exists, unless ``force``:
+    removing the VM (`kvmhub rm`) releases its reservation itself. NotFound when nothing matches.
+    """
+    net = hv_networks.lookup_network(hv, network)
+    key = which.strip().lower()
+    hosts = xml_network.network_from_xml(net.xml()).dhcp_hosts
+    found = [h for h in hosts if key in (h.mac.lower(), h.ip, (h.name or "").lower())]
+    if not found:
+        raise NotFound(f"network {network!r} has no reservation for {which!r}",
+                       hint=f"`kvmhub net lease ls {network}` lists them")
+    if len({h.mac.lower() for h in found}) > 1:
+        raise InvalidInput(f"{which!r} matches several reservations on network {network!r}: "
+                           + ", ".join(f"{h.ip} ({h.mac})" for h in found), hint="name the one to remove by MAC")
+    mac = found[0].mac
+    if not force and (owners := vms_with_mac(hv, mac)):
+        raise Conflict(
+            f"the reservation {found[0].ip} ({mac}) on network {network!r} belongs to VM {', '.join(owners)}",
+            cause="a VM with that MAC address exists; `kvmhub rm` releases its reservation with it",
+            hint="add --force to remove only the reservation (the VM keeps its NIC and asks DHCP anew)",
+        )
+    return unregister(hv, network, mac)
 
 
 def reserve_for_vm(hv: Hypervisor, network: str, vm: str, ip: str) -> LeaseInfo:

@@ -173,13 +173,23 @@ def registry(hv: Hypervisor) -> CollectorRegistry:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """'ADDR:PORT', ':PORT' or 'PORT' -> (address, port); IPv6 as '[::1]:9177'."""
+    """'ADDR:PORT' or 'PORT' (on 127.0.0.1) -> (address, port); IPv6 as '[::1]:9177'.
+
+    ':PORT' is refused: serving every address must be asked for by name (0.0.0.0 or [::]).
+    """
     host, sep, port = listen.rpartition(":")
     if not sep:
         host, port = "127.0.0.1", listen
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':PORT' asks for every address, as usual
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidInput(f"cannot listen on {listen!r}", hint=f"give ADDR:PORT, e.g. {DEFAULT_LISTEN}")
+    host = host.strip("[]")
+    if not host:
+        raise InvalidInput(
+            f"--listen {listen!r} names no address",
+            cause="':PORT' would serve the metrics on every address of this host, to anyone who can reach it",
+            hint=f"write 0.0.0.0:{port} (or [::]:{port}) to serve every address, or 127.0.0.1:{port} for "
+            "this host only",
+        )
     return host, int(port)
 
 

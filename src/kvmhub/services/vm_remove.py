@@ -24,7 +24,7 @@ from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import clone, storage_usage, undo_actions, vms
 from kvmhub.services.vm_create import SERIAL_LOG_DIR
 from kvmhub.xml._util import parse
-from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 
 BASES = "frozen bases no other disk uses"
 
@@ -55,7 +55,7 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
                 say(f"kept the key of its encrypted disk in libvirt secret {secret}")
         else:
             bases = _plan_owned(hv, op, spec, say)
-        for log in _own_logs(hv, spec):
+        for log in _own_logs(hv, spec, domain_is_managed(dom.xml(inactive=True))):
             op.forward(f"log {log}", undo_actions.remove_file(log))
         removed: list[str] = []
 
@@ -103,10 +103,10 @@ def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[s
     return bases
 
 
-def _own_logs(hv: Hypervisor, spec: VMSpec) -> list[str]:
+def _own_logs(hv: Hypervisor, spec: VMSpec, managed: bool) -> list[str]:
     """The serial log kvmhub set up for a VM it made, and libvirt's QEMU log of it; a path another tool chose
     for a log is never deleted, nor the logs of VMs kvmhub did not make."""
-    if not hv.is_local or not spec.meta.created:
+    if not hv.is_local or not managed:
         return []
     serial = f"{SERIAL_LOG_DIR}/{spec.name}-serial.log"
     logs = [serial] if spec.serial is not None and spec.serial.log_file == serial else []

@@ -93,6 +93,19 @@ def lease_add(
     output.say(f"{network}: {lease.ip} reserved for {vm} ({lease.mac}); the guest takes it at its next DHCP request")
 
 
+@lease_app.command("rm")
+def lease_rm(
+    network: str,
+    which: Annotated[str, typer.Argument(metavar="MAC|IP|NAME", help="the reservation: its MAC, IP or host name")],
+    force: Annotated[bool, typer.Option("--force", help="remove it even though a VM with that MAC exists")] = False,
+) -> None:
+    """Remove a static reservation and its DNS entry (e.g. one left behind by a VM removed with virsh)."""
+    from kvmhub.services import leases
+
+    for line in leases.remove_reservation(state.hv(), network, which, force=force):
+        output.say(f"removed {line}")
+
+
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List networks."""

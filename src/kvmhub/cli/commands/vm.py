@@ -156,10 +156,9 @@ def show(name: str, json_out: JsonOpt = False) -> None:
     data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
     data.pop("limits", None)
     for key, value in data.items():
-        output.out.print(f"{key:>12}: {value}", markup=False)
+        output.field(key, value)
     if info.limits is not None:
-        for line in limit_lines(info.limits):
-            output.out.print(f"{'limits':>12}: {line}", markup=False)
+        output.field("limits", limit_lines(info.limits))
 
 
 def start(

@@ -149,6 +149,10 @@ class Operation:
         params = undo.params if isinstance(undo, actions.Action) else {}
         self.journal.add_step(self.id, step.seq, description, action, params)
 
+    def on_exit(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` when the operation ends, however it ends (closing a file): cleanup, not an undo."""
+        self._stack.callback(fn)
+
     def made(self, **params: Any) -> None:
         """Record what the newest step made, as it turned out (a volume key, an assigned port ...)."""
         step = self._steps[-1]

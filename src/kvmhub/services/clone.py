@@ -29,7 +29,6 @@ so the clone's TPM starts empty (:mod:`kvmhub.xml.hostbound`).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import io
 import json
 import os
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kvmhub import faults
-from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import backup as hv_backup
 from kvmhub.hv import domains as hv_domains
@@ -52,18 +51,19 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
-from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.actions import Action, Context, StepLog, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import leases
+from kvmhub.services import leases, undo_actions
 from kvmhub.services import nvram as nvram_files
 from kvmhub.services.clone_seed import new_seed, read_seed
 from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.tools.filecopy import copy_file
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml._util import parse, serialize
@@ -75,8 +75,6 @@ from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree
 
 BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
 # libvirt's refusal to delete a volume it is still writing (a copy or transfer that outlived its client)
-BUILDING_RE = re.compile(r"still being allocated|still in use", re.IGNORECASE)
-BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy before it gives up deleting it
 FILE_POOLS = ("dir", "fs", "netfs")
 
 
@@ -307,7 +305,7 @@ def _check(hv: Hypervisor, req: CloneRequest,
 # -- bases ------------------------------------------------------------------------------------------------
 
 
-def _freeze(hv: Hypervisor, d: _Disk, undo: Undo) -> str:
+def _freeze(hv: Hypervisor, d: _Disk, undo: StepLog) -> str:
     """Rename the source's disk file to a new base and give the source an empty overlay on it; returns the
     base's path. The source's definition does not change (the overlay takes the old name)."""
     assert d.pool is not None and d.src is not None and d.facts is not None
@@ -318,20 +316,32 @@ def _freeze(hv: Hypervisor, d: _Disk, undo: Undo) -> str:
         if not pool.has_volume(base) and not os.path.exists(host_root() + os.path.join(directory, base)):
             break
     base_path = os.path.join(directory, base)
-    undo.add(f"restore {pool.name}/{name} from {base}", functools.partial(_unfreeze, pool, name, path, base_path))
+    undo.add(f"restore {pool.name}/{name} from {base}",
+             Action("volume.unfreeze", {"pool": pool.name, "name": name, "path": path, "base": base_path}))
     os.rename(host_root() + path, host_root() + base_path)
+    faults.point("clone-renamed")
     pool.refresh()
     pool.create_volume(xml_volume.volume_xml(name, d.facts.capacity_bytes, "qcow2", base_path, "qcow2"),
                        what=f"putting a new overlay on the frozen disk of {d.disk.target}")
     return base_path
 
 
-def _unfreeze(pool: hv_storage.Pool, name: str, path: str, base_path: str) -> None:
-    if not os.path.exists(host_root() + base_path):
+@register("volume.unfreeze")
+def _unfreeze(ctx: Context, p: dict[str, Any]) -> None:
+    """Give the source its disk file back: drop the empty overlay that took its name, rename the base back."""
+    base, path = ctx.path(p["base"]), ctx.path(p["path"])
+    if not os.path.exists(base):
         return
-    if pool.has_volume(name):
-        pool.volume(name).delete()
-    os.rename(host_root() + base_path, host_root() + path)
+    pool = hv_storage.lookup_pool(ctx.hv, p["pool"])
+    pool.refresh()
+    if pool.has_volume(p["name"]):
+        vol = pool.volume(p["name"])
+        if xml_volume.volume_from_xml(vol.xml()).backing_path != p["base"]:
+            return  # not the overlay the freeze made: leave both alone
+        vol.delete()
+    elif os.path.lexists(path):
+        return  # something else took the name: leave both alone
+    os.rename(base, path)
     pool.refresh()
 
 
@@ -482,13 +492,13 @@ def _nics(hv: Hypervisor, req: CloneRequest, nics: list[NICSpec]) -> list[NICSpe
     return out
 
 
-def _reserve(hv: Hypervisor, name: str, nics: list[NICSpec], undo: Undo) -> tuple[list[NICSpec], list[str]]:
+def _reserve(hv: Hypervisor, name: str, nics: list[NICSpec], undo: StepLog) -> tuple[list[NICSpec], list[str]]:
     """A reservation and DNS name for each NIC on a kvmhub network; the firewall learns the new address."""
     out, ips = [], []
     for nic in nics:
         network, mac = nic.network, nic.mac
         if network and mac and network_subnet_from_xml(hv_networks.lookup_network(hv, network).xml()) is not None:
-            undo.add(f"release the address on {network}", functools.partial(leases.unregister, hv, network, mac))
+            undo.add(f"release the address on {network}", undo_actions.release_lease(network, mac))
             ip = leases.register_free(hv, network, name, mac)
             ips.append(ip)
             if nic.filter:
@@ -516,14 +526,17 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
     result = CloneResult(name=req.name, linked=req.linked)
     sources: dict[str, NewSource] = {}
     boot: dict[str, str] = {}
-    with Undo(report=say) as undo:
+    locks = [LockSpec("vm", req.name), LockSpec("vm", req.source)]
+    with Operation(hv, "vm.clone", req.name, locks=locks, say=say) as undo:
+        if hv_domains.exists(hv, req.name):  # again under the lock: a clone or create of that name may have won
+            raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name", code="name.taken")
         for d in plan:
             made = _make_disk(hv, req, d, vm_uuid, result, undo, say, progress)
             if d.kind != "shared" and (key := _key(d.disk.source)):
                 sources[key] = NewSource(pool=made.source.pool, volume=made.source.volume, format=made.format)
         for b in boot_files:
             say(f"copy {b.role} {b.src.name}")
-            undo.add(f"delete volume {b.volume}", functools.partial(_delete_built_volume, b.pool, b.volume))
+            undo.add(f"delete volume {b.volume}", undo_actions.delete_volume(b.pool.name, b.volume, building=True))
             copied = b.pool.create_volume_from(xml_volume.volume_xml(b.volume, b.src.info().capacity, "raw"), b.src,
                                                what=f"copying the {b.role} {b.src.name}")
             result.volumes.append(f"{b.pool.name}/{b.volume}")
@@ -549,12 +562,12 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
             serial_log=f"{SERIAL_LOG_DIR}/{req.name}-serial.log", boot_files=boot, meta=meta,
             nvram=nvram[1] if nvram else None)
         rewrite_tree(tree, change)
-        undo.add(f"undefine VM {req.name}", functools.partial(_undefine_if_present, hv, req.name))
+        undo.add(f"undefine VM {req.name}", undo_actions.undefine_domain(vm_uuid, req.name))
         new_dom = hv_domains.define(hv, serialize(tree))
         faults.point("clone-define")
         if req.start:
             say("start")
-            undo.add(f"kill VM {req.name}", functools.partial(_destroy_if_running, new_dom))
+            undo.add(f"kill VM {req.name}", undo_actions.destroy_domain(vm_uuid, req.name))
             new_dom.start()
             faults.point("clone-start")
         undo.success()
@@ -567,7 +580,7 @@ def _key(src: DiskSource) -> str | None:
     return f"{src.pool}/{src.volume}" if src.pool and src.volume else src.path
 
 
-def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: Undo,
+def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: StepLog,
                say: Say, progress: Progress) -> DiskSpec:
     """The clone's disk `d` made (copied, overlaid, seeded or shared); returns its DiskSpec."""
     if d.kind == "shared":
@@ -582,7 +595,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
             say(f"warning: the seed of {req.source} is unreadable ({exc.message}); the clone gets a minimal one")
             docs = {}
         iso = new_seed(docs, req.name, vm_uuid, say)
-        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume))
         seed = pool.create_volume(xml_volume.volume_xml(d.volume, len(iso), "raw"), what="creating the seed")
         seed.upload(io.BytesIO(iso), len(iso))
         result.volumes.append(f"{pool.name}/{d.volume}")
@@ -591,7 +604,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
     assert d.facts is not None
     if d.kind == "copy":
         say(f"copy disk {target}")
-        undo.add(f"delete volume {d.volume}", functools.partial(_delete_built_volume, pool, d.volume))
+        undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume, building=True))
         _copy(hv, d, progress)
     else:
         if d.freeze:
@@ -605,7 +618,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
             backing, fmt = d.facts.backing_path, d.facts.backing_format or "qcow2"
         say(f"overlay disk {target}")
         # registered after the freeze, so a rollback deletes the overlay before the base is renamed back
-        undo.add(f"delete volume {d.volume}", functools.partial(_delete_volume, pool, d.volume))
+        undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume))
         _overlay(d, backing, fmt)
         result.backing[target] = backing
     result.volumes.append(f"{pool.name}/{d.volume}")
@@ -613,38 +626,6 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
     return d.disk.model_copy(update={"source": DiskSource(pool=pool.name, volume=d.volume),
                                      "format": "qcow2" if d.kind == "linked" else d.disk.format,
 })
-
-
-def _delete_volume(pool: hv_storage.Pool, name: str) -> None:
-    if pool.has_volume(name):
-        pool.volume(name).delete()
-
-
-def _delete_built_volume(pool: hv_storage.Pool, name: str, patience: float = BUILD_PATIENCE) -> None:
-    """Delete a volume libvirt may still be copying into: an interrupted client leaves libvirt's copy
-    running, and libvirt refuses to delete a volume while it builds it; retried for `patience` seconds."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            _delete_volume(pool, name)
-            return
-        except KvmhubError as exc:
-            if not BUILDING_RE.search(f"{exc.message} {exc.original or ''}") or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.5)
-
-
-def _undefine_if_present(hv: Hypervisor, name: str) -> None:
-    if hv_domains.exists(hv, name):
-        hv_domains.lookup(hv, name).undefine()
-
-
-def _destroy_if_running(dom: hv_domains.Domain) -> None:
-    try:
-        if dom.is_active():
-            dom.destroy()
-    except NotFound:
-        pass
 
 
 __all__ = ["CloneRequest", "CloneResult", "backing_path", "clone", "is_base", "new_seed", "release_bases"]

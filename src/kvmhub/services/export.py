@@ -39,6 +39,7 @@ import re
 import tarfile
 import tempfile
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +56,17 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.vm import VMSpec
+from kvmhub.ops.actions import StepLog
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import accel, leases, pools
+from kvmhub.services import accel, leases, pools, undo_actions
 from kvmhub.services import nvram as nvram_files
 from kvmhub.services.backups import upload_volume
 from kvmhub.services.vms import get as get_vm
 from kvmhub.tools import qemu_img
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
@@ -286,14 +289,17 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
     if hv_saves.has_managed_save(dom):
         say("warning: the VM's saved memory state is not exported; the imported VM boots afresh from disks "
             "that were in use when it was saved")
-    with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix=".kvmhub-export-", dir=dest.parent) as tmp:
+    with Operation(hv, "vm.export", name, locks=[LockSpec("vm", name, shared=True)], say=say) as undo, \
+            tempfile.TemporaryDirectory(prefix=".kvmhub-export-", dir=dest.parent) as tmp:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise Conflict(f"{partial} exists: another export is running, or one was killed",
                            hint=f"remove it if no export is running: `rm {partial}`") from None
+        undo.add(f"remove {partial.name}", undo_actions.remove_file(str(partial), os.fstat(fd).st_ino,
+                                                                      seen_here=True))
         fh = os.fdopen(fd, "wb")
-        undo.add(f"remove {partial.name}", functools.partial(_discard, fh, partial))
+        undo.on_exit(fh.close)
         work = Path(tmp)
         disks: list[ExportDisk] = []
         files: list[Path] = []
@@ -335,11 +341,6 @@ def _read_nvram(hv: Hypervisor, domain_xml: str, say: Say) -> bytes | None:
 
 def _offset(progress: Progress, base: int, total: int, done: int) -> None:
     progress("compressing", base + done, total)
-
-
-def _discard(fh: IO[bytes], path: Path) -> None:
-    fh.close()
-    path.unlink(missing_ok=True)
 
 
 def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress,
@@ -553,7 +554,12 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
     expected = {d.file: d for d in manifest.disks}
     seen: set[str] = set()
     made: dict[str, hv_storage.Volume] = {}
-    with Undo(report=say) as undo, tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
+    new_uuid = str(uuidlib.uuid4()) if plan.fresh else plan.spec.uuid
+    with Operation(hv, "vm.import", name, locks=[LockSpec("vm", name)], say=say) as undo, \
+            tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
+        if hv_domains.exists(hv, name):  # again under the lock
+            raise Conflict(f"a VM named {name!r} already exists", hint="import it under another name: {opt:as} NAME",
+                           code="name.taken")
         for _n in range(len(manifest.disks)):
             if (member := tar.next()) is None:
                 break
@@ -566,6 +572,7 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
             label = f"uploading {disk.target}"
             made[disk.target] = upload_volume(pool, vol_name, local, undo, functools.partial(progress, label))
             local.unlink()
+            faults.point("vm-import-disk")
         if missing := sorted(set(expected) - seen):
             raise _refuse(path, f"it lacks {', '.join(missing)} (truncated?)")
         nvram = _read_nvram_member(tar, manifest, path) if manifest.nvram is not None else None
@@ -574,10 +581,13 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
         if nvram is not None and plan.nvram is not None:
             say("writing the NVRAM (UEFI variables)")
             nvram_files.write(plan.nvram, nvram, undo)
-        xml = _definition(hv, manifest, plan, pool, made, undo, say)
+        xml = _definition(hv, manifest, plan, pool, made, undo, say, new_uuid)
+        faults.point("vm-import-address")
         say(f"defining VM {name}")
-        dom = hv_domains.define(hv, xml)
-        undo.add(f"remove the definition of {name}", dom.undefine)
+        assert new_uuid is not None
+        undo.add(f"remove the definition of {name}", undo_actions.undefine_domain(new_uuid, name))
+        hv_domains.define(hv, xml)
+        faults.point("vm-import-define")
         undo.success()
     return name
 
@@ -597,7 +607,7 @@ def _read_nvram_member(tar: tarfile.TarFile, manifest: ExportManifest, path: Pat
 
 
 def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_storage.Pool,
-                made: dict[str, hv_storage.Volume], undo: Undo, say: Say) -> str:
+                made: dict[str, hv_storage.Volume], undo: StepLog, say: Say, new_uuid: str | None) -> str:
     """The archived definition with the new identity; addresses reserved on kvmhub networks."""
     tree = parse(manifest.domain_xml, "domain")
     formats = {d.target: d.format for d in manifest.disks}
@@ -612,7 +622,7 @@ def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_
                                                                                for v in made.values()],
                                              "owned_secrets": [], "owned_files": []})
     rewrite_tree(tree, Rewrite(
-        name=plan.name, uuid=None if plan.fresh else plan.spec.uuid, mac=(lambda n, _old: macs[n]) if macs else None,
+        name=plan.name, uuid=new_uuid, mac=(lambda n, _old: macs[n]) if macs else None,
         network=plan.network, disks=sources, serial_log=f"{SERIAL_LOG_DIR}/{plan.name}-serial.log",
         nvram=plan.nvram, meta=meta, domain_type=plan.domain_type, local_graphics=True))
     # the addresses follow the NICs as the definition now has them
@@ -621,7 +631,7 @@ def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_
     return serialize(tree)
 
 
-def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: Undo, say: Say) -> None:
+def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: StepLog, say: Say) -> None:
     """An address reservation on each kvmhub network the VM joins, as `create` makes."""
     for nic in spec.nics:
         if not nic.network or not nic.mac:
@@ -630,12 +640,11 @@ def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: Undo, say: Say) -> No
         if network_subnet_from_xml(net.xml()) is None:
             continue
         network, mac = nic.network, nic.mac
+        undo.add(f"release the address on {network}", undo_actions.release_lease(network, mac))
         try:
             leases.register_free(hv, network, spec.name, mac)
         except KvmhubError as exc:
             say(f"warning: no address reserved on {network}: {exc.message}")
-            continue
-        undo.add(f"release the address on {network}", functools.partial(leases.unregister, hv, network, mac))
 
 
 __all__ = ["MANIFEST", "ExportDisk", "ExportManifest", "ExportResult", "export", "import_vm", "read_manifest"]

@@ -8,15 +8,14 @@ VM's from the firmware template at its first start. New files take libvirt's own
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 from pathlib import Path
 
 from kvmhub.errors import Conflict
 from kvmhub.hv import host_root
+from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Say
-from kvmhub.undo import Undo
 from kvmhub.xml._util import Element
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
@@ -61,10 +60,12 @@ def _require_free(path: str) -> None:
                        hint=f"remove it (`rm {path}`) if no VM uses it, or pick another name")
 
 
-def copy(old: str, new: str, undo: Undo) -> None:
+def copy(old: str, new: str, undo: StepLog) -> None:
     """Copy host file `old` to `new` (removed on undo)."""
-    undo.add(f"remove {new}", functools.partial(remove, new))
+    _require_free(new)
+    undo.add(f"remove {new}", Action("file.remove", {"path": new}))
     shutil.copyfile(host_root() + old, host_root() + new)
+    undo.made(inode=os.stat(host_root() + new).st_ino)
 
 
 def read(path: str) -> bytes | None:
@@ -76,13 +77,14 @@ def read(path: str) -> bytes | None:
         return fh.read(LIMIT)
 
 
-def write(path: str, data: bytes, undo: Undo) -> None:
+def write(path: str, data: bytes, undo: StepLog) -> None:
     """A new host file `path` holding `data` (removed on undo); Conflict when it exists."""
     _require_free(path)
     seen = Path(host_root() + path)
     seen.parent.mkdir(parents=True, exist_ok=True)
-    undo.add(f"remove {path}", functools.partial(remove, path))
+    undo.add(f"remove {path}", Action("file.remove", {"path": path}))
     fd = os.open(seen, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    undo.made(inode=os.fstat(fd).st_ino)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 

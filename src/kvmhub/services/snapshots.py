@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable
+from typing import Any
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
@@ -27,8 +29,11 @@ from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotSpec
 from kvmhub.models.vm import DiskSource
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
+from kvmhub.services import undo_actions
 from kvmhub.services.vms import get as get_vm
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
@@ -258,19 +263,25 @@ def create(
                             description=description)
     say(f"taking {'an external' if external else 'an internal'} snapshot"
         + (" with memory" if with_memory else " of the disks"))
-    with Undo(report=say) as undo:
+    with Operation(hv, "snapshot.create", f"{vm}/{name}", locks=[LockSpec("vm", vm)], say=say) as op:
+        if name in _infos(dom):  # again under the lock
+            raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name", code="name.taken")
         refs = [r for r in (_owned_ref(hv, f) for f in new_files) if r]
-        undo.add("forget the snapshot's files", lambda: _set_owned(dom, [], refs))
+        op.add("forget the snapshot's files", Action("snapshot.forget_files", {"uuid": dom.uuid, "refs": refs}))
         _set_owned(dom, refs, [])
+        faults.point("snapshot-owned")
+        # libvirtd finishes the snapshot even if this process dies in the call: the undo removes it then
+        op.add(f"remove snapshot {name}", Action("snapshot.remove", {"uuid": dom.uuid, "name": name}))
         try:
             hv_snap.create(dom, xml_snap.snapshot_to_xml(spec), disk_only=external and not with_memory,
                            quiesce=quiesce)
         except BaseException:
             _resume_if_left_paused(dom, state, say)
             raise
+        faults.point("snapshot-taken")
         for f in new_files:
             _pool_of(hv, f)
-        undo.success()
+        op.success()
     return show(hv, vm, name)
 
 
@@ -319,7 +330,8 @@ def _revert_external(
     inactive = dom.xml(inactive=True)
     tops = _tops(hv, inactive)
     new: dict[str, str] = {}
-    with Undo(report=say) as undo:
+    with Operation(hv, "snapshot.revert", f"{dom.name}/{info.name}", locks=[LockSpec("vm", dom.name)],
+                   say=say) as undo:
         for disk, base in frozen.items():
             path = _unique_file(hv, os.path.dirname(base), f"{dom.name}-{disk}.{info.name}", ".qcow2",
                                 set(new.values()))
@@ -329,9 +341,9 @@ def _revert_external(
                 raise NotFound(f"the file snapshot {info.name} froze for disk {disk} ({base}) is not in a pool",
                                hint="`virsh pool-refresh` its pool, or define a dir pool for its directory")
             ref = f"{pool.name}/{os.path.basename(path)}"
-            undo.add(f"forget {ref}", lambda ref=ref: _set_owned(dom, [], [ref]))  # type: ignore[misc]
+            undo.add(f"forget {ref}", Action("snapshot.forget_files", {"uuid": dom.uuid, "refs": [ref]}))
             _set_owned(dom, [ref], [])
-            undo.add(f"delete {path}", lambda path=path: _delete_file(hv, path))  # type: ignore[misc]
+            undo.add(f"delete {path}", undo_actions.delete_volume(pool.name, os.path.basename(path), path))
             say(f"new overlay for {disk} on {os.path.basename(base)}")
             pool.create_volume(
                 xml_volume.volume_xml(os.path.basename(path), base_vol.info().capacity, "qcow2", base, "qcow2"),
@@ -339,9 +351,10 @@ def _revert_external(
             )
             new[disk] = path
         definition = dom.xml(inactive=True)  # re-read: it now lists the new overlays as owned
-        undo.add("restore the VM definition", lambda: hv_domains.define(hv, definition))
+        undo.add("restore the VM definition", undo_actions.redefine_domain(dom.uuid, dom.name, definition))
         hv_domains.define(hv, xml_snap.retarget_domain_disks(definition, new))
-        undo.add("re-register the snapshot as it was", lambda: hv_snap.create(dom, old_xml, redefine=True))
+        undo.add("re-register the snapshot as it was",
+                 Action("snapshot.redefine", {"uuid": dom.uuid, "xml": old_xml}))
         hv_snap.create(dom, xml_snap.redefine_xml(old_xml, overlays=new), redefine=True, current=True)
         undo.success()
     frozen_everywhere = {_path(hv, s) for i in _infos(dom).values() for s in i.frozen.values()}
@@ -404,9 +417,13 @@ def remove(
     if info.kind == "internal":
         target.delete(children=children)
         return order
-    for name in order:
-        say(f"removing snapshot {name}")
-        _remove_external(hv, dom, name, say)
+    # an external delete merges files: it cannot be taken back, only finished (run `snapshot rm` again);
+    # the journal makes sure a VM started paused for the merge is not left running
+    with Operation(hv, "snapshot.rm", f"{vm}/{snap}", locks=[LockSpec("vm", vm)], say=say) as op:
+        for name in order:
+            say(f"removing snapshot {name}")
+            _remove_external(hv, dom, name, say, op)
+        op.success()
     return order
 
 
@@ -417,7 +434,7 @@ def _chain(hv: Hypervisor, top: str) -> list[str]:
     return out
 
 
-def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say) -> None:
+def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say, op: Operation) -> None:
     infos = _infos(dom)
     info = infos[name]
     tops = _tops(hv, dom.xml())
@@ -451,7 +468,7 @@ def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say
         else:
             say(f"warning: keeping {os.path.basename(base)} for disk {disk.target}: other snapshots use it")
     if merges:
-        _merge(hv, dom, merges, say)
+        _merge(hv, dom, merges, say, op)
         for other in infos.values():
             if other.name == name:
                 continue
@@ -466,13 +483,17 @@ def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say
     hv_snap.lookup(dom, name).delete(metadata_only=True)
 
 
-def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, str, bool]], say: Say) -> None:
+def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, str, bool]], say: Say,
+           op: Operation) -> None:
     """Commit each overlay into its base; a shut-off VM is started paused for the jobs and stopped after."""
     started = False
     if not dom.is_active():
         say("starting the VM paused for the merge (its CPUs do not run)")
+        op.add("stop the VM started for the merge", undo_actions.destroy_domain(dom.uuid, dom.name,
+                                                                                only_paused=True))
         hv_snap.start_paused(dom)
         started = True
+        faults.point("snapshot-rm-paused")
     try:
         for disk, overlay, base, active in merges:
             say(f"merging {os.path.basename(overlay)} into {os.path.basename(base)}")
@@ -485,3 +506,30 @@ def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, 
     fix = {disk: base for disk, overlay, base, active in merges if active and tops.get(disk) == overlay}
     if fix:
         hv_domains.define(hv, xml_snap.retarget_domain_disks(inactive, fix))
+
+
+# -- undo actions (journalled: a later kvmhub process runs them after a crash) ----------------------------
+
+
+def _dom_by_uuid(ctx: Context, uuid: str) -> hv_domains.Domain | None:
+    return hv_domains.lookup_uuid(ctx.hv, uuid)
+
+
+@register("snapshot.forget_files")
+def _undo_owned(ctx: Context, p: dict[str, Any]) -> None:
+    if (dom := _dom_by_uuid(ctx, p["uuid"])) is not None:
+        _set_owned(dom, [], p["refs"])
+
+
+@register("snapshot.remove")
+def _undo_snapshot(ctx: Context, p: dict[str, Any]) -> None:
+    dom = _dom_by_uuid(ctx, p["uuid"])
+    if dom is None or p["name"] not in {s.name for s in hv_snap.list_all(dom)}:
+        return
+    remove(ctx.hv, dom.name, p["name"], children=True)
+
+
+@register("snapshot.redefine")
+def _undo_redefine(ctx: Context, p: dict[str, Any]) -> None:
+    if (dom := _dom_by_uuid(ctx, p["uuid"])) is not None:
+        hv_snap.create(dom, p["xml"], redefine=True)

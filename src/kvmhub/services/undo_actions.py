@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from typing import Any
 
 from kvmhub.errors import KvmhubError, NotFound
@@ -18,11 +20,15 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.services import encryption, forwards, leases
 
+BUILDING_RE = re.compile(r"still being allocated|still in use", re.IGNORECASE)
+BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy before it gives up deleting it
+
 # -- constructors (what services call) -------------------------------------------------------------------
 
 
-def delete_volume(pool: str, name: str, key: str | None = None) -> Action:
-    return Action("volume.delete", {"pool": pool, "name": name, "key": key})
+def delete_volume(pool: str, name: str, key: str | None = None, *, building: bool = False) -> Action:
+    """Delete a volume; ``building``: libvirt may still be copying into it (an interrupted clone), so wait."""
+    return Action("volume.delete", {"pool": pool, "name": name, "key": key, "building": building})
 
 
 def undefine_domain(uuid: str, name: str) -> Action:
@@ -74,7 +80,15 @@ def _delete_volume(ctx: Context, p: dict[str, Any]) -> None:
     vol = pool.volume(p["name"])
     if p.get("key") and vol.path != p["key"]:
         return  # same name, another volume: not ours
-    vol.delete()
+    deadline = time.monotonic() + (BUILD_PATIENCE if p.get("building") else 0)
+    while True:
+        try:
+            vol.delete()
+            return
+        except KvmhubError as exc:  # libvirt refuses to delete a volume while it still copies into it
+            if not BUILDING_RE.search(f"{exc.message} {exc.original or ''}") or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
 
 
 @register("domain.undefine")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import select
 import signal
@@ -24,7 +25,15 @@ def _lines(host: TestHost, *args: str) -> list[str]:
 
 def host_state(host: TestHost) -> dict[str, Any]:
     """Everything an operation may leave behind: domains, volumes, leases, DNS entries, secrets, firewall, files."""
-    state: dict[str, Any] = {"domains": sorted(_lines(host, "list", "--all", "--uuid"))}
+    state: dict[str, Any] = {"domains": sorted(_lines(host, "list", "--all", "--uuid")),
+                             "running": sorted(_lines(host, "list", "--uuid"))}
+    for dom in _lines(host, "list", "--all", "--name"):
+        state[f"dom {dom} snapshots"] = sorted(_lines(host, "snapshot-list", dom, "--name"))
+        state[f"dom {dom} checkpoints"] = sorted(_lines(host, "checkpoint-list", dom, "--name"))
+        # compared as XML, not as text: rewriting the metadata may indent it differently
+        tree = etree.fromstring(host.virsh("dumpxml", "--inactive", dom).stdout.encode(),
+                                etree.XMLParser(remove_blank_text=True))
+        state[f"dom {dom} xml"] = etree.tostring(tree, pretty_print=True).decode()
     for pool in _lines(host, "pool-list", "--all", "--name"):
         state[f"pool {pool}"] = sorted(x.split()[0] for x in host.virsh("vol-list", pool).stdout.splitlines()
                                        if x.strip())
@@ -67,3 +76,17 @@ def kill_at(host: TestHost, argv: Sequence[str], step: str, *, sig: int = signal
             proc.kill()
             proc.wait()
     return proc.returncode, err
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A readable diff of two host_state() results ('' when equal)."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if a == b:
+            continue
+        if isinstance(a, str) and isinstance(b, str):
+            out += difflib.unified_diff(a.splitlines(), b.splitlines(), f"{key} before", f"{key} after", lineterm="")
+        else:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return "\n".join(out)

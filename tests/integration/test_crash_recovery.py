@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.services import images
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
-from tests.integration.crash import host_state, kill_at
+from tests.integration.crash import differences, host_state, kill_at
 
 CREATE_STEPS = ["clone-disk", "build-seed", "reserve-address", "define", "start"]
 
@@ -86,3 +87,86 @@ def test_kill9_during_rm_is_finished_by_the_next_command(step: str, attempt: int
     assert "recovered interrupted operation" in said and "completed" in said, said
     assert host_state(prepared_host) == before
     assert kvmhub("ops", "ls", "--json").json()[0]["state"] == "completed"
+
+
+# -- clone, VM import, backup, snapshots of one shut-off source that has run (its disk gets frozen) ---------
+
+SRC = "k9-src"
+
+
+@pytest.fixture(scope="module")
+def source(prepared_host: TestHost, kvmhub: Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A tiny VM that has booted and is shut off, and an export archive of it; removed after the module."""
+    assert kvmhub("create", SRC, "--image", "tiny", "--network", LAB_NET, "--memory", "128M", "--wait",
+                  "--timeout", "240").code == 0
+    assert kvmhub("kill", SRC).code == 0
+    archive = tmp_path_factory.mktemp("export") / "src.tar.gz"
+    r = kvmhub("export", SRC, "--to", str(archive))
+    assert r.code == 0, r.err
+    yield archive
+    kvmhub("rm", SRC)
+
+
+def _kill_and_recover(host: TestHost, kvmhub: Runner, argv: list[str], step: str) -> None:
+    before = host_state(host)
+    code, _ = kill_at(host, argv, step)
+    assert code == -signal.SIGKILL
+    said = _recovered(kvmhub)
+    assert "rolled-back" in said, said + kvmhub("ops", "show", kvmhub("ops", "ls", "--json").json()[0]["id"]).out
+    after = host_state(host)
+    assert after == before, differences(before, after)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["clone-renamed", "clone-freeze", "clone-disk", "clone-seed", "clone-address",
+                                  "clone-define"])
+def test_kill9_during_linked_clone(step: str, attempt: int, prepared_host: TestHost, kvmhub: Runner,
+                                   source: Path) -> None:
+    _kill_and_recover(prepared_host, kvmhub, ["clone", SRC, f"k9-lc{attempt}", "--linked"], step)
+    assert kvmhub("start", SRC).code == 0  # the source still has its disk
+    assert kvmhub("kill", SRC).code == 0
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["clone-disk", "clone-seed", "clone-address", "clone-define"])
+def test_kill9_during_full_clone(step: str, attempt: int, prepared_host: TestHost, kvmhub: Runner,
+                                 source: Path) -> None:
+    _kill_and_recover(prepared_host, kvmhub, ["clone", SRC, f"k9-fc{attempt}"], step)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["vm-import-disk", "vm-import-address", "vm-import-define"])
+def test_kill9_during_vm_import(step: str, attempt: int, prepared_host: TestHost, kvmhub: Runner,
+                                source: Path) -> None:
+    _kill_and_recover(prepared_host, kvmhub, ["import", str(source), "--as", f"k9-imp{attempt}"], step)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["backup-started-paused", "backup-job", "backup-copied"])
+def test_kill9_during_backup(step: str, attempt: int, prepared_host: TestHost, kvmhub: Runner, source: Path,
+                             tmp_path: Path) -> None:
+    target = tmp_path / "backups"
+    _kill_and_recover(prepared_host, kvmhub, ["backup", SRC, "--to", str(target)], step)
+    assert not target.exists() or sorted(p.name for p in target.iterdir()) == []
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("step", ["snapshot-owned", "snapshot-taken"])
+def test_kill9_during_snapshot_create(step: str, attempt: int, prepared_host: TestHost, kvmhub: Runner,
+                                      source: Path) -> None:
+    _kill_and_recover(prepared_host, kvmhub, ["snapshot", "create", SRC, f"k9-s{attempt}", "--disk-only"], step)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_kill9_during_snapshot_merge_leaves_no_paused_vm(attempt: int, prepared_host: TestHost, kvmhub: Runner,
+                                                         source: Path) -> None:
+    before = host_state(prepared_host)
+    assert kvmhub("snapshot", "create", SRC, "k9-merge", "--disk-only").code == 0
+    code, _ = kill_at(prepared_host, ["snapshot", "rm", SRC, "k9-merge"], "snapshot-rm-paused")
+    assert code == -signal.SIGKILL
+    said = _recovered(kvmhub)  # the next command stops the VM the merge had started
+    assert "recovered interrupted operation" in said, said
+    assert kvmhub("show", SRC, "--json").json()["state"] == "shut off"
+    r = kvmhub("snapshot", "rm", SRC, "k9-merge")  # an interrupted merge is finished by running it again
+    assert r.code == 0, r.err
+    assert host_state(prepared_host) == before

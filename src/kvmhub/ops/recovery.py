@@ -74,7 +74,8 @@ def recover(op: OperationInfo, *, journal: Journal | None = None, hv: Hypervisor
                     actions.run(ctx, actions.Action(step.action, dict(step.params)))
                 except KvmhubError as exc:
                     outcome.left.append(f"{step.description}: {exc.message}")
-                    jr.update_step(op.id, step.seq, state=StepState.UNDO_FAILED, error=exc.message)
+                    jr.update_step(op.id, step.seq, state=StepState.UNDO_FAILED,
+                                   error=exc.message + (f" ({exc.original})" if exc.original else ""))
                     continue
                 outcome.done.append(step.description)
                 done = StepState.DONE if op.recovery is Recovery.FORWARD else StepState.UNDONE

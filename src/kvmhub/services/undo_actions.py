@@ -19,6 +19,8 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.services import encryption, forwards, leases
+from kvmhub.tools import qemu_img
+from kvmhub.xml import snapshot as xml_snap
 
 BUILDING_RE = re.compile(r"still being allocated|still in use", re.IGNORECASE)
 BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy before it gives up deleting it
@@ -147,7 +149,22 @@ def _delete_checkpoint(ctx: Context, p: dict[str, Any]) -> None:
     dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
     if dom is None or p["checkpoint"] not in {c.name for c in hv_backup.checkpoints(dom)}:
         return
-    hv_backup.checkpoint(dom, p["checkpoint"]).delete()
+    if dom.is_active():
+        hv_backup.checkpoint(dom, p["checkpoint"]).delete()
+        return
+    # libvirt 9 deletes no checkpoint of a shut-off VM: drop its record, then the bitmaps it left in the disks
+    hv_backup.checkpoint(dom, p["checkpoint"]).delete(metadata_only=True)
+    if not ctx.hv.is_local:
+        return
+    for disk in xml_snap.domain_disks(dom.xml(inactive=True)):
+        path = disk.source.path if disk.source is not None else None
+        if disk.source is not None and disk.source.pool and disk.source.volume:
+            with contextlib.suppress(KvmhubError):
+                path = hv_storage.lookup_pool(ctx.hv, disk.source.pool).volume(disk.source.volume).path
+        if path and disk.format == "qcow2" and not disk.readonly:
+            with contextlib.suppress(KvmhubError):  # a disk the checkpoint did not cover has no such bitmap
+                qemu_img.run(["bitmap", "--remove", "-f", "qcow2", ctx.path(path), p["checkpoint"]],
+                             what=f"removing bitmap {p['checkpoint']}")
 
 
 @register("forwards.drop")

@@ -19,9 +19,11 @@ unit: setup
 integration: setup
 	$(PY) -m pytest tests/integration
 
+# ruff also refuses imports inside functions below the CLI; test_layers refuses import cycles and upward imports
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layers.py
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

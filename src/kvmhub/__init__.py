@@ -4,6 +4,7 @@ The library face: open a host with :class:`Hypervisor`, then use the service mod
 (:mod:`kvmhub.services.vms`, ``images``, ``networks``, ``host``). Errors are :class:`KvmhubError`s.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from kvmhub.errors import (
@@ -27,8 +28,6 @@ _LAZY = {"Hypervisor": "kvmhub.hv", **dict.fromkeys(
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kvmhub' has no attribute {name!r}")
 

@@ -53,3 +53,11 @@ def test_ci_script_requires_integration_tests() -> None:
     lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert "export KVMHUB_REQUIRE_INTEGRATION=1" in lines
     assert lines.index("export KVMHUB_REQUIRE_INTEGRATION=1") < lines.index("make test")
+
+
+def test_ci_runs_lint_with_the_layer_rules() -> None:
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert "make lint" in lines
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "ruff check src tests benchmarks" in recipe and "mypy" in recipe and "tests/unit/test_layers.py" in recipe

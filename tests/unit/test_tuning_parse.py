@@ -6,11 +6,11 @@ import pytest
 
 from kvmhub.errors import InvalidInput, exit_code
 from kvmhub.models import DiskSource, DiskSpec, IOTune, NICSpec, VMSpec
+from kvmhub.services.limits import limits_of
 from kvmhub.services.tuning import (
     Change,
     LimitsRequest,
     apply_to_spec,
-    limits_of,
     parse_disk_limit,
     parse_net_limit,
     parse_pin,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from kvmhub.errors import KvmhubError
+from kvmhub.tools.tiny.build import build_probe_initramfs
 
 Accel = Literal["kvm", "tcg"]
 
@@ -95,7 +96,6 @@ def boot_probe(accel: str, kernel: Path, initrd: Path, timeout: float = PROBE_TI
 
 def probe(timeout: float = PROBE_TIMEOUT) -> ProbeResult:
     """Decide KVM or TCG for this machine by booting a tiny kernel under KVM. Never hangs."""
-    from kvmhub.tools.tiny.build import build_probe_initramfs
 
     start = time.monotonic()
     fp = _fingerprint()

@@ -24,6 +24,7 @@ import base64
 import binascii
 import email
 import email.message
+import getpass
 import ipaddress
 import re
 import sys
@@ -40,6 +41,7 @@ from kvmhub.services import leases
 from kvmhub.services.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
 from kvmhub.tools.yaml_lines import Map, Seq
+from kvmhub.xml.network import network_subnet_from_xml
 
 __all__ = [
     "CloudInitRequest",
@@ -137,7 +139,6 @@ def address_to_reserve(net: Network, ip: str | None, docs: SeedDocuments) -> str
     name at it. Raises InvalidInput when --ip and the network-config disagree, Conflict when the
     address is taken.
     """
-    from kvmhub.xml.network import network_subnet_from_xml
 
     subnet = network_subnet_from_xml(net.xml()) if docs.static_ipv4 else None
     static = next((a for a in docs.static_ipv4 if subnet and ipaddress.IPv4Address(a) in subnet), None)
@@ -239,8 +240,6 @@ def _read_password(path: Path) -> str:
             with path.open("rb") as fh:
                 data = fh.readline(MAX_PASSWORD_BYTES + 2)
         elif sys.stdin.isatty():
-            import getpass
-
             data = getpass.getpass("password: ").encode()
         else:
             data = sys.stdin.buffer.readline(MAX_PASSWORD_BYTES + 2)

@@ -4,6 +4,7 @@ removed with it."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
@@ -29,8 +30,6 @@ def parse(spec: str, host_ip: str | None = None) -> PortForward:
         if not 1 <= port <= 65535:
             raise InvalidInput(f"port {port} is out of range", hint="1 to 65535")
     if host_ip is not None:
-        import ipaddress
-
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError:

@@ -6,6 +6,7 @@ import grp
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import time
@@ -372,8 +373,6 @@ def ensure_daemons(say: Callable[[str], None]) -> None:
 
 
 def _socket_answers(path: str) -> bool:
-    import socket
-
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(2)
         try:

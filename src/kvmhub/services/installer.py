@@ -24,10 +24,12 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Progress, Say, no_progress
+from kvmhub.services import osinfo
 from kvmhub.tools import installer as media_tool
 from kvmhub.validate import format_size
 from kvmhub.xml import lifecycle
 from kvmhub.xml import volume as xml_volume
+from kvmhub.xml.domain import domain_from_xml
 
 if TYPE_CHECKING:
     from kvmhub.models.osinfo import OSProfile
@@ -164,8 +166,6 @@ def _graphics(req: CreateRequest) -> tuple[GraphicsSpec | None, list[str]]:
 
 
 def _detect_os(iso: Path) -> tuple[str | None, list[str]]:
-    from kvmhub.services import osinfo
-
     found = osinfo.detect_iso(iso)
     if found is None:
         return None, [f"OS of {iso.name} not recognised: CD-ROM on virtio-scsi, virtio devices (--os picks others)"]
@@ -335,7 +335,6 @@ def after_start(hv: Hypervisor, dom: hv_domains.Domain) -> str | None:
 
 def boot_note(dom: hv_domains.Domain, running: bool) -> str | None:
     """How an installer or kernel boot runs, for ``show``; None for a plain disk boot."""
-    from kvmhub.xml.domain import domain_from_xml
 
     xml = dom.xml() if running else dom.xml(inactive=True)
     when = "this run" if running else "the next start"

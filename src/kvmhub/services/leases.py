@@ -18,6 +18,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.ops.locks import LockSpec, hold
 from kvmhub.xml import network as xml_network
+from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.network import DhcpHost, DnsHost
 
 
@@ -47,7 +48,6 @@ def list_leases(hv: Hypervisor, network: str) -> list[LeaseInfo]:
 
 def _vm_macs(hv: Hypervisor) -> dict[str, set[str]]:
     """Every VM's name -> the MAC addresses of its NICs, lower case (reads every definition)."""
-    from kvmhub.xml.domain import domain_from_xml
 
     macs: dict[str, set[str]] = {}
     for dom in hv_domains.list_all(hv):
@@ -224,7 +224,6 @@ def remove_reservation(hv: Hypervisor, network: str, which: str, force: bool = F
 
 def reserve_for_vm(hv: Hypervisor, network: str, vm: str, ip: str) -> LeaseInfo:
     """`net lease add NET --vm NAME --ip A`: pin the VM's NIC on that network to an address."""
-    from kvmhub.xml.domain import domain_from_xml
 
     dom = hv_domains.lookup(hv, vm)
     nic = next((n for n in domain_from_xml(dom.xml(inactive=True)).nics if n.network == network), None)

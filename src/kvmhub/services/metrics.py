@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -195,7 +196,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def serve(hv: Hypervisor, listen: str = DEFAULT_LISTEN) -> tuple[Any, threading.Thread]:
     """Start the HTTP exporter on `listen` in a daemon thread; returns (server, thread). Stop: server.shutdown()."""
-    from prometheus_client import start_http_server
 
     host, port = parse_listen(listen)
     try:

@@ -13,6 +13,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
+from kvmhub.xml.domain import domain_from_xml
 
 Mode = Literal["nat", "isolated", "routed", "open", "bridge", "direct"]
 MODES = ("nat", "isolated", "routed", "open", "bridge", "direct")
@@ -52,7 +53,6 @@ def _info(net: hv_networks.Network, users: dict[str, list[str]]) -> NetworkInfo:
 
 def _users(hv: Hypervisor) -> dict[str, list[str]]:
     """Network name -> names of VMs with a NIC on it."""
-    from kvmhub.xml.domain import domain_from_xml
 
     out: dict[str, list[str]] = {}
     for dom in hv_domains.list_all(hv):

@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import pycdlib
 from lxml import etree
+from pycdlib.pycdlibexception import PyCdlibException
 from pydantic import BaseModel, ValidationError
 
 from kvmhub.errors import HostProblem, InvalidInput
 from kvmhub.models import DiskSpec, NICSpec, VMSpec
 from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.services import images
 from kvmhub.validate import format_size
 
 if TYPE_CHECKING:
@@ -447,9 +450,6 @@ def resolve(variant: str) -> OSProfile:
 
 
 def _iso_ids(path: Path) -> dict[str, str]:
-    import pycdlib
-    from pycdlib.pycdlibexception import PyCdlibException
-
     iso = pycdlib.PyCdlib()
     try:
         iso.open(str(path))
@@ -575,8 +575,6 @@ def for_create(
     if variant is not None:
         profile = resolve(variant)
     else:
-        from kvmhub.services import images
-
         image_os = getattr(images.show(hv, image), "os", None) if image is not None else None
         if not image_os:
             return None

@@ -1,5 +1,5 @@
-"""Resource limits: `kvmhub set` (live where QEMU allows, always persisted), the same limits at `create`,
-and the limits `show` reports.
+"""Resource limits: `kvmhub set` (live where QEMU allows, always persisted) and the same limits at `create`
+(what `show` reports is in limits).
 
 Every value is parsed and checked against the VM and the host before anything is changed, so a refused
 request changes nothing. Each applied setting reports whether it took effect live or after a restart.
@@ -14,11 +14,14 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
-from kvmhub.models import Bandwidth, CPUTune, IOTune, Limits, VCPUPin, VMSpec
+from kvmhub.models import Bandwidth, CPUTune, IOTune, VCPUPin, VMSpec
+from kvmhub.services.limits import PERIOD_US, cap_percent
 from kvmhub.services.vms import get
 from kvmhub.validate import MAX_VCPUS, parse_cpuset, parse_size
+from kvmhub.xml._util import serialize
+from kvmhub.xml.domain import domain_from_xml
+from kvmhub.xml.tuning import dimm_element
 
-PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000
 MIN_MEMORY_MIB = 32
 DIMM_ALIGN_MIB = 128  # Linux hot-plugs memory in 128 MiB blocks on x86
@@ -281,8 +284,6 @@ def _then(action: Callable[[], None], change: Change) -> Step:
 
 
 def _specs(dom: hv_domains.Domain) -> tuple[VMSpec, VMSpec, bool]:
-    from kvmhub.xml.domain import domain_from_xml
-
     running = dom.is_active()
     now = domain_from_xml(dom.xml())
     config = domain_from_xml(dom.xml(inactive=True)) if dom.is_persistent() else now
@@ -341,9 +342,6 @@ def _plan_memory(dom: hv_domains.Domain, text: str, now: VMSpec, cfg: VMSpec, ru
                            hint="stop the VM and set the memory in its definition instead")
 
     def apply() -> Change:
-        from kvmhub.xml._util import serialize
-        from kvmhub.xml.tuning import dimm_element
-
         known = -1
         if running:
             try:
@@ -377,7 +375,7 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
         plan.add("CPU weight", _then(lambda: hv_tuning.set_scheduler(dom, {"cpu_shares": w}, live=running),
             Change("CPU weight", str(w), running)))
     tune = now.cputune or CPUTune()
-    old_cap = _cap_of(tune, now.vcpus)
+    old_cap = cap_percent(tune, now.vcpus)
     cap = req.cpu_cap if req.cpu_cap is not None else (old_cap if keep_cap and old_cap else None)
     if cap is not None:
         quota, note = _cap_quota(cap, vcpus), "" if req.cpu_cap is not None else f"kept for {vcpus} vCPUs"
@@ -472,32 +470,3 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
                     c.setting for c in done) + f"; not applied: {label} and after"
             raise
     return done
-
-
-# --- show ----------------------------------------------------------------------------------------------
-
-
-def _cap_of(tune: CPUTune, vcpus: int) -> float | None:
-    if tune.quota is None or tune.quota <= 0:
-        return None
-    return round(tune.quota * vcpus * 100 / (tune.period or PERIOD_US), 2)
-
-
-def limits_of(spec: VMSpec) -> Limits:
-    """The limits held in a domain definition (the live one for a running VM)."""
-    tune = spec.cputune or CPUTune()
-    return Limits(
-        vcpus=spec.vcpus,
-        max_vcpus=spec.max_vcpus or spec.vcpus,
-        memory_mib=spec.current_memory_mib or spec.memory_mib,
-        max_memory_mib=spec.max_memory_mib or spec.memory_mib,
-        cpu_weight=tune.shares,
-        cpu_cap_percent=_cap_of(tune, spec.vcpus),
-        vcpu_pins=tune.vcpupin,
-        emulator_pin=tune.emulatorpin,
-        memory_limit_mib=spec.memory_limit_mib,
-        io_weight=spec.io_weight,
-        disk_io={d.target: d.iotune for d in spec.disks if d.iotune is not None and d.iotune != IOTune()},
-        net_bandwidth={n.mac or str(i): n.bandwidth for i, n in enumerate(spec.nics)
-                       if n.bandwidth is not None and n.bandwidth != Bandwidth()},
-    )

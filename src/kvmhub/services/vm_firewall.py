@@ -7,11 +7,13 @@ Policies: ``clean-traffic`` (libvirt's anti-spoofing: no forged MAC, IP or ARP),
 from __future__ import annotations
 
 from kvmhub.hv import Hypervisor
+from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import nwfilter as hv_nwfilter
 from kvmhub.services import vms
 from kvmhub.xml import nwfilter as xml_nwfilter
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.interface import interface_to_xml
+from kvmhub.xml.network import network_from_xml
 
 
 def filter_for(hv: Hypervisor, policy: str) -> str | None:
@@ -44,8 +46,6 @@ def set_policy(hv: Hypervisor, vm: str, policy: str) -> bool:
 def _reserved_ip(hv: Hypervisor, network: str | None, mac: str | None) -> str | None:
     if not (network and mac):
         return None
-    from kvmhub.hv import networks as hv_networks
-    from kvmhub.xml.network import network_from_xml
 
     facts = network_from_xml(hv_networks.lookup_network(hv, network).xml())
     return next((h.ip for h in facts.dhcp_hosts if h.mac.lower() == mac.lower()), None)

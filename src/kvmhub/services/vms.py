@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
@@ -12,10 +11,11 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.models import Phase, VMInfo
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
+from kvmhub.services import forwards, installer, readiness
+from kvmhub.services.limits import limits_of
 from kvmhub.validate import check_name
-
-if TYPE_CHECKING:
-    from kvmhub.services import readiness
+from kvmhub.xml.domain import domain_from_xml, domain_is_managed
+from kvmhub.xml.graphics import vnc_address
 
 REPRESS_SECONDS = 10.0
 
@@ -55,10 +55,6 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
 
 
 def show(hv: Hypervisor, name: str) -> VMInfo:
-    from kvmhub.services import installer, readiness
-    from kvmhub.services.tuning import limits_of
-    from kvmhub.xml.domain import domain_from_xml, domain_is_managed
-
     dom = get(hv, name)
     spec = domain_from_xml(dom.xml())
     state = dom.state()
@@ -92,7 +88,6 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
 
 def _vnc(dom: hv_domains.Domain, state: str) -> str | None:
     """Where a VNC viewer connects: the live port while the VM runs, else what the definition asks for."""
-    from kvmhub.xml.graphics import vnc_address
 
     running = state in ("running", "paused")
     found = vnc_address(dom.xml() if running else dom.xml(inactive=True))
@@ -120,8 +115,6 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
 
 
 def start(hv: Hypervisor, name: str, *, say: Say = _quiet) -> None:
-    from kvmhub.services import forwards, installer
-
     dom = get(hv, name)
     _require(dom, ("shut off", "crashed"), "start")
     dom.start()
@@ -194,13 +187,9 @@ def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
 
 def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
          on_progress: Callable[[readiness.Progress], None] | None = None) -> readiness.Progress:
-    from kvmhub.services import readiness
-
     return readiness.wait_for(get(hv, name), target, timeout=timeout, on_progress=on_progress)
 
 
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:
-    from kvmhub.xml.domain import domain_from_xml
-
     spec = domain_from_xml(get(hv, name).xml())
     return Phase.NETWORK if spec.nics else Phase.BOOTED

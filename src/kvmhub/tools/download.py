@@ -26,6 +26,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from kvmhub.errors import HostProblem, InvalidInput, KvmhubError, NotFound, OperationFailed
+from kvmhub.tools.filecopy import copy_file
 
 __all__ = ["CHUNK", "Checksum", "Fetched", "Progress", "compression_of", "fetch", "is_url", "open_url"]
 
@@ -379,7 +380,6 @@ def _trusted(st: os.stat_result) -> bool:
 
 def _private_copy(fd: int, path: Path, workdir: Path, progress: Progress | None) -> int:
     """Copy the open file into `workdir` and return the copy, opened for reading."""
-    from kvmhub.tools.filecopy import copy_file
 
     out_path = workdir / "source"
     try:

@@ -80,7 +80,7 @@ def kill_at(host: TestHost, argv: Sequence[str], step: str, *, sig: int = signal
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> str:
     """A readable diff of two host_state() results ('' when equal)."""
-    out = []
+    out: list[str] = []
     for key in sorted(set(before) | set(after)):
         a, b = before.get(key), after.get(key)
         if a == b:

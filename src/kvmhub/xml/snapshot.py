@@ -209,7 +209,7 @@ def redefine_xml(
         disk.set("type", "file")
     domain = root.find("domain")
     if frozen and domain is not None:
-        _retarget(domain, frozen)
+        _retarget(domain, frozen, {})
     return serialize(root)
 
 

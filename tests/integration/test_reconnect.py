@@ -66,3 +66,28 @@ def test_reconnect_after_libvirtd_restart(host_factory: Callable[..., TestHost])
             time.sleep(0.3)
     assert sorted(d.name for d in hv_domains.list_all(hv)) == names  # the same VMs as before the restart
     hv.close()
+
+
+def test_first_call_after_a_restart_succeeds(host_factory: Callable[..., TestHost]) -> None:
+    """libvirtd restarted between two calls: the second call reconnects and answers, with no error."""
+    host = host_factory()
+    hv = Hypervisor(host.uri, timeout=10)
+    try:
+        assert hv_domains.list_all(hv) == []  # connected
+        pidfile = host.dir / "run" / "libvirtd.pid"
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGTERM)
+        _wait_gone(pid)
+        host.run(["libvirtd", "-d", "-p", str(pidfile)])
+        deadline = time.monotonic() + 30
+        while host.virsh("version", check=False).returncode != 0:  # another client sees it up again
+            assert time.monotonic() < deadline, "libvirtd did not come back"
+            time.sleep(0.2)
+        conn = host.connect()
+        try:
+            conn.defineXML(_domain_xml("rc-after"))
+        finally:
+            conn.close()
+        assert [d.name for d in hv_domains.list_all(hv)] == ["rc-after"]  # first call on the old Hypervisor
+    finally:
+        hv.close()

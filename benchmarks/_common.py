@@ -70,7 +70,7 @@ def log(message: str) -> None:
 
 def accelerator_name() -> str:
     """The accelerator kvmhub picks for guests on this machine: "tcg" or "kvm"."""
-    from kvmhub.services.accel import accelerator
+    from kvmhub.services.host.accel import accelerator
 
     return accelerator().accelerator
 

@@ -29,7 +29,7 @@ def main() -> None:
     lap("import kvmhub.cli.main")
     from kvmhub.cli import output, state
     from kvmhub.hv import domains as hv_domains
-    from kvmhub.services import vms
+    from kvmhub.services.vm import lifecycle as vms
     from kvmhub.validate import format_size
 
     lap("imports made by ls")

@@ -107,7 +107,7 @@ def _median_ms(argv: Sequence[str], env: dict[str, str], n: int = 5) -> float:
     return round(statistics.median(timed(argv, env)[0] for _ in range(n)) * 1000.0, 1)
 
 
-LS_IMPORTS = "import kvmhub.cli.main, kvmhub.services.vms, kvmhub.validate"
+LS_IMPORTS = "import kvmhub.cli.main, kvmhub.services.vm.lifecycle, kvmhub.validate"
 
 
 def _import_breakdown(env: dict[str, str], top: int = 10) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def in_process(host: TestHost) -> tuple[Callable[[], object], Callable[[], objec
 
     from kvmhub.hv import Hypervisor
     from kvmhub.hv.stats import STATS_GROUPS
-    from kvmhub.services import stats
+    from kvmhub.services.monitor import top as stats
 
     hv = Hypervisor(host.uri)
     sampler = stats.Sampler(hv)
@@ -199,7 +199,7 @@ def measure(host: TestHost, env: dict[str, str], samples: Samples, suffix: str, 
         f"getAllDomainStats{suffix}": [PYTHON, "-c", BARE, host.uri, str(STATS_GROUPS)],
     }
     startups = {  # process start-up and imports alone, to tell them from the collection itself
-        f"kvmhub-startup{suffix}": [PYTHON, "-c", "import kvmhub.cli.main, kvmhub.services.stats"],
+        f"kvmhub-startup{suffix}": [PYTHON, "-c", "import kvmhub.cli.main, kvmhub.services.monitor.top"],
         f"getAllDomainStats-startup{suffix}": [PYTHON, "-c", "import json, sys, libvirt"],
     }
     refresh, bare, close = in_process(host)
@@ -248,7 +248,7 @@ def main() -> int:
         ],
         smoke={"domains": 10, "running": 2, "start_budget": 120.0},
     )
-    from kvmhub.services.accel import domain_type
+    from kvmhub.services.host.accel import domain_type
 
     accel = accelerator_name()
     samples = Samples(order=[])

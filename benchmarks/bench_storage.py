@@ -48,7 +48,8 @@ from benchmarks._common import (
     run,
 )
 from kvmhub.hv import Hypervisor
-from kvmhub.services import images, pools
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import images
 from kvmhub.testing import TestHost
 from kvmhub.xml import volume as xml_volume
 

@@ -1,7 +1,8 @@
 """kvmhub: create, run and manage KVM/QEMU virtual machines through libvirt.
 
 The library face: open a host with :class:`Hypervisor`, then use the service modules
-(:mod:`kvmhub.services.vms`, ``images``, ``networks``, ``host``). Errors are :class:`KvmhubError`s.
+(:mod:`kvmhub.services.vm.lifecycle`, ``storage.images``, ``network.networks``, ``host.checks``).
+Errors are :class:`KvmhubError`s.
 """
 
 import importlib

@@ -10,7 +10,7 @@ import pytest
 
 from kvmhub.errors import Conflict, NotFound
 from kvmhub.hv import Hypervisor
-from kvmhub.services import images
+from kvmhub.services.storage import images
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
 from tests.integration.crash import differences, host_state, kill_at

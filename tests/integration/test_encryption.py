@@ -13,7 +13,7 @@ import pytest
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import KvmhubMeta
-from kvmhub.services import encryption
+from kvmhub.services.storage import encryption
 from kvmhub.testing import TestHost
 from kvmhub.xml.domain import domain_from_xml, domain_to_xml
 from kvmhub.xml.secret import secret_usage_from_xml

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from kvmhub.services import accel
+from kvmhub.services.host import accel
 from kvmhub.testing import TestHost
 from tests.integration.conftest import Runner
 

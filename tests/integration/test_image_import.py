@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmhub.services.pools import IMAGES_PATH
+from kvmhub.services.storage.default_pools import IMAGES_PATH
 from kvmhub.testing import TestHost
 from tests.http_files import Reply, serve
 from tests.integration.conftest import KVMHUB, LAB_NET, Runner

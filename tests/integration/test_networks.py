@@ -137,7 +137,8 @@ def test_bridge_mode_on_an_existing_host_bridge(prepared_host: TestHost, kvmhub:
 def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], prepared_host: TestHost) -> None:
     from kvmhub.hv import Hypervisor
     from kvmhub.hv import networks as hv_networks
-    from kvmhub.services import vm_create, vm_remove
+    from kvmhub.services.vm import create as vm_create
+    from kvmhub.services.vm import remove as vm_remove
     from kvmhub.xml.network import network_from_xml
 
     hv = Hypervisor(prepared_host.uri)

@@ -18,7 +18,7 @@ import pytest
 from kvmhub.errors import KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.models import PoolSpec
-from kvmhub.services import storage
+from kvmhub.services.storage import pools as storage
 from kvmhub.testing import TestHost
 from tests.integration.conftest import Runner
 

@@ -18,7 +18,7 @@ from kvmhub.errors import KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
-from kvmhub.services import images
+from kvmhub.services.storage import images
 from kvmhub.testing import TestHost
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume

@@ -16,7 +16,7 @@ import yaml
 from passlib.hash import sha512_crypt
 
 from kvmhub.errors import InvalidInput, exit_code
-from kvmhub.services.cloudinit import (
+from kvmhub.services.vm.cloudinit import (
     CloudInitRequest,
     SeedDocuments,
     hash_password,
@@ -24,7 +24,7 @@ from kvmhub.services.cloudinit import (
     seed_documents,
     user_data_kind,
 )
-from kvmhub.services.network_config import parse_network_config
+from kvmhub.services.vm.network_config import parse_network_config
 from kvmhub.tools.seed import build_nocloud_seed
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKvmhubtestkeyonlyforunittestsxxxxxxxxxxxxxx me@host"
@@ -38,7 +38,7 @@ AWK = TINY / "network-config.awk"
 @pytest.fixture(autouse=True)
 def fast_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same SHA-512 crypt with fewer rounds, so these tests stay quick (the real cost is tested once)."""
-    monkeypatch.setattr("kvmhub.services.cloudinit.sha512_crypt", sha512_crypt.using(rounds=1000))  # type: ignore[no-untyped-call]
+    monkeypatch.setattr("kvmhub.services.vm.cloudinit.sha512_crypt", sha512_crypt.using(rounds=1000))  # type: ignore[no-untyped-call]
 
 
 def _file(tmp_path: Path, name: str, text: str) -> Path:
@@ -183,7 +183,7 @@ def test_password_still_works_with_a_warning_on_the_command_line(monkeypatch: py
     from typer.testing import CliRunner
 
     from kvmhub.cli.main import app
-    from kvmhub.services import vm_create
+    from kvmhub.services.vm import create as vm_create
 
     seen: list[str | None] = []
     monkeypatch.setattr(vm_create, "create", lambda _hv, req, say, **_kw: seen.append(req.password))

@@ -6,7 +6,7 @@ import pytest
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
-from kvmhub.services.disks import _next_target, parse_url, source_text, url_format, with_boot_disk
+from kvmhub.services.storage.disks import _next_target, parse_url, source_text, url_format, with_boot_disk
 from kvmhub.xml.controller import has_scsi_controller, scsi_controller_xml
 from kvmhub.xml.disk import disk_from_xml, disk_targets, disk_to_xml
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kvmhub.services.host import iptables_forward_drop, nft_forward_drops
+from kvmhub.services.host.checks import iptables_forward_drop, nft_forward_drops
 
 DOCKER = """\
 -P INPUT ACCEPT

@@ -16,8 +16,8 @@ import pytest
 from lxml import etree
 
 from kvmhub.errors import InvalidInput
-from kvmhub.services import installer
-from kvmhub.services.vm_create import CreateRequest
+from kvmhub.services.vm import installer
+from kvmhub.services.vm.create import CreateRequest
 from kvmhub.tools import installer as media
 from kvmhub.tools.tiny.cpio import CpioEntry, write_initramfs
 from kvmhub.xml import domain_to_xml, lifecycle
@@ -236,7 +236,7 @@ def test_answer_file_the_installer_does_not_read_is_refused(debian_iso: Path, tm
 
 def test_check_builds_the_plan_for_a_preseeded_install(debian_iso: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvmhub.services import osinfo
+    from kvmhub.services.vm import osinfo
 
     monkeypatch.setattr(osinfo, "detect_iso", lambda _p: None)
     seed = tmp_path / "p.cfg"

@@ -15,7 +15,7 @@ from lxml import etree
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, VMSpec
-from kvmhub.services import osinfo
+from kvmhub.services.vm import osinfo
 
 DB = Path("/usr/share/osinfo")
 pytestmark = pytest.mark.skipif(not (DB / "os").is_dir(), reason="needs the osinfo-db package (/usr/share/osinfo)")

@@ -18,7 +18,10 @@ from kvmhub.errors import HostProblem, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv.stats import RawDomainStats, Sample
-from kvmhub.services import events, host_stats, ksm, metrics, stats
+from kvmhub.services.host import ksm
+from kvmhub.services.host import stats as host_stats
+from kvmhub.services.monitor import events, metrics
+from kvmhub.services.monitor import top as stats
 
 GIB_KIB = 1024**2
 

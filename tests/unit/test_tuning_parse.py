@@ -6,8 +6,8 @@ import pytest
 
 from kvmhub.errors import InvalidInput, exit_code
 from kvmhub.models import DiskSource, DiskSpec, IOTune, NICSpec, VMSpec
-from kvmhub.services.limits import limits_of
-from kvmhub.services.tuning import (
+from kvmhub.services.vm.limits import limits_of
+from kvmhub.services.vm.tuning import (
     Change,
     LimitsRequest,
     apply_to_spec,

@@ -10,7 +10,7 @@ from lxml import etree
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models.backup import BackupDisk, BackupManifest, BackupPoint
-from kvmhub.services import backups
+from kvmhub.services.snapshots import backups
 from kvmhub.xml.hostbound import unexportable, untrusted_refusals
 
 PLAIN = """<domain type='kvm'><name>v</name><os><type>hvm</type></os><devices>

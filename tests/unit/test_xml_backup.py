@@ -15,7 +15,7 @@ from lxml import etree
 
 from kvmhub.errors import NotFound
 from kvmhub.models.backup import BackupManifest, BackupPoint
-from kvmhub.services.backups import chain_of
+from kvmhub.services.snapshots.backups import chain_of
 from kvmhub.xml.backup import backup_to_xml, checkpoint_from_xml, checkpoint_to_xml
 
 DATA = Path(__file__).parent / "data" / "xml" / "backup"

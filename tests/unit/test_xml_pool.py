@@ -11,8 +11,8 @@ import pytest
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import PoolSpec
-from kvmhub.services.storage import resolve
-from kvmhub.services.volumes import check_volume_name, split_ref
+from kvmhub.services.storage.pools import resolve
+from kvmhub.services.storage.volumes import check_volume_name, split_ref
 from kvmhub.xml.pool import (
     check_pool_path,
     pool_from_xml,

@@ -1,1 +1,1 @@
-"""The service layer: kvmhub's verbs, shared by the CLI (local mode) and the API."""
+"""The service layer: kvmhub's verbs, one package per resource, shared by the CLI (local mode) and the API."""

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from kvmhub.models.operation import OperationInfo, OperationState
 from kvmhub.ops import recovery
 from kvmhub.ops.journal import Journal
-from kvmhub.services import clone, snapshots, undo_actions  # noqa: F401 - they register the action handlers
+from kvmhub.services import undo_actions  # noqa: F401 - they register the action handlers
+from kvmhub.services.snapshots import snapshots  # noqa: F401 - they register the action handlers
+from kvmhub.services.vm import clone  # noqa: F401 - they register the action handlers
 
 __all__ = ["needing_repair", "recover_orphans", "repair"]
 

@@ -18,7 +18,8 @@ from kvmhub.hv import backup as hv_backup
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
-from kvmhub.services import encryption, forwards, leases
+from kvmhub.services.network import forwards, leases
+from kvmhub.services.storage import encryption
 from kvmhub.tools import qemu_img
 from kvmhub.xml import snapshot as xml_snap
 

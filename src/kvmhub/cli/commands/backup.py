@@ -37,7 +37,7 @@ def take(
     = False,
 ) -> None:
     """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
-    from kvmhub.services import backups
+    from kvmhub.services.snapshots import backups
 
     with output.phases(f"backup {name}") as phase:
         shown = [-1]
@@ -59,7 +59,7 @@ def ls(
     json_out: JsonOpt = False,
 ) -> None:
     """List a VM's backup points (from the directories its checkpoints name, or --dir)."""
-    from kvmhub.services import backups
+    from kvmhub.services.snapshots import backups
 
     found = backups.list_backups(state.hv(), name, directory)
     if json_out:
@@ -77,7 +77,7 @@ def ls(
 def verify(directory: str) -> None:
     """Check a backup directory: each file's checksum and `qemu-img check`."""
     from kvmhub.errors import OperationFailed
-    from kvmhub.services import backups
+    from kvmhub.services.snapshots import backups
 
     with output.phases(f"verify {directory}") as phase:
         problems = backups.verify(state.hv(), directory, say=phase)
@@ -96,7 +96,7 @@ def restore(
     pool: Annotated[str | None, typer.Option("--pool", help="pool for the restored disks")] = None,
 ) -> None:
     """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
-    from kvmhub.services import backups
+    from kvmhub.services.snapshots import backups
 
     with output.phases(f"backup restore {name}") as phase:
         vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, say=phase)

@@ -8,7 +8,7 @@ import typer
 
 from kvmhub.cli import output, state
 
-DEFAULT_TIMEOUT = 20.0  # kept equal to kvmhub.services.bridge.DEFAULT_TIMEOUT; the CLI imports services lazily
+DEFAULT_TIMEOUT = 20.0  # kept equal to kvmhub.services.network.bridge.DEFAULT_TIMEOUT; the CLI imports services lazily
 
 app = typer.Typer(
     help="Host bridges: move a NIC's addresses and routes onto a bridge VMs can join (on this machine).",
@@ -51,7 +51,7 @@ def create(
     If the default gateway (or --check-ip) stops answering within --timeout, or on any error or Ctrl-C,
     everything is put back as it was.
     """
-    from kvmhub.services import bridge
+    from kvmhub.services.network import bridge
 
     _refuse_remote()
     with output.phases(f"bridge {name}") as say:
@@ -74,7 +74,7 @@ def rm(
     check_ip: CheckIpOpt = None,
 ) -> None:
     """Remove bridge NAME, giving its addresses and routes back to its port (rolled back if connectivity breaks)."""
-    from kvmhub.services import bridge
+    from kvmhub.services.network import bridge
 
     _refuse_remote()
     with output.phases(f"bridge {name}") as say:

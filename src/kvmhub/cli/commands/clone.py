@@ -29,8 +29,8 @@ def clone(
     port forwards are not copied. On any failure what was made is removed and the source is as it was.
     """
     from kvmhub.cli.commands.vm import _wait
-    from kvmhub.services import clone as svc
-    from kvmhub.services import vms
+    from kvmhub.services.vm import clone as svc
+    from kvmhub.services.vm import lifecycle as vms
 
     hv = state.hv()
     req = svc.CloneRequest(source=source, name=name, linked=linked, start=start, network=network)

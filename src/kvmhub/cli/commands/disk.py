@@ -18,7 +18,7 @@ def _when(live: bool) -> str:
 @app.command("ls")
 def ls(vm: str, json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List a VM's disks: target, bus, source, format, sizes, whether kvmhub owns the volume."""
-    from kvmhub.services import disks
+    from kvmhub.services.storage import disks
     from kvmhub.validate import format_size
 
     found = disks.list_disks(state.hv(), vm)
@@ -50,7 +50,7 @@ def add(
     target: Annotated[str | None, typer.Option(help="device name, e.g. vdc (default: the next free one)")] = None,
 ) -> None:
     """Add a disk: a new volume, an existing one, or a network export."""
-    from kvmhub.services import disks
+    from kvmhub.services.storage import disks
 
     with output.phases(f"disk add {vm}") as phase:
         disk, live = disks.add(state.hv(), vm, size=size, vol=vol, url=url, bus=bus, readonly=readonly,
@@ -67,7 +67,7 @@ def rm(
     keep: Annotated[bool, typer.Option("--keep", help="keep the volume kvmhub made for it")] = False,
 ) -> None:
     """Remove a disk; the volume kvmhub made for it is deleted unless --keep."""
-    from kvmhub.services import disks
+    from kvmhub.services.storage import disks
 
     with output.phases(f"disk rm {vm} {target}") as phase:
         disk, live, deleted = disks.remove(state.hv(), vm, target, keep=keep, say=phase)
@@ -83,7 +83,7 @@ def resize(
     size: Annotated[str, typer.Argument(help="the new size, e.g. 20G (disks only grow)")],
 ) -> None:
     """Grow a disk: live when the VM runs (the guest sees the new size at once), else its volume."""
-    from kvmhub.services import disks
+    from kvmhub.services.storage import disks
     from kvmhub.validate import format_size
 
     old, new, live = disks.resize(state.hv(), vm, target, size, say=output.say)

@@ -70,7 +70,7 @@ def export(
     state travels, not snapshots or saved memory. The file is written as FILE.partial and renamed when
     complete, so an interrupted export never leaves a file under FILE.
     """
-    from kvmhub.services import export as svc
+    from kvmhub.services.vm import export as svc
 
     with _transfer(f"export {name}") as (say, progress):
         result = svc.export(state.hv(), name, to, compress=compress, say=say, progress=progress)
@@ -95,7 +95,7 @@ def import_(
     paths out of the archive, disks pointing at other files, bad checksums) are refused. On any failure what
     was made is removed. The VM is left shut off: `kvmhub start NAME`.
     """
-    from kvmhub.services import export as svc
+    from kvmhub.services.vm import export as svc
 
     with _transfer(f"import {file.name}") as (say, progress):
         vm = svc.import_vm(state.hv(), file, as_name=as_name, pool=pool, network=network, say=say,

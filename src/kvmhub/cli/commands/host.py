@@ -34,7 +34,7 @@ def check(
     reprobe: Annotated[bool, typer.Option("--reprobe", help="boot the KVM probe again")] = False,
 ) -> None:
     """Check virtualization support, a real KVM probe boot, daemons, pools, cgroups, disk; name fixes."""
-    from kvmhub.services import host
+    from kvmhub.services.host import checks as host
 
     report = host.check(state.URI, reprobe=reprobe)
     if json_out:
@@ -55,11 +55,11 @@ def setup(
     ] = None,
 ) -> None:
     """Apply the fixes: /dev/kvm group and mode, daemons started, default pools and network."""
-    from kvmhub.services import host
+    from kvmhub.services.host import checks as host
 
     if ksm is not None:
         from kvmhub.hv import host_root
-        from kvmhub.services import ksm as ksm_svc
+        from kvmhub.services.host import ksm as ksm_svc
 
         output.out.print(f"KSM: {_ksm_line(ksm_svc.set_state(ksm, host_root()))}", markup=False)
         return
@@ -111,7 +111,7 @@ def stats(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """CPU, memory, overcommit (VM memory / host memory), KSM, huge pages and temperatures."""
-    from kvmhub.services import host_stats
+    from kvmhub.services.host import stats as host_stats
 
     result = host_stats.host_stats(state.hv())
     if json_out:

@@ -26,7 +26,7 @@ def build_tiny(
     cache: Annotated[Path, typer.Option(help="where the build is cached")] = Path("/var/cache/kvmhub"),
 ) -> None:
     """Build the tiny appliance image offline from Debian packages and import it into the store."""
-    from kvmhub.services import images
+    from kvmhub.services.storage import images
     from kvmhub.tools.tiny.build import build_tiny_image
 
     with output.phases("build-tiny") as phase:
@@ -102,7 +102,7 @@ def import_(
     files (qcow2 backing or data files, VMDK descriptors) or whose header disagrees with their name or
     --format are refused. A failed or interrupted import leaves nothing behind.
     """
-    from kvmhub.services import images
+    from kvmhub.services.storage import images
     from kvmhub.tools.download import Checksum
 
     if sha256 and sha512:
@@ -120,7 +120,7 @@ def import_(
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List images: size on disk, virtual size, VMs using them."""
-    from kvmhub.services import images
+    from kvmhub.services.storage import images
 
     found = images.list_images(state.hv())
     if json_out:
@@ -136,7 +136,7 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one image: format, sizes, checksum, OS, source and the VMs using it."""
-    from kvmhub.services import images
+    from kvmhub.services.storage import images
 
     info = images.show(state.hv(), name)
     if json_out:
@@ -169,7 +169,7 @@ def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -
 @app.command()
 def rm(name: str) -> None:
     """Remove an image and its record (refused while a VM's disk is backed by it; the VMs are named)."""
-    from kvmhub.services import images
+    from kvmhub.services.storage import images
 
     images.remove(state.hv(), name)
     output.say(f"image {name} removed")

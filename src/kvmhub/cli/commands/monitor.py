@@ -121,7 +121,7 @@ def top(
 
     One getAllDomainStats call per refresh, whatever the number of VMs.
     """
-    from kvmhub.services import stats
+    from kvmhub.services.monitor import top as stats
 
     stats.sort_rows([], sort)  # refuse an unknown sort key before sampling
     hv = state.hv()
@@ -162,7 +162,7 @@ def events(
     duration: Annotated[float | None, typer.Option("--for", help="exit after this many seconds", min=0.0)] = None,
 ) -> None:
     """Stream lifecycle and device events (start, stop, pause, reboot, device added/removed...) as they happen."""
-    from kvmhub.services import events as ev
+    from kvmhub.services.monitor import events as ev
 
     stop = threading.Event()
     _stop_on_sigterm(stop)
@@ -185,7 +185,7 @@ def metrics(
     listen: Annotated[str, typer.Option(help="ADDR:PORT to serve /metrics on")] = "127.0.0.1:9177",
 ) -> None:
     """Serve Prometheus metrics (per VM and host) over HTTP until Ctrl-C; names are listed in README.md."""
-    from kvmhub.services import metrics as svc
+    from kvmhub.services.monitor import metrics as svc
 
     stop = threading.Event()
     _stop_on_sigterm(stop)

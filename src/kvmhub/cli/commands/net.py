@@ -27,7 +27,7 @@ def create(
     dev: Annotated[str | None, typer.Option(help="host NIC (mode direct)")] = None,
 ) -> None:
     """Create and start a network."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     info = networks.create(state.hv(), name, mode=mode, subnet=subnet, subnet6=subnet6,  # type: ignore[arg-type]
                            dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev)
@@ -38,7 +38,7 @@ def create(
 @app.command()
 def start(name: str) -> None:
     """Start a network."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     networks.start(state.hv(), name)
     output.say(f"network {name} started")
@@ -47,7 +47,7 @@ def start(name: str) -> None:
 @app.command()
 def stop(name: str) -> None:
     """Stop a network (its VMs lose connectivity until it starts again)."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     networks.stop(state.hv(), name)
     output.say(f"network {name} stopped")
@@ -58,7 +58,7 @@ def autostart(
     name: str, off: Annotated[bool, typer.Option("--off", help="do not start with the host")] = False
 ) -> None:
     """Start a network with the host (or not, with --off)."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     networks.set_autostart(state.hv(), name, not off)
     output.say(f"network {name}: autostart {'off' if off else 'on'}")
@@ -71,7 +71,7 @@ app.add_typer(lease_app, name="lease")
 @lease_app.command("ls")
 def lease_ls(network: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List a network's reservations and dynamic leases."""
-    from kvmhub.services import leases
+    from kvmhub.services.network import leases
 
     found = leases.list_leases(state.hv(), network)
     if json_out:
@@ -87,7 +87,7 @@ def lease_add(
     ip: Annotated[str, typer.Option("--ip", help="the address to reserve")],
 ) -> None:
     """Reserve an address for a VM (applied live; the guest takes it at its next DHCP request)."""
-    from kvmhub.services import leases
+    from kvmhub.services.network import leases
 
     lease = leases.reserve_for_vm(state.hv(), network, vm, ip)
     output.say(f"{network}: {lease.ip} reserved for {vm} ({lease.mac}); the guest takes it at its next DHCP request")
@@ -100,7 +100,7 @@ def lease_rm(
     force: Annotated[bool, typer.Option("--force", help="remove it even though a VM with that MAC exists")] = False,
 ) -> None:
     """Remove a static reservation and its DNS entry (e.g. one left behind by a VM removed with virsh)."""
-    from kvmhub.services import leases
+    from kvmhub.services.network import leases
 
     for line in leases.remove_reservation(state.hv(), network, which, force=force):
         output.say(f"removed {line}")
@@ -109,7 +109,7 @@ def lease_rm(
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List networks."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     found = networks.list_networks(state.hv())
     if json_out:
@@ -125,7 +125,7 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one network."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     info = networks.show(state.hv(), name)
     if json_out:
@@ -138,7 +138,7 @@ def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -
 @app.command()
 def rm(name: str, force: Annotated[bool, typer.Option("--force")] = False) -> None:
     """Remove a network (refused while VMs use it, unless --force)."""
-    from kvmhub.services import networks
+    from kvmhub.services.network import networks
 
     networks.remove(state.hv(), name, force=force)
     output.say(f"network {name} removed")
@@ -155,7 +155,7 @@ def forward_add(
     host_ip: Annotated[str | None, typer.Option(help="only on this host address (default: all)")] = None,
 ) -> None:
     """Forward a host port to a VM's port (kept with the VM, re-applied when it starts)."""
-    from kvmhub.services import forwards
+    from kvmhub.services.network import forwards
 
     f = forwards.add(state.hv(), vm, spec, host_ip)
     output.say(f"{f.host_ip or '*'}:{f.host_port}/{f.proto} -> {vm}:{f.guest_port} (applied)")
@@ -165,7 +165,7 @@ def forward_add(
 def forward_ls(vm: Annotated[str | None, typer.Argument()] = None,
                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List port forwards (of one VM, or all)."""
-    from kvmhub.services import forwards
+    from kvmhub.services.network import forwards
 
     found = forwards.list_forwards(state.hv(), vm)
     rows = [{"vm": name, **f.model_dump()} for name, fs in found.items() for f in fs]
@@ -179,7 +179,7 @@ def forward_ls(vm: Annotated[str | None, typer.Argument()] = None,
 @forward_app.command("rm")
 def forward_rm(vm: str, port: Annotated[str, typer.Argument(help="HOSTPORT[/tcp|udp]")]) -> None:
     """Remove a port forward."""
-    from kvmhub.services import forwards
+    from kvmhub.services.network import forwards
 
     f = forwards.remove(state.hv(), vm, port)
     output.say(f"forward {f.host_port}/{f.proto} -> {vm}:{f.guest_port} removed")

@@ -18,7 +18,7 @@ def _when(live: bool) -> str:
 @app.command("ls")
 def ls(vm: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List a VM's NICs."""
-    from kvmhub.services import nics
+    from kvmhub.services.network import nics
 
     found = nics.list_nics(state.hv(), vm)
     if json_out:
@@ -37,7 +37,7 @@ def add(
     ip: Annotated[str | None, typer.Option(help="reserve this address (default: the next free one)")] = None,
 ) -> None:
     """Add a NIC."""
-    from kvmhub.services import nics
+    from kvmhub.services.network import nics
 
     nic, live = nics.add(state.hv(), vm, network, model=model, ip=ip)
     output.say(f"{vm}: NIC {nic.mac} on {network} added ({_when(live)})")
@@ -46,7 +46,7 @@ def add(
 @app.command("rm")
 def rm(vm: str, nic: Annotated[str, typer.Argument(help="MAC address or index (`kvmhub nic ls`)")]) -> None:
     """Remove a NIC and release its address."""
-    from kvmhub.services import nics
+    from kvmhub.services.network import nics
 
     gone, live = nics.remove(state.hv(), vm, nic)
     output.say(f"{vm}: NIC {gone.mac} removed ({_when(live)})")
@@ -60,7 +60,7 @@ def set_(
 ) -> None:
     """Change a NIC's link state (bandwidth: `kvmhub set VM --net-bw`)."""
     from kvmhub.errors import InvalidInput
-    from kvmhub.services import nics
+    from kvmhub.services.network import nics
 
     if link not in ("up", "down"):
         raise InvalidInput(f"{{opt:link}} {link!r}", hint="up or down")

@@ -47,7 +47,7 @@ def ls(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List the OS variants this host's osinfo-db knows (for --os)."""
-    from kvmhub.services import osinfo
+    from kvmhub.services.vm import osinfo
 
     found = osinfo.list_os(filter_)
     if json_out:
@@ -65,7 +65,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The devices, machine type and sizes a VM of this OS gets (with the fallback used, if any)."""
-    from kvmhub.services import osinfo
+    from kvmhub.services.vm import osinfo
 
     profile = osinfo.resolve(variant)
     if json_out:
@@ -83,7 +83,7 @@ def detect(
 ) -> None:
     """Recognise the OS an installer ISO holds (by its volume, system, publisher and application ids)."""
     from kvmhub.errors import NotFound
-    from kvmhub.services import osinfo
+    from kvmhub.services.vm import osinfo
 
     profile = osinfo.detect_iso(iso)
     if profile is None:

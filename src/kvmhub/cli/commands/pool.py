@@ -40,7 +40,7 @@ def create(
 
     from kvmhub.errors import InvalidInput
     from kvmhub.models import PoolSpec
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     try:
         spec = PoolSpec(name=name, type=type_, path=path, devices=device or [],  # type: ignore[arg-type]
@@ -66,7 +66,7 @@ def _row(p: PoolInfo) -> tuple[object, ...]:
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List pools: type, state, autostart, sizes, path."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     found = storage.list_pools(state.hv())
     if json_out:
@@ -79,7 +79,7 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one pool, with its volume count and the VMs using its volumes."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     info = storage.show_pool(state.hv(), name)
     if json_out:
@@ -96,7 +96,7 @@ def rm(
     = False,
 ) -> None:
     """Remove a pool (refused while any VM has a disk in it); its data stays unless --delete-data."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     with output.phases(f"pool rm {name}") as phase:
         done = storage.remove_pool(state.hv(), name, delete_data=delete_data, say=phase)
@@ -107,7 +107,7 @@ def rm(
 @app.command()
 def refresh(name: str) -> None:
     """Rescan a pool's storage for volumes added or removed behind libvirt's back."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     info = storage.refresh_pool(state.hv(), name)
     output.say(f"pool {name}: {info.volumes} volumes, {format_size(info.available_bytes)} available")
@@ -116,7 +116,7 @@ def refresh(name: str) -> None:
 @app.command()
 def start(name: str) -> None:
     """Start (activate) a pool."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     storage.start_pool(state.hv(), name)
     output.say(f"pool {name} started")
@@ -125,7 +125,7 @@ def start(name: str) -> None:
 @app.command()
 def stop(name: str) -> None:
     """Stop (deactivate) a pool; refused while a running VM has a disk in it."""
-    from kvmhub.services import storage
+    from kvmhub.services.storage import pools as storage
 
     storage.stop_pool(state.hv(), name)
     output.say(f"pool {name} stopped")

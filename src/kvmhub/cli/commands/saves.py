@@ -13,7 +13,7 @@ FileOpt = Annotated[str | None, typer.Option("--file", help="save file on the ho
 
 def save(name: str, file: FileOpt = None) -> None:
     """Stop a running VM with its memory state on disk; `restore` (or `start`) resumes it."""
-    from kvmhub.services import saves
+    from kvmhub.services.vm import saves
 
     with output.phases(f"save {name}") as phase:
         where = saves.save(state.hv(), name, file=file, say=phase)
@@ -28,7 +28,7 @@ def restore(
     paused: Annotated[bool, typer.Option("--paused", help="resume it paused")] = False,
 ) -> None:
     """Resume a saved VM exactly where it was."""
-    from kvmhub.services import saves
+    from kvmhub.services.vm import saves
 
     with output.phases(f"restore {name}") as phase:
         after = saves.restore(state.hv(), name, file=file, running=running, paused=paused, say=phase)

@@ -25,7 +25,7 @@ def create(
     description: Annotated[str | None, typer.Option(help="free text kept with the snapshot")] = None,
 ) -> None:
     """Take a snapshot of a VM."""
-    from kvmhub.services import snapshots
+    from kvmhub.services.snapshots import snapshots
 
     with output.phases(f"snapshot {name}") as phase:
         info = snapshots.create(state.hv(), name, snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
@@ -48,7 +48,7 @@ def _tree(found: list[SnapshotInfo]) -> list[tuple[str, ...]]:
 @app.command("ls")
 def ls(name: str, json_out: JsonOpt = False) -> None:
     """List a VM's snapshots as a tree; * marks the current one."""
-    from kvmhub.services import snapshots
+    from kvmhub.services.snapshots import snapshots
 
     found = snapshots.list_snapshots(state.hv(), name)
     if json_out:
@@ -63,7 +63,7 @@ def ls(name: str, json_out: JsonOpt = False) -> None:
 @app.command()
 def show(name: str, snap: str, json_out: JsonOpt = False) -> None:
     """Show one snapshot."""
-    from kvmhub.services import snapshots
+    from kvmhub.services.snapshots import snapshots
 
     info = snapshots.show(state.hv(), name, snap)
     if json_out:
@@ -81,7 +81,7 @@ def revert(
     paused: Annotated[bool, typer.Option("--paused", help="leave the VM paused after the revert")] = False,
 ) -> None:
     """Bring a VM back to a snapshot (its current state is discarded)."""
-    from kvmhub.services import snapshots
+    from kvmhub.services.snapshots import snapshots
 
     with output.phases(f"revert {name}") as phase:
         after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, say=phase)
@@ -98,7 +98,7 @@ def rm(
     ] = False,
 ) -> None:
     """Remove a snapshot (external ones are merged into their base with block jobs)."""
-    from kvmhub.services import snapshots
+    from kvmhub.services.snapshots import snapshots
 
     with output.phases(f"snapshot rm {name}") as phase:
         gone = snapshots.remove(state.hv(), name, snap, children=children, keep_children=keep_children,

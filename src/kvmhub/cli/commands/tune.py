@@ -49,7 +49,7 @@ def set_(
         help="clean-traffic | allow:22,80/tcp | off (an nwfilter on every NIC)")] = None,
 ) -> None:
     """Change a VM's resources and limits: applied live when it runs and QEMU can, always persisted."""
-    from kvmhub.services import tuning
+    from kvmhub.services.vm import tuning
 
     req = tuning.SetRequest(
         cpus=cpus, max_cpus=max_cpus, memory=memory, autostart=autostart, cpu_weight=cpu_weight,
@@ -65,7 +65,7 @@ def set_(
         for change in tuning.set_limits(hv, name, req):
             output.out.print(f"VM {name}: {change.line()}", markup=False)
     if firewall is not None:
-        from kvmhub.services import vm_firewall
+        from kvmhub.services.network import firewall as vm_firewall
 
         live = vm_firewall.set_policy(hv, name, firewall)
         when = "applied live" if live else "takes effect after restart"

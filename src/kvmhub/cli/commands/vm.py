@@ -81,8 +81,10 @@ def create(
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.upload_progress import uploads
-    from kvmhub.services import tuning, vm_create, vms
-    from kvmhub.services.cloudinit import password_option
+    from kvmhub.services.vm import create as vm_create
+    from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.services.vm import tuning
+    from kvmhub.services.vm.cloudinit import password_option
 
     limits = tuning.LimitsRequest(
         cpu_weight=cpu_weight, cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin,
@@ -110,7 +112,8 @@ def create(
 
 
 def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, phase: Callable[[str], None]) -> None:
-    from kvmhub.services import readiness, vms
+    from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.services.vm import readiness
 
     def on_progress(p: readiness.Progress) -> None:
         label = p.phase.value
@@ -123,7 +126,7 @@ def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, phase: Calla
 
 def ls(json_out: JsonOpt = False) -> None:
     """List VMs (also those made with virsh)."""
-    from kvmhub.services import vms
+    from kvmhub.services.vm import lifecycle as vms
 
     found = vms.list_vms(state.hv())
     if json_out:
@@ -140,8 +143,8 @@ def ls(json_out: JsonOpt = False) -> None:
 
 def show(name: str, json_out: JsonOpt = False) -> None:
     """Show one VM: state, resources, disks, NICs, IPs, console log, VNC."""
-    from kvmhub.services import vms
-    from kvmhub.services.disks import source_text
+    from kvmhub.services.storage.disks import source_text
+    from kvmhub.services.vm import lifecycle as vms
 
     info = vms.show(state.hv(), name)
     if json_out:
@@ -167,7 +170,7 @@ def start(
     timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
 ) -> None:
     """Start a VM."""
-    from kvmhub.services import vms
+    from kvmhub.services.vm import lifecycle as vms
 
     hv = state.hv()
     with output.phases(f"start {name}") as phase:
@@ -183,7 +186,7 @@ def stop(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the guest to power off")] = 60.0,
 ) -> None:
     """Shut a VM down gracefully (ACPI power button)."""
-    from kvmhub.services import vms
+    from kvmhub.services.vm import lifecycle as vms
 
     with output.phases(f"stop {name}") as phase:
         phase("power button pressed, waiting for the guest")
@@ -193,7 +196,7 @@ def stop(
 
 def _simple(verb: str, doc: str) -> Callable[[str], None]:
     def command(name: str) -> None:
-        from kvmhub.services import vms
+        from kvmhub.services.vm import lifecycle as vms
 
         getattr(vms, verb)(state.hv(), name)
         past = {"kill": "killed", "reboot": "rebooting", "pause": "paused", "resume": "resumed"}[verb]
@@ -209,7 +212,7 @@ def rm(
     keep_disks: Annotated[bool, typer.Option("--keep-disks", help="keep the VM's disk and seed volumes")] = False,
 ) -> None:
     """Remove a VM: kill it if running, undefine it, delete its disk and seed (never the image)."""
-    from kvmhub.services import vm_remove
+    from kvmhub.services.vm import remove as vm_remove
 
     removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
     output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
@@ -222,7 +225,7 @@ def console(
     """Attach to a VM's serial console (Ctrl-] leaves), or print its serial log."""
     import sys
 
-    from kvmhub.services import console as svc
+    from kvmhub.services.vm import console as svc
 
     if log:
         sys.stdout.write(svc.log(state.hv(), name))
@@ -238,7 +241,8 @@ def ip(
 ) -> None:
     """Print a VM's IP addresses (DHCP lease, then guest agent, then ARP)."""
     from kvmhub.models import Phase
-    from kvmhub.services import readiness, vms
+    from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.services.vm import readiness
 
     hv = state.hv()
     if wait:

@@ -62,7 +62,7 @@ def create(
     = False,
 ) -> None:
     """Create an empty volume, or a qcow2 overlay of another volume."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     capacity = parse_size(size, what="--size") if size is not None else None
     info = volumes.create_volume(state.hv(), ref, capacity, fmt=fmt, backing=backing, allocate=allocate)
@@ -77,7 +77,7 @@ def _row(v: VolumeInfo) -> tuple[object, ...]:
 @app.command("ls")
 def ls(pool: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List a pool's volumes: format, capacity, allocation, backing volume, VMs using each."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     found = volumes.list_volumes(state.hv(), pool)
     if json_out:
@@ -92,7 +92,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show one volume: format, sizes, path, backing, VMs using it, overlays backed by it."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     info = volumes.show_volume(state.hv(), ref)
     if json_out:
@@ -108,7 +108,7 @@ def resize(
     shrink: Annotated[bool, typer.Option("--shrink", help="allow making it smaller (cuts off the end)")] = False,
 ) -> None:
     """Grow a volume (shrinking is refused unless --shrink)."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     grow_by = size.startswith("+")
     capacity = parse_size(size.removeprefix("+"), what="size")
@@ -125,7 +125,7 @@ def clone(
     fmt: Annotated[str | None, typer.Option("--format", help="qcow2 | raw (full copies; default SRC's)")] = None,
 ) -> None:
     """Copy a volume in full, or make a linked clone (qcow2 overlay) of it."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     with output.phases(f"vol clone {src}") as phase:
         phase("making an overlay" if linked else "copying")
@@ -136,7 +136,7 @@ def clone(
 @app.command()
 def rm(ref: Annotated[str, typer.Argument(metavar="POOL/NAME")]) -> None:
     """Delete a volume (refused while a VM uses it or another volume is backed by it)."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     volumes.remove_volume(state.hv(), ref)
     output.say(f"volume {ref} removed")
@@ -150,7 +150,7 @@ def upload(
     = None,
 ) -> None:
     """Upload a file into a new volume sized to it (hostile qcow2 headers are refused)."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     with _transfer(f"uploading {file.name}") as progress:
         info = volumes.upload(state.hv(), ref, file, fmt=fmt, progress=progress)
@@ -164,7 +164,7 @@ def download(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace FILE if it exists")] = False,
 ) -> None:
     """Download a volume's bytes into a local file."""
-    from kvmhub.services import volumes
+    from kvmhub.services.storage import volumes
 
     with _transfer(f"downloading {ref}") as progress:
         info = volumes.download(state.hv(), ref, file, overwrite=overwrite, progress=progress)

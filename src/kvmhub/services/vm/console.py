@@ -12,7 +12,8 @@ from typing import Any
 
 from kvmhub.errors import Conflict, HostProblem, KvmhubError
 from kvmhub.hv import Hypervisor
-from kvmhub.services import readiness, vms
+from kvmhub.services.vm import lifecycle as vms
+from kvmhub.services.vm import readiness
 
 ESCAPE = 0x1D  # Ctrl-]
 

@@ -1,4 +1,4 @@
-"""VM lifecycle: list, show, start/stop/kill/reboot/pause/resume, remove (create is in vm_create)."""
+"""VM lifecycle: list, show, start/stop/kill/reboot/pause/resume, remove (create is in create, rm in remove)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.models import Phase, VMInfo
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import forwards, installer, readiness
-from kvmhub.services.limits import limits_of
+from kvmhub.services.network import forwards
+from kvmhub.services.vm import installer, readiness
+from kvmhub.services.vm.limits import limits_of
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 from kvmhub.xml.graphics import vnc_address

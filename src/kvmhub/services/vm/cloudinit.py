@@ -37,8 +37,8 @@ from passlib.hash import sha512_crypt
 
 from kvmhub.errors import InvalidInput
 from kvmhub.hv.networks import Network
-from kvmhub.services import leases
-from kvmhub.services.network_config import parse_network_config
+from kvmhub.services.network import leases
+from kvmhub.services.vm.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
 from kvmhub.tools.yaml_lines import Map, Seq
 from kvmhub.xml.network import network_subnet_from_xml

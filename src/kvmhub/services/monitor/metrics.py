@@ -19,7 +19,7 @@ from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import stats as hv_stats
 from kvmhub.hv.stats import NodeSample, Sample
-from kvmhub.services import host_stats
+from kvmhub.services.host import stats as host_stats
 
 DEFAULT_LISTEN = "127.0.0.1:9177"
 

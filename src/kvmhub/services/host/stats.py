@@ -14,8 +14,8 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import stats as hv_stats
 from kvmhub.hv.stats import NodeSample, Sample
 from kvmhub.models.stats import HostStats, HugePages, Temperature
-from kvmhub.services import ksm
-from kvmhub.services.stats import ACTIVE
+from kvmhub.services.host import ksm
+from kvmhub.services.monitor.top import ACTIVE
 
 CPU_SAMPLE_S = 0.5
 

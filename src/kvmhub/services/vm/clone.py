@@ -57,11 +57,12 @@ from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import leases, undo_actions
-from kvmhub.services import nvram as nvram_files
-from kvmhub.services.clone_seed import new_seed, read_seed
-from kvmhub.services.vm_create import SERIAL_LOG_DIR, seed_volume
-from kvmhub.services.vms import get as get_vm
+from kvmhub.services import undo_actions
+from kvmhub.services.network import leases
+from kvmhub.services.storage import nvram as nvram_files
+from kvmhub.services.vm.clone_seed import new_seed, read_seed
+from kvmhub.services.vm.create import SERIAL_LOG_DIR, seed_volume
+from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.tools.filecopy import copy_file
 from kvmhub.validate import check_name

@@ -21,8 +21,11 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import clone, storage_usage, undo_actions, vms
-from kvmhub.services.vm_create import SERIAL_LOG_DIR
+from kvmhub.services import undo_actions
+from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.vm import clone
+from kvmhub.services.vm import lifecycle as vms
+from kvmhub.services.vm.create import SERIAL_LOG_DIR
 from kvmhub.xml._util import parse
 from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 

@@ -1,6 +1,6 @@
 """Storage pools: create (define, build, start, autostart, with undo), list, show, refresh, start, stop, remove.
 
-Volumes inside pools are in :mod:`kvmhub.services.volumes`.
+Volumes inside pools are in :mod:`kvmhub.services.storage.volumes`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import PoolInfo, PoolSpec
 from kvmhub.reporting import Say
-from kvmhub.services import storage_usage
+from kvmhub.services.storage import usage as storage_usage
 from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool

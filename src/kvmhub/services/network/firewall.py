@@ -9,7 +9,7 @@ from __future__ import annotations
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import nwfilter as hv_nwfilter
-from kvmhub.services import vms
+from kvmhub.services.vm import lifecycle as vms
 from kvmhub.xml import nwfilter as xml_nwfilter
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.interface import interface_to_xml

@@ -18,7 +18,9 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import CheckItem, CheckStatus, HostReport
-from kvmhub.services import accel, networks, pools
+from kvmhub.services.host import accel
+from kvmhub.services.network import networks
+from kvmhub.services.storage import default_pools as pools
 from kvmhub.tools import iproute
 from kvmhub.validate import format_size
 

@@ -62,10 +62,13 @@ from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say
 from kvmhub.reporting import no_progress as _no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import accel, leases, pools, undo_actions
-from kvmhub.services import nvram as nvram_files
-from kvmhub.services.backups import upload_volume
-from kvmhub.services.vms import get as get_vm
+from kvmhub.services import undo_actions
+from kvmhub.services.host import accel
+from kvmhub.services.network import leases
+from kvmhub.services.snapshots.backups import upload_volume
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import nvram as nvram_files
+from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap

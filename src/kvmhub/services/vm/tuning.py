@@ -15,8 +15,8 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import Bandwidth, CPUTune, IOTune, VCPUPin, VMSpec
-from kvmhub.services.limits import PERIOD_US, cap_percent
-from kvmhub.services.vms import get
+from kvmhub.services.vm.lifecycle import get
+from kvmhub.services.vm.limits import PERIOD_US, cap_percent
 from kvmhub.validate import MAX_VCPUS, parse_cpuset, parse_size
 from kvmhub.xml._util import serialize
 from kvmhub.xml.domain import domain_from_xml

@@ -19,7 +19,9 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
 from kvmhub.models.disk import DiskInfo
 from kvmhub.reporting import Say
-from kvmhub.services import encryption, pools, vms, volumes
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import encryption, volumes
+from kvmhub.services.vm import lifecycle as vms
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size, parse_size
 from kvmhub.xml import volume as xml_volume
@@ -29,7 +31,7 @@ from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.metadata import metadata_to_xml
 
 if TYPE_CHECKING:
-    from kvmhub.services.vm_create import CreateRequest
+    from kvmhub.services.vm.create import CreateRequest
 
 URL_SCHEMES = ("nfs", "iscsi", "nbd", "http", "https")
 URL_EXAMPLES = "nfs://HOST/EXPORT/FILE, iscsi://HOST[:PORT]/IQN/LUN, nbd://HOST[:PORT][/EXPORT], https://HOST/FILE"
@@ -441,7 +443,7 @@ def remove(
         if secret is not None:
             say(f"volume {ref} kept; its key stays in libvirt secret {secret}")
         return disk, live, deleted
-    from kvmhub.services import clone  # clone imports vm_create, which imports this module
+    from kvmhub.services.vm import clone  # clone imports vm_create, which imports this module
 
     say("delete volume")
     assert src.pool is not None and src.volume is not None

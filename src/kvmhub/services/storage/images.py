@@ -27,7 +27,9 @@ from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
-from kvmhub.services import pools, storage_usage, undo_actions
+from kvmhub.services import undo_actions
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import usage as storage_usage
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
 from kvmhub.tools.filecopy import copy_file
@@ -240,7 +242,7 @@ def import_image(
 def _resolve_os(variant: str | None, say: Say | None) -> str | None:
     if variant is None:
         return None
-    from kvmhub.services import osinfo
+    from kvmhub.services.vm import osinfo
 
     profile = osinfo.resolve(variant)
     if profile.note and say:

@@ -11,7 +11,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import stats as hv_stats
 from kvmhub.hv.events import EventSubscription, RawEvent
 from kvmhub.models.stats import Event
-from kvmhub.services.vms import get
+from kvmhub.services.vm.lifecycle import get
 
 POLL_S = 1.0
 

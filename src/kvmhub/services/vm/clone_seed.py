@@ -10,7 +10,7 @@ import yaml
 from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.hv import storage as hv_storage
 from kvmhub.reporting import Say
-from kvmhub.services.network_config import parse_network_config
+from kvmhub.services.vm.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
 from kvmhub.tools.seed import build_nocloud_seed
 

@@ -14,7 +14,7 @@ from kvmhub.errors import Conflict, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import saves as hv_saves
-from kvmhub.services.vms import get as get_vm
+from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
 

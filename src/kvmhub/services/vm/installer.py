@@ -24,7 +24,7 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Progress, Say, no_progress
-from kvmhub.services import osinfo
+from kvmhub.services.vm import osinfo
 from kvmhub.tools import installer as media_tool
 from kvmhub.validate import format_size
 from kvmhub.xml import lifecycle
@@ -33,7 +33,7 @@ from kvmhub.xml.domain import domain_from_xml
 
 if TYPE_CHECKING:
     from kvmhub.models.osinfo import OSProfile
-    from kvmhub.services.vm_create import CreateRequest
+    from kvmhub.services.vm.create import CreateRequest
 
 
 

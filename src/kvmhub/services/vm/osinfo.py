@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from kvmhub.errors import HostProblem, InvalidInput
 from kvmhub.models import DiskSpec, NICSpec, VMSpec
 from kvmhub.models.osinfo import OSInfo, OSProfile
-from kvmhub.services import images
+from kvmhub.services.storage import images
 from kvmhub.validate import format_size
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotF
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import VolumeInfo
-from kvmhub.services import storage_usage
-from kvmhub.services.storage import local_root, resolve
+from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.storage.pools import local_root, resolve
 from kvmhub.tools import qemu_img
 from kvmhub.undo import Undo
 from kvmhub.validate import format_size

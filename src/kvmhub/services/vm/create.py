@@ -24,9 +24,14 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Progress, Say, no_progress
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import accel, cloudinit, encryption, images, installer, leases, osinfo, pools, undo_actions
-from kvmhub.services import disks as disks_svc
-from kvmhub.services.tuning import LimitsRequest, apply_to_spec
+from kvmhub.services import undo_actions
+from kvmhub.services.host import accel
+from kvmhub.services.network import leases
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import disks as disks_svc
+from kvmhub.services.storage import encryption, images
+from kvmhub.services.vm import cloudinit, installer, osinfo
+from kvmhub.services.vm.tuning import LimitsRequest, apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume

@@ -41,9 +41,11 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
-from kvmhub.services import leases, pools, undo_actions
-from kvmhub.services import nvram as nvram_files
-from kvmhub.services.vms import get as get_vm
+from kvmhub.services import undo_actions
+from kvmhub.services.network import leases
+from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import nvram as nvram_files
+from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.validate import check_name
 from kvmhub.xml import backup as xml_backup

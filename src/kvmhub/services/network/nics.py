@@ -6,7 +6,8 @@ from kvmhub.errors import InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import NICSpec
-from kvmhub.services import leases, vms
+from kvmhub.services.network import leases
+from kvmhub.services.vm import lifecycle as vms
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.interface import interface_to_xml
 from kvmhub.xml.network import network_subnet_from_xml

@@ -1,0 +1,1 @@
+"""The host: checks and setup, the accelerator, its stats, KSM."""

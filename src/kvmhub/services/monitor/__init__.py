@@ -1,0 +1,1 @@
+"""Watching VMs and the host: `kvmhub top`, events, Prometheus metrics."""

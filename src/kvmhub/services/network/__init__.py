@@ -1,0 +1,1 @@
+"""Networks: virtual networks, address leases, NICs, port forwards, VM firewalls, host bridges."""

@@ -83,3 +83,13 @@ def test_host_bound_identity_goes() -> None:
     graphics = out.find("devices/graphics")
     assert graphics is not None and graphics.get("port") == "-1" and graphics.get("listen") == "127.0.0.1"
 
+
+def test_a_listen_without_address_keeps_the_hosts_default() -> None:
+    xml = """<domain type='kvm'><name>g</name><devices>
+      <graphics type='vnc' autoport='yes'><listen type='address'/></graphics>
+      <graphics type='spice' autoport='yes' listen='0.0.0.0'><listen type='address' address='0.0.0.0'/></graphics>
+    </devices></domain>"""
+    out = etree.fromstring(rewrite_domain(xml, Rewrite(name="n", local_graphics=True)).encode())
+    vnc, spice = out.findall("devices/graphics")
+    assert vnc.get("listen") is None and vnc.find("listen").get("address") is None  # type: ignore[union-attr]
+    assert spice.get("listen") == "127.0.0.1" and spice.find("listen").get("address") == "127.0.0.1"  # type: ignore[union-attr]

@@ -38,6 +38,12 @@ def new_path(name: str, old: str | None = None) -> str:
     return os.path.join(os.path.dirname(old) if old else NVRAM_DIR, f"{name}_VARS.fd")
 
 
+def clone_path(tree: Element, name: str) -> str | None:
+    """The NVRAM path of `name`, a clone of the ``<domain>`` `tree`, when the source names one (copied or not)."""
+    old = nvram_path(tree)
+    return new_path(name, old) if old is not None else None
+
+
 def clone_plan(tree: Element, name: str, *, local: bool, say: Say) -> tuple[str, str] | None:
     """(the source's NVRAM file, the clone's) when there is a file to copy. Raises Conflict when the clone's
     file exists already."""
@@ -92,4 +98,4 @@ def remove(path: str) -> None:
     Path(host_root() + path).unlink(missing_ok=True)
 
 
-__all__ = ["NVRAM_DIR", "clone_plan", "copy", "new_path", "nvram_path", "read", "remove", "write"]
+__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "read", "remove", "write"]

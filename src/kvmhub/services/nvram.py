@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from kvmhub.errors import Conflict
-from kvmhub.hv import host_root
+from kvmhub.hv import host_root, is_local_uri
 from kvmhub.reporting import Say
 from kvmhub.undo import Undo
 from kvmhub.xml._util import Element
@@ -31,6 +31,11 @@ def nvram_path(tree: Element) -> str | None:
     src = el.find("source")
     path = (src.get("file") if src is not None else el.text) or ""
     return path.strip() or None
+
+
+def on_this_machine(uri: str) -> bool:
+    """True when the files of the libvirt host at `uri` are reachable here (libvirt's test driver has none)."""
+    return is_local_uri(uri) and not uri.startswith("test:")
 
 
 def new_path(name: str, old: str | None = None) -> str:
@@ -98,4 +103,5 @@ def remove(path: str) -> None:
     Path(host_root() + path).unlink(missing_ok=True)
 
 
-__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "read", "remove", "write"]
+__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "on_this_machine", "read",
+           "remove", "write"]

@@ -2,81 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import shutil
-import subprocess
-
 import pytest
 from lxml import etree
 
 from kvmhub.models import KvmhubMeta
 from kvmhub.xml.metadata import ROOT_TAG
 from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_domain
-
-VIRT_INSTALL = shutil.which("virt-install")
-OVMF = "loader=/usr/share/OVMF/OVMF_CODE_4M.fd,loader.readonly=yes,loader.type=pflash," \
-       "nvram.template=/usr/share/OVMF/OVMF_VARS_4M.fd,nvram=/var/lib/libvirt/qemu/nvram/src_VARS.fd"
-LOG = "/var/log/libvirt/qemu/src-serial.log"
-DISK = "/var/lib/libvirt/images/src.qcow2"
-CORPUS: dict[str, list[str]] = {
-    "uefi": ["--boot", OVMF],
-    "uefi-secure": ["--boot", OVMF + ",loader.secure=yes", "--features", "smm.state=on"],
-    "firmware-efi": ["--boot", "firmware=efi"],
-    "tpm": ["--tpm", "emulator"],
-    "video-virtio-vnc": ["--video", "virtio", "--graphics", "vnc"],
-    "spice": ["--graphics", "spice"],
-    "virtiofs": ["--filesystem", "/srv/share,share,driver.type=virtiofs",
-                 "--memorybacking", "access.mode=shared,source.type=memfd"],
-    "9p": ["--filesystem", "/srv/share,share9p"],
-    "hostdev": ["--hostdev", "type=usb,xpath0.set=./source/vendor/@id=0x1234,xpath1.set=./source/product/@id=0x5678",
-                "--hostdev", "type=pci,xpath0.set=./source/address/@domain=0x0000,"
-                "xpath1.set=./source/address/@bus=0x02,"
-                "xpath2.set=./source/address/@slot=0x00,xpath3.set=./source/address/@function=0x0"],
-    "rng-watchdog-agent": ["--rng", "/dev/urandom", "--watchdog", "i6300esb",
-                           "--channel", "unix,target.type=virtio,name=org.qemu.guest_agent.0"],
-    "two-serials": ["--serial", f"pty,log.file={LOG}", "--serial", "file,path=/var/log/src-ttyS1.txt"],
-    "tuning": ["--cputune", "vcpupin0.vcpu=0,vcpupin0.cpuset=0", "--numatune", "0",
-               "--memorybacking", "hugepages=on", "--memballoon", "virtio,stats.period=5"],
-    "two-nics": ["--network", "network=default", "--network", "bridge=br0,mac=52:54:00:aa:bb:cc"],
-}
-
-
-def print_xml(name: str, extra: list[str]) -> str:
-    """A domain as virt-install writes it, offline (libvirt's test driver, no checks)."""
-    if VIRT_INSTALL is None:
-        pytest.skip("virt-install is not installed")
-    argv = [VIRT_INSTALL, "--connect", "test:///default", "--print-xml", "--check", "all=off", "--name", "src",
-            "--memory", "512", "--osinfo", "linux2022", "--disk", f"{DISK},size=1,format=qcow2",
-            "--serial", f"pty,log.file={LOG}", *extra]
-    if "--network" not in extra:
-        argv += ["--network", "network=default"]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 0, f"virt-install ({name}) failed: {res.stderr}"
-    return res.stdout
-
-
-def without_identity(xml: str) -> etree._Element:
-    """The domain minus what a rewrite changes: name, uuid, MACs, disk sources, nvram path, logs, kvmhub metadata."""
-    root = etree.fromstring(xml.encode())
-    for tag in ("name", "uuid", "genid"):
-        for el in root.findall(tag):
-            root.remove(el)
-    for el in [*root.iterfind("devices/interface/mac"), *root.iterfind("devices/disk/source"),
-               *root.iterfind(f"metadata/{ROOT_TAG}"), *root.iterfind("devices/serial/log")]:
-        el.getparent().remove(el)  # type: ignore[union-attr]
-    for el in root.iterfind("os/nvram"):
-        el.text = None
-    for el in root.iterfind("devices/disk"):
-        el.attrib.pop("type")  # a file's source becomes a volume's
-    for el in root.iter():
-        el.tail = None
-        if el.text is not None and not el.text.strip():
-            el.text = None
-    return root
-
-
-def c14n(root: etree._Element) -> bytes:
-    return etree.tostring(copy.deepcopy(root), method="c14n")
+from tests.domain_corpus import CORPUS, DISK, c14n, print_xml, without_identity
 
 
 @pytest.mark.parametrize("case", sorted(CORPUS))
@@ -150,3 +82,14 @@ def test_host_bound_identity_goes() -> None:
     assert [(p.get("name"), p.get("value")) for p in nic.iterfind("filterref/parameter")] == [("IP", "10.0.0.9")]
     graphics = out.find("devices/graphics")
     assert graphics is not None and graphics.get("port") == "-1" and graphics.get("listen") == "127.0.0.1"
+
+
+def test_a_listen_without_address_keeps_the_hosts_default() -> None:
+    xml = """<domain type='kvm'><name>g</name><devices>
+      <graphics type='vnc' autoport='yes'><listen type='address'/></graphics>
+      <graphics type='spice' autoport='yes' listen='0.0.0.0'><listen type='address' address='0.0.0.0'/></graphics>
+    </devices></domain>"""
+    out = etree.fromstring(rewrite_domain(xml, Rewrite(name="n", local_graphics=True)).encode())
+    vnc, spice = out.findall("devices/graphics")
+    assert vnc.get("listen") is None and vnc.find("listen").get("address") is None  # type: ignore[union-attr]
+    assert spice.get("listen") == "127.0.0.1" and spice.find("listen").get("address") == "127.0.0.1"  # type: ignore[union-attr]

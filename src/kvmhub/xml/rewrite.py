@@ -258,7 +258,7 @@ def _graphics(devices: Element, local: bool) -> None:
             if g.get("listen") is not None:
                 g.set("listen", "127.0.0.1")
             for listen in g.iterfind("listen"):
-                if listen.get("type") == "address":
+                if listen.get("type") == "address" and listen.get("address") is not None:
                     listen.set("address", "127.0.0.1")
                 elif listen.get("type") == "network":
                     _drop(listen, "network")

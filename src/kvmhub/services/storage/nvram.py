@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from kvmhub.errors import Conflict
-from kvmhub.hv import host_root
+from kvmhub.hv import host_root, is_local_uri
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Say
 from kvmhub.xml._util import Element
@@ -32,9 +32,20 @@ def nvram_path(tree: Element) -> str | None:
     return path.strip() or None
 
 
+def on_this_machine(uri: str) -> bool:
+    """True when the files of the libvirt host at `uri` are reachable here (libvirt's test driver has none)."""
+    return is_local_uri(uri) and not uri.startswith("test:")
+
+
 def new_path(name: str, old: str | None = None) -> str:
     """libvirt's name for VM `name`'s NVRAM file, in the directory of `old` when given."""
     return os.path.join(os.path.dirname(old) if old else NVRAM_DIR, f"{name}_VARS.fd")
+
+
+def clone_path(tree: Element, name: str) -> str | None:
+    """The NVRAM path of `name`, a clone of the ``<domain>`` `tree`, when the source names one (copied or not)."""
+    old = nvram_path(tree)
+    return new_path(name, old) if old is not None else None
 
 
 def clone_plan(tree: Element, name: str, *, local: bool, say: Say) -> tuple[str, str] | None:
@@ -94,4 +105,5 @@ def remove(path: str) -> None:
     Path(host_root() + path).unlink(missing_ok=True)
 
 
-__all__ = ["NVRAM_DIR", "clone_plan", "copy", "new_path", "nvram_path", "read", "remove", "write"]
+__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "on_this_machine", "read",
+           "remove", "write"]

@@ -561,7 +561,7 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
             name=req.name, uuid=vm_uuid, network=req.network, filter_ips=filter_ips, disks=sources,
             mac=lambda _n, old: new_macs.get((old or "").lower()) or leases.new_mac(hv, req.network),
             serial_log=f"{SERIAL_LOG_DIR}/{req.name}-serial.log", boot_files=boot, meta=meta,
-            nvram=nvram[1] if nvram else None)
+            nvram=nvram_files.clone_path(tree, req.name))
         rewrite_tree(tree, change)
         undo.add(f"undefine VM {req.name}", undo_actions.undefine_domain(vm_uuid, req.name))
         new_dom = hv_domains.define(hv, serialize(tree))

@@ -429,6 +429,7 @@ class _Plan:
     domain_type: str
     volumes: dict[str, str]  # target -> new volume name
     nvram: str | None  # the new VM's NVRAM file, when its definition has one
+    write_nvram: bool  # the archived NVRAM goes into that file (its host is this machine)
 
 
 def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | None, pool: hv_storage.Pool,
@@ -480,13 +481,25 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
         if domain_type != "kvm":
             say(f"warning: {accel.TCG_WARNING}")
     _refuse_host_ties(manifest, path, network)
-    nvram = None
-    if nvram_files.nvram_path(parse(manifest.domain_xml, "domain")) is not None:
-        nvram = nvram_files.new_path(new_name)  # libvirt's directory: never one the archive names
-        if os.path.lexists(host_root() + nvram):
-            raise Conflict(f"NVRAM file {nvram} already exists", cause="left over from an earlier VM of that name",
-                           hint=f"remove it (`rm {nvram}`) if no VM uses it, or import under another name ({{opt:as}})")
-    return _Plan(spec, new_name, fresh, network, domain_type, volumes, nvram)
+    nvram, write_nvram = _nvram_plan(hv, manifest, new_name, say)
+    return _Plan(spec, new_name, fresh, network, domain_type, volumes, nvram, write_nvram)
+
+
+def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, say: Say) -> tuple[str | None, bool]:
+    """(the new VM's NVRAM path, whether the archived file is written there): only a host whose files are
+    this machine's gets it; elsewhere libvirt makes the file from the firmware template at the first start."""
+    if nvram_files.nvram_path(parse(manifest.domain_xml, "domain")) is None:
+        return None, False
+    nvram = nvram_files.new_path(new_name)  # libvirt's directory: never one the archive names
+    if not nvram_files.on_this_machine(hv.uri):
+        if manifest.nvram is not None:
+            say("warning: the archived NVRAM (UEFI variables) is not written on another host; the imported VM's "
+                "starts from the firmware's template")
+        return nvram, False
+    if os.path.lexists(host_root() + nvram):
+        raise Conflict(f"NVRAM file {nvram} already exists", cause="left over from an earlier VM of that name",
+                       hint=f"remove it (`rm {nvram}`) if no VM uses it, or import under another name ({{opt:as}})")
+    return nvram, manifest.nvram is not None
 
 
 def _refuse_host_ties(manifest: ExportManifest, path: Path, network: str | None) -> None:
@@ -581,7 +594,7 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
         nvram = _read_nvram_member(tar, manifest, path) if manifest.nvram is not None else None
         if (extra := tar.next()) is not None:
             raise _refuse(path, f"member {extra.name!r} is not named in its manifest")
-        if nvram is not None and plan.nvram is not None:
+        if nvram is not None and plan.nvram is not None and plan.write_nvram:
             say("writing the NVRAM (UEFI variables)")
             nvram_files.write(plan.nvram, nvram, undo)
         xml = _definition(hv, manifest, plan, pool, made, undo, say, new_uuid)

@@ -25,6 +25,8 @@ def _lines(host: TestHost, *args: str) -> list[str]:
 
 def host_state(host: TestHost) -> dict[str, Any]:
     """Everything an operation may leave behind: domains, volumes, leases, DNS entries, secrets, firewall, files."""
+    pool_dirs = {p: etree.fromstring(host.virsh("pool-dumpxml", p).stdout.encode()).findtext("target/path")
+                 for p in _lines(host, "pool-list", "--all", "--name")}
     state: dict[str, Any] = {"domains": sorted(_lines(host, "list", "--all", "--uuid")),
                              "running": sorted(_lines(host, "list", "--uuid"))}
     for dom in _lines(host, "list", "--all", "--name"):
@@ -33,6 +35,15 @@ def host_state(host: TestHost) -> dict[str, Any]:
         # compared as XML, not as text: rewriting the metadata may indent it differently
         tree = etree.fromstring(host.virsh("dumpxml", "--inactive", dom).stdout.encode(),
                                 etree.XMLParser(remove_blank_text=True))
+        for disk in tree.iterfind("devices/disk[@type='volume']"):
+            # a pool volume and its file are one disk: removing an external snapshot names the file
+            src = disk.find("source")
+            where = pool_dirs.get(src.get("pool") or "") if src is not None else None
+            if src is not None and where is not None:
+                volume = src.get("volume")
+                disk.set("type", "file")
+                src.attrib.clear()
+                src.set("file", f"{where}/{volume}")
         state[f"dom {dom} xml"] = etree.tostring(tree, pretty_print=True).decode()
     for pool in _lines(host, "pool-list", "--all", "--name"):
         state[f"pool {pool}"] = sorted(x.split()[0] for x in host.virsh("vol-list", pool).stdout.splitlines()

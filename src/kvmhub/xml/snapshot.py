@@ -209,20 +209,15 @@ def redefine_xml(
         disk.set("type", "file")
     domain = root.find("domain")
     if frozen and domain is not None:
-        _retarget(domain, frozen, {})
+        _retarget(domain, frozen)
     return serialize(root)
 
 
-def retarget_domain_disks(domain_xml: str, files: Mapping[str, str],
-                           volumes: Mapping[str, tuple[str, str]] | None = None) -> str:
-    """A domain definition with the named disks pointing at new qcow2 files (their backing chains dropped).
-
-    A disk also named in ``volumes`` (target: (pool, volume)) is written as that pool volume, as kvmhub's own
-    definitions name their disks, rather than as a bare file.
-    """
+def retarget_domain_disks(domain_xml: str, files: Mapping[str, str]) -> str:
+    """A domain definition with the named disks pointing at new qcow2 files (their backing chains dropped)."""
     root = parse(domain_xml, "domain")
     expect_root(root, "domain", "domain")
-    _retarget(root, files, volumes or {})
+    _retarget(root, files)
     return serialize(root)
 
 
@@ -232,17 +227,16 @@ def _safe_target(target: str) -> str:
     return target
 
 
-def _retarget(domain: Element, files: Mapping[str, str], volumes: Mapping[str, tuple[str, str]]) -> None:
+def _retarget(domain: Element, files: Mapping[str, str]) -> None:
     for target, path in files.items():
         disk = domain.find(f"devices/disk/target[@dev='{_safe_target(target)}']/..")
         if disk is None:
             raise InvalidInput(f"the VM has no disk {target}")
-        vol = volumes.get(target)
-        disk.set("type", "volume" if vol else "file")
+        disk.set("type", "file")
         for tag in ("source", "backingStore"):
             for el in disk.findall(tag):
                 disk.remove(el)
-        source = make("source", {"pool": vol[0], "volume": vol[1]} if vol else {"file": path})
+        source = make("source", {"file": path})
         driver = disk.find("driver")
         disk.insert(disk.index(driver) + 1 if driver is not None else 0, source)
         if driver is not None:

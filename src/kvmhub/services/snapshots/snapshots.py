@@ -504,18 +504,8 @@ def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, 
     inactive = dom.xml(inactive=True)
     tops = _tops(hv, inactive)
     fix = {disk: base for disk, overlay, base, active in merges if active and tops.get(disk) == overlay}
-    # kvmhub names its VMs' disks as pool volumes: once the overlay is merged away, the disk is that again
-    vols: dict[str, tuple[str, str]] = {}
-    if dom.metadata() is not None:
-        sources = {d.target: d.source for d in xml_snap.domain_disks(inactive)}
-        for disk, _overlay, base, active in merges:
-            src = sources.get(disk)
-            if active and (disk in fix or (src is not None and src.path == base)) \
-                    and (vol := hv_storage.volume_by_path(hv, base)) is not None:
-                fix[disk] = base
-                vols[disk] = (vol.pool, vol.name)
     if fix:
-        hv_domains.define(hv, xml_snap.retarget_domain_disks(inactive, fix, vols))
+        hv_domains.define(hv, xml_snap.retarget_domain_disks(inactive, fix))
 
 
 # -- undo actions (journalled: a later kvmhub process runs them after a crash) ----------------------------

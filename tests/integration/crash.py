@@ -38,12 +38,12 @@ def host_state(host: TestHost) -> dict[str, Any]:
         for disk in tree.iterfind("devices/disk[@type='volume']"):
             # a pool volume and its file are one disk: removing an external snapshot names the file
             src = disk.find("source")
-            where = pool_dirs.get(src.get("pool") or "") if src is not None else None
-            if src is not None and where is not None:
+            pool_dir = pool_dirs.get(src.get("pool") or "") if src is not None else None
+            if src is not None and pool_dir is not None:
                 volume = src.get("volume")
                 disk.set("type", "file")
                 src.attrib.clear()
-                src.set("file", f"{where}/{volume}")
+                src.set("file", f"{pool_dir}/{volume}")
         state[f"dom {dom} xml"] = etree.tostring(tree, pretty_print=True).decode()
     for pool in _lines(host, "pool-list", "--all", "--name"):
         state[f"pool {pool}"] = sorted(x.split()[0] for x in host.virsh("vol-list", pool).stdout.splitlines()

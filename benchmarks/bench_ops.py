@@ -3,7 +3,7 @@
 Two measurements on a private test host, with the tiny image imported:
 
 - ``kvmhub`` vs ``libvirt``: N VMs (default 100) made with ``--no-start`` semantics through the library
-  (``kvmhub.services.vm_create.create`` with a ``CreateRequest``, in this process, one open connection), and
+  (``kvmhub.services.vm.create.create`` with a ``CreateRequest``, in this process, one open connection), and
   the same libvirt work done bare with libvirt-python (a qcow2 overlay of the image, a seed volume created and
   uploaded, the same domain XML defined), interleaved one create each (kvmhub, libvirt, kvmhub, ...). Both
   build the NoCloud seed with the same ISO builder, so the difference is kvmhub's checks, journal and locks.
@@ -129,7 +129,7 @@ class Bare:
 
 
 def library_create(hv: Any, name: str, network: str | None = None) -> None:
-    from kvmhub.services.vm_create import CreateRequest, create
+    from kvmhub.services.vm.create import CreateRequest, create
 
     create(hv, CreateRequest(name, image=IMAGE, network=network, start=False))
 
@@ -137,8 +137,8 @@ def library_create(hv: Any, name: str, network: str | None = None) -> None:
 def _worker(conn: Connection) -> None:
     """A warm worker process: connects once, then creates every batch of names it is sent."""
     from kvmhub.hv import Hypervisor
-    from kvmhub.services import vm_create  # noqa: F401 - imported before the clock starts
-    from kvmhub.services.accel import accelerator
+    from kvmhub.services.host.accel import accelerator
+    from kvmhub.services.vm import create as vm_create  # noqa: F401 - imported before the clock starts
 
     accelerator()  # read from the cache the parent's probe wrote
     with Hypervisor(os.environ["KVMHUB_URI"]) as hv:
@@ -197,8 +197,10 @@ class Workers:
 
 def setup(host: TestHost, hv: Any) -> Bare:
     """Pools, the tiny image and network `lab` on the host; the bare contender built from a kvmhub VM."""
-    from kvmhub.services import images, pools, vms
-    from kvmhub.services.accel import accelerator
+    from kvmhub.services.host.accel import accelerator
+    from kvmhub.services.storage import default_pools as pools
+    from kvmhub.services.storage import images
+    from kvmhub.services.vm import remove as vm_remove
     from kvmhub.tools.tiny.build import build_tiny_image
 
     image = build_tiny_image()
@@ -210,7 +212,7 @@ def setup(host: TestHost, hv: Any) -> Bare:
     accelerator()  # probed (and cached in the state directory) before any timing
     library_create(hv, "template")
     template = etree.fromstring(hv.conn.lookupByName("template").XMLDesc(2).encode())  # VIR_DOMAIN_XML_INACTIVE
-    vms.remove(hv, "template")
+    vm_remove.remove(hv, "template")
     for tag in ("uuid", "metadata"):
         if (el := template.find(tag)) is not None:
             template.remove(el)
@@ -219,10 +221,10 @@ def setup(host: TestHost, hv: Any) -> Bare:
 
 
 def remove_library_vms(hv: Any, names: list[str]) -> None:
-    from kvmhub.services import vms
+    from kvmhub.services.vm import remove as vm_remove
 
     for name in names:
-        vms.remove(hv, name)
+        vm_remove.remove(hv, name)
 
 
 def profile_creates(hv: Any, count: int, network: str | None) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from kvmhub.services import pools
+from kvmhub.services.storage import default_pools as pools
 from kvmhub.testing import TestHost
 from tests.integration.conftest import KVMHUB, LAB_NET, Result, Runner
 from tests.integration.crash import host_state

@@ -129,6 +129,13 @@ def list_images(hv: Hypervisor) -> list[ImageInfo]:
     return out
 
 
+def recorded_os(hv: Hypervisor, name: str) -> str | None:
+    """The OS variant recorded when image ``name`` was imported (reads its record only: no scan of the VMs)."""
+    pool = pools.images_pool(hv)
+    meta = _read_meta(pool, name, set(pool.volume_names()))
+    return meta.os if meta is not None else None
+
+
 def show(hv: Hypervisor, name: str) -> ImageInfo:
     """One image: format, sizes, its import record and the VMs whose disks it backs."""
     vol = get(hv, name)

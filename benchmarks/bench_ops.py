@@ -249,12 +249,10 @@ def main() -> int:
         [
             (("--creates",), {"type": int, "default": 100, "help": "creates per side per round (default 100)"}),
             (("--parallel",), {"type": int, "default": 20, "help": "parallel creates (default 20)"}),
-            (("--smoke",), {"action": "store_true", "help": "one round, 5 creates, 4-way: checks it works"}),
             (("--profile",), {"action": "store_true", "help": "cProfile the library creates (stderr)"}),
         ],
+        smoke={"creates": 5, "parallel": 4},
     )
-    if args.smoke:
-        args.runs, args.creates, args.parallel = 1, 5, 4
     state = tempfile.mkdtemp(prefix="kvmhub-bench-ops-")
     os.environ["KVMHUB_STATE_DIR"] = state  # journal, locks and accelerator cache: this run's own
     accel = accelerator_name()

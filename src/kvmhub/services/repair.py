@@ -9,6 +9,7 @@ from kvmhub.ops import recovery
 from kvmhub.ops.journal import Journal
 from kvmhub.services import undo_actions  # noqa: F401 - they register the action handlers
 from kvmhub.services.snapshots import snapshots  # noqa: F401 - they register the action handlers
+from kvmhub.services.storage import bases  # noqa: F401 - they register the action handlers
 from kvmhub.services.vm import clone  # noqa: F401 - they register the action handlers
 
 __all__ = ["needing_repair", "recover_orphans", "repair"]

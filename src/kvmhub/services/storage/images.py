@@ -30,6 +30,7 @@ from kvmhub.reporting import Say
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.vm import osinfo
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
 from kvmhub.tools.filecopy import copy_file
@@ -242,8 +243,6 @@ def import_image(
 def _resolve_os(variant: str | None, say: Say | None) -> str | None:
     if variant is None:
         return None
-    from kvmhub.services.vm import osinfo
-
     profile = osinfo.resolve(variant)
     if profile.note and say:
         say(profile.note)

@@ -54,7 +54,8 @@ def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str
         # the definition as it was: the undo puts it back, even after a crash; a live NIC is unplugged in-process
         op.add(f"restore the definition of {vm}",
                undo_actions.redefine_domain(dom.uuid, vm, dom.xml(inactive=True)))
-        op.add(f"unplug NIC {nic.mac}", (lambda: dom.detach_device(interface_to_xml(nic))) if dom.is_active() else None)
+        if dom.is_active():
+            op.add(f"unplug NIC {nic.mac}", lambda: dom.detach_device(interface_to_xml(nic)))
         live = dom.attach_device(interface_to_xml(nic))
         faults.point("nic-attach")
         op.success()

@@ -370,10 +370,12 @@ def add(
         op.add(f"restore the definition of {vm}", undo_actions.redefine_domain(dom.uuid, vm, dom.xml(inactive=True)))
         if bus == "scsi" and not has_scsi_controller(dom.xml(inactive=True)):
             say("add scsi controller")
-            op.add("remove the scsi controller", (lambda: dom.detach_device(scsi_controller_xml())) if live else None)
+            if live:  # a live device is unplugged in-process; after a crash it is left for `kvmhub repair`
+                op.add("remove the scsi controller", lambda: dom.detach_device(scsi_controller_xml()))
             dom.attach_device(scsi_controller_xml())
         say("attach")
-        op.add(f"detach {target}", (lambda: dom.detach_device(disk_to_xml(disk))) if live else None)
+        if live:
+            op.add(f"detach {target}", lambda: dom.detach_device(disk_to_xml(disk)))
         dom.attach_device(disk_to_xml(disk))
         faults.point("disk-attach")
         if pool is not None and vol_name is not None:
@@ -384,7 +386,6 @@ def add(
                 if secret is not None:
                     meta.owned_secrets.append(secret)
 
-            op.add(f"record {ref} as a disk of {vm}")
             _update_meta(dom, own)
         op.success()
     return disk, live

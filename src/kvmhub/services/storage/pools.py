@@ -237,9 +237,9 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
             op.phase("building")
             made = spec.type != "logical" and existed is not True
             marker = f"{spec.path}/{hv_storage.CREATED_MARKER}" if existed is False and spec.path else None
-            op.add(f"remove {spec.path}" if made else f"build pool {spec.name}",
-                   Action("pool.delete_storage", {"name": spec.name, "uuid": pool_uuid, "marker": marker})
-                   if made else None)
+            if made:
+                op.add(f"remove {spec.path}",
+                       Action("pool.delete_storage", {"name": spec.name, "uuid": pool_uuid, "marker": marker}))
             pool.build()
             if marker is not None and root is not None:
                 _mark_created(f"{root}{marker}")

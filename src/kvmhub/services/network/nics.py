@@ -51,11 +51,8 @@ def add(hv: Hypervisor, vm: str, network: str, *, model: str = "virtio", ip: str
                 leases.register(hv, network, vm, nic.mac, ip)
             else:
                 leases.register_free(hv, network, vm, nic.mac)
-        # the definition as it was: the undo puts it back, even after a crash; a live NIC is unplugged in-process
-        op.add(f"restore the definition of {vm}",
-               undo_actions.redefine_domain(dom.uuid, vm, dom.xml(inactive=True)))
-        if dom.is_active():
-            op.add(f"unplug NIC {nic.mac}", lambda: dom.detach_device(interface_to_xml(nic)))
+        op.add(f"unplug NIC {nic.mac}", undo_actions.remove_device(dom.uuid, vm, interface_to_xml(nic),
+                                                                   dom.xml(inactive=True)))
         live = dom.attach_device(interface_to_xml(nic))
         faults.point("nic-attach")
         op.success()

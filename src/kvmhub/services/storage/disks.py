@@ -366,16 +366,13 @@ def add(
             source = DiskSource(pool=pool.name, volume=vol_name)
         disk = DiskSpec(target=target, bus=bus, format=disk_fmt, source=source,  # type: ignore[arg-type]
                         readonly=readonly, encryption_secret=secret)
-        # the definition as it was: the undo puts it back whole (disk, controller, metadata), even after a crash
-        op.add(f"restore the definition of {vm}", undo_actions.redefine_domain(dom.uuid, vm, dom.xml(inactive=True)))
         if bus == "scsi" and not has_scsi_controller(dom.xml(inactive=True)):
             say("add scsi controller")
-            if live:  # a live device is unplugged in-process; after a crash it is left for `kvmhub repair`
-                op.add("remove the scsi controller", lambda: dom.detach_device(scsi_controller_xml()))
+            op.add("remove the scsi controller", undo_actions.remove_device(dom.uuid, vm, scsi_controller_xml(),
+                                                                            dom.xml(inactive=True)))
             dom.attach_device(scsi_controller_xml())
         say("attach")
-        if live:
-            op.add(f"detach {target}", lambda: dom.detach_device(disk_to_xml(disk)))
+        op.add(f"detach {target}", undo_actions.remove_device(dom.uuid, vm, disk_to_xml(disk), dom.xml(inactive=True)))
         dom.attach_device(disk_to_xml(disk))
         faults.point("disk-attach")
         if pool is not None and vol_name is not None:

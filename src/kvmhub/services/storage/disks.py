@@ -343,17 +343,18 @@ def add(
             raise InvalidInput(f"{{opt:size}} {size} is too small", hint="at least 1M")
         disk_fmt = fmt or "qcow2"
     pool = pools.disks_pool(hv) if size is not None else None
-    vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
     locks = [LockSpec("vm", vm)]
-    if pool is not None and vol_name is not None:
-        locks += [LockSpec("volume", f"{pool.name}/{vol_name}"), LockSpec("pool", pool.name, shared=True)]
+    if pool is not None:
+        locks.append(LockSpec("pool", pool.name, shared=True))
     elif vol is not None:
         locks.append(LockSpec("volume", vol))
     with Operation(hv, "disk.add", vm, locks=locks, say=say) as op:
+        # under the VM's lock: another disk add of this VM may have taken the name meanwhile
+        if target in disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set()):
+            raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or retry")
         secret: str | None = None
+        vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
         if pool is not None and vol_name is not None:
-            if pool.has_volume(vol_name):  # taken meanwhile, outside kvmhub
-                raise Conflict(f"volume {vol_name} appeared in pool {pool.name} meanwhile", hint="try again")
             if encrypt:
                 say("make secret")
                 secret = encryption.new_disk_secret(hv, vm, target, op)

@@ -45,9 +45,10 @@ def host_state(host: TestHost) -> dict[str, Any]:
                 src.attrib.clear()
                 src.set("file", f"{pool_dir}/{volume}")
         state[f"dom {dom} xml"] = etree.tostring(tree, pretty_print=True).decode()
+    active = set(_lines(host, "pool-list", "--name"))
     for pool in _lines(host, "pool-list", "--all", "--name"):
         state[f"pool {pool}"] = sorted(x.split()[0] for x in host.virsh("vol-list", pool).stdout.splitlines()
-                                       if x.strip())
+                                       if x.strip()) if pool in active else "inactive"
     for net in _lines(host, "net-list", "--all", "--name"):
         tree = etree.fromstring(host.virsh("net-dumpxml", net).stdout.encode())
         state[f"net {net} dhcp"] = sorted(f"{h.get('mac')}={h.get('ip')}" for h in tree.iterfind(".//dhcp/host"))

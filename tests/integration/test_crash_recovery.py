@@ -11,6 +11,7 @@ import pytest
 from kvmhub.errors import Conflict, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.services.storage import images
+from kvmhub.services.storage.default_pools import DISKS_POOL
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
 from tests.integration.crash import differences, host_state, kill_at
@@ -170,3 +171,76 @@ def test_kill9_during_snapshot_merge_leaves_no_paused_vm(attempt: int, prepared_
     r = kvmhub("snapshot", "rm", SRC, "k9-merge")  # an interrupted merge is finished by running it again
     assert r.code == 0, r.err
     assert host_state(prepared_host) == before
+
+
+# -- disks, volumes, networks, pools --------------------------------------------------------------------------
+
+IDLE = "k9-idle"
+
+
+@pytest.fixture(scope="module")
+def idle_vm(prepared_host: TestHost, kvmhub: Runner) -> Iterator[str]:
+    """A VM that was never started (disks are added to its definition only); removed after the module."""
+    r = kvmhub("create", IDLE, "--image", "tiny", "--memory", "128M", "--no-start")
+    assert r.code == 0, r.err
+    yield IDLE
+    kvmhub("rm", IDLE)
+
+
+def _disks_of(kvmhub: Runner, vm: str) -> list[str]:
+    return sorted(d["target"] for d in kvmhub("disk", "ls", vm, "--json").json())
+
+
+@pytest.mark.parametrize("step", ["disk-volume", "disk-attach"])
+def test_kill9_during_disk_add_takes_back_volume_and_disk(step: str, prepared_host: TestHost, kvmhub: Runner,
+                                                         idle_vm: str) -> None:
+    disks = _disks_of(kvmhub, idle_vm)
+    _kill_and_recover(prepared_host, kvmhub, ["disk", "add", idle_vm, "--size", "16M", "--bus", "scsi"], step)
+    assert _disks_of(kvmhub, idle_vm) == disks
+    out = kvmhub("disk", "add", idle_vm, "--size", "16M")  # the name the dead add had picked is free again
+    assert out.code == 0, out.err
+    assert kvmhub("disk", "rm", idle_vm, "vdb").code == 0
+
+
+def _kill9_recovers(host: TestHost, kvmhub: Runner, argv: list[str], step: str) -> None:
+    """kill -9 at ``step``; the kill left something, the next command takes all of it back."""
+    before = host_state(host)
+    code, _ = kill_at(host, argv, step)
+    assert code == -signal.SIGKILL
+    assert host_state(host) != before
+    said = _recovered(kvmhub)
+    assert "rolled-back" in said, said
+    after = host_state(host)
+    assert after == before, differences(before, after)
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_kill9_during_vol_create_and_vol_clone(attempt: int, prepared_host: TestHost, kvmhub: Runner) -> None:
+    pool = DISKS_POOL
+    _kill9_recovers(prepared_host, kvmhub, ["vol", "create", f"{pool}/k9v{attempt}", "--size", "16M"], "vol-create")
+    assert kvmhub("vol", "create", f"{pool}/k9src{attempt}", "--size", "16M").code == 0
+    try:
+        for linked in ([], ["--linked"]):
+            _kill9_recovers(prepared_host, kvmhub, ["vol", "clone", f"{pool}/k9src{attempt}",
+                                                    f"k9copy{attempt}", *linked], "vol-clone")
+        r = kvmhub("vol", "show", f"{pool}/k9copy{attempt}")
+        assert r.code == 3, r.out  # the copy is gone, and the name is free for the next try
+    finally:
+        kvmhub("vol", "rm", f"{pool}/k9src{attempt}")
+
+
+@pytest.mark.parametrize("step", ["net-define", "net-start"])
+def test_kill9_during_net_create(step: str, prepared_host: TestHost, kvmhub: Runner) -> None:
+    name = f"k9n-{step.split('-')[1]}"
+    _kill9_recovers(prepared_host, kvmhub, ["net", "create", name, "--mode", "isolated"], step)
+    assert kvmhub("net", "show", name).code == 3
+
+
+@pytest.mark.parametrize("step", ["pool-define", "pool-build", "pool-start"])
+def test_kill9_during_dir_pool_create_leaves_no_pool_and_no_directory(step: str, prepared_host: TestHost,
+                                                                      kvmhub: Runner) -> None:
+    name = f"k9p-{step.split('-')[1]}"
+    path = f"/var/lib/libvirt/{name}"
+    _kill9_recovers(prepared_host, kvmhub, ["pool", "create", name, "--type", "dir", "--path", path], step)
+    assert kvmhub("pool", "show", name).code == 3
+    assert not prepared_host.inside(path).exists()  # kvmhub made it, so the undo removed it

@@ -7,9 +7,13 @@ from collections.abc import Callable
 from kvmhub.models.operation import OperationInfo, OperationState
 from kvmhub.ops import recovery
 from kvmhub.ops.journal import Journal
-from kvmhub.services import undo_actions  # noqa: F401 - they register the action handlers
-from kvmhub.services.snapshots import snapshots  # noqa: F401 - they register the action handlers
-from kvmhub.services.vm import clone  # noqa: F401 - they register the action handlers
+
+# every module that registers action handlers (tests/unit/test_action_handlers.py checks none is missing)
+from kvmhub.services import undo_actions  # noqa: F401
+from kvmhub.services.network import forwards, networks  # noqa: F401
+from kvmhub.services.snapshots import snapshots  # noqa: F401
+from kvmhub.services.storage import bases, pools  # noqa: F401
+from kvmhub.services.vm import clone, saves  # noqa: F401
 
 __all__ = ["needing_repair", "recover_orphans", "repair"]
 

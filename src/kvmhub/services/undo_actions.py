@@ -46,6 +46,12 @@ def redefine_domain(uuid: str, name: str, xml: str) -> Action:
     return Action("domain.redefine", {"uuid": uuid, "name": name, "xml": xml})
 
 
+def remove_device(uuid: str, name: str, device_xml: str, config: str) -> Action:
+    """Take back a device a step plugged in: unplugged live when the VM runs, and the definition as it was before
+    (``config``, the inactive XML) put back."""
+    return Action("device.remove", {"uuid": uuid, "name": name, "device": device_xml, "config": config})
+
+
 def release_lease(network: str, mac: str) -> Action:
     return Action("lease.release", {"network": network, "mac": mac})
 
@@ -121,6 +127,18 @@ def _redefine(ctx: Context, p: dict[str, Any]) -> None:
     if dom is not None and not dom.is_persistent():
         return
     hv_domains.define(ctx.hv, p["xml"])
+
+
+@register("device.remove")
+def _remove_device(ctx: Context, p: dict[str, Any]) -> None:
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is None:
+        return
+    if dom.is_active():
+        with contextlib.suppress(KvmhubError):  # never plugged in, or gone already
+            dom.detach_device(p["device"])
+    if dom.is_persistent():
+        hv_domains.define(ctx.hv, p["config"])
 
 
 @register("lease.release")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import nwfilter as hv_nwfilter
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.xml import nwfilter as xml_nwfilter
 from kvmhub.xml.domain import domain_from_xml
@@ -32,14 +34,17 @@ def filter_for(hv: Hypervisor, policy: str) -> str | None:
 def set_policy(hv: Hypervisor, vm: str, policy: str) -> bool:
     """Apply `policy` to every NIC of the VM; True when applied live (the VM runs)."""
     dom = vms.get(hv, vm)
-    name = filter_for(hv, policy)
     live = False
-    for nic in domain_from_xml(dom.xml(inactive=True)).nics:
-        nic.filter = name
-        # with its address given, libvirt applies the filter at once instead of learning the IP first
-        ip = _reserved_ip(hv, nic.network, nic.mac) if name else None
-        nic.filter_params = {"IP": ip} if ip else {}
-        live = dom.update_device(interface_to_xml(nic)) or live
+    with Operation(hv, "vm.firewall", vm, locks=[LockSpec("vm", vm)]) as op:
+        name = filter_for(hv, policy)
+        for nic in domain_from_xml(dom.xml(inactive=True)).nics:
+            nic.filter = name
+            # with its address given, libvirt applies the filter at once instead of learning the IP first
+            ip = _reserved_ip(hv, nic.network, nic.mac) if name else None
+            nic.filter_params = {"IP": ip} if ip else {}
+            op.add(f"filter {name or 'off'} on NIC {nic.mac}")  # a live change, not undone
+            live = dom.update_device(interface_to_xml(nic)) or live
+        op.success()
     return live
 
 

@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import KvmhubMeta, PortForward
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.tools import firewall
 from kvmhub.xml import network as xml_network
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.metadata import metadata_to_xml
 
 _SPEC = re.compile(r"^(\d{1,5}):(\d{1,5})(?:/(tcp|udp))?$")
+# host ports are one namespace across VMs: forward changes take this lock besides the VM's
+_HOST_PORTS = LockSpec("forwards", "host-ports")
 
 
 def parse(spec: str, host_ip: str | None = None) -> PortForward:
@@ -89,41 +96,63 @@ def add(hv: Hypervisor, vm: str, spec: str, host_ip: str | None = None) -> PortF
     """Forward a host port to the VM, applied now and kept in its metadata."""
     _require_local(hv)
     fwd = parse(spec, host_ip)
-    dom = hv_domains.lookup(hv, vm)
-    ip = guest_ip(hv, dom)
-    for other, forwards in _all_forwards(hv).items():
-        for f in forwards:
-            if _clashes(f, fwd):
-                raise Conflict(
-                    f"host port {fwd.host_port}/{fwd.proto} is already forwarded to {other}:{f.guest_port}",
-                    hint=f"pick another host port, or {{cmd:net forward rm {other} {f.host_port}/{f.proto}}}",
-                )
-    meta = _meta(dom)
-    meta.forwards.append(fwd)
-    firewall.apply(vm, ip, meta.forwards)
-    try:
+    with Operation(hv, "forward.add", vm, locks=[LockSpec("vm", vm), _HOST_PORTS]) as op:
+        dom = hv_domains.lookup(hv, vm)
+        ip = guest_ip(hv, dom)
+        for other, forwards in _all_forwards(hv).items():
+            for f in forwards:
+                if _clashes(f, fwd):
+                    raise Conflict(
+                        f"host port {fwd.host_port}/{fwd.proto} is already forwarded to {other}:{f.guest_port}",
+                        hint=f"pick another host port, or {{cmd:net forward rm {other} {f.host_port}/{f.proto}}}",
+                    )
+        meta = _meta(dom)
+        meta.forwards.append(fwd)
+        op.add(f"take back forward {fwd.host_port}/{fwd.proto} of {vm}", Action(
+            "forward.withdraw", {"vm": vm, "uuid": dom.uuid, "ip": ip, "forward": fwd.model_dump(mode="json")}))
+        firewall.apply(vm, ip, meta.forwards)
+        faults.point("forward-rules")
         dom.set_metadata(metadata_to_xml(meta))
-    except BaseException:
-        firewall.apply(vm, ip, meta.forwards[:-1])
-        raise
+        op.success()
     return fwd
+
+
+@register("forward.withdraw")
+def _withdraw(ctx: Context, p: dict[str, Any]) -> None:
+    """Undo of `forward add`: that forward leaves the VM's metadata, and its rules the firewall."""
+    fwd = PortForward.model_validate(p["forward"])
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    rest: list[PortForward] = []
+    if dom is not None:
+        meta = _meta(dom)
+        rest = [f for f in meta.forwards if f != fwd]
+        if len(rest) != len(meta.forwards):
+            meta.forwards = rest
+            dom.set_metadata(metadata_to_xml(meta))
+    if rest:
+        firewall.apply(p["vm"], p["ip"], rest)
+    else:
+        firewall.clear(p["vm"])
 
 
 def remove(hv: Hypervisor, vm: str, which: str) -> PortForward:
     """Remove the forward of host port `which` ('8080' or '8080/udp')."""
     _require_local(hv)
     port, _, proto = which.partition("/")
-    dom = hv_domains.lookup(hv, vm)
-    meta = _meta(dom)
-    match = [f for f in meta.forwards if str(f.host_port) == port and f.proto == (proto or "tcp")]
-    if not match:
-        raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"{{cmd:net forward ls {vm}}}")
-    meta.forwards.remove(match[0])
-    dom.set_metadata(metadata_to_xml(meta))
-    if meta.forwards:
-        sync(hv, vm)
-    else:
-        firewall.clear(vm)
+    with Operation(hv, "forward.rm", vm, locks=[LockSpec("vm", vm), _HOST_PORTS]) as op:
+        dom = hv_domains.lookup(hv, vm)
+        meta = _meta(dom)
+        match = [f for f in meta.forwards if str(f.host_port) == port and f.proto == (proto or "tcp")]
+        if not match:
+            raise NotFound(f"VM {vm} has no forward of host port {which}", hint=f"{{cmd:net forward ls {vm}}}")
+        meta.forwards.remove(match[0])
+        op.add(f"drop forward {which} of {vm}")  # a removal is not undone; the steps show in `ops show`
+        dom.set_metadata(metadata_to_xml(meta))
+        if meta.forwards:
+            sync(hv, vm)
+        else:
+            firewall.clear(vm)
+        op.success()
     return match[0]
 
 

@@ -16,7 +16,9 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.ops.actions import Action
 from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.ops.operation import Operation
 from kvmhub.xml import network as xml_network
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.network import DhcpHost, DnsHost
@@ -202,6 +204,13 @@ def remove_reservation(hv: Hypervisor, network: str, which: str, force: bool = F
     Refused (Conflict, naming the VMs) while a VM with the reservation's MAC exists, unless ``force``:
     removing the VM (`kvmhub rm`) releases its reservation itself. NotFound when nothing matches.
     """
+    with Operation(hv, "lease.rm", network, locks=[LockSpec("network", network)]) as op:
+        removed = _remove_reservation(hv, network, which, force, op)
+        op.success()
+    return removed
+
+
+def _remove_reservation(hv: Hypervisor, network: str, which: str, force: bool, op: Operation) -> list[str]:
     net = hv_networks.lookup_network(hv, network)
     key = which.strip().lower()
     hosts = xml_network.network_from_xml(net.xml()).dhcp_hosts
@@ -219,6 +228,7 @@ def remove_reservation(hv: Hypervisor, network: str, which: str, force: bool = F
             cause="a VM with that MAC address exists; `kvmhub rm` releases its reservation with it",
             hint="add --force to remove only the reservation (the VM keeps its NIC and asks DHCP anew)",
         )
+    op.add(f"release {found[0].ip} ({mac}) on {network}")  # a removal is not undone
     return unregister(hv, network, mac)
 
 
@@ -229,7 +239,12 @@ def reserve_for_vm(hv: Hypervisor, network: str, vm: str, ip: str) -> LeaseInfo:
     nic = next((n for n in domain_from_xml(dom.xml(inactive=True)).nics if n.network == network), None)
     if nic is None or not nic.mac:
         raise InvalidInput(f"VM {vm} has no NIC on network {network!r}")
-    check_ip(hv_networks.lookup_network(hv, network), ip, nic.mac)
-    unregister(hv, network, nic.mac)
-    register(hv, network, vm, nic.mac, ip)
+    with Operation(hv, "lease.add", network, locks=[LockSpec("network", network), LockSpec("vm", vm)]) as op:
+        check_ip(hv_networks.lookup_network(hv, network), ip, nic.mac)
+        op.add(f"release the old reservation of {nic.mac} on {network}")
+        unregister(hv, network, nic.mac)
+        op.add(f"reserve {ip} for {nic.mac} on {network}",
+               Action("lease.release", {"network": network, "mac": nic.mac}))
+        register(hv, network, vm, nic.mac, ip)
+        op.success()
     return LeaseInfo(network=network, ip=ip, mac=nic.mac, hostname=vm, kind="reserved")

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+import uuid as uuidlib
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from kvmhub.errors import Conflict, InvalidInput, KvmhubError
+from kvmhub import faults
+from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
+from kvmhub.reporting import Say
+from kvmhub.reporting import quiet as _quiet
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
+from kvmhub.xml._util import child_text, make, parse, serialize
 from kvmhub.xml.domain import domain_from_xml
 
 Mode = Literal["nat", "isolated", "routed", "open", "bridge", "direct"]
@@ -139,6 +147,7 @@ def create(
     bridge: str | None = None,
     dev: str | None = None,
     autostart: bool = True,
+    say: Say = _quiet,
 ) -> NetworkInfo:
     """Define and start a libvirt network.
 
@@ -180,17 +189,61 @@ def create(
     xml = xml_network.network_to_xml(
         name, mode, net4, dhcp, bridge if mode == "bridge" else None, domain, subnet6=net6, dev=dev
     )
-    net = hv_networks.define_network(hv, xml)
-    try:
+    net_uuid = str(uuidlib.uuid4())
+    xml = _with_uuid(xml, net_uuid)
+    with Operation(hv, "network.create", name, locks=[LockSpec("network", name)], say=say) as op:
+        if hv_networks.network_exists(hv, name):  # again under the lock: a create of the same name may have won
+            raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
+        op.add(f"undefine network {name}", Action("network.undefine", {"name": name, "uuid": net_uuid}))
+        net = hv_networks.define_network(hv, xml)
+        faults.point("net-define")
+        op.add(f"stop network {name}", Action("network.stop", {"name": name, "uuid": net_uuid}))
         net.start()
         if autostart:
             net.set_autostart(True)
-    except BaseException:
-        if net.is_active():
-            net.stop()
-        net.undefine()
-        raise
+        faults.point("net-start")
+        op.success()
     return _info(net, {})
+
+
+def _with_uuid(xml: str, uuid: str) -> str:
+    """The network's XML with the UUID it will be defined under (its undo removes that network and no other)."""
+    root = parse(xml, "network")
+    for old in root.findall("uuid"):
+        root.remove(old)
+    name = root.find("name")
+    el = make("uuid", text=uuid)
+    if name is not None:
+        name.addnext(el)
+    else:
+        root.insert(0, el)
+    return serialize(root)
+
+
+def _ours(ctx: Context, p: dict[str, Any]) -> hv_networks.Network | None:
+    """The network a step recorded, if it is still there under its name and UUID."""
+    try:
+        net = hv_networks.lookup_network(ctx.hv, p["name"])
+    except NotFound:
+        return None
+    return net if child_text(parse(net.xml(), "network"), "uuid") == p["uuid"] else None
+
+
+@register("network.stop")
+def _stop_action(ctx: Context, p: dict[str, Any]) -> None:
+    net = _ours(ctx, p)
+    if net is not None and net.is_active():
+        net.stop()
+
+
+@register("network.undefine")
+def _undefine_action(ctx: Context, p: dict[str, Any]) -> None:
+    net = _ours(ctx, p)
+    if net is None:
+        return
+    if net.is_active():
+        net.stop()
+    net.undefine()
 
 
 def start(hv: Hypervisor, name: str) -> None:
@@ -212,16 +265,21 @@ def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
 
 
 def remove(hv: Hypervisor, name: str, *, force: bool = False) -> None:
-    net = hv_networks.lookup_network(hv, name)
-    users = _users(hv).get(name, [])
-    if users and not force:
-        raise Conflict(
-            f"network {name!r} is used by VM(s): {', '.join(users)}",
-            hint="remove those VMs' NICs first, or pass {opt:force}",
-        )
-    if net.is_active():
-        net.stop()
-    net.undefine()
+    """Stop and undefine a network; refused while VMs have NICs on it, unless ``force``."""
+    with Operation(hv, "network.rm", name, locks=[LockSpec("network", name)]) as op:
+        net = hv_networks.lookup_network(hv, name)
+        users = _users(hv).get(name, [])
+        if users and not force:
+            raise Conflict(
+                f"network {name!r} is used by VM(s): {', '.join(users)}",
+                hint="remove those VMs' NICs first, or pass {opt:force}",
+            )
+        if net.is_active():
+            op.add(f"stop network {name}")  # removing is not undone; the steps show in `ops show`
+            net.stop()
+        op.add(f"undefine network {name}")
+        net.undefine()
+        op.success()
 
 
 def ensure_default(hv: Hypervisor) -> list[str]:

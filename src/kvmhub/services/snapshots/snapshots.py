@@ -38,6 +38,7 @@ from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.metadata import KVMHUB_NS, KVMHUB_PREFIX, metadata_from_xml, metadata_to_xml
+from kvmhub.xml.pool import pool_path_from_xml
 
 Say = Callable[[str], None]
 
@@ -113,7 +114,6 @@ def _pool_of(hv: Hypervisor, path: str) -> hv_storage.Pool | None:
 
 
 def _pool_dir(pool: hv_storage.Pool) -> str | None:
-    from kvmhub.xml.pool import pool_path_from_xml
 
     return pool_path_from_xml(pool.xml())
 

@@ -18,11 +18,13 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
 from kvmhub.models.disk import DiskInfo
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
+from kvmhub.services import undo_actions
+from kvmhub.services.storage import bases, encryption, volumes
 from kvmhub.services.storage import default_pools as pools
-from kvmhub.services.storage import encryption, volumes
 from kvmhub.services.vm import lifecycle as vms
-from kvmhub.undo import Undo
 from kvmhub.validate import format_size, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.controller import has_scsi_controller, scsi_controller_xml
@@ -341,32 +343,38 @@ def add(
             raise InvalidInput(f"{{opt:size}} {size} is too small", hint="at least 1M")
         disk_fmt = fmt or "qcow2"
     pool = pools.disks_pool(hv) if size is not None else None
-    with Undo(report=say) as undo:
+    locks = [LockSpec("vm", vm)]
+    if pool is not None:
+        locks.append(LockSpec("pool", pool.name, shared=True))
+    elif vol is not None:
+        locks.append(LockSpec("volume", vol))
+    with Operation(hv, "disk.add", vm, locks=locks, say=say) as op:
+        # under the VM's lock: another disk add of this VM may have taken the name meanwhile
+        if target in disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set()):
+            raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or retry")
         secret: str | None = None
-        vol_name: str | None = None
-        if pool is not None:
+        vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
+        if pool is not None and vol_name is not None:
             if encrypt:
                 say("make secret")
-                secret = encryption.new_disk_secret(hv, vm, target, undo)
-            vol_name = _volume_name(pool, vm, disk_fmt)
+                secret = encryption.new_disk_secret(hv, vm, target, op)
             say("make volume")
             vol_xml = xml_volume.volume_xml(vol_name, capacity, disk_fmt, encryption_secret=secret)
             what = f"making volume {vol_name}"
-            if secret is not None:
-                volumes.created_with_undo(undo.add, pool, vol_name,
-                                          lambda: encryption.create_volume(pool, vol_xml, what=what))
-            else:
-                volumes.created_with_undo(undo.add, pool, vol_name, lambda: pool.create_volume(vol_xml, what=what))
+            make = encryption.create_volume if secret is not None else hv_storage.Pool.create_volume
+            volumes.created_with_undo(op, pool, vol_name, lambda: make(pool, vol_xml, what=what))
+            faults.point("disk-volume")
             source = DiskSource(pool=pool.name, volume=vol_name)
         disk = DiskSpec(target=target, bus=bus, format=disk_fmt, source=source,  # type: ignore[arg-type]
                         readonly=readonly, encryption_secret=secret)
         if bus == "scsi" and not has_scsi_controller(dom.xml(inactive=True)):
             say("add scsi controller")
+            op.add("remove the scsi controller", undo_actions.remove_device(dom.uuid, vm, scsi_controller_xml(),
+                                                                            dom.xml(inactive=True)))
             dom.attach_device(scsi_controller_xml())
-            undo.add("remove the scsi controller", lambda: dom.detach_device(scsi_controller_xml()))
         say("attach")
+        op.add(f"detach {target}", undo_actions.remove_device(dom.uuid, vm, disk_to_xml(disk), dom.xml(inactive=True)))
         dom.attach_device(disk_to_xml(disk))
-        undo.add(f"detach {target}", lambda: dom.detach_device(disk_to_xml(disk)))
         faults.point("disk-attach")
         if pool is not None and vol_name is not None:
             ref = f"{pool.name}/{vol_name}"
@@ -377,7 +385,7 @@ def add(
                     meta.owned_secrets.append(secret)
 
             _update_meta(dom, own)
-        undo.success()
+        op.success()
     return disk, live
 
 
@@ -416,7 +424,20 @@ def remove(
             f"cannot remove {target} from {vm} while it runs: it is the boot disk",
             hint=f"stop the VM first: {{cmd:stop {vm}}}",
         )
+    src = disk.source
+    ref = f"{src.pool}/{src.volume}" if src.pool and src.volume else None
+    locks = [LockSpec("vm", vm)] + ([LockSpec("volume", ref)] if ref is not None else [])
+    with Operation(hv, "disk.rm", vm, locks=locks, say=say) as op:
+        deleted = _detach_and_delete(hv, dom, disk, ref, live, keep, op, say)
+        op.success()
+    return disk, live, deleted
+
+
+def _detach_and_delete(hv: Hypervisor, dom: hv_domains.Domain, disk: DiskSpec, ref: str | None, live: bool,
+                       keep: bool, op: Operation, say: Say) -> list[str]:
+    vm, target, src = dom.name, disk.target, disk.source
     say("detach")
+    op.add(f"detach {target} from {vm}")  # a removal is not undone: the steps are journalled for `ops show`
     dom.detach_device(disk_to_xml(disk))
     if live and not _wait_unplugged(dom, target):
         raise OperationTimeout(
@@ -424,12 +445,10 @@ def remove(
             cause="hot-unplug needs the guest's cooperation (ACPI PCI hot-plug); it may be busy or not support it",
             hint="the disk is gone from the definition and leaves at the next shutdown; its volume is kept",
         )
-    src = disk.source
-    ref = f"{src.pool}/{src.volume}" if src.pool and src.volume else None
-    meta = config.meta
+    meta = domain_from_xml(dom.xml(inactive=True)).meta
     deleted: list[str] = []
     if ref is None or ref not in meta.owned_volumes:
-        return disk, live, deleted
+        return deleted
     secret = disk.encryption_secret if disk.encryption_secret in meta.owned_secrets else None
 
     def disown(m: KvmhubMeta) -> None:
@@ -442,20 +461,20 @@ def remove(
         _update_meta(dom, disown)
         if secret is not None:
             say(f"volume {ref} kept; its key stays in libvirt secret {secret}")
-        return disk, live, deleted
-    from kvmhub.services.vm import clone  # clone imports vm_create, which imports this module
-
+        return deleted
     say("delete volume")
     assert src.pool is not None and src.volume is not None
-    below = clone.backing_path(hv, ref)
+    below = bases.backing_path(hv, ref)
+    op.add(f"delete volume {ref}")
     _delete_volume(hv_storage.lookup_pool(hv, src.pool), src.volume)
     deleted.append(ref)
     if secret is not None:
+        op.add(f"delete the key of {ref}")
         encryption.delete_secret(hv, secret)
     _update_meta(dom, disown)
     if below is not None:
-        deleted += clone.release_bases(hv, [below], say)  # a frozen base no other disk sits on any more
-    return disk, live, deleted
+        deleted += bases.release_bases(hv, [below], say)  # a frozen base no other disk sits on any more
+    return deleted
 
 
 def _volume_of(hv: Hypervisor, src: DiskSource) -> hv_storage.Volume | None:
@@ -522,12 +541,16 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
                 )
             say(f"warning: pool {vol.pool} has {format_size(available)} free, less than the "
                 f"{format_size(new - old)} {target} grows by; it fills as the guest writes")
-    say("resize")
-    if live:
-        hv_blocks.block_resize(dom, target, new)
-    else:
-        assert vol is not None
-        vol.resize(new)
+    locks = [LockSpec("vm", vm)] + ([LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else [])
+    with Operation(hv, "disk.resize", f"{vm}/{target}", locks=locks, say=say) as op:
+        op.phase("resize")
+        op.add(f"grow {target} of {vm} from {old} to {new} bytes")  # a disk that grew stays grown
+        if live:
+            hv_blocks.block_resize(dom, target, new)
+        else:
+            assert vol is not None
+            vol.resize(new)
+        op.success()
     return old, new, live
 
 

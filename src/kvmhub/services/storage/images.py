@@ -23,6 +23,8 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
 from kvmhub.models.image import ImageMeta
+from kvmhub.models.operation import Recovery
+from kvmhub.ops.actions import Context
 from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
@@ -30,6 +32,7 @@ from kvmhub.reporting import Say
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.vm import osinfo
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
 from kvmhub.tools.filecopy import copy_file
@@ -144,7 +147,19 @@ def show(hv: Hypervisor, name: str) -> ImageInfo:
 
 
 def remove(hv: Hypervisor, name: str) -> None:
-    """Delete an image and its record; Conflict while any VM's disk chain or any volume is backed by it."""
+    """Delete an image and its record; Conflict while any VM's disk chain or any volume is backed by it.
+
+    Holds the image's lock: a create cloning it finishes first, and one that starts meanwhile waits and then
+    finds no image. Once begun, a removal is finished (by the next kvmhub command after a crash).
+    """
+    check_name(name, "image")
+    with Operation(hv, "image.rm", name, locks=[LockSpec("image", name)], recovery=Recovery.FORWARD) as op:
+        _plan_remove(hv, name, op)
+        op.run_forward(Context(hv, host_root()))
+        op.success()
+
+
+def _plan_remove(hv: Hypervisor, name: str, op: Operation) -> None:
     vol = get(hv, name)
     path = vol.path
     users = _users(storage_usage.scan(hv), vol)
@@ -163,8 +178,12 @@ def remove(hv: Hypervisor, name: str) -> None:
             hint=f"remove them first ({{cmd:vol rm {overlays[0]}}}), or make them full copies "
                  "({cmd:vol clone POOL/VOL COPY}) and remove the linked ones", code="image.in_use",
         )
-    vol.delete()
-    _delete_if_present(pools.images_pool(hv), meta_name(name))
+    pool = pools.images_pool(hv)
+    op.forward(f"delete image {name}", undo_actions.delete_volume(pool.name, vol.name, path))
+    if pool.has_volume(meta_name(name)):
+        record = pool.volume(meta_name(name))
+        op.forward(f"delete the record of image {name}", undo_actions.delete_volume(pool.name, record.name,
+                                                                                   record.path))
 
 
 def import_file(
@@ -249,8 +268,6 @@ def import_image(
 def _resolve_os(variant: str | None, say: Say | None) -> str | None:
     if variant is None:
         return None
-    from kvmhub.services.vm import osinfo
-
     profile = osinfo.resolve(variant)
     if profile.note and say:
         say(profile.note)

@@ -5,20 +5,26 @@ Volumes inside pools are in :mod:`kvmhub.services.storage.volumes`.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import posixpath
+import uuid as uuidlib
+from typing import Any
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import PoolInfo, PoolSpec
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
 from kvmhub.services.storage import usage as storage_usage
-from kvmhub.undo import Undo
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool
-from kvmhub.xml._util import parse
+from kvmhub.xml._util import child_text, make, parse, serialize
 
 # types whose build() makes a directory (or a VG) that delete_storage() removes again
 _BUILT = ("dir", "fs", "netfs")
@@ -214,32 +220,96 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
     check_host_support(hv, spec)
     check_resolved_path(hv, spec)
     root = local_root(hv)
-    with Undo(report=say) as undo:
-        say("defining")
+    pool_uuid = str(uuidlib.uuid4())
+    xml = _with_uuid(xml, pool_uuid)
+    with Operation(hv, "pool.create", spec.name, locks=[LockSpec("pool", spec.name)], say=say) as op:
+        if spec.name in hv_storage.pool_names(hv):  # again under the lock: a create of the same name may have won
+            raise Conflict(f"a pool named {spec.name!r} already exists", code="name.taken")
+        op.phase("defining")
+        op.add(f"undefine pool {spec.name}", Action("pool.undefine", {"name": spec.name, "uuid": pool_uuid}))
         try:
             pool = hv_storage.define_pool(hv, xml)
         except KvmhubError as exc:
             raise _explain(spec, exc, f"defining pool {spec.name!r}") from exc
-        undo.add(f"undefine pool {spec.name}", pool.undefine)
+        faults.point("pool-define")
         if spec.type in _BUILT or (spec.type == "logical" and spec.devices):
             existed = None if root is None or spec.path is None else os.path.lexists(root + spec.path)
-            say("building")
+            op.phase("building")
+            made = spec.type != "logical" and existed is not True
+            marker = f"{spec.path}/{hv_storage.CREATED_MARKER}" if existed is False and spec.path else None
+            if made:
+                op.add(f"remove {spec.path}",
+                       Action("pool.delete_storage", {"name": spec.name, "uuid": pool_uuid, "marker": marker}))
             pool.build()
-            if spec.type != "logical" and existed is not True:
-                undo.add(f"remove {spec.path}", pool.delete_storage)
-            if existed is False and root is not None and spec.path is not None:
-                marker = f"{root}{spec.path}/{hv_storage.CREATED_MARKER}"
-                _mark_created(marker)
-                undo.add("remove kvmhub's record in the directory", lambda: _unlink(marker))
-        say("starting")
+            if marker is not None and root is not None:
+                _mark_created(f"{root}{marker}")
+            faults.point("pool-build")
+        op.phase("starting")
+        op.add(f"stop pool {spec.name}", Action("pool.stop", {"name": spec.name, "uuid": pool_uuid}))
         try:
             pool.start()
         except KvmhubError as exc:
             raise _explain(spec, exc, f"starting pool {spec.name!r}") from exc
-        undo.add(f"stop pool {spec.name}", pool.stop)
         pool.set_autostart(True)
-        undo.success()
+        faults.point("pool-start")
+        op.success()
     return _info(pool, volumes=True)
+
+
+def _with_uuid(xml: str, uuid: str) -> str:
+    """The pool's XML with the UUID it will be defined under (its undo removes that pool and no other)."""
+    root = parse(xml, "pool")
+    for old in root.findall("uuid"):
+        root.remove(old)
+    name = root.find("name")
+    el = make("uuid", text=uuid)
+    if name is not None:
+        name.addnext(el)
+    else:
+        root.insert(0, el)
+    return serialize(root)
+
+
+def _ours(ctx: Context, p: dict[str, Any]) -> hv_storage.Pool | None:
+    """The pool a step recorded, if it is still there under its name and UUID."""
+    try:
+        pool = hv_storage.lookup_pool(ctx.hv, p["name"])
+    except NotFound:
+        return None
+    return pool if child_text(parse(pool.xml(), "pool"), "uuid") == p["uuid"] else None
+
+
+@register("pool.stop")
+def _stop_action(ctx: Context, p: dict[str, Any]) -> None:
+    pool = _ours(ctx, p)
+    if pool is not None and pool.is_active():
+        pool.stop()
+
+
+@register("pool.delete_storage")
+def _delete_storage_action(ctx: Context, p: dict[str, Any]) -> None:
+    pool = _ours(ctx, p)
+    if pool is None:
+        return
+    if pool.is_active():
+        pool.stop()
+    if p.get("marker"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ctx.path(p["marker"]))
+    path = xml_pool.pool_path_from_xml(pool.xml())
+    if path is not None and ctx.hv.is_local and not os.path.lexists(ctx.path(path)):
+        return  # never built
+    pool.delete_storage()
+
+
+@register("pool.undefine")
+def _undefine_action(ctx: Context, p: dict[str, Any]) -> None:
+    pool = _ours(ctx, p)
+    if pool is None:
+        return
+    if pool.is_active():
+        pool.stop()
+    pool.undefine()
 
 
 def _unlink(path: str) -> None:
@@ -359,6 +429,14 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
     Refused (Conflict, naming them) while any VM, defined or running, has a disk in the pool.
     Returns what was done.
     """
+    with Operation(hv, "pool.rm", name, locks=[LockSpec("pool", name)], say=say) as op:
+        done = _remove(hv, name, delete_data, op, say)
+        op.success()
+    return done
+
+
+def _remove(hv: Hypervisor, name: str, delete_data: bool, op: Operation, say: Say) -> list[str]:
+    # removing is not undone: each step is journalled so an interrupted rm shows in `ops show`
     pool = hv_storage.lookup_pool(hv, name)
     users = pool_users(hv, pool)
     if users:
@@ -380,9 +458,11 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
                 subdirs.append(vol_name)  # kvmhub makes files only: a directory in the pool is someone's data
                 continue
             say(f"deleting volume {vol_name}")
+            op.add(f"delete volume {name}/{vol_name}")
             vol.delete()
             done.append(f"volume {name}/{vol_name} deleted")
     if pool.is_active():
+        op.add(f"stop pool {name}")
         pool.stop()
     path = xml_pool.pool_path_from_xml(xml)
     if delete_data and kind in _BUILT and not _made_by_kvmhub(hv, path):
@@ -391,6 +471,7 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
         done.append(f"directory {path} kept: it holds directories kvmhub did not make ({', '.join(subdirs)})")
     elif delete_data and kind in _DELETABLE:
         say("removing the pool's storage")
+        op.add(f"remove {path or kind}")
         root = local_root(hv)
         if root is not None and path is not None and kind in _BUILT:
             _unlink(f"{root}{path}/{hv_storage.CREATED_MARKER}")
@@ -398,6 +479,7 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
         done.append(f"{path or kind} removed")
     elif not delete_data and path and kind in _BUILT:
         done.append(f"data kept in {path}")
+    op.add(f"undefine pool {name}")
     pool.undefine()
     done.append(f"pool {name} removed")
     return done

@@ -18,14 +18,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import VolumeInfo
+from kvmhub.ops.actions import StepLog
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
+from kvmhub.services import undo_actions
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.services.storage.pools import local_root, resolve
 from kvmhub.tools import qemu_img
-from kvmhub.undo import Undo
 from kvmhub.validate import format_size
 from kvmhub.xml import pool as xml_pool
 from kvmhub.xml import volume as xml_volume
@@ -298,42 +302,46 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
         xml = _set_allocation(xml, size)
     _check_space(pool, (size if allocate else 0) + (QCOW2_OVERHEAD if fmt == "qcow2" else 0))
     what = f"creating volume {name}"
-    return _make(pool, name, size if allocate else QCOW2_OVERHEAD,
-                 lambda add: created_with_undo(add, pool, name, lambda: pool.create_volume(xml, what=what)))
+    reads = [LockSpec("volume", backing, shared=True)] if backing is not None else []
+    return _make(hv, "volume.create", pool, name, size if allocate else QCOW2_OVERHEAD,
+                 lambda op: created_with_undo(op, pool, name, lambda: pool.create_volume(xml, what=what)),
+                 reads=reads, fault="vol-create")
 
 
-Make = Callable[[Callable[[str, Callable[[], None]], None]], hv_storage.Volume]
+Make = Callable[[StepLog], hv_storage.Volume]
 
 
-def _make(pool: hv_storage.Pool, name: str, needed: int, make: Make) -> VolumeInfo:
-    """Run ``make(add_undo)``; whatever fails after the volume exists (no space, Ctrl-C) removes it again.
-
-    ``make`` registers the volume's removal itself, right after libvirt made it: a failed create must never
-    delete a file of that name it did not make.
+def _make(hv: Hypervisor, kind: str, pool: hv_storage.Pool, name: str, needed: int, make: Make, *,
+          reads: list[LockSpec] | None = None, fault: str) -> VolumeInfo:
+    """Run ``make(op)`` as a journalled operation; whatever fails after the volume exists (no space, Ctrl-C, a
+    crash) removes it again. The name is checked again under the volume's lock, so the undo journalled before
+    libvirt makes it can only ever remove the volume this operation made.
     """
-    with Undo() as undo:
+    ref = f"{pool.name}/{name}"
+    locks = [LockSpec("volume", ref), LockSpec("pool", pool.name, shared=True), *(reads or [])]
+    with Operation(hv, kind, ref, locks=locks) as op:
+        if pool.has_volume(name):
+            raise Conflict(f"volume {name!r} already exists in pool {pool.name}",
+                           hint=f"pick another name, or {{cmd:vol rm {ref}}} first", code="name.taken")
         try:
-            vol = make(undo.add)
+            vol = make(op)
         except (KvmhubError, OSError) as exc:
             if _is_enospc(exc):
                 raise _no_space(pool, needed) from exc
             raise
-        undo.success()
+        faults.point(fault)
+        op.success()
     return _info(vol)
 
 
-def created_with_undo(add_undo: Callable[[str, Callable[[], None]], None], pool: hv_storage.Pool, name: str,
-             create: Callable[[], hv_storage.Volume]) -> hv_storage.Volume:
-    """``create()`` (making volume ``name`` in ``pool``), then ``add_undo`` of its deletion: only once it exists,
-    so a failed create never deletes a file of that name it did not make. On Ctrl-C the bounded call has
-    landed, and a volume listed now (no refresh in between) is one libvirt just made."""
-    try:
-        vol = create()
-    except KeyboardInterrupt:
-        if pool.has_volume(name):
-            add_undo(f"delete volume {name}", pool.volume(name).delete)
-        raise
-    add_undo(f"delete volume {name}", vol.delete)
+def created_with_undo(op: StepLog, pool: hv_storage.Pool, name: str, create: Callable[[], hv_storage.Volume], *,
+                      building: bool = False) -> hv_storage.Volume:
+    """Journal the deletion of volume ``name`` in ``pool``, then ``create()`` it and record its key, so the undo
+    (in this process or after a crash) deletes that volume and no other. The caller holds the volume's lock and
+    has seen the name free under it. ``building``: libvirt copies into the volume, an undo waits for the copy."""
+    op.add(f"delete volume {name}", undo_actions.delete_volume(pool.name, name, building=building))
+    vol = create()
+    op.made(key=vol.path)
     return vol
 
 
@@ -365,14 +373,16 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
         )
     info = src.info()
     src_fmt = xml_volume.volume_from_xml(src.xml()).format or "raw"
+    reads = [LockSpec("volume", f"{spool.name}/{src.name}", shared=True)]
     if linked:
         if dkind not in FILE_POOLS:
             raise InvalidInput(f"a linked clone is a qcow2 file; pool {dpool_name} is a {dkind} pool",
                                hint="put it in a dir, fs or netfs pool, or clone in full")
         xml = xml_volume.volume_xml(dname, info.capacity, "qcow2", src.path, src_fmt)
         _check_space(dpool, QCOW2_OVERHEAD)
-        return _make(dpool, dname, QCOW2_OVERHEAD, lambda add: created_with_undo(
-            add, dpool, dname, lambda: dpool.create_volume(xml, what=f"creating {dname}")))
+        return _make(hv, "volume.clone", dpool, dname, QCOW2_OVERHEAD, lambda op: created_with_undo(
+            op, dpool, dname, lambda: dpool.create_volume(xml, what=f"creating {dname}")), reads=reads,
+            fault="vol-clone")
     out_fmt = fmt or (src_fmt if dkind in FILE_POOLS and src_fmt in FORMATS else "raw")
     if out_fmt not in FORMATS:
         raise InvalidInput(f"unknown volume format {out_fmt!r}", hint="qcow2 or raw")
@@ -380,9 +390,10 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     needed = max(info.allocation, QCOW2_OVERHEAD)
     _check_space(dpool, needed)
     # a copy can take up to the full capacity (compressed or sparse sources grow when written out)
-    return _make(dpool, dname, max(needed, info.capacity), lambda add: created_with_undo(
-        add, dpool, dname,
-        lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}")))
+    return _make(hv, "volume.clone", dpool, dname, max(needed, info.capacity), lambda op: created_with_undo(
+        op, dpool, dname,
+        lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}"),
+        building=True), reads=reads, fault="vol-clone")
 
 
 def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False, shrink: bool = False) -> VolumeInfo:
@@ -410,12 +421,16 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
                        cause="QEMU holds the image open; resizing it underneath would confuse the guest",
                        hint=f"resize it live: {{cmd:disk resize {running[0]} TARGET SIZE}}, or stop the VM",
                        code="volume.in_use")
-    try:
-        vol.resize(new, shrink=new < current)
-    except KvmhubError as exc:
-        if _is_enospc(exc):
-            raise _no_space(pool, new - current) from exc
-        raise
+    ref = f"{pool.name}/{vol.name}"
+    with Operation(hv, "volume.resize", ref, locks=[LockSpec("volume", ref)]) as op:
+        op.add(f"resize volume {ref} from {current} to {new} bytes")  # a resize has no undo
+        try:
+            vol.resize(new, shrink=new < current)
+        except KvmhubError as exc:
+            if _is_enospc(exc):
+                raise _no_space(pool, new - current) from exc
+            raise
+        op.success()
     return _info(vol)
 
 
@@ -433,7 +448,11 @@ def remove_volume(hv: Hypervisor, ref: str) -> None:
         raise Conflict(f"volume {pool.name}/{vol.name} backs other volumes: {', '.join(overlays)}",
                        cause="they are linked clones; their data below their own changes lives here",
                        hint="remove those first ({cmd:vol rm POOL/VOL})", code="volume.in_use")
-    vol.delete()
+    ref = f"{pool.name}/{vol.name}"
+    with Operation(hv, "volume.rm", ref, locks=[LockSpec("volume", ref)]) as op:
+        op.add(f"delete volume {ref}")  # deleted data cannot come back: no undo
+        vol.delete()
+        op.success()
 
 
 def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
@@ -476,14 +495,14 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
     xml = xml_volume.volume_xml(name, length, "raw", None, None)
 
-    def make(add: Callable[[str, Callable[[], None]], None]) -> hv_storage.Volume:
-        vol = created_with_undo(add, pool, name, lambda: pool.create_volume(xml, what=f"creating volume {name}"))
+    def make(op: StepLog) -> hv_storage.Volume:
+        vol = created_with_undo(op, pool, name, lambda: pool.create_volume(xml, what=f"creating volume {name}"))
         with open(src, "rb") as raw, hv_storage.cancellable(raw) as fh:
             vol.upload(fh, length, (lambda n: progress(n, length)) if progress else None)
         pool.refresh()
         return pool.volume(name)
 
-    return _make(pool, name, length, make)
+    return _make(hv, "volume.upload", pool, name, length, make, fault="vol-upload")
 
 
 def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,

@@ -22,8 +22,8 @@ so the clone's TPM starts empty (:mod:`kvmhub.xml.hostbound`).
   volume ``base-<8 hex>.qcow2`` and the source gets a new, empty overlay of the same name on top of it
   (its definition does not change). The clone's overlay sits on the same base. A source disk that was
   never written since it was made is not frozen: the clone's overlay sits on what it sits on (the image,
-  or a base). A base is deleted by :func:`release_bases` once no volume is backed by it; an image is
-  never written. Encrypted disks are refused too: libvirt gives QEMU no key for a backing file.
+  or a base). A base is deleted by ``storage.bases.release_bases`` once no volume is backed by it; an image
+  is never written. Encrypted disks are refused too: libvirt gives QEMU no key for a backing file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import re
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +73,6 @@ from kvmhub.xml.network import network_subnet_from_xml
 from kvmhub.xml.pool import pool_path_from_xml, pool_type_from_xml
 from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree
 
-BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
 # libvirt's refusal to delete a volume it is still writing (a copy or transfer that outlived its client)
 FILE_POOLS = ("dir", "fs", "netfs")
 
@@ -346,65 +344,6 @@ def _unfreeze(ctx: Context, p: dict[str, Any]) -> None:
     pool.refresh()
 
 
-def is_base(path: str) -> bool:
-    """True for a base volume made by a linked clone (``base-<8 hex>.qcow2``)."""
-    return bool(BASE_RE.match(os.path.basename(path)))
-
-
-def release_bases(hv: Hypervisor, backing_paths: Iterable[str], say: Say = _quiet) -> list[str]:
-    """Delete the bases among `backing_paths` that no volume of their pool is backed by any more, then the
-    bases under those, and so on. Images and other volumes are never touched. Returns what was deleted."""
-    removed: list[str] = []
-    todo = [p for p in backing_paths if p]
-    while todo:
-        path = todo.pop()
-        if not is_base(path):
-            continue
-        vol = hv_storage.volume_by_path(hv, path)
-        if vol is None:
-            continue
-        try:
-            pool = hv_storage.lookup_pool(hv, vol.pool)
-            users = [n for n in pool.volume_names() if n != vol.name and _backing_of(pool, n) == path]
-            if users:
-                continue
-            below = xml_volume.volume_from_xml(vol.xml()).backing_path
-            vol.delete()
-        except KvmhubError as exc:
-            say(f"warning: could not release base {path}: {exc.message}")
-            continue
-        removed.append(f"{vol.pool}/{vol.name}")
-        if below:
-            todo.append(below)
-    return removed
-
-
-def release_bases_action(backing_paths: Iterable[str]) -> Action:
-    """A journalled :func:`release_bases` (rm plans it before it deletes the volumes above the bases)."""
-    return Action("bases.release", {"paths": [p for p in backing_paths if p]})
-
-
-@register("bases.release")
-def _release_bases(ctx: Context, p: dict[str, Any]) -> None:
-    release_bases(ctx.hv, p["paths"])
-
-
-def _backing_of(pool: hv_storage.Pool, name: str) -> str | None:
-    try:
-        return xml_volume.volume_from_xml(pool.volume(name).xml()).backing_path
-    except KvmhubError:
-        return None  # deleted meanwhile
-
-
-def backing_path(hv: Hypervisor, ref: str) -> str | None:
-    """The backing file of volume ``pool/volume``, if it has one (None too when it is gone)."""
-    pool_name, _, vol = ref.partition("/")
-    try:
-        return _backing_of(hv_storage.lookup_pool(hv, pool_name), vol)
-    except KvmhubError:
-        return None
-
-
 # -- disks and seed ---------------------------------------------------------------------------------------
 
 
@@ -629,4 +568,4 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
 })
 
 
-__all__ = ["CloneRequest", "CloneResult", "backing_path", "clone", "is_base", "new_seed", "release_bases"]
+__all__ = ["CloneRequest", "CloneResult", "clone", "new_seed"]

@@ -36,6 +36,7 @@ from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
+from kvmhub.xml.network import network_subnet_from_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
@@ -203,7 +204,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
         req = dataclasses.replace(req, os=plan.detected_os)
     for note in plan.notes:
         say(note)
-    profile = osinfo.for_create(hv, req.os, req.image, memory_mib, disk_bytes, say)
+    image_os = images.show(hv, req.image).os if req.image is not None and req.os is None else None
+    profile = osinfo.for_create(req.os, req.image, image_os, memory_mib, disk_bytes, say)
     plan.profile = profile
     boot = disks_svc.boot_disk_of(hv, req) if req.vol is not None or req.disk_url is not None else None
     if req.image is None and boot is None:
@@ -304,6 +306,4 @@ def _new_logs(hv: Hypervisor, spec: VMSpec) -> list[str]:
 
 def _has_subnet(hv: Hypervisor, network: str) -> bool:
     """True for networks kvmhub hands addresses out on (not bridge/direct ones)."""
-    from kvmhub.xml.network import network_subnet_from_xml
-
     return network_subnet_from_xml(hv_networks.lookup_network(hv, network).xml()) is not None

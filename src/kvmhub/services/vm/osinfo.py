@@ -13,7 +13,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pycdlib
 from lxml import etree
@@ -23,11 +23,7 @@ from pydantic import BaseModel, ValidationError
 from kvmhub.errors import HostProblem, InvalidInput
 from kvmhub.models import DiskSpec, NICSpec, VMSpec
 from kvmhub.models.osinfo import OSInfo, OSProfile
-from kvmhub.services.storage import images
 from kvmhub.validate import format_size
-
-if TYPE_CHECKING:
-    from kvmhub.hv import Hypervisor
 
 DB_DIR_ENV = "OSINFO_SYSTEM_DIR"  # libosinfo's own override of the system db location
 DEFAULT_DB_DIR = Path("/usr/share/osinfo")
@@ -560,14 +556,14 @@ def check_sizes(profile: OSProfile, memory_mib: int, disk_bytes: int | None, say
 
 
 def for_create(
-    hv: Hypervisor,
     variant: str | None,
     image: str | None,
+    image_os: str | None,
     memory_mib: int,
     disk_bytes: int | None,
     say: Callable[[str], None],
 ) -> OSProfile | None:
-    """The profile a new VM gets: from --os, else from the OS recorded on its image, else none.
+    """The profile a new VM gets: from --os, else from ``image_os`` (the OS recorded on image ``image``), else none.
 
     Prints the fallback note and size warnings through ``say``; raises InvalidInput for an unknown --os or
     an explicit --disk below the OS's minimum storage. An image's recorded OS the db does not know only warns.
@@ -575,7 +571,6 @@ def for_create(
     if variant is not None:
         profile = resolve(variant)
     else:
-        image_os = getattr(images.show(hv, image), "os", None) if image is not None else None
         if not image_os:
             return None
         try:

@@ -22,8 +22,8 @@ from kvmhub.ops.operation import Operation
 from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
 from kvmhub.services import undo_actions
+from kvmhub.services.storage import bases
 from kvmhub.services.storage import usage as storage_usage
-from kvmhub.services.vm import clone
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.services.vm.create import SERIAL_LOG_DIR
 from kvmhub.xml._util import parse
@@ -86,24 +86,24 @@ def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[s
         try:
             pool = hv_storage.lookup_pool(hv, pool_name)
             if pool.has_volume(vol):
-                backings.append(clone.backing_path(hv, ref) or "")
+                backings.append(bases.backing_path(hv, ref) or "")
                 op.forward(ref, undo_actions.delete_volume(pool_name, vol, pool.volume(vol).path))
             gone.add(ref)
         except KvmhubError as exc:
             say(f"warning: could not delete {ref}: {exc.message}")
-    bases: dict[str, str] = {}
+    frozen: dict[str, str] = {}
     for path in filter(None, backings):
-        if clone.is_base(path) and (base := hv_storage.volume_by_path(hv, path)) is not None:
-            bases[path] = f"{base.pool}/{base.name}"
-    if bases:
-        op.forward(f"{BASES} ({', '.join(bases.values())})", clone.release_bases_action(list(bases)))
+        if bases.is_base(path) and (base := hv_storage.volume_by_path(hv, path)) is not None:
+            frozen[path] = f"{base.pool}/{base.name}"
+    if frozen:
+        op.forward(f"{BASES} ({', '.join(frozen.values())})", bases.release_bases_action(list(frozen)))
     keyed = {d.encryption_secret: f"{d.source.pool}/{d.source.volume}" for d in spec.disks if d.encryption_secret}
     for secret in spec.meta.owned_secrets:
         if keyed.get(secret) not in gone:  # the key opens a volume that is still there
             say(f"kept the key of {keyed.get(secret, 'a kept disk')} in libvirt secret {secret}")
             continue
         op.forward(f"secret {secret}", undo_actions.delete_secret(secret))
-    return bases
+    return frozen
 
 
 def _own_logs(hv: Hypervisor, spec: VMSpec, managed: bool) -> list[str]:

@@ -7,13 +7,19 @@ path on the host, so a host that sees the same disks can restore it too (the VM 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
+from typing import Any
 
+from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import saves as hv_saves
+from kvmhub.ops.actions import Action, Context, register
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
@@ -49,6 +55,14 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
 
     Raises Conflict for a VM that is not running or a save file that already exists.
     """
+    locks = [LockSpec("vm", name)] + ([LockSpec("file", os.path.normpath(file))] if file is not None else [])
+    with Operation(hv, "vm.save", name, locks=locks, say=say) as op:
+        where = _save(hv, name, file, op, say)
+        op.success()
+    return where
+
+
+def _save(hv: Hypervisor, name: str, file: str | None, op: Operation, say: Say) -> str:
     dom = get_vm(hv, name)
     state = dom.state()
     if state not in ("running", "paused"):
@@ -57,6 +71,7 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
                        hint=f"start it: {{cmd:start {name}}}" if state == "shut off" else None, code="vm.wrong_state")
     if file is None:
         say(f"saving the memory state of {name} (managed save)")
+        op.add(f"managed save of {name}")  # libvirt keeps or drops the whole state itself
         hv_saves.managed_save(dom)
         return "managed save"
     path = _check_file(file)
@@ -65,8 +80,20 @@ def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quie
         raise Conflict(f"{path} already exists", cause="kvmhub never overwrites a save file",
                        hint="pick another {opt:file}, or remove the old one")
     say(f"saving the memory state of {name} to {path}")
+    op.add(f"remove {path} unless it holds {name}'s state", Action("save.abandon", {"uuid": dom.uuid, "path": path}))
     hv_saves.save_to_file(dom, path)
+    faults.point("save-file")
     return path
+
+
+@register("save.abandon")
+def _abandon(ctx: Context, p: dict[str, Any]) -> None:
+    """Undo of an unfinished save to a file: the VM still runs, so the file is not its state and goes."""
+    dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
+    if dom is None or not dom.is_active():
+        return  # the save completed: the file is the VM's only state now, never removed
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(ctx.path(p["path"]))
 
 
 def restore(
@@ -81,6 +108,15 @@ def restore(
     check_name(name)
     if running and paused:
         raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
+    with Operation(hv, "vm.restore", name, locks=[LockSpec("vm", name)], say=say) as op:
+        # resuming is not undone: a VM that came back is left running (or paused) as restored
+        op.add(f"restore {name} from {file or 'its managed save'}")
+        state = _restore(hv, name, file, running, paused, say)
+        op.success()
+    return state
+
+
+def _restore(hv: Hypervisor, name: str, file: str | None, running: bool, paused: bool, say: Say) -> str:
     if file is None:
         dom = get_vm(hv, name)
         _require_off(dom, "restore")
@@ -118,10 +154,13 @@ def restore(
 
 def discard(hv: Hypervisor, name: str) -> None:
     """Drop the VM's managed save: its next start boots afresh (raises Conflict if it has none)."""
-    dom = get_vm(hv, name)
-    if not hv_saves.has_managed_save(dom):
-        raise Conflict(f"VM {name} has no saved state")
-    hv_saves.remove_managed_save(dom)
+    with Operation(hv, "vm.discard", name, locks=[LockSpec("vm", name)]) as op:
+        dom = get_vm(hv, name)
+        if not hv_saves.has_managed_save(dom):
+            raise Conflict(f"VM {name} has no saved state")
+        op.add(f"drop the managed save of {name}")
+        hv_saves.remove_managed_save(dom)
+        op.success()
 
 
 def _require_off(dom: hv_domains.Domain, action: str) -> None:

@@ -7,6 +7,7 @@ request changes nothing. Each applied setting reports whether it took effect liv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import Bandwidth, CPUTune, IOTune, VCPUPin, VMSpec
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.services.vm.lifecycle import get
 from kvmhub.services.vm.limits import PERIOD_US, cap_percent
 from kvmhub.validate import MAX_VCPUS, parse_cpuset, parse_size
@@ -461,12 +464,26 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     if not plan.steps:
         raise InvalidInput("nothing to set", hint=f"see {{cmd:set --help}}, e.g. {{cmd:set {name} --cpus 2}}")
     done: list[Change] = []
-    for label, action in plan.steps:
-        try:
-            done.append(action())
-        except KvmhubError as exc:
-            if done:
-                exc.cause = (exc.cause + "; " if exc.cause else "") + "already applied: " + ", ".join(
-                    c.setting for c in done) + f"; not applied: {label} and after"
-            raise
+    with Operation(hv, "vm.set", name, locks=[LockSpec("vm", name)]) as op:
+        # settings are not undone (a live change may not be reversible); the old values stay in the journal
+        op.add(f"settings before: {_before(cfg)}")
+        for label, action in plan.steps:
+            op.add(f"set {label}")
+            try:
+                done.append(action())
+            except KvmhubError as exc:
+                if done:
+                    exc.cause = (exc.cause + "; " if exc.cause else "") + "already applied: " + ", ".join(
+                        c.setting for c in done) + f"; not applied: {label} and after"
+                raise
+        op.success()
     return done
+
+
+_RECORDED = {"vcpus", "max_vcpus", "memory_mib", "current_memory_mib", "max_memory_mib", "memory_slots", "dimms_mib",
+             "memory_limit_mib", "cputune"}
+
+
+def _before(cfg: VMSpec) -> str:
+    """The persistent settings `set` may change, as JSON (what an interrupted set is reported against)."""
+    return json.dumps(cfg.model_dump(mode="json", include=_RECORDED), sort_keys=True)

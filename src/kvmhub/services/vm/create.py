@@ -204,7 +204,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
         req = dataclasses.replace(req, os=plan.detected_os)
     for note in plan.notes:
         say(note)
-    image_os = images.show(hv, req.image).os if req.image is not None and req.os is None else None
+    image_os = images.recorded_os(hv, req.image) if req.image is not None and req.os is None else None
     profile = osinfo.for_create(req.os, req.image, image_os, memory_mib, disk_bytes, say)
     plan.profile = profile
     boot = disks_svc.boot_disk_of(hv, req) if req.vol is not None or req.disk_url is not None else None

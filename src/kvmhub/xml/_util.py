@@ -103,6 +103,20 @@ def _fill(el: Element, tag: str, attrib: Mapping[str, str | None] | None, text: 
         ) from exc
 
 
+def with_uuid(xml: str, what: str, uuid: str) -> str:
+    """``xml`` (a pool, network ... definition) with ``<uuid>`` set to ``uuid``, right after ``<name>``."""
+    root = parse(xml, what)
+    for old in root.findall("uuid"):
+        root.remove(old)
+    name = root.find("name")
+    el = make("uuid", text=uuid)
+    if name is not None:
+        name.addnext(el)
+    else:
+        root.insert(0, el)
+    return serialize(root)
+
+
 def text_of(el: Element) -> str:
     """An element's text; an empty element reads as the empty string."""
     return el.text or ""

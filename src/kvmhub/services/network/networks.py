@@ -20,7 +20,7 @@ from kvmhub.reporting import Say
 from kvmhub.reporting import quiet as _quiet
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
-from kvmhub.xml._util import child_text, make, parse, serialize
+from kvmhub.xml._util import child_text, parse, with_uuid
 from kvmhub.xml.domain import domain_from_xml
 
 Mode = Literal["nat", "isolated", "routed", "open", "bridge", "direct"]
@@ -190,7 +190,7 @@ def create(
         name, mode, net4, dhcp, bridge if mode == "bridge" else None, domain, subnet6=net6, dev=dev
     )
     net_uuid = str(uuidlib.uuid4())
-    xml = _with_uuid(xml, net_uuid)
+    xml = with_uuid(xml, "network", net_uuid)
     with Operation(hv, "network.create", name, locks=[LockSpec("network", name)], say=say) as op:
         if hv_networks.network_exists(hv, name):  # again under the lock: a create of the same name may have won
             raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
@@ -204,20 +204,6 @@ def create(
         faults.point("net-start")
         op.success()
     return _info(net, {})
-
-
-def _with_uuid(xml: str, uuid: str) -> str:
-    """The network's XML with the UUID it will be defined under (its undo removes that network and no other)."""
-    root = parse(xml, "network")
-    for old in root.findall("uuid"):
-        root.remove(old)
-    name = root.find("name")
-    el = make("uuid", text=uuid)
-    if name is not None:
-        name.addnext(el)
-    else:
-        root.insert(0, el)
-    return serialize(root)
 
 
 def _ours(ctx: Context, p: dict[str, Any]) -> hv_networks.Network | None:

@@ -24,7 +24,7 @@ from kvmhub.reporting import Say
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool
-from kvmhub.xml._util import child_text, make, parse, serialize
+from kvmhub.xml._util import child_text, parse, with_uuid
 
 # types whose build() makes a directory (or a VG) that delete_storage() removes again
 _BUILT = ("dir", "fs", "netfs")
@@ -221,7 +221,7 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
     check_resolved_path(hv, spec)
     root = local_root(hv)
     pool_uuid = str(uuidlib.uuid4())
-    xml = _with_uuid(xml, pool_uuid)
+    xml = with_uuid(xml, "pool", pool_uuid)
     with Operation(hv, "pool.create", spec.name, locks=[LockSpec("pool", spec.name)], say=say) as op:
         if spec.name in hv_storage.pool_names(hv):  # again under the lock: a create of the same name may have won
             raise Conflict(f"a pool named {spec.name!r} already exists", code="name.taken")
@@ -254,20 +254,6 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
         faults.point("pool-start")
         op.success()
     return _info(pool, volumes=True)
-
-
-def _with_uuid(xml: str, uuid: str) -> str:
-    """The pool's XML with the UUID it will be defined under (its undo removes that pool and no other)."""
-    root = parse(xml, "pool")
-    for old in root.findall("uuid"):
-        root.remove(old)
-    name = root.find("name")
-    el = make("uuid", text=uuid)
-    if name is not None:
-        name.addnext(el)
-    else:
-        root.insert(0, el)
-    return serialize(root)
 
 
 def _ours(ctx: Context, p: dict[str, Any]) -> hv_storage.Pool | None:

@@ -221,3 +221,14 @@ def test_shared_locks_coexist_and_names_cannot_escape(state: Path) -> None:
     assert "image.tiny.lock" in files and all("/" not in f for f in files)
     assert not Path("/etc/passwd.lock").exists()
     assert locks.lock_timeout() == locks.DEFAULT_TIMEOUT
+
+
+def test_old_finished_operations_are_dropped(hv: Hypervisor) -> None:
+    with Operation(hv, "test.op", "old") as old:
+        old.success()
+    jr = Journal()
+    with journal.transaction(jr.db) as db:
+        db.execute("UPDATE operations SET finished = finished - ? WHERE id = ?", (journal.KEEP_FINISHED_S + 1, old.id))
+    with Operation(hv, "test.op", "new") as new:
+        new.success()
+    assert jr.get(old.id) is None and jr.get(new.id) is not None

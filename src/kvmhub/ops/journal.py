@@ -31,6 +31,7 @@ from kvmhub.models.operation import (
 from kvmhub.ops.paths import private_dir, state_dir
 
 DB_NAME = "kvmhub.db"
+KEEP_FINISHED_S = 30 * 24 * 3600.0  # finished operations older than this are dropped as new ones begin
 BUSY_TIMEOUT_MS = 15000
 
 MIGRATIONS: tuple[str, ...] = (
@@ -166,6 +167,8 @@ class Journal:
                 (op_id, kind, target, uri, host_root, pid, process_start(pid), command, OperationState.RUNNING,
                  recovery, time.time(), json.dumps(locks)),
             )
+            db.execute("DELETE FROM operations WHERE finished IS NOT NULL AND finished < ? AND state NOT IN (?, ?)",
+                       (time.time() - KEEP_FINISHED_S, *(str(s) for s in ACTIVE_STATES)))
 
     def add_step(self, op_id: str, seq: int, description: str, action: str | None, params: dict[str, Any]) -> None:
         with transaction(self.db) as db:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from kvmhub.hv.connection import host_root
 from kvmhub.ops import actions
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Undo:
                 if isinstance(fn, actions.Action):
                     if self._hv is None:
                         raise RuntimeError("an action undo needs Undo(hv=...)")
-                    actions.run(actions.Context(self._hv, actions.current_host_root()), fn)
+                    actions.run(actions.Context(self._hv, host_root()), fn)
                 else:
                     fn()
             except BaseException as exc:  # keep undoing the rest even if one step fails

@@ -8,7 +8,6 @@ identity (the UUID, the key) before it removes anything and treats "already gone
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,11 +41,6 @@ class StepLog(Protocol):
     def add(self, description: str, undo: Action | Callable[[], object] | None = None) -> None: ...
 
     def made(self, **params: Any) -> None: ...
-
-
-def current_host_root() -> str:
-    """Where this process sees the host's files ('' = as is; ``$KVMHUB_HOST_ROOT`` for a test host)."""
-    return os.environ.get("KVMHUB_HOST_ROOT", "").rstrip("/")
 
 
 Handler = Callable[[Context, dict[str, Any]], None]

@@ -167,6 +167,7 @@ class Journal:
                 (op_id, kind, target, uri, host_root, pid, process_start(pid), command, OperationState.RUNNING,
                  recovery, time.time(), json.dumps(locks)),
             )
+            # the journal prunes itself as it grows: finished operations older than KEEP_FINISHED_S go
             db.execute("DELETE FROM operations WHERE finished IS NOT NULL AND finished < ? AND state NOT IN (?, ?)",
                        (time.time() - KEEP_FINISHED_S, *(str(s) for s in ACTIVE_STATES)))
 
@@ -212,15 +213,6 @@ class Journal:
             db.execute("UPDATE operations SET pid=?, pid_start=?, state=? WHERE id=?",
                        (pid, process_start(pid), str(OperationState.RECOVERING), op.id))
         return True
-
-    def forget_finished(self, older_than_s: float) -> int:
-        """Drop finished operations older than the given age; returns how many went."""
-        cutoff = time.time() - older_than_s
-        active = tuple(str(s) for s in ACTIVE_STATES)
-        with transaction(self.db) as db:
-            cur = db.execute("DELETE FROM operations WHERE finished IS NOT NULL AND finished < ? "
-                             "AND state NOT IN (?, ?)", (cutoff, *active))
-        return cur.rowcount
 
     # -- reading ---------------------------------------------------------------------------------------
 

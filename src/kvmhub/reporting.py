@@ -1,16 +1,55 @@
-"""How long operations report: `say` takes a line, `progress` takes (what, bytes done, bytes in all)."""
+"""How running work reports and is cancelled: one typed event sink and one cancel token, held by a Reporter.
+
+A service takes ``report: Reporter`` and emits typed events (phase, bytes, warning, note, undo result) through
+it; the CLI renders them, a server streams them. ``report.cancel`` is the token a caller sets to stop the work:
+operations check it between steps and on every byte report, so a transfer stops within one report.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-Say = Callable[[str], None]
-Progress = Callable[[str, int, int], None]
+from kvmhub.models.events import BytesEvent, Event, NoteEvent, PhaseEvent, UndoEvent, WarningEvent
+from kvmhub.ops.cancel import CancelToken
+
+EventSink = Callable[[Event], None]
+BytesFn = Callable[[str, int, int], None]
+"""What a transfer reports into: (what, bytes done, bytes in all); :meth:`Reporter.bytes` is one."""
 
 
-def quiet(_msg: str) -> None:
-    """A `say` that drops its lines."""
+def _drop(_event: Event) -> None:
+    """A sink that drops every event."""
 
 
-def no_progress(_what: str, _done: int, _total: int) -> None:
-    """A `progress` that drops its reports."""
+class Reporter:
+    """The sink a service emits into, and the cancel token it honours."""
+
+    __slots__ = ("cancel", "sink")
+
+    def __init__(self, sink: EventSink | None = None, cancel: CancelToken | None = None) -> None:
+        self.sink: EventSink = sink or _drop
+        self.cancel = cancel or CancelToken()
+
+    def emit(self, event: Event) -> None:
+        self.sink(event)
+
+    def phase(self, name: str) -> None:
+        self.sink(PhaseEvent(name=name))
+
+    def bytes(self, what: str, done: int, total: int) -> None:
+        """Report bytes moved; raises Cancelled when a cancel was asked for, which stops the transfer."""
+        self.cancel.check()
+        self.sink(BytesEvent(what=what, done=max(done, 0), total=max(total, done, 0)))
+
+    def warn(self, message: str, code: str | None = None) -> None:
+        self.sink(WarningEvent(message=message.removeprefix("warning: "), code=code))
+
+    def note(self, message: str) -> None:
+        self.sink(NoteEvent(message=message))
+
+    def undone(self, step: str, error: str | None = None) -> None:
+        self.sink(UndoEvent(step=step, ok=error is None, error=error))
+
+
+QUIET = Reporter()
+"""The default of services called without a reporter: drops events; nobody holds its token to cancel it."""

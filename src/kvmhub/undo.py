@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from kvmhub.hv.connection import host_root
 from kvmhub.ops import actions
+from kvmhub.reporting import QUIET, Reporter
 
 if TYPE_CHECKING:
     from kvmhub.hv import Hypervisor
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Undo:
-    def __init__(self, report: Callable[[str], None] | None = None, hv: Hypervisor | None = None) -> None:
+    def __init__(self, report: Reporter = QUIET, hv: Hypervisor | None = None) -> None:
         self._steps: list[tuple[str, actions.Action | Callable[[], object] | None]] = []
         self._done = False
         self._report = report
@@ -52,8 +53,6 @@ class Undo:
             description, fn = self._steps.pop()
             if fn is None:
                 continue
-            if self._report:
-                self._report(f"undo: {description}")
             try:
                 if isinstance(fn, actions.Action):
                     if self._hv is None:
@@ -65,6 +64,9 @@ class Undo:
                 msg = f"undo step {description!r} failed: {exc}"
                 log.warning(msg)
                 self.failures.append(msg)
+                self._report.undone(description, str(exc))
+                continue
+            self._report.undone(description)
 
     def __enter__(self) -> Undo:
         return self

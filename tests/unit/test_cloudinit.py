@@ -186,7 +186,7 @@ def test_password_still_works_with_a_warning_on_the_command_line(monkeypatch: py
     from kvmhub.services.vm import create as vm_create
 
     seen: list[str | None] = []
-    monkeypatch.setattr(vm_create, "create", lambda _hv, req, say, **_kw: seen.append(req.password))
+    monkeypatch.setattr(vm_create, "create", lambda _hv, req, **_kw: seen.append(req.password))
     result = CliRunner().invoke(app, ["create", "vm1", "--image", "tiny", "--no-start", "--password", PASSWORD])
     assert result.exit_code == 0, result.output
     assert seen == [PASSWORD]

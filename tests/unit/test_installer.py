@@ -397,6 +397,7 @@ class _Pool:
 
 
 def test_uploads_report_their_bytes(tmp_path: Path) -> None:
+    from kvmhub.reporting import QUIET
     from kvmhub.undo import Undo
 
     (tmp_path / "k").write_bytes(KERNEL)
@@ -405,7 +406,7 @@ def test_uploads_report_their_bytes(tmp_path: Path) -> None:
     seen: list[tuple[str, int, int]] = []
     pool = _Pool()
     with Undo() as undo:
-        paths = installer.make_volumes(pool, "k", plan, undo, lambda _m: None,  # type: ignore[arg-type]
+        paths = installer.make_volumes(pool, "k", plan, undo, QUIET,  # type: ignore[arg-type]
                                        lambda what, done, total: seen.append((what, done, total)))
         undo.success()
     assert paths == {"kernel": "/pool/v", "initrd": "/pool/v"}

@@ -9,6 +9,8 @@ import pytest
 
 from kvmhub.errors import Conflict
 from kvmhub.hv import Hypervisor
+from kvmhub.models.events import Event, WarningEvent
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.storage.nvram import clone_path, on_this_machine
 from kvmhub.services.vm.export import ExportManifest, ExportNvram, _nvram_plan
 from kvmhub.xml._util import parse
@@ -49,20 +51,21 @@ def test_only_a_local_host_has_its_files_here(uri: str, here: bool) -> None:
 
 @pytest.mark.parametrize("uri", ["qemu+ssh://root@far/system", "test:///default"])
 def test_import_on_another_host_neither_checks_nor_writes_this_machines_nvram(host_files: Path, uri: str) -> None:
-    said: list[str] = []
-    path, write = _nvram_plan(Hypervisor(uri), manifest(), "copy", said.append)
+    said: list[Event] = []
+    path, write = _nvram_plan(Hypervisor(uri), manifest(), "copy", Reporter(said.append))
     assert (path, write) == (NEW, False)  # the definition names the new VM's file; libvirt makes it there
     assert host_files.read_bytes() == b"another VM's variables"
-    assert any("NVRAM (UEFI variables) is not written on another host" in s for s in said), said
+    warnings = [e.message for e in said if isinstance(e, WarningEvent)]
+    assert any("NVRAM (UEFI variables) is not written on another host" in w for w in warnings), said
 
 
 def test_import_on_this_machine_refuses_an_existing_nvram_file(host_files: Path) -> None:
     with pytest.raises(Conflict, match=f"NVRAM file {NEW} already exists"):
-        _nvram_plan(Hypervisor("qemu:///system"), manifest(), "copy", lambda _s: None)
+        _nvram_plan(Hypervisor("qemu:///system"), manifest(), "copy", QUIET)
     host_files.unlink()
     local = Hypervisor("qemu:///system")
-    assert _nvram_plan(local, manifest(), "copy", lambda _s: None) == (NEW, True)
-    assert _nvram_plan(local, manifest(with_nvram=False), "copy", lambda _s: None) == (NEW, False)
+    assert _nvram_plan(local, manifest(), "copy", QUIET) == (NEW, True)
+    assert _nvram_plan(local, manifest(with_nvram=False), "copy", QUIET) == (NEW, False)
 
 
 def test_a_clone_names_its_own_nvram_even_when_there_is_no_file_to_copy() -> None:

@@ -15,6 +15,8 @@ from lxml import etree
 
 from kvmhub.errors import InvalidInput
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, VMSpec
+from kvmhub.models.events import Event, WarningEvent
+from kvmhub.reporting import Reporter
 from kvmhub.services.vm import osinfo
 
 DB = Path("/usr/share/osinfo")
@@ -208,12 +210,12 @@ def test_apply_profile_moves_disks_to_the_os_bus() -> None:
 
 
 def test_check_sizes_warns_on_memory_refuses_small_disk() -> None:
-    said: list[str] = []
+    said: list[Event] = []
     p = osinfo.resolve("debian11")
     assert p.min_memory_mib and p.min_disk_bytes
-    osinfo.check_sizes(p, p.min_memory_mib - 1, None, said.append)
-    assert said and said[0].startswith("warning:") and str(p.min_memory_mib) in said[0]
+    osinfo.check_sizes(p, p.min_memory_mib - 1, None, Reporter(said.append))
+    assert said and isinstance(said[0], WarningEvent) and str(p.min_memory_mib) in said[0].message
     with pytest.raises(InvalidInput, match="minimum storage"):
-        osinfo.check_sizes(p, p.min_memory_mib, p.min_disk_bytes - 1, said.append)
-    osinfo.check_sizes(p, p.min_memory_mib, p.min_disk_bytes, said.append)
+        osinfo.check_sizes(p, p.min_memory_mib, p.min_disk_bytes - 1, Reporter(said.append))
+    osinfo.check_sizes(p, p.min_memory_mib, p.min_disk_bytes, Reporter(said.append))
     assert len(said) == 1

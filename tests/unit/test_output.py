@@ -8,8 +8,7 @@ import pytest
 from pydantic import BaseModel
 from rich.console import Console
 
-from kvmhub.cli import output, upload_progress
-from kvmhub.cli.commands import export as export_cmd
+from kvmhub.cli import live, output
 from kvmhub.cli.commands import host as host_cmd
 from kvmhub.errors import Conflict, InvalidInput
 from kvmhub.models import HostReport
@@ -46,25 +45,30 @@ def test_say_fields_and_phases_print_literally(text: str, capsys: pytest.Capture
 
     output.say(f"undo: remove {text}")
     output.fields(Shown(name=text, disks=[text]))
-    with output.phases(f"creating {text}") as phase:
-        phase(f"cloning {text}")
-        phase(f"warning: {text}")
+    with live.report(f"creating {text}") as report:
+        report.phase(f"cloning {text}")
+        report.warn(f"warning: {text}")
+        report.note(f"note {text}")
+        report.bytes(f"disk {text}", 5, 10)
+        report.undone(f"remove {text}", error=f"gone {text}")
     captured = capsys.readouterr()
     assert f"undo: remove {text}\n" in captured.err
     assert f"name: {text}\n" in captured.out and f"disks: {text}\n" in captured.out
     assert f"creating {text}: cloning {text} (" in captured.err
     assert f"creating {text}: warning: {text}\n" in captured.err
+    assert f"creating {text}: note {text}\n" in captured.err
+    assert f"creating {text}: disk {text}: 50% of 10 (" in captured.err
+    assert f"creating {text}: undo: remove {text}: failed: gone {text}\n" in captured.err
 
 
 @pytest.mark.parametrize("text", HOSTILE)
 def test_live_phases_progress_bars_and_host_report_print_literally(text: str, screen: io.StringIO) -> None:
-    with output.phases(f"importing {text}") as phase:
-        phase(f"warning: {text}")
-        with upload_progress.uploads(f"uploading {text}") as progress:
-            progress(f"disk {text}", 50, 100)
-    with export_cmd._transfer(f"export {text}") as (say, transfer):
-        say(f"undo: {text}")
-        transfer(f"vda {text}", 10, 100)
+    with live.report(f"importing {text}") as report:
+        report.warn(text)
+        report.bytes(f"disk {text}", 50, 100)
+    with live.report(f"export {text}") as report:
+        report.undone(text)
+        report.bytes(f"vda {text}", 10, 100)
     host_cmd._print_report(HostReport(uri="test:///default", accelerator="tcg", domain_type="qemu", checks=[
         CheckItem(name=f"pool {text}", status=CheckStatus.FAIL, detail=f"detail {text}", fix=f"fix {text}")]))
     shown = screen.getvalue()

@@ -61,7 +61,7 @@ def main_options(
 
 def _recover_interrupted() -> None:
     """Undo (or finish) operations whose kvmhub process died, before this command does anything."""
-    from kvmhub.cli import output
+    from kvmhub.cli import live, output
     from kvmhub.ops.journal import Journal
 
     try:
@@ -69,7 +69,7 @@ def _recover_interrupted() -> None:
             return
         from kvmhub.services import repair  # loads the action handlers: only when there is work
 
-        for outcome in repair.recover_orphans(say=output.say):
+        for outcome in repair.recover_orphans(report=live.lines()):
             op = outcome.op
             output.say(f"recovered interrupted operation {op.id} ({op.kind} {op.target}, pid {op.pid}): "
                        f"{outcome.state}" + ("; see `kvmhub repair`" if outcome.left else ""))

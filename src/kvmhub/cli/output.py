@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -87,46 +85,3 @@ def error(exc: KvmhubError) -> None:
         err.print(f"  fix:   {exc.hint}", markup=False)
     if exc.original and exc.original not in exc.message:
         err.print(f"  libvirt said: {exc.original}", markup=False)
-
-
-@contextmanager
-def phases(title: str) -> Iterator[Callable[[str], None]]:
-    """A live status line: each call names the current phase; elapsed time is shown throughout."""
-    start = time.monotonic()
-    current = ["starting"]
-
-    def text() -> str:
-        return f"{title}: {current[0]} ({time.monotonic() - start:.1f} s)"
-
-    def aside(msg: str) -> bool:
-        # warnings and undo steps are reported on their own line; they are not phases
-        if msg.startswith(("warning:", "undo:")):
-            err.print(f"{title}: {msg}", markup=False, style="yellow" if err.is_terminal else None)
-            return True
-        return False
-
-    if not err.is_terminal:
-        def plain(phase: str) -> None:
-            if aside(phase):
-                return
-            current[0] = phase
-            err.print(text(), markup=False)
-
-        yield plain
-        return
-    from rich.live import Live
-
-    class Ticker:
-        """Re-rendered by Live a few times a second, so the elapsed time keeps moving."""
-
-        def __rich__(self) -> Text:
-            return Text(f"… {text()}", style="bold")
-
-    with Live(Ticker(), console=err, refresh_per_second=4, transient=True) as live:
-        def update(phase: str) -> None:
-            if aside(phase):
-                return
-            current[0] = phase
-            live.console.print(f"  {text()}", markup=False, style="dim")
-
-        yield update

@@ -1,6 +1,6 @@
 """An Operation: a journalled list of steps with undo, holding the locks of what it works on.
 
-    with Operation(hv, "vm.create", name, locks=[LockSpec("vm", name)], say=say) as op:
+    with Operation(hv, "vm.create", name, locks=[LockSpec("vm", name)], report=report) as op:
         op.add("delete volume web-disk0.qcow2", Action("volume.delete", {"pool": "kvmhub-disks", ...}))
         vol = pool.create_volume(...)                 # the step acts after its undo is journalled
         op.made(key=vol.key())                        # what it made, as it turned out
@@ -35,6 +35,7 @@ from kvmhub.ops import actions
 from kvmhub.ops.cancel import Cancelled, CancelToken
 from kvmhub.ops.journal import Journal
 from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.reporting import QUIET, Reporter
 
 if TYPE_CHECKING:
     from kvmhub.hv import Hypervisor
@@ -80,7 +81,7 @@ class Operation:
         target: str,
         *,
         locks: Sequence[LockSpec] = (),
-        say: Callable[[str], None] | None = None,
+        report: Reporter = QUIET,
         recovery: Recovery = Recovery.UNDO,
         cancel: CancelToken | None = None,
         journal: Journal | None = None,
@@ -91,11 +92,11 @@ class Operation:
         self.target = target
         self.id = uuid.uuid4().hex[:12]
         self.recovery = recovery
-        self.cancel = cancel or CancelToken()
+        self.cancel = cancel or report.cancel
         self.journal = journal or Journal()
         self._locks = list(locks)
         self._lock_timeout = lock_timeout
-        self._say = say
+        self.report = report
         self._steps: list[_Step] = []
         self._done = False
         self._stack = contextlib.ExitStack()
@@ -161,14 +162,18 @@ class Operation:
             self.journal.update_step(self.id, step.seq, params=step.undo.params)
 
     def phase(self, name: str) -> None:
-        """Name the phase the operation is in (journal, and ``say``)."""
+        """Name the phase the operation is in (journal, and the reporter)."""
         self.cancel.check()
-        if self._say is not None:
-            self._say(name)
+        self.report.phase(name)
         self.journal.set_phase(self.id, name)
 
     def progress(self, what: str, done: int, total: int) -> None:
-        """Bytes moved; written to the journal at most every half second."""
+        """Bytes moved: reported, and written to the journal at most every half second.
+
+        Raises Cancelled when a cancel was asked for, so a transfer reporting through here stops mid-way.
+        """
+        self.cancel.check()
+        self.report.bytes(what, done, total)
         now = time.monotonic()
         if now - self._last_progress >= _PROGRESS_EVERY_S or done >= total:
             self._last_progress = now
@@ -219,8 +224,6 @@ class Operation:
                 step = self._steps.pop()
                 if step.undo is None:
                     continue
-                if self._say is not None:
-                    self._say(f"undo: {step.description}")
                 try:
                     if isinstance(step.undo, actions.Action):
                         actions.run(ctx, step.undo)
@@ -231,8 +234,10 @@ class Operation:
                     log.warning(msg)
                     self.failures.append(msg)
                     self.journal.update_step(self.id, step.seq, state=StepState.UNDO_FAILED, error=str(exc))
+                    self.report.undone(step.description, str(exc))
                     continue
                 self.journal.update_step(self.id, step.seq, state=StepState.UNDONE)
+                self.report.undone(step.description)
 
     def _mark_done(self) -> None:
         for step in self._steps:

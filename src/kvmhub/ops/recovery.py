@@ -9,7 +9,6 @@ callable, or whose action fails, leaves the operation ``needs-repair``; ``kvmhub
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kvmhub.errors import KvmhubError
@@ -18,6 +17,7 @@ from kvmhub.models.operation import OperationInfo, OperationState, Recovery, Ste
 from kvmhub.ops import actions
 from kvmhub.ops.journal import Journal
 from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.reporting import QUIET, Reporter
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _lock_specs(op: OperationInfo) -> list[LockSpec]:
 
 
 def recover(op: OperationInfo, *, journal: Journal | None = None, hv: Hypervisor | None = None,
-            say: Callable[[str], None] | None = None, claim: bool = True) -> Outcome | None:
+            report: Reporter = QUIET, claim: bool = True) -> Outcome | None:
     """Undo (or finish) one operation. None when another process claimed it first.
 
     ``claim=False`` is for operations already in ``needs-repair`` (their process finished on its own).
@@ -68,8 +68,7 @@ def recover(op: OperationInfo, *, journal: Journal | None = None, hv: Hypervisor
                 if step.action is None:
                     outcome.left.append(f"{step.description}: kvmhub cannot {verb} this step by itself")
                     continue
-                if say is not None:
-                    say(f"{op.kind} {op.target} ({op.id}): {verb}: {step.description}")
+                report.phase(f"{op.kind} {op.target} ({op.id}): {verb}: {step.description}")
                 try:
                     actions.run(ctx, actions.Action(step.action, dict(step.params)))
                 except KvmhubError as exc:

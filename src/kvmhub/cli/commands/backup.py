@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 
 
 class _BackupGroup(TyperGroup):
@@ -39,16 +39,8 @@ def take(
     """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
     from kvmhub.services.snapshots import backups
 
-    with output.phases(f"backup {name}") as phase:
-        shown = [-1]
-
-        def progress(done: int, total: int) -> None:
-            pct = 100 * done // total if total else 0
-            if pct >= shown[0] + 5:
-                shown[0] = pct
-                phase(f"copying: {pct}% ({_mib(done)} of {_mib(total)})")
-
-        info = backups.backup(state.hv(), name, to, incremental=incremental, say=phase, progress=progress)
+    with live.report(f"backup {name}") as report:
+        info = backups.backup(state.hv(), name, to, incremental=incremental, report=report)
     output.say(f"{info.kind} backup {info.name} of {name} in {to}: {_mib(info.bytes)} in {info.duration_s:.1f} s")
 
 
@@ -79,8 +71,8 @@ def verify(directory: str) -> None:
     from kvmhub.errors import OperationFailed
     from kvmhub.services.snapshots import backups
 
-    with output.phases(f"verify {directory}") as phase:
-        problems = backups.verify(state.hv(), directory, say=phase)
+    with live.report(f"verify {directory}") as report:
+        problems = backups.verify(state.hv(), directory, report=report)
     if problems:
         raise OperationFailed(f"{len(problems)} problem(s) in {directory}:\n  " + "\n  ".join(problems),
                               hint="take a new full backup")
@@ -98,6 +90,6 @@ def restore(
     """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
     from kvmhub.services.snapshots import backups
 
-    with output.phases(f"backup restore {name}") as phase:
-        vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, say=phase)
+    with live.report(f"backup restore {name}") as report:
+        vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, report=report)
     output.say(f"VM {vm} restored from {source}" + (f" at {at}" if at else "") + f"; start it: `kvmhub start {vm}`")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 
 DEFAULT_TIMEOUT = 20.0  # kept equal to kvmhub.services.network.bridge.DEFAULT_TIMEOUT; the CLI imports services lazily
 
@@ -54,8 +54,8 @@ def create(
     from kvmhub.services.network import bridge
 
     _refuse_remote()
-    with output.phases(f"bridge {name}") as say:
-        result = bridge.create(name, dev, timeout=timeout, check_ip=check_ip, say=say)
+    with live.report(f"bridge {name}") as report:
+        result = bridge.create(name, dev, timeout=timeout, check_ip=check_ip, report=report)
     moved = ", ".join(result.addresses) or "no addresses"
     routes = f" and {len(result.routes)} route(s)" if result.routes else ""
     output.say(f"bridge {name}: {dev} is its port; moved {moved}{routes}; {_checked(result.checked, result.seconds)}")
@@ -77,7 +77,7 @@ def rm(
     from kvmhub.services.network import bridge
 
     _refuse_remote()
-    with output.phases(f"bridge {name}") as say:
-        result = bridge.remove(name, to=to, timeout=timeout, check_ip=check_ip, say=say)
+    with live.report(f"bridge {name}") as report:
+        result = bridge.remove(name, to=to, timeout=timeout, check_ip=check_ip, report=report)
     moved = ", ".join(result.addresses) or "no addresses"
     output.say(f"bridge {name} removed; {result.dev} has {moved} again; {_checked(result.checked, result.seconds)}")

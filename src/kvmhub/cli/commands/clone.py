@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
-from kvmhub.cli.commands.export import _transfer
+from kvmhub.cli import live, output, state
 
 
 def clone(
@@ -34,10 +33,10 @@ def clone(
 
     hv = state.hv()
     req = svc.CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
-    with _transfer(f"clone {source} → {name}") as (say, progress):
-        result = svc.clone(hv, req, say=say, progress=progress)
+    with live.report(f"clone {source} → {name}") as report:
+        result = svc.clone(hv, req, report=report)
         if wait and start:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, say)
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
     kind = "linked clone" if result.linked else "full clone"
     where = ", ".join(result.volumes)
     extra = f"; froze {', '.join(result.frozen)}" if result.frozen else ""

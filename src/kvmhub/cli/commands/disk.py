@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from kvmhub.cli import live as live_view
 from kvmhub.cli import output, state
 
 app = typer.Typer(help="A VM's disks (hot-plugged when it runs, always persisted).", no_args_is_help=True)
@@ -52,9 +53,9 @@ def add(
     """Add a disk: a new volume, an existing one, or a network export."""
     from kvmhub.services.storage import disks
 
-    with output.phases(f"disk add {vm}") as phase:
+    with live_view.report(f"disk add {vm}") as report:
         disk, live = disks.add(state.hv(), vm, size=size, vol=vol, url=url, bus=bus, readonly=readonly,
-                               fmt=fmt, encrypt=encrypt, target=target, say=phase)
+                               fmt=fmt, encrypt=encrypt, target=target, report=report)
     how = "attached live" if live else "added; the VM is shut off, it sees the disk at its next start"
     ro = " read-only" if disk.readonly else ""
     output.say(f"{vm}: {disk.target} ({disk.bus}{ro}, {disks.source_text(disk.source)}) {how}")
@@ -69,8 +70,8 @@ def rm(
     """Remove a disk; the volume kvmhub made for it is deleted unless --keep."""
     from kvmhub.services.storage import disks
 
-    with output.phases(f"disk rm {vm} {target}") as phase:
-        disk, live, deleted = disks.remove(state.hv(), vm, target, keep=keep, say=phase)
+    with live_view.report(f"disk rm {vm} {target}") as report:
+        disk, live, deleted = disks.remove(state.hv(), vm, target, keep=keep, report=report)
     how = "detached live" if live else "removed; the VM is shut off"
     gone = f"; volume {', '.join(deleted)} deleted" if deleted else ""
     output.say(f"{vm}: {disk.target} {how}{gone}")
@@ -86,7 +87,7 @@ def resize(
     from kvmhub.services.storage import disks
     from kvmhub.validate import format_size
 
-    old, new, live = disks.resize(state.hv(), vm, target, size, say=output.say)
+    old, new, live = disks.resize(state.hv(), vm, target, size, report=live_view.lines())
     if old == new:
         output.say(f"{vm}: {target} is already {format_size(new)}")
         return

@@ -2,59 +2,16 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
-
-Say = Callable[[str], None]
-Progress = Callable[[str, int, int], None]
+from kvmhub.cli import live, output, state
 
 
 def _mib(n: int) -> str:
     return f"{n / 1024**2:.1f} MiB"
-
-
-@contextmanager
-def _transfer(title: str) -> Iterator[tuple[Say, Progress]]:
-    """Phases as lines and one Rich progress bar (bytes, speed) per transfer; plain lines when not a terminal."""
-    start = time.monotonic()
-    if not output.err.is_terminal:
-        shown: dict[str, int] = {}
-
-        def say_plain(msg: str) -> None:
-            output.err.print(f"{title}: {msg} ({time.monotonic() - start:.1f} s)", markup=False)
-
-        def bytes_plain(what: str, done: int, total: int) -> None:
-            pct = 100 * done // total if total else 0
-            if pct >= shown.get(what, -10) + 10:
-                shown[what] = pct
-                say_plain(f"{what}: {pct}% ({_mib(done)} of {_mib(total)})")
-
-        yield say_plain, bytes_plain
-        return
-    from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TimeElapsedColumn, TransferSpeedColumn
-    from rich.progress import Progress as Bars
-
-    tasks: dict[str, TaskID] = {}
-    with Bars(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-              TimeElapsedColumn(), console=output.err, transient=False) as bars:
-
-        def say_live(msg: str) -> None:
-            style = "yellow" if msg.startswith(("warning:", "undo:")) else "dim"
-            bars.console.print(f"{title}: {msg} ({time.monotonic() - start:.1f} s)", markup=False, style=style)
-
-        def bytes_live(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bars.add_task(what, total=total)
-            bars.update(tasks[what], completed=done, total=max(total, done))
-
-        yield say_live, bytes_live
 
 
 def export(
@@ -72,8 +29,8 @@ def export(
     """
     from kvmhub.services.vm import export as svc
 
-    with _transfer(f"export {name}") as (say, progress):
-        result = svc.export(state.hv(), name, to, compress=compress, say=say, progress=progress)
+    with live.report(f"export {name}") as report:
+        result = svc.export(state.hv(), name, to, compress=compress, report=report)
     disks = ", ".join(f"{d.target} {_mib(d.bytes)}" for d in result.manifest.disks)
     output.say(f"VM {name} exported to {result.file}: {_mib(result.bytes)} compressed ({disks}) "
                f"in {result.duration_s:.1f} s; `kvmhub import {result.file}` brings it back")
@@ -97,9 +54,8 @@ def import_(
     """
     from kvmhub.services.vm import export as svc
 
-    with _transfer(f"import {file.name}") as (say, progress):
-        vm = svc.import_vm(state.hv(), file, as_name=as_name, pool=pool, network=network, say=say,
-                           progress=progress)
+    with live.report(f"import {file.name}") as report:
+        vm = svc.import_vm(state.hv(), file, as_name=as_name, pool=pool, network=network, report=report)
     output.say(f"VM {vm} imported from {file}; start it: `kvmhub start {vm}`")
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 
 if TYPE_CHECKING:
     from kvmhub.models import HostReport
@@ -63,7 +63,7 @@ def setup(
 
         output.out.print(f"KSM: {_ksm_line(ksm_svc.set_state(ksm, host_root()))}", markup=False)
         return
-    report = host.setup(state.URI, say=output.say, network=not no_network)
+    report = host.setup(state.URI, report=live.lines(), network=not no_network)
     _print_report(report)
     if not report.ok:
         raise typer.Exit(5)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 from kvmhub.errors import InvalidInput
 from kvmhub.validate import format_size
 
@@ -29,60 +26,20 @@ def build_tiny(
     from kvmhub.services.storage import images
     from kvmhub.tools.tiny.build import build_tiny_image
 
-    with output.phases("build-tiny") as phase:
-        path = build_tiny_image(cache, force=force, progress=phase)
+    with live.report("build-tiny") as report:
+        path = build_tiny_image(cache, force=force, progress=report.phase)
         hv = state.hv()
         existing = {i.name: i for i in images.list_images(hv)}
         if name in existing and not force:
-            phase("already in the image store")
+            report.phase("already in the image store")
             output.say(f"image {name} is in the store ({existing[name].path})")
             return
         if name in existing:
-            phase("replacing the stored image")
+            report.phase("replacing the stored image")
             images.remove(hv, name)
-        phase("importing into the image store")
-        info = images.import_file(hv, path, name, fmt="qcow2")
+        report.phase("importing into the image store")
+        info = images.import_file(hv, path, name, fmt="qcow2", report=report)
     output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
-
-
-@contextmanager
-def _progress(title: str) -> Iterator[Callable[[str, int, int | None], None]]:
-    """One Rich bar (bytes, rate, ETA) per phase; a line every 10% when stderr is not a terminal."""
-    start = time.monotonic()
-    if not output.err.is_terminal:
-        shown: dict[str, int] = {}
-
-        def plain(phase: str, done: int, total: int | None) -> None:
-            pct = 100 * done // total if total else 0
-            if phase not in shown or pct >= shown[phase] + 10:
-                shown[phase] = pct
-                amount = f"{pct}% of {format_size(total)}" if total else format_size(done)
-                output.say(f"{title}: {phase}: {amount} ({time.monotonic() - start:.1f} s)")
-
-        yield plain
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    tasks: dict[str, TaskID] = {}
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=output.err) as bars:
-
-        def live(phase: str, done: int, total: int | None) -> None:
-            if phase not in tasks:
-                for task in tasks.values():  # the previous phase is over
-                    bars.update(task, total=bars.tasks[task].completed)
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=max(total, done) if total else None)
-
-        yield live
 
 
 @app.command("import")
@@ -109,9 +66,9 @@ def import_(
         raise InvalidInput("give {opt:sha256} or {opt:sha512}, not both", cause="one checksum is checked per import",
                            hint="keep the one the publisher signs (usually {opt:sha256})")
     checksum = Checksum.parse("sha256", sha256) if sha256 else Checksum.parse("sha512", sha512) if sha512 else None
-    with _progress(f"import {name}") as progress:
+    with live.report(f"import {name}") as report:
         info = images.import_image(state.hv(), src, name, fmt=fmt, checksum=checksum, os_variant=os_variant,
-                                   progress=progress, say=output.say)
+                                   report=report)
     origin = f" from {info.original_format}" if info.original_format not in (None, "qcow2") else ""
     output.say(f"image {info.name}: {info.format}{origin}, {format_size(info.virtual_bytes)} virtual, "
                f"{format_size(info.allocation_bytes)} on disk, sha256 {info.sha256}")

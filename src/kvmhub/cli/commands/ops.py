@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output
+from kvmhub.cli import live, output
 from kvmhub.errors import NotFound
 
 app = typer.Typer(help="Operations: what kvmhub did, is doing, and took back.", no_args_is_help=True)
@@ -70,7 +70,7 @@ def repair(yes: Annotated[bool, typer.Option("--yes", help="carry it out (defaul
     """Show what interrupted operations left behind and what undoing (or finishing) it takes; --yes does it."""
     from kvmhub.services import repair as repair_svc
 
-    outcomes = repair_svc.repair(apply=yes, say=output.say)
+    outcomes = repair_svc.repair(apply=yes, report=live.lines())
     if json_out:
         output.print_json([{"id": o.op.id, "kind": o.op.kind, "target": o.op.target, "state": str(o.state),
                             "done": o.done, "left": o.left} for o in outcomes])

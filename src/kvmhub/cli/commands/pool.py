@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 from kvmhub.models import PoolInfo
 from kvmhub.validate import format_size
 
@@ -51,8 +51,8 @@ def create(
         first = exc.errors()[0]
         raise InvalidInput(f"invalid pool option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
                            hint="{opt:type} is one of dir, fs, netfs, logical, iscsi, iscsi-direct, rbd") from None
-    with output.phases(f"pool create {name}") as phase:
-        info = storage.create_pool(state.hv(), spec, say=phase)
+    with live.report(f"pool create {name}") as report:
+        info = storage.create_pool(state.hv(), spec, report=report)
     output.say(f"pool {info.name}: {info.type}, {info.state}, {format_size(info.available_bytes)} available"
                + (f", at {info.path}" if info.path else "") + (f", from {info.source}" if info.source else ""))
 
@@ -98,8 +98,8 @@ def rm(
     """Remove a pool (refused while any VM has a disk in it); its data stays unless --delete-data."""
     from kvmhub.services.storage import pools as storage
 
-    with output.phases(f"pool rm {name}") as phase:
-        done = storage.remove_pool(state.hv(), name, delete_data=delete_data, say=phase)
+    with live.report(f"pool rm {name}") as report:
+        done = storage.remove_pool(state.hv(), name, delete_data=delete_data, report=report)
     for line in done:
         output.say(line)
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 
 FileOpt = Annotated[str | None, typer.Option("--file", help="save file on the host (default: libvirt's managed save)")]
 
@@ -15,8 +15,8 @@ def save(name: str, file: FileOpt = None) -> None:
     """Stop a running VM with its memory state on disk; `restore` (or `start`) resumes it."""
     from kvmhub.services.vm import saves
 
-    with output.phases(f"save {name}") as phase:
-        where = saves.save(state.hv(), name, file=file, say=phase)
+    with live.report(f"save {name}") as report:
+        where = saves.save(state.hv(), name, file=file, report=report)
     output.say(f"VM {name} saved ({where}); `kvmhub restore {name}"
                + (f" --file {where}`" if file else "` or `kvmhub start` resumes it"))
 
@@ -30,8 +30,8 @@ def restore(
     """Resume a saved VM exactly where it was."""
     from kvmhub.services.vm import saves
 
-    with output.phases(f"restore {name}") as phase:
-        after = saves.restore(state.hv(), name, file=file, running=running, paused=paused, say=phase)
+    with live.report(f"restore {name}") as report:
+        after = saves.restore(state.hv(), name, file=file, running=running, paused=paused, report=report)
     output.say(f"VM {name} restored; it is {after}")
 
 

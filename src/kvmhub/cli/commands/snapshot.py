@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 
 if TYPE_CHECKING:
     from kvmhub.models.snapshot import SnapshotInfo
@@ -27,9 +27,9 @@ def create(
     """Take a snapshot of a VM."""
     from kvmhub.services.snapshots import snapshots
 
-    with output.phases(f"snapshot {name}") as phase:
+    with live.report(f"snapshot {name}") as report:
         info = snapshots.create(state.hv(), name, snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
-                                description=description, say=phase)
+                                description=description, report=report)
     what = "with memory" if info.memory else "disks only"
     output.say(f"snapshot {info.name} of {name} created ({info.kind}, {what})")
 
@@ -83,8 +83,8 @@ def revert(
     """Bring a VM back to a snapshot (its current state is discarded)."""
     from kvmhub.services.snapshots import snapshots
 
-    with output.phases(f"revert {name}") as phase:
-        after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, say=phase)
+    with live.report(f"revert {name}") as report:
+        after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, report=report)
     output.say(f"VM {name} reverted to {snap}; it is {after}")
 
 
@@ -100,7 +100,7 @@ def rm(
     """Remove a snapshot (external ones are merged into their base with block jobs)."""
     from kvmhub.services.snapshots import snapshots
 
-    with output.phases(f"snapshot rm {name}") as phase:
+    with live.report(f"snapshot rm {name}") as report:
         gone = snapshots.remove(state.hv(), name, snap, children=children, keep_children=keep_children,
-                                say=phase)
+                                report=report)
     output.say(f"removed snapshot{'s' if len(gone) > 1 else ''} {', '.join(gone)} of {name}")

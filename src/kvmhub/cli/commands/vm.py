@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 from kvmhub.cli.commands.tune import (
     CpuCap,
     CpuWeight,
@@ -26,6 +26,7 @@ from kvmhub.cli.commands.tune import (
 if TYPE_CHECKING:
     from kvmhub.hv import Hypervisor
     from kvmhub.models import Phase
+    from kvmhub.reporting import Reporter
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
@@ -80,7 +81,6 @@ def create(
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
-    from kvmhub.cli.upload_progress import uploads
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm import tuning
@@ -102,16 +102,15 @@ def create(
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen,
     )
     hv = state.hv()
-    with output.phases(f"create {name}") as phase:
-        with uploads(f"create {name}") as progress:
-            vm_create.create(hv, req, say=phase, progress=progress)
+    with live.report(f"create {name}") as report:
+        vm_create.create(hv, req, report=report)
         if wait and not no_start:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
-            phase("done")
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
+            report.phase("done")
     output.say(f"VM {name} created" + ("" if no_start else " and started"))
 
 
-def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, phase: Callable[[str], None]) -> None:
+def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, report: Reporter) -> None:
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm import readiness
 
@@ -119,7 +118,7 @@ def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, phase: Calla
         label = p.phase.value
         if p.ips:
             label += " " + ", ".join(f"{a.ip} ({a.source})" for a in p.ips)
-        phase(label)
+        report.phase(label)
 
     vms.wait(hv, name, target, timeout, on_progress)
 
@@ -173,10 +172,10 @@ def start(
     from kvmhub.services.vm import lifecycle as vms
 
     hv = state.hv()
-    with output.phases(f"start {name}") as phase:
-        vms.start(hv, name, say=phase)
+    with live.report(f"start {name}") as report:
+        vms.start(hv, name, report=report)
         if wait:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, phase)
+            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
     output.say(f"VM {name} started")
 
 
@@ -188,9 +187,9 @@ def stop(
     """Shut a VM down gracefully (ACPI power button)."""
     from kvmhub.services.vm import lifecycle as vms
 
-    with output.phases(f"stop {name}") as phase:
-        phase("power button pressed, waiting for the guest")
-        how = vms.stop(state.hv(), name, force=force, timeout=timeout, say=phase)
+    with live.report(f"stop {name}") as report:
+        report.phase("power button pressed, waiting for the guest")
+        how = vms.stop(state.hv(), name, force=force, timeout=timeout, report=report)
     output.say(f"VM {name} {how}")
 
 
@@ -214,7 +213,7 @@ def rm(
     """Remove a VM: kill it if running, undefine it, delete its disk and seed (never the image)."""
     from kvmhub.services.vm import remove as vm_remove
 
-    removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, say=output.say)
+    removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, report=live.lines())
     output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
 
 

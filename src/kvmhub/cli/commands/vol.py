@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import live, output, state
 from kvmhub.models import VolumeInfo
 from kvmhub.validate import format_size, parse_size
 
@@ -19,37 +17,6 @@ app = typer.Typer(help="Volumes in storage pools (named POOL/NAME).", no_args_is
 def _said(v: VolumeInfo) -> str:
     extra = f", backed by {v.backing_volume or v.backing}" if v.backing else ""
     return f"volume {v.pool}/{v.name}: {v.format or '?'}, {format_size(v.capacity_bytes)}{extra} at {v.path}"
-
-
-@contextmanager
-def _transfer(title: str) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar with bytes, rate and time left, fed with (done, total); shown once bytes move."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
-                   DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), console=output.err)
-    task = bar.add_task(title, total=None)
-    started = False
-
-    def progress(done: int, total: int) -> None:
-        nonlocal started
-        if not started:
-            bar.start()
-            started = True
-        bar.update(task, completed=done, total=total or None)
-
-    try:
-        yield progress
-    finally:
-        if started:
-            bar.stop()
 
 
 @app.command()
@@ -127,8 +94,8 @@ def clone(
     """Copy a volume in full, or make a linked clone (qcow2 overlay) of it."""
     from kvmhub.services.storage import volumes
 
-    with output.phases(f"vol clone {src}") as phase:
-        phase("making an overlay" if linked else "copying")
+    with live.report(f"vol clone {src}") as report:
+        report.phase("making an overlay" if linked else "copying")
         info = volumes.clone_volume(state.hv(), src, dst, linked=linked, fmt=fmt)
     output.say(_said(info))
 
@@ -152,8 +119,8 @@ def upload(
     """Upload a file into a new volume sized to it (hostile qcow2 headers are refused)."""
     from kvmhub.services.storage import volumes
 
-    with _transfer(f"uploading {file.name}") as progress:
-        info = volumes.upload(state.hv(), ref, file, fmt=fmt, progress=progress)
+    with live.report(f"vol upload {ref}") as report:
+        info = volumes.upload(state.hv(), ref, file, fmt=fmt, report=report)
     output.say(_said(info))
 
 
@@ -166,6 +133,6 @@ def download(
     """Download a volume's bytes into a local file."""
     from kvmhub.services.storage import volumes
 
-    with _transfer(f"downloading {ref}") as progress:
-        info = volumes.download(state.hv(), ref, file, overwrite=overwrite, progress=progress)
+    with live.report(f"vol download {ref}") as report:
+        info = volumes.download(state.hv(), ref, file, overwrite=overwrite, report=report)
     output.say(f"volume {info.pool}/{info.name} written to {file}")

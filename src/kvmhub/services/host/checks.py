@@ -10,7 +10,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
 
 from kvmhub.errors import HostProblem, KvmhubError
@@ -18,6 +18,7 @@ from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.models import CheckItem, CheckStatus, HostReport
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.host import accel
 from kvmhub.services.network import networks
 from kvmhub.services.storage import default_pools as pools
@@ -359,7 +360,7 @@ def _wait_for(path: str, what: str) -> None:
         time.sleep(0.2)
 
 
-def ensure_daemons(say: Callable[[str], None]) -> None:
+def ensure_daemons(report: Reporter) -> None:
     """Start virtlogd and libvirtd if they are not running (systemd when present, else -d)."""
     for name, sock in (("virtlogd", "/run/libvirt/virtlogd-sock"), ("libvirtd", "/run/libvirt/libvirt-sock")):
         if os.path.exists(sock) and _socket_answers(sock):
@@ -371,7 +372,7 @@ def ensure_daemons(say: Callable[[str], None]) -> None:
                 os.unlink(sock)  # stale socket from a daemon that died
             _run([name, "-d"])
         _wait_for(sock, name)
-        say(f"started {name}")
+        report.phase(f"started {name}")
 
 
 def _socket_answers(path: str) -> bool:
@@ -384,7 +385,7 @@ def _socket_answers(path: str) -> bool:
     return True
 
 
-def fix_dev_kvm(say: Callable[[str], None]) -> None:
+def fix_dev_kvm(report: Reporter) -> None:
     """Make /dev/kvm root:kvm 0660, as udev does on ordinary hosts."""
     if not os.path.exists("/dev/kvm"):
         return
@@ -397,22 +398,22 @@ def fix_dev_kvm(say: Callable[[str], None]) -> None:
     if st.st_gid != gid or stat.S_IMODE(st.st_mode) != 0o660:
         os.chown("/dev/kvm", 0, gid)
         os.chmod("/dev/kvm", 0o660)
-        say("/dev/kvm is now root:kvm 0660")
+        report.phase("/dev/kvm is now root:kvm 0660")
 
 
-def setup(uri: str | None = None, *, say: Callable[[str], None] = print, network: bool = True) -> HostReport:
+def setup(uri: str | None = None, *, report: Reporter = QUIET, network: bool = True) -> HostReport:
     """Apply the fixes `check` names, idempotently, then check again."""
     hv = Hypervisor(uri)
     if is_local_uri(hv.uri) and not host_root():
         if os.geteuid() != 0:
             raise HostProblem("{cmd:host setup} changes the host", hint="run it as root")
-        fix_dev_kvm(say)
-        ensure_daemons(say)
+        fix_dev_kvm(report)
+        ensure_daemons(report)
     for line in pools.ensure_pools(hv):
-        say(line)
+        report.phase(line)
     if network:
         for line in networks.ensure_default(hv):
-            say(line)
+            report.phase(line)
     hv.close()
     return check(uri)
 

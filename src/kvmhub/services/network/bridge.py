@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
+from kvmhub.models.events import Event, UndoEvent
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.tools import iproute
 from kvmhub.tools.iproute import IpFailed, NetState, Route, read_state
 from kvmhub.undo import Undo
@@ -83,7 +85,7 @@ def _set_link(dev: str, up: bool) -> None:
     iproute.ip(["link", "set", "dev", dev, "up" if up else "down"])
 
 
-def _move(state: NetState, to: str, undo: Undo, say: Callable[[str], None]) -> None:
+def _move(state: NetState, to: str, undo: Undo, report: Reporter) -> None:
     """Move ``state``'s addresses and routes from its device onto ``to``, each step registering its undo."""
     src = state.link.name
     # Registered first so it runs last, once the addresses (the routes' gateways) are back.
@@ -94,18 +96,18 @@ def _move(state: NetState, to: str, undo: Undo, say: Callable[[str], None]) -> N
     for addr in state.addresses:
         iproute.ip(addr.add_args(to))
         undo.add(f"remove {addr.cidr} from {to}", partial(_ip_ignore_gone, addr.del_args(to)))
-        say(f"moved {addr.cidr} from {src} to {to}")
+        report.phase(f"moved {addr.cidr} from {src} to {to}")
     for route in sorted(state.routes, key=lambda r: r.gateway is not None):
         _ip_ignore_gone(route.args("del", src))  # the kernel dropped most with their addresses
         _put_routes((route,), to, "add")
         undo.add(f"remove route {route.describe()} from {to}", partial(_ip_ignore_gone, route.args("del", to)))
-        say(f"moved route {route.describe()} from {src} to {to}")
+        report.phase(f"moved route {route.describe()} from {src} to {to}")
 
 
-def _wait_answer(target: str, timeout: float, say: Callable[[str], None]) -> float | None:
+def _wait_answer(target: str, timeout: float, report: Reporter) -> float | None:
     """Seconds until ``target`` answered a ping, or None when it did not within ``timeout``."""
     start = time.monotonic()
-    say(f"checking that {target} answers (up to {timeout:.0f} s)")
+    report.phase(f"checking that {target} answers (up to {timeout:.0f} s)")
     while True:
         left = timeout - (time.monotonic() - start)
         if left <= 0:
@@ -158,7 +160,7 @@ def _transaction(
     target: str | None,
     timeout: float,
     steps: Callable[[Undo], None],
-    say: Callable[[str], None],
+    report: Reporter,
 ) -> float:
     """Run ``steps`` then the connectivity check; on failure, error or Ctrl-C, undo all and raise why.
 
@@ -172,14 +174,15 @@ def _transaction(
         answered_before = iproute.ping(f"{target.split('%')[0]}%{before.link.name}" if "%" in target else target)
     undone: list[str] = []
 
-    def report(msg: str) -> None:
-        undone.append(msg)
-        say(msg)
+    def sink(event: Event) -> None:
+        if isinstance(event, UndoEvent):
+            undone.append(event.step)
+        report.emit(event)
 
-    undo = Undo(report=report)
+    undo = Undo(report=Reporter(sink, report.cancel))
     try:
         steps(undo)
-        seconds = 0.0 if target is None else _wait_answer(target, timeout, say)
+        seconds = 0.0 if target is None else _wait_answer(target, timeout, report)
         if seconds is None:
             raise OperationTimeout(
                 f"connectivity check failed: {target} did not answer within {timeout:.0f} s after the change",
@@ -208,7 +211,7 @@ def _transaction(
             exc.args = (exc.message,)
             raise
         if isinstance(exc, KeyboardInterrupt):
-            say(f"interrupted: {summary}")
+            report.phase(f"interrupted: {summary}")
             raise
         raise HostProblem(f"{what}\n{summary}") from exc
 
@@ -273,7 +276,7 @@ def create(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     check_ip: str | None = None,
-    say: Callable[[str], None] = _quiet,
+    report: Reporter = QUIET,
 ) -> BridgeResult:
     """Make bridge ``bridge`` with ``dev`` as its port, moving ``dev``'s addresses and routes onto it.
 
@@ -326,14 +329,14 @@ def create(
         if link.mtu:
             settings += ["mtu", str(link.mtu)]
         iproute.ip(["link", "set", "dev", bridge, *settings, "up"])
-        say(f"created bridge {bridge}")
+        report.phase(f"created bridge {bridge}")
         undo.add(f"set {dev} {'up' if link.up else 'down'}", lambda: _set_link(dev, link.up))
-        _move(before, bridge, undo, say)
+        _move(before, bridge, undo, report)
         iproute.ip(["link", "set", "dev", dev, "master", bridge, "up"])
         undo.add(f"release {dev} from {bridge}", lambda: iproute.ip(["link", "set", "dev", dev, "nomaster"]))
-        say(f"{dev} is now a port of {bridge}")
+        report.phase(f"{dev} is now a port of {bridge}")
 
-    seconds = _transaction([before], bridge, target, timeout, steps, say)
+    seconds = _transaction([before], bridge, target, timeout, steps, report)
     return BridgeResult(
         bridge=bridge,
         dev=dev,
@@ -351,7 +354,7 @@ def remove(
     to: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     check_ip: str | None = None,
-    say: Callable[[str], None] = _quiet,
+    report: Reporter = QUIET,
 ) -> BridgeResult:
     """Give ``bridge``'s addresses and routes back to its port (or ``to``) and delete the bridge.
 
@@ -409,13 +412,13 @@ def remove(
             iproute.ip(["link", "set", "dev", dev, "nomaster"])
             undo.add(f"make {dev} a port of {bridge} again",
                      lambda: iproute.ip(["link", "set", "dev", dev, "master", bridge]))
-            say(f"released {dev} from {bridge}")
+            report.phase(f"released {dev} from {bridge}")
         _set_link(dev, True)
-        _move(before, dev, undo, say)
+        _move(before, dev, undo, report)
 
-    seconds = _transaction([before, read_state(dev)], None, target, timeout, steps, say)
+    seconds = _transaction([before, read_state(dev)], None, target, timeout, steps, report)
     _ip_ignore_gone(["link", "del", "dev", bridge])
-    say(f"deleted bridge {bridge}")
+    report.phase(f"deleted bridge {bridge}")
     return BridgeResult(
         bridge=bridge,
         dev=dev,

@@ -16,8 +16,7 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
 from kvmhub.xml._util import child_text, parse, with_uuid
@@ -147,7 +146,7 @@ def create(
     bridge: str | None = None,
     dev: str | None = None,
     autostart: bool = True,
-    say: Say = _quiet,
+    report: Reporter = QUIET,
 ) -> NetworkInfo:
     """Define and start a libvirt network.
 
@@ -191,7 +190,7 @@ def create(
     )
     net_uuid = str(uuidlib.uuid4())
     xml = with_uuid(xml, "network", net_uuid)
-    with Operation(hv, "network.create", name, locks=[LockSpec("network", name)], say=say) as op:
+    with Operation(hv, "network.create", name, locks=[LockSpec("network", name)], report=report) as op:
         if hv_networks.network_exists(hv, name):  # again under the lock: a create of the same name may have won
             raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
         op.add(f"undefine network {name}", Action("network.undefine", {"name": name, "uuid": net_uuid}))

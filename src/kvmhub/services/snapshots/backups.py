@@ -18,6 +18,7 @@ kvmhub VM would not (:func:`kvmhub.xml.hostbound.untrusted_refusals`; an emulate
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -39,8 +40,7 @@ from kvmhub.models.vm import DiskSource
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.storage import default_pools as pools
@@ -118,7 +118,7 @@ def _backed_up_disks(dom: hv_domains.Domain) -> tuple[list[str], list[str]]:
 
 
 def _ensure_bitmap_capable(hv: Hypervisor, dom: hv_domains.Domain, targets: list[str], *, running: bool,
-                           say: Say) -> None:
+                           report: Reporter) -> None:
     """Dirty bitmaps need qcow2 v3 (compat 1.1): upgrade v2 disks of a shut-off VM, refuse them on a running one."""
     paths = {d.target: _disk_path(hv, d.source) for d in xml_snap.domain_disks(dom.xml())
              if d.target in targets and d.source is not None}
@@ -137,7 +137,7 @@ def _ensure_bitmap_capable(hv: Hypervisor, dom: hv_domains.Domain, targets: list
                      f"{{cmd:backup {dom.name} --to DIR}} upgrades it (or `qemu-img amend -f qcow2 -o compat=1.1 "
                      f"{path}`)",
             )
-        say(f"upgrading disk {target} to qcow2 v3 (dirty bitmaps need it)")
+        report.phase(f"upgrading disk {target} to qcow2 v3 (dirty bitmaps need it)")
         qemu_img.run(["amend", "-f", "qcow2", "-o", "compat=1.1", seen], what=f"upgrading disk {target}", cpu=300)
 
 
@@ -162,8 +162,7 @@ def backup(
     directory: str,
     *,
     incremental: bool = False,
-    say: Say = _quiet,
-    progress: Callable[[int, int], None] | None = None,
+    report: Reporter = QUIET,
 ) -> BackupInfo:
     """Back up VM `name` into `directory`: a full backup, or with `incremental` the changes since the last one.
 
@@ -190,7 +189,7 @@ def backup(
                            cause="the checkpoint was removed (or the disk restored), so its changes are unknown",
                            hint=f"take a full backup: {{cmd:backup {name} --to {directory}}}")
     keep, skip = _backed_up_disks(dom)
-    _ensure_bitmap_capable(hv, dom, keep, running=state != "shut off", say=say)
+    _ensure_bitmap_capable(hv, dom, keep, running=state != "shut off", report=report)
     kind: BackupKind = "incremental" if incremental else "full"
     point_name = f"{len(manifest.points) + 1:04d}"
     files = {t: where / f"{point_name}-{kind}-{t}.qcow2" for t in keep}
@@ -203,12 +202,12 @@ def backup(
                                           incremental=parent.checkpoint if incremental and parent else None)
     checkpoint_xml = xml_backup.checkpoint_to_xml(checkpoint, keep, skip, description=description)
     began = time.monotonic()
-    with Operation(hv, "vm.backup", name, locks=[LockSpec("vm", name)], say=say) as op:
+    with Operation(hv, "vm.backup", name, locks=[LockSpec("vm", name)], report=report) as op:
         for f in files.values():
             op.add(f"remove {f.name}", undo_actions.remove_file(str(f), seen_here=True))
-        _run_job(dom, state, backup_xml, checkpoint_xml, checkpoint, op, say, progress)
+        _run_job(dom, state, backup_xml, checkpoint_xml, checkpoint, op, report)
         faults.point("backup-copied")
-        say("recording checksums")
+        report.phase("recording checksums")
         disks = []
         for target, path in files.items():
             if incremental and parent is not None:
@@ -236,23 +235,23 @@ def _remove_files(paths: list[Path]) -> None:
 
 def _run_job(
     dom: hv_domains.Domain, state: str, backup_xml: str, checkpoint_xml: str, checkpoint: str, op: Operation,
-    say: Say, progress: Callable[[int, int], None] | None,
+    report: Reporter,
 ) -> None:
     started = state == "shut off"
     if started:
-        say("starting the VM paused for the backup (its CPUs do not run)")
+        report.phase("starting the VM paused for the backup (its CPUs do not run)")
         op.add("stop the VM started for the backup", undo_actions.destroy_domain(dom.uuid, dom.name,
                                                                                  only_paused=True))
         hv_snap.start_paused(dom)
         faults.point("backup-started-paused")
     try:
-        say("starting the backup job")
+        report.phase("starting the backup job")
         op.add(f"delete checkpoint {checkpoint}", undo_actions.delete_checkpoint(dom.uuid, checkpoint))
         hv_backup.begin(dom, backup_xml, checkpoint_xml)
         faults.point("backup-job")
-        say("copying the disks")
+        report.phase("copying the disks")
         try:
-            hv_backup.wait(dom, progress=progress)
+            hv_backup.wait(dom, progress=lambda done, total: op.progress("copying the disks", done, total))
         except BaseException:
             hv_backup.abort(dom)
             raise
@@ -287,7 +286,7 @@ def list_backups(hv: Hypervisor, name: str, directory: str | None = None) -> lis
     return sorted(out, key=lambda i: (i.created, i.directory, i.name))
 
 
-def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
+def verify(hv: Hypervisor, directory: str, *, report: Reporter = QUIET) -> list[str]:
     """Check every file of a backup directory (checksum + ``qemu-img check``); returns the problems found."""
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
@@ -298,7 +297,7 @@ def verify(hv: Hypervisor, directory: str, *, say: Say = _quiet) -> list[str]:
     for point in manifest.points:
         for disk in point.disks:
             path = where / disk.file
-            say(f"checking {disk.file}")
+            report.phase(f"checking {disk.file}")
             if not path.exists():
                 problems.append(f"{disk.file}: missing")
                 continue
@@ -357,7 +356,7 @@ def _free_name(pool: hv_storage.Pool, stem: str) -> str:
 
 def restore(
     hv: Hypervisor, name: str, directory: str, *, at: str | None = None, as_name: str | None = None,
-    pool: str | None = None, say: Say = _quiet,
+    pool: str | None = None, report: Reporter = QUIET,
 ) -> str:
     """Rebuild VM `name`'s disks from the backup chain in `directory` as of point `at` (default: the latest).
 
@@ -394,9 +393,9 @@ def restore(
             raise _unsafe(directory, "its recorded definition has " + "; ".join(f"{t.what} ({t.why})" for t in ties))
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     new_name = as_name or name
-    say(f"restoring point {point.name} ({point.kind}, {point.created})")
+    report.phase(f"restoring point {point.name} ({point.kind}, {point.created})")
     locks = [LockSpec("vm", new_name)] + ([LockSpec("vm", name)] if as_name else [])
-    with Operation(hv, "vm.restore", new_name, locks=locks, say=say) as undo:
+    with Operation(hv, "vm.restore", new_name, locks=locks, report=report) as undo:
         if as_name is not None and hv_domains.exists(hv, as_name):  # again under the lock
             raise Conflict(f"a VM named {as_name!r} already exists", hint="pick another {opt:as} name",
                            code="name.taken")
@@ -404,19 +403,20 @@ def restore(
         for disk in point.disks:
             flat = where / f".restore-{uuid.uuid4().hex[:8]}-{disk.target}.qcow2"
             undo.add(f"remove {flat.name}", undo_actions.remove_file(str(flat), seen_here=True))
-            say(f"rebuilding disk {disk.target} from {point.name} and its parents")
+            report.phase(f"rebuilding disk {disk.target} from {point.name} and its parents")
             qemu_img.run(["convert", "-f", "qcow2", "-O", "qcow2", str(where / disk.file), str(flat)],
                          what=f"rebuilding {disk.target} from {disk.file}", cpu=3600)
             vol_name = _free_name(target_pool, f"{new_name}-{disk.target}.restored-{point.name}" if dom
                                   else f"{new_name}-{disk.target}")
-            say(f"uploading disk {disk.target} into {target_pool.name}/{vol_name}")
-            made[disk.target] = upload_volume(target_pool, vol_name, flat, undo)
+            report.phase(f"uploading disk {disk.target} into {target_pool.name}/{vol_name}")
+            made[disk.target] = upload_volume(target_pool, vol_name, flat, undo,
+                                              functools.partial(undo.progress, f"uploading {disk.target}"))
             flat.unlink()
             faults.point("restore-disk")
         if dom is None:
-            _define_copy(hv, point.domain_xml, new_name, made, undo, say)
+            _define_copy(hv, point.domain_xml, new_name, made, undo, report)
         else:
-            _replace_disks(hv, dom, made, say)
+            _replace_disks(hv, dom, made, report)
         undo.success()
     return new_name
 
@@ -449,7 +449,7 @@ def _check_files(where: Path, directory: str, manifest: BackupManifest, chain: l
 
 
 def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str, hv_storage.Volume],
-                 undo: StepLog, say: Say = _quiet) -> None:
+                 undo: StepLog, report: Reporter = QUIET) -> None:
     """The recorded definition as VM `new_name`: new identity, the restored disks; the old VM's own media
     (its seed, ISO) left out, since they go when it is removed."""
     tree = parse(domain_xml, "domain")
@@ -466,7 +466,7 @@ def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str,
     nvram = None
     if nvram_files.nvram_path(tree) is not None:
         nvram = nvram_files.new_path(new_name)
-        say("warning: a backup holds no NVRAM (UEFI variables); the new VM's starts from the firmware template")
+        report.warn("a backup holds no NVRAM (UEFI variables); the new VM's starts from the firmware template")
     meta = old_meta.model_copy(update={"owned_volumes": [f"{v.pool}/{v.name}" for v in made.values()],
                                        "owned_secrets": [], "owned_files": [], "forwards": []})
     macs = [leases.new_mac(hv) for _ in tree.iterfind("devices/interface")]
@@ -479,14 +479,15 @@ def _define_copy(hv: Hypervisor, domain_xml: str, new_name: str, made: dict[str,
     hv_domains.define(hv, serialize(tree))
 
 
-def _replace_disks(hv: Hypervisor, dom: hv_domains.Domain, made: dict[str, hv_storage.Volume], say: Say) -> None:
+def _replace_disks(hv: Hypervisor, dom: hv_domains.Domain, made: dict[str, hv_storage.Volume],
+                   report: Reporter) -> None:
     inactive = dom.xml(inactive=True)
     old = {d.target: d.source for d in xml_snap.domain_disks(inactive) if d.target in made and d.source}
     hv_domains.define(hv, xml_snap.retarget_domain_disks(inactive, {t: v.path for t, v in made.items()}))
     for cp in hv_backup.checkpoints(dom):
         cp.delete(metadata_only=True)  # their bitmaps lived in the replaced files
     if hv_saves.has_managed_save(dom):
-        say("warning: discarding the VM's saved memory state: it belongs to the replaced disks")
+        report.warn("discarding the VM's saved memory state: it belongs to the replaced disks")
         hv_saves.remove_managed_save(dom)
     text = dom.metadata()
     meta = metadata_from_xml(text) if text else None
@@ -498,5 +499,5 @@ def _replace_disks(hv: Hypervisor, dom: hv_domains.Domain, made: dict[str, hv_st
         if meta is None or ref not in meta.owned_volumes:
             continue
         pool_name, _, vol = ref.partition("/")
-        say(f"deleting the replaced disk {ref}")
+        report.phase(f"deleting the replaced disk {ref}")
         hv_storage.lookup_pool(hv, pool_name).volume(vol).delete()

@@ -32,6 +32,7 @@ from kvmhub.models.vm import DiskSource
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.validate import check_name
@@ -223,7 +224,7 @@ def create(
     disk_only: bool = False,
     quiesce: bool = False,
     description: str | None = None,
-    say: Say = _quiet,
+    report: Reporter = QUIET,
 ) -> SnapshotInfo:
     """Take a snapshot of `vm`.
 
@@ -261,9 +262,9 @@ def create(
     with_memory = live and not disk_only
     spec, new_files = _plan(hv, dom, name, running=live, memory=with_memory, external=external,
                             description=description)
-    say(f"taking {'an external' if external else 'an internal'} snapshot"
+    report.phase(f"taking {'an external' if external else 'an internal'} snapshot"
         + (" with memory" if with_memory else " of the disks"))
-    with Operation(hv, "snapshot.create", f"{vm}/{name}", locks=[LockSpec("vm", vm)], say=say) as op:
+    with Operation(hv, "snapshot.create", f"{vm}/{name}", locks=[LockSpec("vm", vm)], report=report) as op:
         if name in _infos(dom):  # again under the lock
             raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name", code="name.taken")
         refs = [r for r in (_owned_ref(hv, f) for f in new_files) if r]
@@ -276,7 +277,7 @@ def create(
             hv_snap.create(dom, xml_snap.snapshot_to_xml(spec), disk_only=external and not with_memory,
                            quiesce=quiesce)
         except BaseException:
-            _resume_if_left_paused(dom, state, say)
+            _resume_if_left_paused(dom, state, report)
             raise
         faults.point("snapshot-taken")
         for f in new_files:
@@ -285,21 +286,21 @@ def create(
     return show(hv, vm, name)
 
 
-def _resume_if_left_paused(dom: hv_domains.Domain, before: str, say: Say) -> None:
+def _resume_if_left_paused(dom: hv_domains.Domain, before: str, report: Reporter) -> None:
     """libvirt pauses the guest while it saves memory; a failure must not leave it paused."""
     try:
         if before == "running" and dom.state() == "paused":
             dom.resume()
-            say("warning: the snapshot failed while the VM was paused; the VM has been resumed")
+            report.warn("the snapshot failed while the VM was paused; the VM has been resumed")
     except KvmhubError as exc:
-        say(f"warning: could not resume the VM after the failed snapshot: {exc.message}")
+        report.warn(f"could not resume the VM after the failed snapshot: {exc.message}")
 
 
 # -- revert -----------------------------------------------------------------------------------------------
 
 
 def revert(
-    hv: Hypervisor, vm: str, snap: str, *, running: bool = False, paused: bool = False, say: Say = _quiet
+    hv: Hypervisor, vm: str, snap: str, *, running: bool = False, paused: bool = False, report: Reporter = QUIET
 ) -> str:
     """Bring `vm` back to snapshot `snap`, discarding its current state; returns the VM's state after.
 
@@ -311,27 +312,27 @@ def revert(
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
     info = xml_snap.snapshot_from_xml(target.xml(), vm=vm)
     if info.kind == "internal":
-        say("reverting (internal snapshot)")
+        report.phase("reverting (internal snapshot)")
         target.revert(running=running, paused=paused)
     else:
-        _revert_external(hv, dom, target, info, running=running, paused=paused, say=say)
+        _revert_external(hv, dom, target, info, running=running, paused=paused, report=report)
     return dom.state()
 
 
 def _revert_external(
     hv: Hypervisor, dom: hv_domains.Domain, target: hv_snap.Snapshot, info: SnapshotInfo, *,
-    running: bool, paused: bool, say: Say,
+    running: bool, paused: bool, report: Reporter,
 ) -> None:
     old_xml = target.xml()
     frozen = {t: _path(hv, s) for t, s in info.frozen.items()}
     if dom.is_active():
-        say("stopping the VM (its current state is discarded)")
+        report.phase("stopping the VM (its current state is discarded)")
         dom.destroy()
     inactive = dom.xml(inactive=True)
     tops = _tops(hv, inactive)
     new: dict[str, str] = {}
     with Operation(hv, "snapshot.revert", f"{dom.name}/{info.name}", locks=[LockSpec("vm", dom.name)],
-                   say=say) as undo:
+                   report=report) as undo:
         for disk, base in frozen.items():
             path = _unique_file(hv, os.path.dirname(base), f"{dom.name}-{disk}.{info.name}", ".qcow2",
                                 set(new.values()))
@@ -344,7 +345,7 @@ def _revert_external(
             undo.add(f"forget {ref}", Action("snapshot.forget_files", {"uuid": dom.uuid, "refs": [ref]}))
             _set_owned(dom, [ref], [])
             undo.add(f"delete {path}", undo_actions.delete_volume(pool.name, os.path.basename(path), path))
-            say(f"new overlay for {disk} on {os.path.basename(base)}")
+            report.phase(f"new overlay for {disk} on {os.path.basename(base)}")
             pool.create_volume(
                 xml_volume.volume_xml(os.path.basename(path), base_vol.info().capacity, "qcow2", base, "qcow2"),
                 what=f"creating an overlay of {base}",
@@ -360,10 +361,10 @@ def _revert_external(
     frozen_everywhere = {_path(hv, s) for i in _infos(dom).values() for s in i.frozen.values()}
     for disk, top in tops.items():
         if disk in new and top not in frozen_everywhere and top != new[disk]:
-            say(f"discarding {os.path.basename(top)}")
+            report.phase(f"discarding {os.path.basename(top)}")
             _forget_file(hv, dom, top)
     if info.memory and info.memory_file:
-        say("restoring the memory state")
+        report.phase("restoring the memory state")
         inner = xml_snap.snapshot_domain_xml(old_xml)
         hv_snap.restore_memory(dom, info.memory_file, xml_snap.retarget_domain_disks(inner, new),
                                paused=paused or (info.state == "paused" and not running))
@@ -383,7 +384,7 @@ def _tops(hv: Hypervisor, domain_xml: str) -> dict[str, str]:
 
 
 def remove(
-    hv: Hypervisor, vm: str, snap: str, *, children: bool = False, keep_children: bool = False, say: Say = _quiet
+    hv: Hypervisor, vm: str, snap: str, *, children: bool = False, keep_children: bool = False, report: Reporter = QUIET
 ) -> list[str]:
     """Delete snapshot `snap` (with `children`, its whole subtree); returns the names removed.
 
@@ -419,10 +420,10 @@ def remove(
         return order
     # an external delete merges files: it cannot be taken back, only finished (run `snapshot rm` again);
     # the journal makes sure a VM started paused for the merge is not left running
-    with Operation(hv, "snapshot.rm", f"{vm}/{snap}", locks=[LockSpec("vm", vm)], say=say) as op:
+    with Operation(hv, "snapshot.rm", f"{vm}/{snap}", locks=[LockSpec("vm", vm)], report=report) as op:
         for name in order:
-            say(f"removing snapshot {name}")
-            _remove_external(hv, dom, name, say, op)
+            report.phase(f"removing snapshot {name}")
+            _remove_external(hv, dom, name, report, op)
         op.success()
     return order
 
@@ -434,7 +435,7 @@ def _chain(hv: Hypervisor, top: str) -> list[str]:
     return out
 
 
-def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say, op: Operation) -> None:
+def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, report: Reporter, op: Operation) -> None:
     infos = _infos(dom)
     info = infos[name]
     tops = _tops(hv, dom.xml())
@@ -466,9 +467,9 @@ def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say
         elif not users(base) and base not in chain and base not in frozen_by_others:
             garbage.append(base)  # nothing hangs from it any more: only this snapshot kept it
         else:
-            say(f"warning: keeping {os.path.basename(base)} for disk {disk.target}: other snapshots use it")
+            report.warn(f"keeping {os.path.basename(base)} for disk {disk.target}: other snapshots use it")
     if merges:
-        _merge(hv, dom, merges, say, op)
+        _merge(hv, dom, merges, report, op)
         for other in infos.values():
             if other.name == name:
                 continue
@@ -483,12 +484,12 @@ def _remove_external(hv: Hypervisor, dom: hv_domains.Domain, name: str, say: Say
     hv_snap.lookup(dom, name).delete(metadata_only=True)
 
 
-def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, str, bool]], say: Say,
+def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, str, bool]], report: Reporter,
            op: Operation) -> None:
     """Commit each overlay into its base; a shut-off VM is started paused for the jobs and stopped after."""
     started = False
     if not dom.is_active():
-        say("starting the VM paused for the merge (its CPUs do not run)")
+        report.phase("starting the VM paused for the merge (its CPUs do not run)")
         op.add("stop the VM started for the merge", undo_actions.destroy_domain(dom.uuid, dom.name,
                                                                                 only_paused=True))
         hv_snap.start_paused(dom)
@@ -496,7 +497,7 @@ def _merge(hv: Hypervisor, dom: hv_domains.Domain, merges: list[tuple[str, str, 
         faults.point("snapshot-rm-paused")
     try:
         for disk, overlay, base, active in merges:
-            say(f"merging {os.path.basename(overlay)} into {os.path.basename(base)}")
+            report.phase(f"merging {os.path.basename(overlay)} into {os.path.basename(base)}")
             hv_snap.block_commit(dom, disk, top=overlay, base=base, active=active)
     finally:
         if started:

@@ -15,8 +15,7 @@ from kvmhub.errors import KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
-from kvmhub.reporting import Say
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.xml import volume as xml_volume
 
 BASE_RE = re.compile(r"^base-[0-9a-f]{8}\.qcow2$")
@@ -27,7 +26,7 @@ def is_base(path: str) -> bool:
     return bool(BASE_RE.match(os.path.basename(path)))
 
 
-def release_bases(hv: Hypervisor, backing_paths: Iterable[str], say: Say = _quiet) -> list[str]:
+def release_bases(hv: Hypervisor, backing_paths: Iterable[str], report: Reporter = QUIET) -> list[str]:
     """Delete the bases among `backing_paths` that no volume of their pool is backed by any more, then the
     bases under those, and so on. Images and other volumes are never touched. Returns what was deleted."""
     removed: list[str] = []
@@ -47,7 +46,7 @@ def release_bases(hv: Hypervisor, backing_paths: Iterable[str], say: Say = _quie
             below = xml_volume.volume_from_xml(vol.xml()).backing_path
             vol.delete()
         except KvmhubError as exc:
-            say(f"warning: could not release base {path}: {exc.message}")
+            report.warn(f"could not release base {path}: {exc.message}")
             continue
         removed.append(f"{vol.pool}/{vol.name}")
         if below:

@@ -20,7 +20,7 @@ from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
 from kvmhub.models.disk import DiskInfo
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import bases, encryption, volumes
 from kvmhub.services.storage import default_pools as pools
@@ -297,7 +297,7 @@ def add(
     fmt: str | None = None,
     encrypt: bool = False,
     target: str | None = None,
-    say: Say = _quiet,
+    report: Reporter = QUIET,
 ) -> tuple[DiskSpec, bool]:
     """Add a disk: a new volume of ``size`` (owned by the VM), the existing volume ``vol`` (POOL/VOL) or
     the network export ``url``. Hot-plugged when the VM runs, always persisted; returns (disk, live).
@@ -348,7 +348,7 @@ def add(
         locks.append(LockSpec("pool", pool.name, shared=True))
     elif vol is not None:
         locks.append(LockSpec("volume", vol))
-    with Operation(hv, "disk.add", vm, locks=locks, say=say) as op:
+    with Operation(hv, "disk.add", vm, locks=locks, report=report) as op:
         # under the VM's lock: another disk add of this VM may have taken the name meanwhile
         if target in disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set()):
             raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or retry")
@@ -356,9 +356,9 @@ def add(
         vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
         if pool is not None and vol_name is not None:
             if encrypt:
-                say("make secret")
+                report.phase("make secret")
                 secret = encryption.new_disk_secret(hv, vm, target, op)
-            say("make volume")
+            report.phase("make volume")
             vol_xml = xml_volume.volume_xml(vol_name, capacity, disk_fmt, encryption_secret=secret)
             what = f"making volume {vol_name}"
             make = encryption.create_volume if secret is not None else hv_storage.Pool.create_volume
@@ -368,11 +368,11 @@ def add(
         disk = DiskSpec(target=target, bus=bus, format=disk_fmt, source=source,  # type: ignore[arg-type]
                         readonly=readonly, encryption_secret=secret)
         if bus == "scsi" and not has_scsi_controller(dom.xml(inactive=True)):
-            say("add scsi controller")
+            report.phase("add scsi controller")
             op.add("remove the scsi controller", undo_actions.remove_device(dom.uuid, vm, scsi_controller_xml(),
                                                                             dom.xml(inactive=True)))
             dom.attach_device(scsi_controller_xml())
-        say("attach")
+        report.phase("attach")
         op.add(f"detach {target}", undo_actions.remove_device(dom.uuid, vm, disk_to_xml(disk), dom.xml(inactive=True)))
         dom.attach_device(disk_to_xml(disk))
         faults.point("disk-attach")
@@ -403,7 +403,7 @@ def _wait_unplugged(dom: hv_domains.Domain, target: str) -> bool:
 
 
 def remove(
-    hv: Hypervisor, vm: str, target: str, *, keep: bool = False, say: Say = _quiet
+    hv: Hypervisor, vm: str, target: str, *, keep: bool = False, report: Reporter = QUIET
 ) -> tuple[DiskSpec, bool, list[str]]:
     """Detach disk ``target`` (live when the VM runs, and from the definition) and delete its volume if
     kvmhub made it for this VM, unless ``keep``. Returns (disk, live, deleted "pool/volume" refs).
@@ -427,16 +427,16 @@ def remove(
     src = disk.source
     ref = f"{src.pool}/{src.volume}" if src.pool and src.volume else None
     locks = [LockSpec("vm", vm)] + ([LockSpec("volume", ref)] if ref is not None else [])
-    with Operation(hv, "disk.rm", vm, locks=locks, say=say) as op:
-        deleted = _detach_and_delete(hv, dom, disk, ref, live, keep, op, say)
+    with Operation(hv, "disk.rm", vm, locks=locks, report=report) as op:
+        deleted = _detach_and_delete(hv, dom, disk, ref, live, keep, op, report)
         op.success()
     return disk, live, deleted
 
 
 def _detach_and_delete(hv: Hypervisor, dom: hv_domains.Domain, disk: DiskSpec, ref: str | None, live: bool,
-                       keep: bool, op: Operation, say: Say) -> list[str]:
+                       keep: bool, op: Operation, report: Reporter) -> list[str]:
     vm, target, src = dom.name, disk.target, disk.source
-    say("detach")
+    report.phase("detach")
     op.add(f"detach {target} from {vm}")  # a removal is not undone: the steps are journalled for `ops show`
     dom.detach_device(disk_to_xml(disk))
     if live and not _wait_unplugged(dom, target):
@@ -460,9 +460,9 @@ def _detach_and_delete(hv: Hypervisor, dom: hv_domains.Domain, disk: DiskSpec, r
     if keep:
         _update_meta(dom, disown)
         if secret is not None:
-            say(f"volume {ref} kept; its key stays in libvirt secret {secret}")
+            report.phase(f"volume {ref} kept; its key stays in libvirt secret {secret}")
         return deleted
-    say("delete volume")
+    report.phase("delete volume")
     assert src.pool is not None and src.volume is not None
     below = bases.backing_path(hv, ref)
     op.add(f"delete volume {ref}")
@@ -473,7 +473,7 @@ def _detach_and_delete(hv: Hypervisor, dom: hv_domains.Domain, disk: DiskSpec, r
         encryption.delete_secret(hv, secret)
     _update_meta(dom, disown)
     if below is not None:
-        deleted += bases.release_bases(hv, [below], say)  # a frozen base no other disk sits on any more
+        deleted += bases.release_bases(hv, [below], report)  # a frozen base no other disk sits on any more
     return deleted
 
 
@@ -485,7 +485,7 @@ def _volume_of(hv: Hypervisor, src: DiskSource) -> hv_storage.Volume | None:
     return None
 
 
-def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet) -> tuple[int, int, bool]:
+def resize(hv: Hypervisor, vm: str, target: str, size: str, *, report: Reporter = QUIET) -> tuple[int, int, bool]:
     """Grow disk ``target`` to ``size``: live through QEMU when the VM runs (the guest sees it at once),
     else the volume itself. Returns (old bytes, new bytes, live).
 
@@ -539,10 +539,10 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, say: Say = _quiet
                     cause=f"the pool has {format_size(available)} free",
                     hint="free space in the pool, or grow the disk less",
                 )
-            say(f"warning: pool {vol.pool} has {format_size(available)} free, less than the "
+            report.warn(f"pool {vol.pool} has {format_size(available)} free, less than the "
                 f"{format_size(new - old)} {target} grows by; it fills as the guest writes")
     locks = [LockSpec("vm", vm)] + ([LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else [])
-    with Operation(hv, "disk.resize", f"{vm}/{target}", locks=locks, say=say) as op:
+    with Operation(hv, "disk.resize", f"{vm}/{target}", locks=locks, report=report) as op:
         op.phase("resize")
         op.add(f"grow {target} of {vm} from {old} to {new} bytes")  # a disk that grew stays grown
         if live:

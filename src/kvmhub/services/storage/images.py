@@ -25,10 +25,9 @@ from kvmhub.models import ImageInfo
 from kvmhub.models.image import ImageMeta
 from kvmhub.models.operation import Recovery
 from kvmhub.ops.actions import Context
-from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import usage as storage_usage
@@ -192,10 +191,10 @@ def import_file(
     name: str,
     *,
     fmt: str | None = None,
-    progress: Progress | None = None,
+    report: Reporter = QUIET,
 ) -> ImageInfo:
     """Import a local image file as image `name` (see :func:`import_image`)."""
-    return import_image(hv, str(src), name, fmt=fmt, progress=progress)
+    return import_image(hv, str(src), name, fmt=fmt, report=report)
 
 
 def import_image(
@@ -206,9 +205,7 @@ def import_image(
     fmt: str | None = None,
     checksum: Checksum | None = None,
     os_variant: str | None = None,
-    progress: Progress | None = None,
-    say: Say | None = None,
-    cancel: CancelToken | None = None,
+    report: Reporter = QUIET,
 ) -> ImageInfo:
     """Import `src` (a local path or an http(s) URL) as image `name`, stored as qcow2.
 
@@ -216,16 +213,18 @@ def import_image(
     temporary file (decompressing xz/gzip). The source is checked against `checksum`, refused when hostile
     (backing or data files, VMDK descriptors, a header that disagrees with its name or `fmt`), converted
     with qemu-img when not qcow2, stored in the images pool (and refused if libvirt then sees a backing
-    file) with its record. Any failure or Ctrl-C leaves neither a volume nor a temporary file.
+    file) with its record. Any failure, Ctrl-C or ``report.cancel`` (honoured within a transfer too) leaves
+    neither a volume nor a temporary file.
     """
     check_name(name, "image")
     if fmt is not None and fmt not in qemu_img.KNOWN_FORMATS:
         raise InvalidInput(f"unknown image format {fmt!r}", hint=f"one of: {', '.join(qemu_img.KNOWN_FORMATS)}")
-    os_id = _resolve_os(os_variant, say)
+    os_id = _resolve_os(os_variant, report)
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
     with tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp, \
-            Operation(hv, "image.import", name, locks=[LockSpec("image", name)], say=say, cancel=cancel) as op:
+            Operation(hv, "image.import", name, locks=[LockSpec("image", name)], report=report) as op:
+        progress = _journalled(op)
         if pool.has_volume(vol_name):  # checked under the lock: of two imports of one name, one wins
             raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first",
                            code="name.taken")
@@ -265,12 +264,19 @@ def import_image(
     return info
 
 
-def _resolve_os(variant: str | None, say: Say | None) -> str | None:
+def _journalled(op: Operation) -> Progress:
+    """Transfer reports into the operation (journal, reporter, cancel check); an unknown total counts as done."""
+    def progress(what: str, done: int, total: int | None) -> None:
+        op.progress(what, done, total if total is not None else done)
+    return progress
+
+
+def _resolve_os(variant: str | None, report: Reporter) -> str | None:
     if variant is None:
         return None
     profile = osinfo.resolve(variant)
-    if profile.note and say:
-        say(profile.note)
+    if profile.note:
+        report.note(profile.note)
     return profile.id
 
 

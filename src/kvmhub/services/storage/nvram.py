@@ -15,7 +15,7 @@ from pathlib import Path
 from kvmhub.errors import Conflict
 from kvmhub.hv import host_root, is_local_uri
 from kvmhub.ops.actions import Action, StepLog
-from kvmhub.reporting import Say
+from kvmhub.reporting import Reporter
 from kvmhub.xml._util import Element
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
@@ -48,7 +48,7 @@ def clone_path(tree: Element, name: str) -> str | None:
     return new_path(name, old) if old is not None else None
 
 
-def clone_plan(tree: Element, name: str, *, local: bool, say: Say) -> tuple[str, str] | None:
+def clone_plan(tree: Element, name: str, *, local: bool, report: Reporter) -> tuple[str, str] | None:
     """(the source's NVRAM file, the clone's) when there is a file to copy. Raises Conflict when the clone's
     file exists already."""
     old = nvram_path(tree)
@@ -56,7 +56,7 @@ def clone_plan(tree: Element, name: str, *, local: bool, say: Say) -> tuple[str,
         return None  # libvirt names it and makes it from the template
     new = new_path(name, old)
     if not local:
-        say("warning: the NVRAM (UEFI variables) of a VM on another host is not copied; the clone's starts "
+        report.warn("the NVRAM (UEFI variables) of a VM on another host is not copied; the clone's starts "
             "from the firmware's template")
         return None
     if not os.path.exists(host_root() + old):

@@ -20,7 +20,7 @@ from kvmhub.models import PoolInfo, PoolSpec
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.validate import check_name
 from kvmhub.xml import pool as xml_pool
@@ -206,7 +206,7 @@ def _explain(spec: PoolSpec, exc: KvmhubError, doing: str) -> KvmhubError:
 # -- verbs ---------------------------------------------------------------------------------------------------
 
 
-def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInfo:
+def create_pool(hv: Hypervisor, spec: PoolSpec, *, report: Reporter = QUIET) -> PoolInfo:
     """Define, build (where the type needs it), start and autostart a pool; undone step by step on failure.
 
     Raises InvalidInput (bad options), Conflict (name taken), HostProblem (kernel/tools/backend missing),
@@ -222,7 +222,7 @@ def create_pool(hv: Hypervisor, spec: PoolSpec, *, say: Say = _quiet) -> PoolInf
     root = local_root(hv)
     pool_uuid = str(uuidlib.uuid4())
     xml = with_uuid(xml, "pool", pool_uuid)
-    with Operation(hv, "pool.create", spec.name, locks=[LockSpec("pool", spec.name)], say=say) as op:
+    with Operation(hv, "pool.create", spec.name, locks=[LockSpec("pool", spec.name)], report=report) as op:
         if spec.name in hv_storage.pool_names(hv):  # again under the lock: a create of the same name may have won
             raise Conflict(f"a pool named {spec.name!r} already exists", code="name.taken")
         op.phase("defining")
@@ -407,7 +407,7 @@ def stop_pool(hv: Hypervisor, name: str) -> None:
     pool.stop()
 
 
-def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Say = _quiet) -> list[str]:
+def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, report: Reporter = QUIET) -> list[str]:
     """Stop and undefine a pool; with ``delete_data`` also delete its file volumes and, when kvmhub made it
     (its record is in the directory), what build() made. Subdirectories and a directory that was there
     before the pool are kept, and the returned lines say so.
@@ -415,13 +415,13 @@ def remove_pool(hv: Hypervisor, name: str, *, delete_data: bool = False, say: Sa
     Refused (Conflict, naming them) while any VM, defined or running, has a disk in the pool.
     Returns what was done.
     """
-    with Operation(hv, "pool.rm", name, locks=[LockSpec("pool", name)], say=say) as op:
-        done = _remove(hv, name, delete_data, op, say)
+    with Operation(hv, "pool.rm", name, locks=[LockSpec("pool", name)], report=report) as op:
+        done = _remove(hv, name, delete_data, op, report)
         op.success()
     return done
 
 
-def _remove(hv: Hypervisor, name: str, delete_data: bool, op: Operation, say: Say) -> list[str]:
+def _remove(hv: Hypervisor, name: str, delete_data: bool, op: Operation, report: Reporter) -> list[str]:
     # removing is not undone: each step is journalled so an interrupted rm shows in `ops show`
     pool = hv_storage.lookup_pool(hv, name)
     users = pool_users(hv, pool)
@@ -443,7 +443,7 @@ def _remove(hv: Hypervisor, name: str, delete_data: bool, op: Operation, say: Sa
             if parse(vol.xml(), "volume").get("type") == "dir":
                 subdirs.append(vol_name)  # kvmhub makes files only: a directory in the pool is someone's data
                 continue
-            say(f"deleting volume {vol_name}")
+            report.phase(f"deleting volume {vol_name}")
             op.add(f"delete volume {name}/{vol_name}")
             vol.delete()
             done.append(f"volume {name}/{vol_name} deleted")
@@ -456,7 +456,7 @@ def _remove(hv: Hypervisor, name: str, delete_data: bool, op: Operation, say: Sa
     elif delete_data and subdirs:
         done.append(f"directory {path} kept: it holds directories kvmhub did not make ({', '.join(subdirs)})")
     elif delete_data and kind in _DELETABLE:
-        say("removing the pool's storage")
+        report.phase("removing the pool's storage")
         op.add(f"remove {path or kind}")
         root = local_root(hv)
         if root is not None and path is not None and kind in _BUILT:

@@ -26,6 +26,7 @@ from kvmhub.models import VolumeInfo
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.services.storage.pools import local_root, resolve
@@ -35,7 +36,6 @@ from kvmhub.xml import pool as xml_pool
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml._util import parse, scaled_bytes, serialize
 
-Progress = Callable[[int, int], None]
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}$")
 VOLUME_NAME_RULE = "one path component of letters, digits, '.', '_', '+' and '-', not starting with '.'"
 FILE_POOLS = ("dir", "fs", "netfs")
@@ -308,18 +308,18 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
                  reads=reads, fault="vol-create")
 
 
-Make = Callable[[StepLog], hv_storage.Volume]
+Make = Callable[[Operation], hv_storage.Volume]
 
 
 def _make(hv: Hypervisor, kind: str, pool: hv_storage.Pool, name: str, needed: int, make: Make, *,
-          reads: list[LockSpec] | None = None, fault: str) -> VolumeInfo:
+          reads: list[LockSpec] | None = None, fault: str, report: Reporter = QUIET) -> VolumeInfo:
     """Run ``make(op)`` as a journalled operation; whatever fails after the volume exists (no space, Ctrl-C, a
     crash) removes it again. The name is checked again under the volume's lock, so the undo journalled before
     libvirt makes it can only ever remove the volume this operation made.
     """
     ref = f"{pool.name}/{name}"
     locks = [LockSpec("volume", ref), LockSpec("pool", pool.name, shared=True), *(reads or [])]
-    with Operation(hv, kind, ref, locks=locks) as op:
+    with Operation(hv, kind, ref, locks=locks, report=report) as op:
         if pool.has_volume(name):
             raise Conflict(f"volume {name!r} already exists in pool {pool.name}",
                            hint=f"pick another name, or {{cmd:vol rm {ref}}} first", code="name.taken")
@@ -456,10 +456,10 @@ def remove_volume(hv: Hypervisor, ref: str) -> None:
 
 
 def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
-           progress: Progress | None = None) -> VolumeInfo:
-    """Upload a local qcow2 or raw file into a new volume sized to the file (hostile headers refused).
+           report: Reporter = QUIET) -> VolumeInfo:
+    """Upload a file on this host into a new volume sized to the file (hostile headers refused).
 
-    A failed or interrupted upload leaves no volume behind.
+    A failed, interrupted or cancelled (``report.cancel``) upload leaves no volume behind.
     """
     pool_name, name = split_ref(ref)
     check_volume_name(name, pool_name)
@@ -495,19 +495,20 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
     xml = xml_volume.volume_xml(name, length, "raw", None, None)
 
-    def make(op: StepLog) -> hv_storage.Volume:
+    def make(op: Operation) -> hv_storage.Volume:
         vol = created_with_undo(op, pool, name, lambda: pool.create_volume(xml, what=f"creating volume {name}"))
         with open(src, "rb") as raw, hv_storage.cancellable(raw) as fh:
-            vol.upload(fh, length, (lambda n: progress(n, length)) if progress else None)
+            vol.upload(fh, length, lambda n: op.progress(f"uploading {src.name}", n, length))
         pool.refresh()
         return pool.volume(name)
 
-    return _make(hv, "volume.upload", pool, name, length, make, fault="vol-upload")
+    return _make(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
 
 
 def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
-             progress: Progress | None = None) -> VolumeInfo:
-    """Copy a volume's bytes into a local file; a failed or interrupted download leaves no file behind."""
+             report: Reporter = QUIET) -> VolumeInfo:
+    """Copy a volume's bytes into a file on this host; a failed, interrupted or cancelled download leaves no
+    file behind."""
     pool, vol = _get(hv, ref)
     check_confined(hv, pool, vol)
     info = vol.info()
@@ -532,7 +533,7 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
     try:
         with os.fdopen(fd, "wb") as fh:
             with hv_storage.cancellable(fh) as out:
-                vol.download(out, (lambda n: progress(n, expected)) if progress else None)
+                vol.download(out, lambda n: report.bytes(f"downloading {ref}", n, expected))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)

@@ -50,12 +50,11 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
+from kvmhub.models.events import BytesEvent
 from kvmhub.ops.actions import Action, Context, StepLog, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Progress, Say
-from kvmhub.reporting import no_progress as _no_progress
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, BytesFn, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.storage import nvram as nvram_files
@@ -264,7 +263,7 @@ def _plan_boot(hv: Hypervisor, req: CloneRequest, spec: VMSpec, taken: set[str])
 
 
 def _check(hv: Hypervisor, req: CloneRequest,
-           say: Say) -> tuple[hv_domains.Domain, VMSpec, list[_Disk], list[_BootFile]]:
+           report: Reporter) -> tuple[hv_domains.Domain, VMSpec, list[_Disk], list[_BootFile]]:
     """Everything checked before anything is made; returns the source, its spec, the disk and boot plan."""
     check_name(req.name, "VM")
     if req.name == req.source:
@@ -281,13 +280,13 @@ def _check(hv: Hypervisor, req: CloneRequest,
             raise Conflict(f"VM {req.source} has snapshots; kvmhub makes no linked clone of it",
                            cause="its snapshots live in the disk files a linked clone freezes into a shared base",
                            hint=f"remove them ({{cmd:snapshot ls {req.source}}}), or make a full clone")
-        say("warning: snapshots are not cloned, only the VM's current state")
+        report.warn("snapshots are not cloned, only the VM's current state")
     if req.linked and hv_backup.checkpoints(dom):
         raise Conflict(f"VM {req.source} has backup checkpoints; kvmhub makes no linked clone of it",
                        cause="their dirty bitmaps live in the disk files a linked clone freezes into a shared base",
                        hint="make a full clone, or remove the checkpoints (`virsh checkpoint-delete`)")
     if hv_saves.has_managed_save(dom):
-        say(f"warning: {req.source} has saved memory state; the clone boots afresh from its disks")
+        report.warn(f"{req.source} has saved memory state; the clone boots afresh from its disks")
     if req.network is not None:
         hv_networks.lookup_network(hv, req.network)
     taken: set[str] = set()
@@ -359,8 +358,12 @@ def _chain_bytes(hv: Hypervisor, vol: hv_storage.Volume) -> int:
     return total
 
 
-def _copy(hv: Hypervisor, d: _Disk, progress: Progress) -> None:
-    """A full, self-contained copy of the source's disk, a progress bar fed by the copy's size meanwhile."""
+def _copy(hv: Hypervisor, d: _Disk, progress: BytesFn, report: Reporter) -> None:
+    """A full, self-contained copy of the source's disk, a progress bar fed by the copy's size meanwhile.
+
+    ``progress`` is called in this thread (it may raise Cancelled, which stops a copy kvmhub runs itself);
+    libvirt's own copy is watched from another thread, which only emits byte events into ``report``.
+    """
     assert d.pool is not None and d.src is not None and d.facts is not None
     pool, label = d.pool, f"copying {d.disk.target}"
     total = max(_chain_bytes(hv, d.src), 1)
@@ -373,7 +376,7 @@ def _copy(hv: Hypervisor, d: _Disk, progress: Progress) -> None:
                 done = pool.volume(d.volume).info().allocation
             except KvmhubError:
                 continue
-            progress(label, min(done, total), total)
+            report.emit(BytesEvent(what=label, done=min(done, total), total=total))
 
     enter = _host_prefix(hv)
     if enter is not None and d.disk.format == "qcow2":
@@ -447,52 +450,53 @@ def _reserve(hv: Hypervisor, name: str, nics: list[NICSpec], undo: StepLog) -> t
     return out, ips
 
 
-def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Progress = _no_progress) -> CloneResult:
+def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> CloneResult:
     """Clone shut-off VM `req.source` as `req.name` (full, or linked with `req.linked`), optionally start it.
 
     The clone's definition is the source's own, changed only in identity (see :mod:`kvmhub.xml.rewrite`);
     host devices and a TPM are kept with a warning (see :mod:`kvmhub.xml.hostbound`), a UEFI VM's NVRAM
     file is copied. Raises InvalidInput / NotFound / Conflict before anything is made when the request
-    cannot be done; HostProblem when the disk fills mid-copy. Any failure or Ctrl-C undoes every finished step.
+    cannot be done; HostProblem when the disk fills mid-copy. Any failure, Ctrl-C or ``report.cancel`` undoes every
+    finished step.
     """
     began = time.monotonic()
-    dom, spec, plan, boot_files = _check(hv, req, say)
+    dom, spec, plan, boot_files = _check(hv, req, report)
     source_xml = dom.xml(inactive=True)
     tree = parse(source_xml, "domain")
     for warning in clone_warnings(tree):
-        say(f"warning: {warning}")
-    nvram = nvram_files.clone_plan(tree, req.name, local=_host_prefix(hv) is not None, say=say)
+        report.warn(f"{warning}")
+    nvram = nvram_files.clone_plan(tree, req.name, local=_host_prefix(hv) is not None, report=report)
     vm_uuid = str(uuidlib.uuid4())
     result = CloneResult(name=req.name, linked=req.linked)
     sources: dict[str, NewSource] = {}
     boot: dict[str, str] = {}
     locks = [LockSpec("vm", req.name), LockSpec("vm", req.source)]
-    with Operation(hv, "vm.clone", req.name, locks=locks, say=say) as undo:
+    with Operation(hv, "vm.clone", req.name, locks=locks, report=report) as undo:
         if hv_domains.exists(hv, req.name):  # again under the lock: a clone or create of that name may have won
             raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name", code="name.taken")
         for d in plan:
-            made = _make_disk(hv, req, d, vm_uuid, result, undo, say, progress)
+            made = _make_disk(hv, req, d, vm_uuid, result, undo, report)
             if d.kind != "shared" and (key := _key(d.disk.source)):
                 sources[key] = NewSource(pool=made.source.pool, volume=made.source.volume, format=made.format)
         for b in boot_files:
-            say(f"copy {b.role} {b.src.name}")
+            report.phase(f"copy {b.role} {b.src.name}")
             undo.add(f"delete volume {b.volume}", undo_actions.delete_volume(b.pool.name, b.volume, building=True))
             copied = b.pool.create_volume_from(xml_volume.volume_xml(b.volume, b.src.info().capacity, "raw"), b.src,
                                                what=f"copying the {b.role} {b.src.name}")
             result.volumes.append(f"{b.pool.name}/{b.volume}")
             boot[b.src.path] = copied.path
         if nvram is not None:
-            say("copy the NVRAM (UEFI variables)")
+            report.phase("copy the NVRAM (UEFI variables)")
             nvram_files.copy(nvram[0], nvram[1], undo)
         nics = _nics(hv, req, spec.nics)
         filter_ips: dict[str, str] = {}
         if nics:
-            say("reserve addresses")
+            report.phase("reserve addresses")
             nics, result.ips = _reserve(hv, req.name, nics, undo)
             filter_ips = {n.mac: n.filter_params["IP"] for n in nics if n.mac and "IP" in n.filter_params}
             faults.point("clone-address")
         new_macs = {(old.mac or "").lower(): new.mac for old, new in zip(spec.nics, nics, strict=True) if new.mac}
-        say("define")
+        report.phase("define")
         meta = spec.meta.model_copy(update={
             "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             "owned_volumes": result.volumes, "owned_secrets": [], "owned_files": [], "forwards": []})
@@ -506,7 +510,7 @@ def clone(hv: Hypervisor, req: CloneRequest, *, say: Say = _quiet, progress: Pro
         new_dom = hv_domains.define(hv, serialize(tree))
         faults.point("clone-define")
         if req.start:
-            say("start")
+            report.phase("start")
             undo.add(f"kill VM {req.name}", undo_actions.destroy_domain(vm_uuid, req.name))
             new_dom.start()
             faults.point("clone-start")
@@ -520,21 +524,21 @@ def _key(src: DiskSource) -> str | None:
     return f"{src.pool}/{src.volume}" if src.pool and src.volume else src.path
 
 
-def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: StepLog,
-               say: Say, progress: Progress) -> DiskSpec:
+def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result: CloneResult, undo: Operation,
+               report: Reporter) -> DiskSpec:
     """The clone's disk `d` made (copied, overlaid, seeded or shared); returns its DiskSpec."""
     if d.kind == "shared":
         return d.disk
     assert d.pool is not None and d.src is not None
     pool, target = d.pool, d.disk.target
     if d.kind == "seed":
-        say("build seed")
+        report.phase("build seed")
         try:
             docs = read_seed(d.src)
         except KvmhubError as exc:
-            say(f"warning: the seed of {req.source} is unreadable ({exc.message}); the clone gets a minimal one")
+            report.warn(f"the seed of {req.source} is unreadable ({exc.message}); the clone gets a minimal one")
             docs = {}
-        iso = new_seed(docs, req.name, vm_uuid, say)
+        iso = new_seed(docs, req.name, vm_uuid, report)
         undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume))
         seed = pool.create_volume(xml_volume.volume_xml(d.volume, len(iso), "raw"), what="creating the seed")
         seed.upload(io.BytesIO(iso), len(iso))
@@ -543,12 +547,12 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
         return d.disk.model_copy(update={"source": DiskSource(pool=pool.name, volume=d.volume)})
     assert d.facts is not None
     if d.kind == "copy":
-        say(f"copy disk {target}")
+        report.phase(f"copy disk {target}")
         undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume, building=True))
-        _copy(hv, d, progress)
+        _copy(hv, d, undo.progress, report)
     else:
         if d.freeze:
-            say(f"freeze disk {target} of {req.source}")
+            report.phase(f"freeze disk {target} of {req.source}")
             base = _freeze(hv, d, undo)
             result.frozen.append(f"{pool.name}/{os.path.basename(base)}")
             faults.point("clone-freeze")
@@ -556,7 +560,7 @@ def _make_disk(hv: Hypervisor, req: CloneRequest, d: _Disk, vm_uuid: str, result
         else:
             assert d.facts.backing_path is not None
             backing, fmt = d.facts.backing_path, d.facts.backing_format or "qcow2"
-        say(f"overlay disk {target}")
+        report.phase(f"overlay disk {target}")
         # registered after the freeze, so a rollback deletes the overlay before the base is renamed back
         undo.add(f"delete volume {d.volume}", undo_actions.delete_volume(pool.name, d.volume))
         _overlay(d, backing, fmt)

@@ -9,7 +9,7 @@ import yaml
 
 from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.hv import storage as hv_storage
-from kvmhub.reporting import Say
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.vm.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
 from kvmhub.tools.seed import build_nocloud_seed
@@ -57,7 +57,7 @@ def _yaml_map(text: str) -> dict[str, object] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def new_seed(docs: dict[str, str], name: str, instance_id: str, say: Say | None = None) -> bytes:
+def new_seed(docs: dict[str, str], name: str, instance_id: str, report: Reporter = QUIET) -> bytes:
     """A seed ISO from another VM's documents: a new instance-id and hostname, the rest as it was.
 
     A network-config that sets static addresses is left out (the clone takes DHCP): two VMs with one
@@ -79,8 +79,7 @@ def new_seed(docs: dict[str, str], name: str, instance_id: str, say: Say | None 
     network_config = docs.get("network-config")
     if network_config is not None and _has_static_addresses(network_config):
         network_config = None
-        if say is not None:
-            say("warning: the source's network-config sets static addresses; the clone takes DHCP instead")
+        report.warn("the source's network-config sets static addresses; the clone takes DHCP instead")
     return build_nocloud_seed(yaml_lines.dump(meta), user, network_config, docs.get("vendor-data"))
 
 

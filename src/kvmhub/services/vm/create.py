@@ -19,11 +19,9 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.hv.connection import host_root
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
-from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Progress, Say, no_progress
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.host import accel
 from kvmhub.services.network import leases
@@ -189,10 +187,9 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
     )
 
 
-def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
-           progress: Progress = no_progress, cancel: CancelToken | None = None) -> hv_domains.Domain:
+def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> hv_domains.Domain:
     """Make a VM from an image (linked-clone disk), or an installer or kernel (empty disk): seed ISO,
-    installer volumes (their upload reported to ``progress``), definition, start.
+    installer volumes (their upload reported as bytes), definition, start; ``report.cancel`` stops it.
 
     Each step registers its undo before it runs; any failure or Ctrl-C removes what was made.
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
@@ -203,9 +200,9 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
     if plan.detected_os is not None:
         req = dataclasses.replace(req, os=plan.detected_os)
     for note in plan.notes:
-        say(note)
+        report.phase(note)
     image_os = images.recorded_os(hv, req.image) if req.image is not None and req.os is None else None
-    profile = osinfo.for_create(req.os, req.image, image_os, memory_mib, disk_bytes, say)
+    profile = osinfo.for_create(req.os, req.image, image_os, memory_mib, disk_bytes, report)
     plan.profile = profile
     boot = disks_svc.boot_disk_of(hv, req) if req.vol is not None or req.disk_url is not None else None
     if req.image is None and boot is None:
@@ -215,7 +212,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
     build_spec(req, memory_mib, "qemu", vm_uuid, "52:54:00:00:00:00", host_cpus)
     probe = accel.accelerator()
     if probe.accelerator == "tcg":
-        say(f"warning: {accel.TCG_WARNING} ({probe.detail})")
+        report.warn(f"{accel.TCG_WARNING} ({probe.detail})")
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     if req.encrypt and boot is not None:
@@ -229,7 +226,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
     locks = [LockSpec("vm", req.name)]
     if req.image is not None:
         locks.append(LockSpec("image", req.image, shared=True))  # `image rm` waits until the clone exists
-    with Operation(hv, "vm.create", req.name, locks=locks, say=say, cancel=cancel) as op:
+    with Operation(hv, "vm.create", req.name, locks=locks, report=report) as op:
         _check_free(hv, req)  # again under the lock: a create of the same name may have won meanwhile
         if boot is None:
             op.phase("clone disk" if req.image else "create disk")
@@ -262,7 +259,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, say: Say = _quiet,
             seed.upload(io.BytesIO(iso), len(iso))
             faults.point("build-seed")
 
-        uploaded = installer.make_volumes(disks, req.name, plan, op, say, progress)
+        uploaded = installer.make_volumes(disks, req.name, plan, op, report, op.progress)
         spec = installer.apply(spec, plan, disks.name, uploaded)
 
         if req.network is not None and mac is not None and _has_subnet(hv, req.network):

@@ -59,9 +59,7 @@ from kvmhub.models.vm import VMSpec
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Progress, Say
-from kvmhub.reporting import no_progress as _no_progress
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, BytesFn, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.host import accel
 from kvmhub.services.network import leases
@@ -200,7 +198,7 @@ def _sources(hv: Hypervisor, dom: hv_domains.Domain) -> list[_Source]:
     return out
 
 
-def _flatten(src: _Source, work: Path, say: Say, progress: Progress, compress: bool = False) -> tuple[Path, int]:
+def _flatten(src: _Source, work: Path, report: Reporter, progress: BytesFn, compress: bool = False) -> tuple[Path, int]:
     """Download the disk's chain through libvirt and merge it into one file (its clusters zlib-compressed
     with `compress`); returns (file, capacity)."""
     local: list[Path] = []
@@ -219,7 +217,7 @@ def _flatten(src: _Source, work: Path, say: Say, progress: Progress, compress: b
         qemu_img.run(["rebase", "-u", "-f", "qcow2", "-b", str(lower), "-F", fmt, str(upper)],
                      what=f"linking the copy of disk {src.target} to its backing file")
     flat = work / f"disk-{src.target}.qcow2"
-    say(f"flattening disk {src.target} (merging {len(local)} files" + (", compressing)" if compress else ")"))
+    report.phase(f"flattening disk {src.target} (merging {len(local)} files" + (", compressing)" if compress else ")"))
     qemu_img.run(["convert", *(["-c"] if compress else []), "-f", "qcow2", "-O", "qcow2", str(local[0]), str(flat)],
                  what=f"flattening disk {src.target}", cpu=3600)
     for path in local:
@@ -227,7 +225,7 @@ def _flatten(src: _Source, work: Path, say: Say, progress: Progress, compress: b
     return flat, capacity
 
 
-def _bytes_of(progress: Progress, label: str, total: int, done: int) -> None:
+def _bytes_of(progress: BytesFn, label: str, total: int, done: int) -> None:
     progress(label, done, max(done, total))
 
 
@@ -262,8 +260,8 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False, say: Say = _quiet,
-           progress: Progress = _no_progress) -> ExportResult:
+def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
+           report: Reporter = QUIET) -> ExportResult:
     """Write shut-off VM `name` (definition, flattened disks, kvmhub metadata) into the archive `to`.
 
     `compress` stores the qcow2 disks with compressed clusters (``qemu-img convert -c``): plain qcow2 that
@@ -288,11 +286,11 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
         raise InvalidInput(f"directory {dest.parent} does not exist", hint=f"`mkdir -p {dest.parent}`")
     sources = _sources(hv, dom)
     if hv_snap.list_all(dom):
-        say("warning: snapshots are not exported, only the VM's current state")
+        report.warn("snapshots are not exported, only the VM's current state")
     if hv_saves.has_managed_save(dom):
-        say("warning: the VM's saved memory state is not exported; the imported VM boots afresh from disks "
+        report.warn("the VM's saved memory state is not exported; the imported VM boots afresh from disks "
             "that were in use when it was saved")
-    with Operation(hv, "vm.export", name, locks=[LockSpec("vm", name, shared=True)], say=say) as undo, \
+    with Operation(hv, "vm.export", name, locks=[LockSpec("vm", name, shared=True)], report=report) as undo, \
             tempfile.TemporaryDirectory(prefix=".kvmhub-export-", dir=dest.parent) as tmp:
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -307,33 +305,33 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
         disks: list[ExportDisk] = []
         files: list[Path] = []
         for src in sources:
-            say(f"reading disk {src.target}")
-            path, capacity = _flatten(src, work, say, progress, compress)
-            say(f"checksumming disk {src.target}")
+            report.phase(f"reading disk {src.target}")
+            path, capacity = _flatten(src, work, report, undo.progress, compress)
+            report.phase(f"checksumming disk {src.target}")
             files.append(path)
             disks.append(ExportDisk(target=src.target, file=f"disk-{src.target}.{src.format}", format=src.format,
                                     bytes=path.stat().st_size, capacity=capacity, sha256=_sha256(path),
                                     volume=src.chain[0][0].name))
         domain_xml = dom.xml(inactive=True)
-        nvram = _read_nvram(hv, domain_xml, say)
+        nvram = _read_nvram(hv, domain_xml, report)
         manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=domain_xml, disks=disks,
                                   created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                   nvram=ExportNvram(bytes=len(nvram), sha256=hashlib.sha256(nvram).hexdigest())
                                   if nvram is not None else None)
-        say("writing the archive")
+        report.phase("writing the archive")
         # compressed clusters leave gzip little to win: its cheapest level then
-        _write_archive(fh, manifest, files, progress, level=1 if compress else 6, nvram=nvram)
+        _write_archive(fh, manifest, files, undo.progress, level=1 if compress else 6, nvram=nvram)
         os.replace(partial, dest)
         undo.success()
     return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
 
 
-def _read_nvram(hv: Hypervisor, domain_xml: str, say: Say) -> bytes | None:
+def _read_nvram(hv: Hypervisor, domain_xml: str, report: Reporter) -> bytes | None:
     path = nvram_files.nvram_path(parse(domain_xml, "domain"))
     if path is None:
         return None
     if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
-        say("warning: the NVRAM (UEFI variables) of a VM on another host is not exported; the imported VM's "
+        report.warn("the NVRAM (UEFI variables) of a VM on another host is not exported; the imported VM's "
             "starts from the firmware's template")
         return None
     data = nvram_files.read(path)
@@ -342,11 +340,11 @@ def _read_nvram(hv: Hypervisor, domain_xml: str, say: Say) -> bytes | None:
     return data
 
 
-def _offset(progress: Progress, base: int, total: int, done: int) -> None:
+def _offset(progress: BytesFn, base: int, total: int, done: int) -> None:
     progress("compressing", base + done, total)
 
 
-def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: Progress,
+def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: BytesFn,
                    level: int = 6, nvram: bytes | None = None) -> None:
     total = sum(p.stat().st_size for p in files)
     sent = 0
@@ -433,7 +431,7 @@ class _Plan:
 
 
 def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | None, pool: hv_storage.Pool,
-          network: str | None, say: Say) -> _Plan:
+          network: str | None, report: Reporter) -> _Plan:
     """The VM to define, checked against the host before anything is made."""
     spec = domain_from_xml(manifest.domain_xml)
     new_name = check_name(as_name or spec.name, "VM")
@@ -446,7 +444,7 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
     if spec.boot.kernel or spec.boot.initrd:
         raise _refuse(path, "its definition boots a kernel from a path on the host")
     if spec.meta.forwards:
-        say("warning: port forwards are not imported (they belong to the old host); add them again with "
+        report.warn("port forwards are not imported (they belong to the old host); add them again with "
             "`kvmhub net forward`")
     nics = spec.nics
     if network is not None:
@@ -479,13 +477,13 @@ def _plan(hv: Hypervisor, manifest: ExportManifest, path: Path, as_name: str | N
     if domain_type == "kvm":
         domain_type = accel.domain_type(accel.accelerator().accelerator)
         if domain_type != "kvm":
-            say(f"warning: {accel.TCG_WARNING}")
+            report.warn(f"{accel.TCG_WARNING}")
     _refuse_host_ties(manifest, path, network)
-    nvram, write_nvram = _nvram_plan(hv, manifest, new_name, say)
+    nvram, write_nvram = _nvram_plan(hv, manifest, new_name, report)
     return _Plan(spec, new_name, fresh, network, domain_type, volumes, nvram, write_nvram)
 
 
-def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, say: Say) -> tuple[str | None, bool]:
+def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, report: Reporter) -> tuple[str | None, bool]:
     """(the new VM's NVRAM path, whether the archived file is written there): only a host whose files are
     this machine's gets it; elsewhere libvirt makes the file from the firmware template at the first start."""
     if nvram_files.nvram_path(parse(manifest.domain_xml, "domain")) is None:
@@ -493,7 +491,7 @@ def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, say: Sa
     nvram = nvram_files.new_path(new_name)  # libvirt's directory: never one the archive names
     if not nvram_files.on_this_machine(hv.uri):
         if manifest.nvram is not None:
-            say("warning: the archived NVRAM (UEFI variables) is not written on another host; the imported VM's "
+            report.warn("the archived NVRAM (UEFI variables) is not written on another host; the imported VM's "
                 "starts from the firmware's template")
         return nvram, False
     if os.path.lexists(host_root() + nvram):
@@ -521,7 +519,7 @@ def _volume_name(old_vm: str, new_vm: str, disk: ExportDisk) -> str:
 
 
 def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, disk: ExportDisk, dst: Path, path: Path,
-            progress: Progress) -> None:
+            progress: BytesFn) -> None:
     """Copy one member into `dst` and check its checksum and (qemu-img) that it is self-contained."""
     src = tar.extractfile(member)
     assert src is not None
@@ -542,7 +540,7 @@ def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, disk: ExportDisk, dst
 
 
 def import_vm(hv: Hypervisor, file: str | Path, *, as_name: str | None = None, pool: str | None = None,
-              network: str | None = None, say: Say = _quiet, progress: Progress = _no_progress) -> str:
+              network: str | None = None, report: Reporter = QUIET) -> str:
     """Define a VM from an export archive, its disks uploaded into `pool` (default: ``default``).
 
     `as_name` imports it as a copy: that name, a new UUID and new MAC addresses. `network` connects every NIC
@@ -556,22 +554,22 @@ def import_vm(hv: Hypervisor, file: str | Path, *, as_name: str | None = None, p
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
     with _open(path) as tar:
         try:
-            return _import(hv, tar, path, as_name, target_pool, network, say, progress)
+            return _import(hv, tar, path, as_name, target_pool, network, report)
         except tarfile.TarError as exc:
             raise InvalidInput(f"{path} is damaged or truncated", original=str(exc),
                                hint="export the VM again") from None
 
 
 def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | None, pool: hv_storage.Pool,
-            network: str | None, say: Say, progress: Progress) -> str:
+            network: str | None, report: Reporter) -> str:
     manifest = read_manifest(tar, path)
-    plan = _plan(hv, manifest, path, as_name, pool, network, say)
+    plan = _plan(hv, manifest, path, as_name, pool, network, report)
     name = plan.name
     expected = {d.file: d for d in manifest.disks}
     seen: set[str] = set()
     made: dict[str, hv_storage.Volume] = {}
     new_uuid = str(uuidlib.uuid4()) if plan.fresh else plan.spec.uuid
-    with Operation(hv, "vm.import", name, locks=[LockSpec("vm", name)], say=say) as undo, \
+    with Operation(hv, "vm.import", name, locks=[LockSpec("vm", name)], report=report) as undo, \
             tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
         if hv_domains.exists(hv, name):  # again under the lock
             raise Conflict(f"a VM named {name!r} already exists", hint="import it under another name: {opt:as} NAME",
@@ -581,12 +579,12 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
                 break
             disk = _check_member(path, member, expected, seen)
             local = Path(tmp) / disk.file
-            say(f"unpacking disk {disk.target}")
-            _unpack(tar, member, disk, local, path, progress)
+            report.phase(f"unpacking disk {disk.target}")
+            _unpack(tar, member, disk, local, path, undo.progress)
             vol_name = plan.volumes[disk.target]
-            say(f"uploading disk {disk.target} into {pool.name}/{vol_name}")
+            report.phase(f"uploading disk {disk.target} into {pool.name}/{vol_name}")
             label = f"uploading {disk.target}"
-            made[disk.target] = upload_volume(pool, vol_name, local, undo, functools.partial(progress, label))
+            made[disk.target] = upload_volume(pool, vol_name, local, undo, functools.partial(undo.progress, label))
             local.unlink()
             faults.point("vm-import-disk")
         if missing := sorted(set(expected) - seen):
@@ -595,11 +593,11 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
         if (extra := tar.next()) is not None:
             raise _refuse(path, f"member {extra.name!r} is not named in its manifest")
         if nvram is not None and plan.nvram is not None and plan.write_nvram:
-            say("writing the NVRAM (UEFI variables)")
+            report.phase("writing the NVRAM (UEFI variables)")
             nvram_files.write(plan.nvram, nvram, undo)
-        xml = _definition(hv, manifest, plan, pool, made, undo, say, new_uuid)
+        xml = _definition(hv, manifest, plan, pool, made, undo, report, new_uuid)
         faults.point("vm-import-address")
-        say(f"defining VM {name}")
+        report.phase(f"defining VM {name}")
         assert new_uuid is not None
         undo.add(f"remove the definition of {name}", undo_actions.undefine_domain(new_uuid, name))
         hv_domains.define(hv, xml)
@@ -623,7 +621,7 @@ def _read_nvram_member(tar: tarfile.TarFile, manifest: ExportManifest, path: Pat
 
 
 def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_storage.Pool,
-                made: dict[str, hv_storage.Volume], undo: StepLog, say: Say, new_uuid: str | None) -> str:
+                made: dict[str, hv_storage.Volume], undo: StepLog, report: Reporter, new_uuid: str | None) -> str:
     """The archived definition with the new identity; addresses reserved on kvmhub networks."""
     tree = parse(manifest.domain_xml, "domain")
     formats = {d.target: d.format for d in manifest.disks}
@@ -643,11 +641,11 @@ def _definition(hv: Hypervisor, manifest: ExportManifest, plan: _Plan, pool: hv_
         nvram=plan.nvram, meta=meta, domain_type=plan.domain_type, local_graphics=True))
     # the addresses follow the NICs as the definition now has them
     nics = domain_from_xml(serialize(tree)).nics
-    _reserve_addresses(hv, plan.spec.model_copy(update={"name": plan.name, "nics": nics}), undo, say)
+    _reserve_addresses(hv, plan.spec.model_copy(update={"name": plan.name, "nics": nics}), undo, report)
     return serialize(tree)
 
 
-def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: StepLog, say: Say) -> None:
+def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: StepLog, report: Reporter) -> None:
     """An address reservation on each kvmhub network the VM joins, as `create` makes."""
     for nic in spec.nics:
         if not nic.network or not nic.mac:
@@ -660,7 +658,7 @@ def _reserve_addresses(hv: Hypervisor, spec: VMSpec, undo: StepLog, say: Say) ->
         try:
             leases.register_free(hv, network, spec.name, mac)
         except KvmhubError as exc:
-            say(f"warning: no address reserved on {network}: {exc.message}")
+            report.warn(f"no address reserved on {network}: {exc.message}")
 
 
 __all__ = ["MANIFEST", "ExportDisk", "ExportManifest", "ExportResult", "export", "import_vm", "read_manifest"]

@@ -23,7 +23,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
 from kvmhub.ops.actions import Action, StepLog
-from kvmhub.reporting import Progress, Say, no_progress
+from kvmhub.reporting import BytesFn, Reporter
 from kvmhub.services.vm import osinfo
 from kvmhub.tools import installer as media_tool
 from kvmhub.validate import format_size
@@ -230,7 +230,8 @@ def _delete_if_present(pool: hv_storage.Pool, vol: str) -> None:
         pool.volume(vol).delete()
 
 
-def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog, say: Say, progress: Progress) -> str:
+def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog, report: Reporter,
+            progress: BytesFn) -> str:
     """Upload ``src`` as the raw volume ``vol_name`` (removed again on undo); returns the volume's path."""
     length = src.stat().st_size
     undo.add(f"delete volume {vol_name}", Action("volume.delete", {"pool": pool.name, "name": vol_name}))
@@ -238,7 +239,7 @@ def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog, say:
                              what=f"creating volume {vol_name}")
     undo.made(key=vol.path)
     what = f"upload {vol_name}"
-    say(f"{what} ({format_size(length)})")
+    report.phase(f"{what} ({format_size(length)})")
     progress(what, 0, length)
     with src.open("rb") as fh:
         vol.upload(fh, length, lambda sent: progress(what, sent, length))
@@ -246,8 +247,8 @@ def _upload(pool: hv_storage.Pool, vol_name: str, src: Path, undo: StepLog, say:
     return vol.path
 
 
-def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: StepLog, say: Say,
-                 progress: Progress = no_progress) -> dict[str, str]:
+def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: StepLog, report: Reporter,
+                 progress: BytesFn) -> dict[str, str]:
     """Upload the plan's ISO, kernel and initrd (the answer file injected) as volumes of ``pool``.
 
     Each registers its undo; ``progress`` hears the bytes sent. Returns the volume paths by role:
@@ -255,25 +256,25 @@ def make_volumes(pool: hv_storage.Pool, name: str, plan: Plan, undo: StepLog, sa
     """
     paths: dict[str, str] = {}
     if plan.cdrom is not None:
-        paths["iso"] = _upload(pool, iso_volume(name), plan.cdrom, undo, say, progress)
+        paths["iso"] = _upload(pool, iso_volume(name), plan.cdrom, undo, report, progress)
         faults.point("upload-iso")
     if plan.kind == "kernel" and plan.kernel is not None:
-        paths["kernel"] = _upload(pool, kernel_volume(name), plan.kernel, undo, say, progress)
+        paths["kernel"] = _upload(pool, kernel_volume(name), plan.kernel, undo, report, progress)
         if plan.initrd is not None:
-            paths["initrd"] = _upload(pool, initrd_volume(name), plan.initrd, undo, say, progress)
+            paths["initrd"] = _upload(pool, initrd_volume(name), plan.initrd, undo, report, progress)
     if plan.kind == "location" and plan.location is not None and plan.boot_files is not None:
         layout = plan.boot_files.layout
         with tempfile.TemporaryDirectory(prefix="kvmhub-installer-") as tmp, \
                 media_tool.open_media(plan.location) as media:
             kernel, initrd = Path(tmp) / "kernel", Path(tmp) / "initrd"
-            say(f"extract {layout.kernel}, {layout.initrd}")
+            report.phase(f"extract {layout.kernel}, {layout.initrd}")
             media.extract(layout.kernel, kernel)
             media.extract(layout.initrd, initrd)
             if plan.answer is not None:
-                say(f"inject {plan.answer.name} into the initrd")
+                report.phase(f"inject {plan.answer.name} into the initrd")
                 media_tool.inject(initrd, {plan.answer.name: plan.answer.data})
-            paths["kernel"] = _upload(pool, kernel_volume(name), kernel, undo, say, progress)
-            paths["initrd"] = _upload(pool, initrd_volume(name), initrd, undo, say, progress)
+            paths["kernel"] = _upload(pool, kernel_volume(name), kernel, undo, report, progress)
+            paths["initrd"] = _upload(pool, initrd_volume(name), initrd, undo, report, progress)
         faults.point("upload-installer")
     return paths
 

@@ -9,8 +9,7 @@ from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import Phase, VMInfo
-from kvmhub.reporting import Say
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.network import forwards
 from kvmhub.services.vm import installer, readiness
 from kvmhub.services.vm.limits import limits_of
@@ -115,20 +114,20 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
     return state
 
 
-def start(hv: Hypervisor, name: str, *, say: Say = _quiet) -> None:
+def start(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
     dom = get(hv, name)
     _require(dom, ("shut off", "crashed"), "start")
     dom.start()
     note = installer.after_start(hv, dom)
     if note is not None:
-        say(note)
+        report.phase(note)
     try:
         forwards.sync(hv, name)
     except KvmhubError as exc:
-        say(f"warning: port forwards of {name} not applied: {exc.message}")
+        report.warn(f"port forwards of {name} not applied: {exc.message}")
 
 
-def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.0, say: Say = _quiet) -> str:
+def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.0, report: Reporter = QUIET) -> str:
     """ACPI shutdown, waiting up to `timeout`; with force, kill after that. Returns how it ended."""
     dom = get(hv, name)
     _require(dom, ("running", "paused", "shutting down"), "stop")
@@ -148,7 +147,7 @@ def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.
             return "shut down"
         time.sleep(0.25)
     if force:
-        say(f"no shutdown after {timeout:.0f} s: killing")
+        report.phase(f"no shutdown after {timeout:.0f} s: killing")
         dom.destroy()
         return "killed"
     raise OperationTimeout(

@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from kvmhub.errors import HostProblem, InvalidInput
 from kvmhub.models import DiskSpec, NICSpec, VMSpec
 from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.reporting import Reporter
 from kvmhub.validate import format_size
 
 DB_DIR_ENV = "OSINFO_SYSTEM_DIR"  # libosinfo's own override of the system db location
@@ -542,10 +543,10 @@ def apply_profile(spec: VMSpec, profile: OSProfile) -> VMSpec:
     return spec.model_copy(update={"machine": profile.machine, "disks": disks, "nics": nics, "meta": meta})
 
 
-def check_sizes(profile: OSProfile, memory_mib: int, disk_bytes: int | None, say: Callable[[str], None]) -> None:
+def check_sizes(profile: OSProfile, memory_mib: int, disk_bytes: int | None, report: Reporter) -> None:
     """Warn when memory is below the OS minimum; refuse an explicit disk size below its minimum storage."""
     if profile.min_memory_mib is not None and memory_mib < profile.min_memory_mib:
-        say(f"warning: {memory_mib} MiB of memory is below {profile.name}'s minimum of "
+        report.warn(f"{memory_mib} MiB of memory is below {profile.name}'s minimum of "
             f"{profile.min_memory_mib} MiB; its installer or services may fail")
     if disk_bytes is not None and profile.min_disk_bytes is not None and disk_bytes < profile.min_disk_bytes:
         raise InvalidInput(
@@ -561,7 +562,7 @@ def for_create(
     image_os: str | None,
     memory_mib: int,
     disk_bytes: int | None,
-    say: Callable[[str], None],
+    report: Reporter,
 ) -> OSProfile | None:
     """The profile a new VM gets: from --os, else from ``image_os`` (the OS recorded on image ``image``), else none.
 
@@ -576,12 +577,12 @@ def for_create(
         try:
             profile = resolve(image_os)
         except InvalidInput as exc:
-            say(f"warning: image {image} records OS {image_os!r}, which osinfo-db does not know ({exc.cause}); "
+            report.warn(f"image {image} records OS {image_os!r}, which osinfo-db does not know ({exc.cause}); "
                 "using virtio devices")
             return None
     if profile.note:
-        say(f"warning: {profile.note}")
-    check_sizes(profile, memory_mib, disk_bytes, say)
+        report.warn(f"{profile.note}")
+    check_sizes(profile, memory_mib, disk_bytes, report)
     return profile
 
 

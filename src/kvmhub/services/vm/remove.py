@@ -16,11 +16,9 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.hv.connection import host_root
 from kvmhub.models import Recovery, VMSpec
 from kvmhub.ops import actions
-from kvmhub.ops.cancel import CancelToken
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
-from kvmhub.reporting import Say
-from kvmhub.reporting import quiet as _quiet
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import bases
 from kvmhub.services.storage import usage as storage_usage
@@ -32,15 +30,13 @@ from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 BASES = "frozen bases no other disk uses"
 
 
-def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _quiet,
-           cancel: CancelToken | None = None) -> list[str]:
+def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, report: Reporter = QUIET) -> list[str]:
     """Kill if running, undefine, and delete the volumes kvmhub made for it (never the image).
 
     Returns what was removed. Raises NotFound when there is no such VM.
     """
     dom = vms.get(hv, name)
-    with Operation(hv, "vm.rm", name, locks=[LockSpec("vm", name)], say=say, recovery=Recovery.FORWARD,
-                   cancel=cancel) as op:
+    with Operation(hv, "vm.rm", name, locks=[LockSpec("vm", name)], report=report, recovery=Recovery.FORWARD) as op:
         dom = vms.get(hv, name)  # again under the lock
         spec = domain_from_xml(dom.xml(inactive=True))
         uuid = dom.uuid
@@ -55,15 +51,15 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
         bases: dict[str, str] = {}
         if keep_disks:
             for secret in spec.meta.owned_secrets:
-                say(f"kept the key of its encrypted disk in libvirt secret {secret}")
+                report.phase(f"kept the key of its encrypted disk in libvirt secret {secret}")
         else:
-            bases = _plan_owned(hv, op, spec, say)
+            bases = _plan_owned(hv, op, spec, report)
         for log in _own_logs(hv, spec, domain_is_managed(dom.xml(inactive=True))):
             op.forward(f"log {log}", undo_actions.remove_file(log))
         removed: list[str] = []
 
         def failed(what: str, exc: KvmhubError) -> None:
-            say(f"warning: could not remove {what}: {exc.message}")
+            report.warn(f"could not remove {what}: {exc.message}")
 
         op.run_forward(actions.Context(hv, host_root()), failed)
         removed = [d for d in op.done_steps() if not d.startswith(("kill VM", "definition of", BASES))]
@@ -72,7 +68,7 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, say: Say = _q
     return removed
 
 
-def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[str, str]:
+def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, report: Reporter) -> dict[str, str]:
     """Journal the deletion of the volumes kvmhub made for ``spec`` that no other VM uses, the frozen bases under
     them, and the keys of the encrypted ones; say what is kept and why. Returns the candidate bases (path: ref)."""
     users = _volume_users(hv, spec.name, spec.meta.owned_volumes) if spec.meta.owned_volumes else {}
@@ -80,7 +76,7 @@ def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[s
     backings: list[str] = []
     for ref in spec.meta.owned_volumes:
         if users.get(ref):
-            say(f"kept {ref}: VM {', '.join(users[ref])} still uses it")
+            report.phase(f"kept {ref}: VM {', '.join(users[ref])} still uses it")
             continue
         pool_name, _, vol = ref.partition("/")
         try:
@@ -90,7 +86,7 @@ def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[s
                 op.forward(ref, undo_actions.delete_volume(pool_name, vol, pool.volume(vol).path))
             gone.add(ref)
         except KvmhubError as exc:
-            say(f"warning: could not delete {ref}: {exc.message}")
+            report.warn(f"could not delete {ref}: {exc.message}")
     frozen: dict[str, str] = {}
     for path in filter(None, backings):
         if bases.is_base(path) and (base := hv_storage.volume_by_path(hv, path)) is not None:
@@ -100,7 +96,7 @@ def _plan_owned(hv: Hypervisor, op: Operation, spec: VMSpec, say: Say) -> dict[s
     keyed = {d.encryption_secret: f"{d.source.pool}/{d.source.volume}" for d in spec.disks if d.encryption_secret}
     for secret in spec.meta.owned_secrets:
         if keyed.get(secret) not in gone:  # the key opens a volume that is still there
-            say(f"kept the key of {keyed.get(secret, 'a kept disk')} in libvirt secret {secret}")
+            report.phase(f"kept the key of {keyed.get(secret, 'a kept disk')} in libvirt secret {secret}")
             continue
         op.forward(f"secret {secret}", undo_actions.delete_secret(secret))
     return frozen

@@ -20,6 +20,7 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
+from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
@@ -50,19 +51,19 @@ def has_saved_state(hv: Hypervisor, name: str) -> bool:
     return hv_saves.has_managed_save(get_vm(hv, name))
 
 
-def save(hv: Hypervisor, name: str, *, file: str | None = None, say: Say = _quiet) -> str:
+def save(hv: Hypervisor, name: str, *, file: str | None = None, report: Reporter = QUIET) -> str:
     """Stop running/paused VM `name` with its memory state on disk; returns where the state went.
 
     Raises Conflict for a VM that is not running or a save file that already exists.
     """
     locks = [LockSpec("vm", name)] + ([LockSpec("file", os.path.normpath(file))] if file is not None else [])
-    with Operation(hv, "vm.save", name, locks=locks, say=say) as op:
-        where = _save(hv, name, file, op, say)
+    with Operation(hv, "vm.save", name, locks=locks, report=report) as op:
+        where = _save(hv, name, file, op, report)
         op.success()
     return where
 
 
-def _save(hv: Hypervisor, name: str, file: str | None, op: Operation, say: Say) -> str:
+def _save(hv: Hypervisor, name: str, file: str | None, op: Operation, report: Reporter) -> str:
     dom = get_vm(hv, name)
     state = dom.state()
     if state not in ("running", "paused"):
@@ -70,7 +71,7 @@ def _save(hv: Hypervisor, name: str, file: str | None, op: Operation, say: Say) 
                        cause="only a running or paused VM has a memory state to save",
                        hint=f"start it: {{cmd:start {name}}}" if state == "shut off" else None, code="vm.wrong_state")
     if file is None:
-        say(f"saving the memory state of {name} (managed save)")
+        report.phase(f"saving the memory state of {name} (managed save)")
         op.add(f"managed save of {name}")  # libvirt keeps or drops the whole state itself
         hv_saves.managed_save(dom)
         return "managed save"
@@ -79,7 +80,7 @@ def _save(hv: Hypervisor, name: str, file: str | None, op: Operation, say: Say) 
     if seen is not None and os.path.exists(seen):
         raise Conflict(f"{path} already exists", cause="kvmhub never overwrites a save file",
                        hint="pick another {opt:file}, or remove the old one")
-    say(f"saving the memory state of {name} to {path}")
+    report.phase(f"saving the memory state of {name} to {path}")
     op.add(f"remove {path} unless it holds {name}'s state", Action("save.abandon", {"uuid": dom.uuid, "path": path}))
     hv_saves.save_to_file(dom, path)
     faults.point("save-file")
@@ -98,7 +99,7 @@ def _abandon(ctx: Context, p: dict[str, Any]) -> None:
 
 def restore(
     hv: Hypervisor, name: str, *, file: str | None = None, running: bool = False, paused: bool = False,
-    say: Say = _quiet,
+    report: Reporter = QUIET,
 ) -> str:
     """Resume VM `name` from its managed save or from `file`; returns the VM's state after.
 
@@ -108,15 +109,15 @@ def restore(
     check_name(name)
     if running and paused:
         raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
-    with Operation(hv, "vm.restore", name, locks=[LockSpec("vm", name)], say=say) as op:
+    with Operation(hv, "vm.restore", name, locks=[LockSpec("vm", name)], report=report) as op:
         # resuming is not undone: a VM that came back is left running (or paused) as restored
         op.add(f"restore {name} from {file or 'its managed save'}")
-        state = _restore(hv, name, file, running, paused, say)
+        state = _restore(hv, name, file, running, paused, report)
         op.success()
     return state
 
 
-def _restore(hv: Hypervisor, name: str, file: str | None, running: bool, paused: bool, say: Say) -> str:
+def _restore(hv: Hypervisor, name: str, file: str | None, running: bool, paused: bool, report: Reporter) -> str:
     if file is None:
         dom = get_vm(hv, name)
         _require_off(dom, "restore")
@@ -125,7 +126,7 @@ def _restore(hv: Hypervisor, name: str, file: str | None, running: bool, paused:
                            cause="it was not stopped with {cmd:save} (or the state was discarded)",
                            hint=f"boot it: {{cmd:start {name}}}; or restore a file: "
                                 f"{{cmd:restore {name} --file FILE}}")
-        say(f"resuming {name} from its managed save")
+        report.phase(f"resuming {name} from its managed save")
         if paused:
             hv_saves.start_paused(dom)
         else:
@@ -147,7 +148,7 @@ def _restore(hv: Hypervisor, name: str, file: str | None, running: bool, paused:
         if saved.uuid and dom.uuid != saved.uuid:
             raise Conflict(f"{path} holds another VM called {name} (UUID {saved.uuid}, this one is {dom.uuid})",
                            hint="remove or rename the VM defined here first")
-    say(f"restoring {name} from {path}")
+    report.phase(f"restoring {name} from {path}")
     hv_saves.restore_from_file(hv, path, running=running, paused=paused)
     return hv_domains.lookup(hv, name).state()
 

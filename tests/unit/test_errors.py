@@ -102,8 +102,28 @@ def test_a_stalled_call_times_out_instead_of_hanging() -> None:
     never = threading.Event()
     with pytest.raises(OperationTimeout) as info:
         run_bounded(lambda: never.wait(30), 0.2, "listing VMs")
+    never.set()  # the stalled call lands (its worker ends)
     assert "no answer from libvirt" in info.value.message
     assert info.value.to_dict()["code"] == "libvirt.timeout"
+
+
+def test_bounded_calls_reuse_their_threads_and_a_stalled_one_is_waited_for_by_settle() -> None:
+    import threading
+
+    from kvmhub.hv import Hypervisor
+
+    run_bounded(lambda: None, 5, "warm up")
+    before = threading.active_count()
+    assert [run_bounded(lambda i=i: i * 2, 5, "sum") for i in range(50)] == [i * 2 for i in range(50)]
+    assert threading.active_count() == before  # one worker served all fifty
+    release = threading.Event()
+    with pytest.raises(OperationTimeout):
+        run_bounded(lambda: release.wait(30), 0.1, "stalled")
+    assert run_bounded(lambda: "next", 5, "next call") == "next"  # a fresh worker, not the stuck one
+    hv = Hypervisor("test:///default")
+    assert hv.settle(0.1) is False  # the stalled call has not landed
+    release.set()
+    assert hv.settle(5) is True  # it landed and its worker ended
 
 
 def test_hint_terms_read_as_cli_flags_and_commands_or_as_api_fields_and_operations() -> None:

@@ -8,6 +8,7 @@ thread and waits at most ``timeout`` seconds, so a stalled libvirtd gives a clea
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -72,15 +73,50 @@ def start_event_loop() -> None:
         _event_loop_started = True
 
 
-def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
-    """Run fn on a daemon thread; raise OperationTimeout if it is not done in `timeout` seconds.
+class _Worker:
+    """A daemon thread that runs bounded calls one after another (a new thread per call costs ~1 ms)."""
 
-    A daemon thread (not an executor) so a call stuck in a stalled libvirtd never blocks exit.
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="libvirt-call", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            job()
+
+
+_IDLE_MAX = 16
+_idle_lock = threading.Lock()
+_idle: list[_Worker] = []
+os.register_at_fork(after_in_child=_idle.clear)  # a child has none of the parent's threads
+
+
+def _take_worker() -> _Worker:
+    with _idle_lock:
+        if _idle:
+            return _idle.pop()
+    return _Worker()
+
+
+def _give_back(worker: _Worker) -> None:
+    with _idle_lock:
+        if len(_idle) < _IDLE_MAX:
+            _idle.append(worker)
+            return
+    worker.jobs.put(None)
+
+
+def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
+    """Run fn on a daemon worker thread; raise OperationTimeout if it is not done in `timeout` seconds.
+
+    Daemon threads (not an executor) so a call stuck in a stalled libvirtd never blocks exit; a worker whose
+    call timed out is told to end once the call lands, and :meth:`Hypervisor.settle` can wait for it.
     """
     box: dict[str, Any] = {}
     done = threading.Event()
 
-    def runner() -> None:
+    def job() -> None:
         try:
             box["value"] = fn()
         except BaseException as exc:  # handed back to the caller's thread below
@@ -88,25 +124,37 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
         finally:
             done.set()
 
-    thread = threading.Thread(target=runner, name=f"libvirt-call:{what}", daemon=True)
-    thread.start()
+    worker = _take_worker()
+    worker.thread.name = f"libvirt-call:{what}"
+    worker.jobs.put(job)
     try:
         finished = done.wait(timeout)
     except KeyboardInterrupt:
         done.wait(timeout)  # let the call in flight land, so the undo steps see what it made
+        _retire(worker, done)
         raise
     if not finished:
-        with _stray_lock:
-            _stray.add(thread)
+        _retire(worker, done)
         raise OperationTimeout(
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
             hint="check the daemon with `virsh version`; restart libvirtd if it does not answer",
             code="libvirt.timeout",
         )
+    _give_back(worker)
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
+
+
+def _retire(worker: _Worker, done: threading.Event) -> None:
+    """Back to the idle workers if its call landed; else it ends after the call, counted as a stray till then."""
+    if done.is_set():
+        _give_back(worker)
+        return
+    worker.jobs.put(None)
+    with _stray_lock:
+        _stray.add(worker.thread)
 
 
 class Hypervisor:

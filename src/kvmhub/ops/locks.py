@@ -94,7 +94,7 @@ _table: dict[str, _Entry] = {}
 def _busy(spec: LockSpec, holder: str, timeout: float) -> LockTimeout:
     return LockTimeout(
         f"{spec.label} is busy: held by {holder}",
-        cause=f"another kvmhub operation works on {spec.label} and did not finish in {timeout:.0f} s",
+        cause=f"another kvmhub operation works on {spec.label} and did not finish in {timeout:g} s",
         hint="wait for it to finish and retry; {cmd:ops ls} lists operations", code="lock.timeout",
     )
 

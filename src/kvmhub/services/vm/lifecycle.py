@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import Phase, VMInfo
+from kvmhub.ops.locks import LockSpec
+from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.network import forwards
 from kvmhub.services.vm import installer, readiness
@@ -114,28 +117,50 @@ def _require(dom: hv_domains.Domain, allowed: tuple[str, ...], action: str) -> s
     return state
 
 
+@contextmanager
+def _state_change(hv: Hypervisor, kind: str, name: str, report: Reporter, *,
+                  locked: bool = True) -> Iterator[hv_domains.Domain]:
+    """A state change as a journalled operation under the VM's shared lock (the VM is checked first).
+
+    It has no steps to undo: interrupted, it reads as such in the journal and the VM is in whatever state
+    libvirt left it. Shared, so state changes do not wait for each other (libvirt orders them), only for work
+    that needs the VM to itself (rm, clone, snapshots, backups, set). ``kill`` takes no lock: it must work while
+    such work runs.
+    """
+    get(hv, name)
+    locks = [LockSpec("vm", name, shared=True)] if locked else []
+    with Operation(hv, kind, name, locks=locks, report=report) as op:
+        yield get(hv, name)
+        op.success()
+
+
 def start(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
-    dom = get(hv, name)
-    _require(dom, ("shut off", "crashed"), "start")
-    dom.start()
-    note = installer.after_start(hv, dom)
-    if note is not None:
-        report.phase(note)
-    try:
-        forwards.sync(hv, name)
-    except KvmhubError as exc:
-        report.warn(f"port forwards of {name} not applied: {exc.message}")
+    with _state_change(hv, "vm.start", name, report) as dom:
+        _require(dom, ("shut off", "crashed"), "start")
+        dom.start()
+        note = installer.after_start(hv, dom)
+        if note is not None:
+            report.note(note)
+        try:
+            forwards.sync(hv, name)
+        except KvmhubError as exc:
+            report.warn(f"port forwards of {name} not applied: {exc.message}")
 
 
 def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.0, report: Reporter = QUIET) -> str:
     """ACPI shutdown, waiting up to `timeout`; with force, kill after that. Returns how it ended."""
-    dom = get(hv, name)
+    with _state_change(hv, "vm.stop", name, report) as dom:
+        return _stop(dom, name, force, timeout, report)
+
+
+def _stop(dom: hv_domains.Domain, name: str, force: bool, timeout: float, report: Reporter) -> str:
     _require(dom, ("running", "paused", "shutting down"), "stop")
     if dom.state() == "paused":
         dom.resume()  # a paused guest cannot see the power button
     deadline = time.monotonic() + timeout
     pressed = 0.0
     while time.monotonic() < deadline:
+        report.cancel.check()
         # press again now and then: a press before the guest's ACPI daemon runs is lost
         if time.monotonic() - pressed > REPRESS_SECONDS:
             try:
@@ -157,32 +182,33 @@ def stop(hv: Hypervisor, name: str, *, force: bool = False, timeout: float = 60.
     )
 
 
-def kill(hv: Hypervisor, name: str) -> None:
-    dom = get(hv, name)
-    _require(dom, ("running", "paused", "shutting down", "crashed", "suspended"), "kill")
-    dom.destroy()
+def kill(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
+    with _state_change(hv, "vm.kill", name, report, locked=False) as dom:
+        _require(dom, ("running", "paused", "shutting down", "crashed", "suspended"), "kill")
+        dom.destroy()
 
 
-def reboot(hv: Hypervisor, name: str) -> None:
-    dom = get(hv, name)
-    _require(dom, ("running",), "reboot")
-    dom.reboot()
+def reboot(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
+    with _state_change(hv, "vm.reboot", name, report) as dom:
+        _require(dom, ("running",), "reboot")
+        dom.reboot()
 
 
-def pause(hv: Hypervisor, name: str) -> None:
-    dom = get(hv, name)
-    _require(dom, ("running",), "pause")
-    dom.suspend()
+def pause(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
+    with _state_change(hv, "vm.pause", name, report) as dom:
+        _require(dom, ("running",), "pause")
+        dom.suspend()
 
 
-def resume(hv: Hypervisor, name: str) -> None:
-    dom = get(hv, name)
-    _require(dom, ("paused",), "resume")
-    dom.resume()
+def resume(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> None:
+    with _state_change(hv, "vm.resume", name, report) as dom:
+        _require(dom, ("paused",), "resume")
+        dom.resume()
 
 
-def set_autostart(hv: Hypervisor, name: str, on: bool) -> None:
-    get(hv, name).set_autostart(on)
+def set_autostart(hv: Hypervisor, name: str, on: bool, *, report: Reporter = QUIET) -> None:
+    with _state_change(hv, "vm.autostart", name, report) as dom:
+        dom.set_autostart(on)
 
 
 def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,

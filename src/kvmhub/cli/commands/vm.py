@@ -112,15 +112,8 @@ def create(
 
 def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, report: Reporter) -> None:
     from kvmhub.services.vm import lifecycle as vms
-    from kvmhub.services.vm import readiness
 
-    def on_progress(p: readiness.Progress) -> None:
-        label = p.phase.value
-        if p.ips:
-            label += " " + ", ".join(f"{a.ip} ({a.source})" for a in p.ips)
-        report.phase(label)
-
-    vms.wait(hv, name, target, timeout, on_progress)
+    vms.wait(hv, name, target, timeout, report=report)
 
 
 def ls(json_out: JsonOpt = False) -> None:

@@ -212,8 +212,19 @@ def set_autostart(hv: Hypervisor, name: str, on: bool, *, report: Reporter = QUI
 
 
 def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
-         on_progress: Callable[[readiness.Progress], None] | None = None) -> readiness.Progress:
-    return readiness.wait_for(get(hv, name), target, timeout=timeout, on_progress=on_progress)
+         on_progress: Callable[[readiness.Progress], None] | None = None, *,
+         report: Reporter = QUIET) -> readiness.Progress:
+    """Wait for VM `name` to reach `target` (``report.cancel`` stops the wait); each new phase goes to
+    ``on_progress`` and ``report``."""
+    def seen(prog: readiness.Progress) -> None:
+        label = prog.phase.value
+        if prog.ips:
+            label += " " + ", ".join(f"{a.ip} ({a.source})" for a in prog.ips)
+        report.phase(label)
+        if on_progress is not None:
+            on_progress(prog)
+
+    return readiness.wait_for(get(hv, name), target, timeout=timeout, on_progress=seen, cancel=report.cancel)
 
 
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:

@@ -17,6 +17,7 @@ from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
 from kvmhub.hv import host_root, is_local_uri
 from kvmhub.hv.domains import Address, Domain
 from kvmhub.models import PHASE_ORDER, Phase, VMSpec
+from kvmhub.ops.cancel import CancelToken
 from kvmhub.xml.domain import domain_from_xml
 
 MARK_BOOTED = "KVMHUB-BOOTED"
@@ -118,14 +119,18 @@ def wait_for(
     *,
     timeout: float,
     on_progress: Callable[[Progress], None] | None = None,
+    cancel: CancelToken | None = None,
 ) -> Progress:
-    """Poll until the VM reaches `target`; raise OperationTimeout naming the phase that never came."""
+    """Poll until the VM reaches `target`; raise OperationTimeout naming the phase that never came, Cancelled
+    when ``cancel`` is set."""
     spec = domain_from_xml(dom.xml())
     log_path = serial_log(dom, spec)
     start = time.monotonic()
     last: Phase | None = None
     want = PHASE_ORDER.index(target)
     while True:
+        if cancel is not None:
+            cancel.check()
         try:
             prog = current_phase(dom, spec, log_path)
         except KvmhubError:

@@ -91,7 +91,11 @@ def _users(usage: storage_usage.Usage, vol: hv_storage.Volume) -> list[str]:
 
 
 def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
-    """The image's volume; NotFound when there is no such image."""
+    """The image's volume; NotFound when there is no such image, Conflict while its import is unfinished."""
+    return _lookup(hv, name)[0]
+
+
+def _lookup(hv: Hypervisor, name: str) -> tuple[hv_storage.Volume, ImageMeta | None]:
     check_name(name, "image")
     pool = pools.images_pool(hv)
     names = set(pool.volume_names())
@@ -107,7 +111,7 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
                        cause="an image is usable only once its import has stored and checked every byte",
                        hint="wait for the import to finish; after an interrupted one, {cmd:repair --yes} "
                             "removes what it left", code="image.incomplete")
-    return vol
+    return vol, meta
 
 
 def list_images(hv: Hypervisor) -> list[ImageInfo]:
@@ -136,9 +140,7 @@ def recorded_os(hv: Hypervisor, name: str) -> str | None:
 
 def show(hv: Hypervisor, name: str) -> ImageInfo:
     """One image: format, sizes, its import record and the VMs whose disks it backs."""
-    vol = get(hv, name)
-    record = image_records.get(hv.uri, vol.pool, vol.name)  # get() adopted an earlier version's JSON record
-    meta = record.meta if record is not None and record.matches(vol.key) else None
+    vol, meta = _lookup(hv, name)
     return _info(vol, _users(storage_usage.scan(hv), vol), meta)
 
 

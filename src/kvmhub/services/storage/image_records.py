@@ -98,10 +98,12 @@ def forget(uri: str, pool: str, volume: str, *, writer: str | None = None, db_fi
 
 
 def legacy_name(image: str) -> str:
+    """The JSON volume in which earlier versions kept image ``image``'s record."""
     return image + LEGACY_SUFFIX
 
 
 def has_legacy(names: Iterable[str]) -> bool:
+    """True when a pool with these volumes may hold earlier versions' JSON records."""
     return any(n.endswith(LEGACY_SUFFIX) for n in names)
 
 

@@ -251,7 +251,7 @@ def setup(host: TestHost) -> str:
     kvmhub(host, "host", "setup", "--no-network")
     log(f"kvmhub image import {image} --name {IMAGE_NAME}")
     kvmhub(host, "image", "import", str(image), "--name", IMAGE_NAME)
-    # the image's own volume, as `image show` names it (its import record sits beside it in the pool)
+    # the image's own volume, as `image show` names it
     path = json.loads(kvmhub(host, "image", "show", IMAGE_NAME, "--json"))["path"]
     if not isinstance(path, str) or not path.endswith(".qcow2"):
         raise CommandFailed(f"kvmhub image show {IMAGE_NAME} gave no qcow2 path: {path!r}")

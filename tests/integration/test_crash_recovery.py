@@ -10,8 +10,8 @@ import pytest
 
 from kvmhub.errors import Conflict, NotFound
 from kvmhub.hv import Hypervisor
-from kvmhub.services.storage import images
-from kvmhub.services.storage.default_pools import DISKS_POOL
+from kvmhub.services.storage import image_records, images
+from kvmhub.services.storage.default_pools import DISKS_POOL, IMAGES_POOL
 from kvmhub.testing import TestHost
 from tests.integration.conftest import LAB_NET, Runner
 from tests.integration.crash import differences, host_state, kill_at
@@ -66,9 +66,11 @@ def test_kill9_during_image_import_leaves_no_usable_image(step: str, attempt: in
         with Hypervisor(prepared_host.uri) as hv, pytest.raises((Conflict, NotFound)) as refused:
             images.get(hv, name)
         assert isinstance(refused.value, NotFound if step == "import-record" else Conflict)
+    assert image_records.get(prepared_host.uri, IMAGES_POOL, f"{name}.qcow2") is not None
     said = _recovered(kvmhub)
     assert "rolled-back" in said, said
     assert host_state(prepared_host) == before
+    assert image_records.get(prepared_host.uri, IMAGES_POOL, f"{name}.qcow2") is None
     r = kvmhub("create", "uses-it", "--image", name, "--no-start")
     assert r.code == 3 and f"no image named {name!r}" in r.err
 

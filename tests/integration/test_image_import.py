@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmhub.services.storage.default_pools import IMAGES_PATH
+from kvmhub.services.storage import image_records
+from kvmhub.services.storage.default_pools import IMAGES_PATH, IMAGES_POOL
 from kvmhub.testing import TestHost
 from tests.http_files import Reply, serve
 from tests.integration.conftest import KVMHUB, LAB_NET, Runner
@@ -87,12 +88,16 @@ def test_http_import_verifies_the_checksum_and_records_the_source(
         assert info["format"] == "qcow2" and info["virtual_bytes"] == 128 * 1024**2 and info["imported"]
         text = kvmhub("image", "show", "web").out
         assert f"sha256:{sha256(tiny_bytes)} (verified" in text and url in text and "debian11" in text
-        assert "web.json" in store_files(prepared_host)  # the record sits beside the image
-        assert image_names(kvmhub).count("web") == 1 and "web.json" not in image_names(kvmhub)
+        # the record is kvmhub's own: the pool holds the image alone
+        assert store_files(prepared_host).count("web.qcow2") == 1 and "web.json" not in store_files(prepared_host)
+        pool_ls = kvmhub("vol", "ls", IMAGES_POOL)
+        assert pool_ls.code == 0 and "web.qcow2" in pool_ls.out and ".json" not in pool_ls.out, pool_ls.out
+        assert image_names(kvmhub).count("web") == 1
         assert list(tmp.iterdir()) == []
     finally:
         assert kvmhub("image", "rm", "web").code == 0
-    assert not {"web.qcow2", "web.json"} & set(store_files(prepared_host))
+    assert "web.qcow2" not in store_files(prepared_host)
+    assert image_records.get(prepared_host.uri, IMAGES_POOL, "web.qcow2") is None
 
 
 def test_a_bad_checksum_imports_nothing(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from kvmhub.hv import Hypervisor
+from kvmhub.models.image import ImageMeta
+from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.services.storage import image_records
+from kvmhub.services.storage.default_pools import IMAGES_POOL, images_pool
 from kvmhub.testing import TestHost
+from kvmhub.xml import volume as xml_volume
 from tests.integration.conftest import Runner
 
 
@@ -77,3 +85,59 @@ def test_an_image_backing_volumes_and_vms_in_another_pool_is_kept(prepared_host:
         kvmhub("pool", "rm", pool, "--delete-data")
         kvmhub("image", "rm", image)
     assert image not in [i["name"] for i in kvmhub("image", "ls", "--json").json()]
+
+
+def _put_volume(hv: Hypervisor, name: str, data: bytes | None = None, *, qcow2_size: int = 0) -> None:
+    pool = images_pool(hv)
+    if data is None:
+        pool.create_volume(xml_volume.volume_xml(name, qcow2_size, "qcow2", None, None), what=f"creating {name}")
+        return
+    vol = pool.create_volume(xml_volume.volume_xml(name, len(data), "raw", None, None), what=f"creating {name}")
+    vol.upload(io.BytesIO(data), len(data))
+
+
+def _pool_volumes(host: TestHost) -> set[str]:
+    return {x.split()[0] for x in host.virsh("vol-list", IMAGES_POOL).stdout.splitlines() if x.strip()}
+
+
+def test_records_of_earlier_versions_are_adopted_once_and_their_volumes_deleted(prepared_host: TestHost,
+                                                                                kvmhub: Runner) -> None:
+    old = ImageMeta(source="https://example.org/old.vmdk", sha256="cd" * 32, checksum_verified="sha256",
+                    original_format="vmdk", os="debian12", imported=datetime(2025, 5, 6, 7, 8, 9, tzinfo=UTC))
+    with Hypervisor(prepared_host.uri) as hv:
+        _put_volume(hv, "old.qcow2", qcow2_size=16 * 1024**2)
+        _put_volume(hv, "old.json", old.model_dump_json(indent=2).encode())
+        _put_volume(hv, "half.qcow2", qcow2_size=16 * 1024**2)
+        _put_volume(hv, "half.json", old.model_copy(update={"complete": False}).model_dump_json().encode())
+        _put_volume(hv, "gone.json", old.model_dump_json().encode())  # its image was deleted behind kvmhub
+        _put_volume(hv, "notes.json", b'{"not": "a record"}')
+        _put_volume(hv, "byhand.qcow2", qcow2_size=16 * 1024**2)  # copied in by hand: no record
+    try:
+        # an import or removal holding the image: its record is read where it is and left for later
+        with hold(prepared_host.uri, [LockSpec("image", "old")]):
+            busy = {i["name"]: i for i in kvmhub("image", "ls", "--json").json()}
+            assert busy["old"]["source"] == old.source and busy["old"]["os"] == "debian12"
+            assert {"old.json", "notes.json"} <= _pool_volumes(prepared_host)
+            assert not {"half.json", "gone.json"} & _pool_volumes(prepared_host)
+        first = kvmhub("image", "ls", "--json")
+        assert first.code == 0, first.err
+        listed = {i["name"]: i for i in first.json()}
+        assert listed["old"]["source"] == old.source and listed["old"]["sha256"] == old.sha256
+        assert listed["old"]["original_format"] == "vmdk" and listed["old"]["checksum_verified"] == "sha256"
+        assert listed["old"]["imported"].startswith("2025-05-06T07:08:09")
+        assert listed["byhand"]["source"] is None and listed["byhand"]["format"] == "qcow2"
+        assert "gone" not in listed and "notes" not in listed
+        volumes = _pool_volumes(prepared_host)
+        assert not {"old.json", "half.json", "gone.json"} & volumes and "notes.json" in volumes
+        assert kvmhub("image", "ls", "--json").out == first.out  # from kvmhub's database from now on
+        assert kvmhub("image", "show", "old", "--json").json() == listed["old"]
+        r = kvmhub("image", "show", "half")
+        assert r.code == 4 and "is not complete" in r.err, r.err
+        assert kvmhub("image", "show", "byhand", "--json").json()["sha256"] is None
+        assert kvmhub("image", "rm", "old").code == 0
+        assert image_records.get(prepared_host.uri, IMAGES_POOL, "old.qcow2") is None
+        assert "old" not in kvmhub("image", "ls").out
+    finally:
+        for vol in ("old.qcow2", "half.qcow2", "byhand.qcow2", "old.json", "half.json", "gone.json", "notes.json"):
+            prepared_host.virsh("vol-delete", vol, "--pool", IMAGES_POOL, check=False)
+            image_records.forget(prepared_host.uri, IMAGES_POOL, vol)

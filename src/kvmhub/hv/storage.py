@@ -187,6 +187,11 @@ class Volume:
     def path(self) -> str:
         return str(self._call("reading path", self._vol.path))
 
+    @property
+    def key(self) -> str:
+        """libvirt's key of the volume: what tells it from another volume later given its name."""
+        return str(self._call("reading key", self._vol.key))
+
     def xml(self) -> str:
         return str(self._call("reading definition", self._vol.XMLDesc, 0))
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 
 class ImageMeta(BaseModel):
-    """What kvmhub records about an image when it is imported (kept beside it in the images pool)."""
+    """What kvmhub records about an image when it is imported (kept in kvmhub's state database)."""
 
     source: str
     sha256: str

@@ -5,6 +5,7 @@ acts, and ``done`` after. When a process dies mid-operation, the next kvmhub pro
 owner's pid (and that pid's start time, so a reused pid does not count) and takes it over (see ``recovery``).
 
 Schema changes are numbered migrations in :data:`MIGRATIONS`, applied in order and recorded in ``schema_version``.
+The same database holds kvmhub's other state about a host (image records), through :func:`connect`.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL,
         error TEXT,
         PRIMARY KEY (op_id, seq)
+    );
+    """,
+    # image records (services/storage/image_records.py), once JSON volumes beside each image
+    """
+    CREATE TABLE images (
+        uri TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        volume_key TEXT,
+        writer TEXT NOT NULL,
+        complete INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        checksum_verified TEXT,
+        original_format TEXT NOT NULL,
+        compression TEXT,
+        os TEXT,
+        imported TEXT NOT NULL,
+        PRIMARY KEY (uri, pool, volume)
     );
     """,
 )

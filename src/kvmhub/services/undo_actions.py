@@ -19,7 +19,7 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.services.network import forwards, leases
-from kvmhub.services.storage import encryption
+from kvmhub.services.storage import encryption, image_records
 from kvmhub.tools import qemu_img
 from kvmhub.xml import snapshot as xml_snap
 
@@ -32,6 +32,11 @@ BUILD_PATIENCE = 30.0  # seconds an undo waits for libvirt to finish a copy befo
 def delete_volume(pool: str, name: str, key: str | None = None, *, building: bool = False) -> Action:
     """Delete a volume; ``building``: libvirt may still be copying into it (an interrupted clone), so wait."""
     return Action("volume.delete", {"pool": pool, "name": name, "key": key, "building": building})
+
+
+def forget_image_record(pool: str, volume: str, writer: str) -> Action:
+    """Delete the record of image volume ``pool/volume`` that ``writer`` wrote (an operation id), not a later one."""
+    return Action("image_record.forget", {"pool": pool, "volume": volume, "writer": writer})
 
 
 def undefine_domain(uuid: str, name: str) -> Action:
@@ -98,6 +103,11 @@ def _delete_volume(ctx: Context, p: dict[str, Any]) -> None:
             if not BUILDING_RE.search(f"{exc.message} {exc.original or ''}") or time.monotonic() >= deadline:
                 raise
         time.sleep(0.5)
+
+
+@register("image_record.forget")
+def _forget_image_record(ctx: Context, p: dict[str, Any]) -> None:
+    image_records.forget(ctx.hv.uri, p["pool"], p["volume"], writer=p["writer"])
 
 
 @register("domain.undefine")

@@ -1,8 +1,8 @@
 """The image store: base images in kvmhub's images pool, from which VM disks are linked clones.
 
 Each image is a qcow2 volume ``NAME.qcow2``; what kvmhub learnt when importing it (source, SHA-256,
-original format, OS variant, time) sits beside it in a small JSON volume ``NAME.json`` written through
-libvirt, so the record travels with the pool and works against remote hosts.
+original format, OS variant, time) is its record in kvmhub's state database (``image_records``), keyed by host,
+pool and volume: the pool holds images only.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from pydantic import ValidationError
-
 from kvmhub import faults
-from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
+from kvmhub.errors import Conflict, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
@@ -30,6 +28,7 @@ from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import default_pools as pools
+from kvmhub.services.storage import image_records
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.services.vm import osinfo
 from kvmhub.tools import download, qemu_img
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 SUFFIX = ".qcow2"
-META_SUFFIX = ".json"
-_META_MAX = 64 * 1024
 # a file named like this must carry that format's header, else it lies about its format
 _SUFFIX_FORMATS = {".qcow2": "qcow2", ".raw": "raw", ".vmdk": "vmdk", ".vdi": "vdi",
                    ".vhdx": "vhdx", ".vhd": "vpc"}
@@ -54,23 +51,16 @@ def volume_name(image: str) -> str:
     return image + SUFFIX
 
 
-def meta_name(image: str) -> str:
-    return image + META_SUFFIX
+def _records(pool: hv_storage.Pool, names: set[str]) -> dict[str, image_records.Record]:
+    """The records of the images in ``pool`` by volume name, once earlier versions' JSON records are adopted."""
+    left = image_records.adopt_legacy(pool, names, SUFFIX) if image_records.has_legacy(names) else {}
+    return {**image_records.in_pool(pool.hv.uri, pool.name), **left}
 
 
-def _read_meta(pool: hv_storage.Pool, image: str, names: set[str]) -> ImageMeta | None:
-    """The image's JSON record, or None when it has none (built before records existed) or it is unreadable."""
-    if meta_name(image) not in names:
-        return None
-    try:
-        vol = pool.volume(meta_name(image))
-        if vol.info().capacity > _META_MAX:
-            return None
-        buf = io.BytesIO()
-        vol.download(buf)
-        return ImageMeta.model_validate_json(buf.getvalue())
-    except (KvmhubError, ValidationError, OSError):
-        return None
+def _meta(records: dict[str, image_records.Record], vol: hv_storage.Volume) -> ImageMeta | None:
+    """The image's record; None when it has none (copied into the pool by hand) or it was another volume's."""
+    record = records.get(vol.name)
+    return record.meta if record is not None and record.matches(vol.key) else None
 
 
 def _info(vol: hv_storage.Volume, users: list[str], meta: ImageMeta | None = None) -> ImageInfo:
@@ -100,7 +90,11 @@ def _users(usage: storage_usage.Usage, vol: hv_storage.Volume) -> list[str]:
 
 
 def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
-    """The image's volume; NotFound when there is no such image."""
+    """The image's volume; NotFound when there is no such image, Conflict while its import is unfinished."""
+    return _lookup(hv, name)[0]
+
+
+def _lookup(hv: Hypervisor, name: str) -> tuple[hv_storage.Volume, ImageMeta | None]:
     check_name(name, "image")
     pool = pools.images_pool(hv)
     names = set(pool.volume_names())
@@ -109,40 +103,44 @@ def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
             f"no image named {name!r}",
             hint="list them: {cmd:image ls}; import one: {cmd:image import SRC --name N}", code="image.not_found",
         )
-    meta = _read_meta(pool, name, names)
+    vol = pool.volume(volume_name(name))
+    meta = _meta(_records(pool, names), vol)
     if meta is not None and not meta.complete:
         raise Conflict(f"image {name!r} is not complete: its import is running or was interrupted",
                        cause="an image is usable only once its import has stored and checked every byte",
                        hint="wait for the import to finish; after an interrupted one, {cmd:repair --yes} "
                             "removes what it left", code="image.incomplete")
-    return pool.volume(volume_name(name))
+    return vol, meta
 
 
 def list_images(hv: Hypervisor) -> list[ImageInfo]:
-    """Every image in the store (the JSON records beside them are not images)."""
+    """Every image in the store."""
     pool = pools.images_pool(hv)
     names = set(pool.volume_names())
+    records = _records(pool, names)
     usage = storage_usage.scan(hv)  # once for all images
     out = []
     for vol_name in sorted(names):
         if vol_name.endswith(SUFFIX):
             vol = pool.volume(vol_name)
-            out.append(_info(vol, _users(usage, vol), _read_meta(pool, vol_name.removesuffix(SUFFIX), names)))
+            out.append(_info(vol, _users(usage, vol), _meta(records, vol)))
     return out
 
 
 def recorded_os(hv: Hypervisor, name: str) -> str | None:
     """The OS variant recorded when image ``name`` was imported (reads its record only: no scan of the VMs)."""
     pool = pools.images_pool(hv)
-    meta = _read_meta(pool, name, set(pool.volume_names()))
+    names = set(pool.volume_names())
+    if volume_name(name) not in names:
+        return None
+    meta = _meta(_records(pool, names), pool.volume(volume_name(name)))
     return meta.os if meta is not None else None
 
 
 def show(hv: Hypervisor, name: str) -> ImageInfo:
     """One image: format, sizes, its import record and the VMs whose disks it backs."""
-    vol = get(hv, name)
-    pool = pools.images_pool(hv)
-    return _info(vol, _users(storage_usage.scan(hv), vol), _read_meta(pool, name, set(pool.volume_names())))
+    vol, meta = _lookup(hv, name)
+    return _info(vol, _users(storage_usage.scan(hv), vol), meta)
 
 
 def remove(hv: Hypervisor, name: str) -> None:
@@ -179,10 +177,9 @@ def _plan_remove(hv: Hypervisor, name: str, op: Operation) -> None:
         )
     pool = pools.images_pool(hv)
     op.forward(f"delete image {name}", undo_actions.delete_volume(pool.name, vol.name, path))
-    if pool.has_volume(meta_name(name)):
-        record = pool.volume(meta_name(name))
-        op.forward(f"delete the record of image {name}", undo_actions.delete_volume(pool.name, record.name,
-                                                                                   record.path))
+    if (record := image_records.get(hv.uri, pool.name, vol.name)) is not None:
+        op.forward(f"delete the record of image {name}",
+                   undo_actions.forget_image_record(pool.name, vol.name, record.writer))
 
 
 def import_file(
@@ -229,10 +226,12 @@ def import_image(
             raise Conflict(f"an image named {name!r} already exists", hint=f"{{cmd:image rm {name}}} first",
                            code="name.taken")
         started = datetime.now(UTC).replace(microsecond=0)
-        _delete_if_present(pool, meta_name(name))  # a record left by an image removed behind kvmhub's back
-        op.add(f"delete volume {meta_name(name)}", undo_actions.delete_volume(pool.name, meta_name(name)))
-        _write_meta(pool, name, ImageMeta(source=src, sha256="", original_format="", imported=started,
-                                          complete=False))
+        # an earlier version's record of an image removed behind kvmhub's back: never to be adopted for this one
+        _delete_if_present(pool, image_records.legacy_name(name))
+        op.add(f"delete the record of image {name}", undo_actions.forget_image_record(pool.name, vol_name, op.id))
+        image_records.put(hv.uri, pool.name, vol_name, ImageMeta(source=src, sha256="", original_format="",
+                                                                 imported=started, complete=False),
+                          key=None, writer=op.id)
         faults.point("import-record")
         with download.fetch(src, Path(tmp), expected=checksum, progress=progress) as fetched:
             # every step reads the one descriptor fetch opened: what is checked is what is stored
@@ -255,11 +254,12 @@ def import_image(
             imported=datetime.now(UTC).replace(microsecond=0),
         )
         op.phase("record")
-        _delete_if_present(pool, meta_name(name))
-        _write_meta(pool, name, meta)  # complete: from here on the image is usable
-        faults.point("import-done")
         pool.refresh()
-        info = _info(pool.volume(vol_name), [], meta)
+        stored = pool.volume(vol_name)
+        # complete: from here on the image is usable
+        image_records.put(hv.uri, pool.name, vol_name, meta, key=stored.key, writer=op.id)
+        faults.point("import-done")
+        info = _info(stored, [], meta)
         op.success()
     return info
 
@@ -381,13 +381,6 @@ def _local_file(pool: hv_storage.Pool, vol: hv_storage.Volume) -> Path | None:
     if st.st_size != 0 or not os.access(path, os.W_OK):
         return None
     return path
-
-
-def _write_meta(pool: hv_storage.Pool, name: str, meta: ImageMeta) -> None:
-    data = meta.model_dump_json(indent=2).encode() + b"\n"
-    vol = pool.create_volume(xml_volume.volume_xml(meta_name(name), len(data), "raw", None, None),
-                             what=f"creating volume {meta_name(name)}")
-    vol.upload(io.BytesIO(data), len(data))
 
 
 class _FdReader(io.RawIOBase):

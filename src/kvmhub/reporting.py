@@ -24,11 +24,19 @@ def _drop(_event: Event) -> None:
 class Reporter:
     """The sink a service emits into, and the cancel token it honours."""
 
-    __slots__ = ("cancel", "sink")
+    __slots__ = ("_operation_id", "cancel", "sink")
 
-    def __init__(self, sink: EventSink | None = None, cancel: CancelToken | None = None) -> None:
+    def __init__(self, sink: EventSink | None = None, cancel: CancelToken | None = None,
+                 operation_id: str | None = None) -> None:
         self.sink: EventSink = sink or _drop
         self.cancel = cancel or CancelToken()
+        self._operation_id = operation_id
+
+    def claim_operation_id(self) -> str | None:
+        """The id a caller chose for the work's operation (the API announces it before the work starts); the
+        first journalled operation the work opens takes it, later ones get their own."""
+        op_id, self._operation_id = self._operation_id, None
+        return op_id
 
     def emit(self, event: Event) -> None:
         self.sink(event)

@@ -17,6 +17,7 @@ from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
 from kvmhub.cli.commands import ops as ops_cmd
 from kvmhub.cli.commands import os as os_cmd
 from kvmhub.cli.commands import pool as pool_cmd
+from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
 from kvmhub.cli.commands import vol as vol_cmd
 from kvmhub.errors import KvmhubError, exit_code
@@ -44,6 +45,7 @@ saves.register(app)
 export_cmd.register(app)
 clone_cmd.register(app)
 ops_cmd.register(app)
+serve_cmd.register(app)
 
 
 @app.callback()

@@ -71,3 +71,5 @@ class OperationInfo(BaseModel):
     error: dict[str, Any] | None = None
     locks: list[str] = Field(default_factory=list)
     steps: list[StepInfo] = Field(default_factory=list)
+    result: Any = None  # what the operation returned, as JSON data (API operations)
+    requested_by: str | None = None  # who asked (API operations: the user or token)

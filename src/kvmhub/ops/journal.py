@@ -87,6 +87,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (uri, pool, volume)
     );
     """,
+    # the API's operations: what one returned, and who asked for it
+    """
+    ALTER TABLE operations ADD COLUMN result TEXT;
+    ALTER TABLE operations ADD COLUMN requested_by TEXT;
+    """,
 )
 
 _local = threading.local()
@@ -178,14 +183,20 @@ class Journal:
     # -- writing ---------------------------------------------------------------------------------------
 
     def begin(self, op_id: str, kind: str, target: str, uri: str, host_root: str, command: str | None,
-              recovery: Recovery, locks: list[str]) -> None:
+              recovery: Recovery, locks: list[str], requested_by: str | None = None) -> None:
+        """Record a running operation. A running record this process already wrote under ``op_id`` (the API
+        announces an operation before its work starts) is taken over: it gets the operation's kind, locks and
+        recovery."""
         pid = os.getpid()
         with transaction(self.db) as db:
             db.execute(
                 "INSERT INTO operations (id, kind, target, uri, host_root, pid, pid_start, command, state, recovery,"
-                " started, locks) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " started, locks, requested_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, target=excluded.target, uri=excluded.uri,"
+                " host_root=excluded.host_root, recovery=excluded.recovery, locks=excluded.locks"
+                " WHERE operations.pid=excluded.pid AND operations.state=excluded.state",
                 (op_id, kind, target, uri, host_root, pid, process_start(pid), command, OperationState.RUNNING,
-                 recovery, time.time(), json.dumps(locks)),
+                 recovery, time.time(), json.dumps(locks), requested_by),
             )
             # the journal prunes itself as it grows: finished operations older than KEEP_FINISHED_S go
             db.execute("DELETE FROM operations WHERE finished IS NOT NULL AND finished < ? AND state NOT IN (?, ?)",
@@ -223,6 +234,11 @@ class Journal:
             db.execute("UPDATE operations SET state=?, finished=?, error=? WHERE id=?",
                        (str(state), time.time(), json.dumps(error) if error else None, op_id))
 
+    def set_result(self, op_id: str, result: Any) -> None:
+        """What a finished operation returned (JSON data), for whoever reads the operation later."""
+        with transaction(self.db) as db:
+            db.execute("UPDATE operations SET result=? WHERE id=?", (json.dumps(result), op_id))
+
     def claim(self, op: OperationInfo) -> bool:
         """Take over a dead process's operation; False when another process got it first."""
         pid = os.getpid()
@@ -258,7 +274,7 @@ class Journal:
 
     def _select(self, where: str, args: tuple[Any, ...], with_steps: bool = True) -> list[OperationInfo]:
         cols = ("id, kind, target, uri, pid, command, state, recovery, started, finished, phase, progress_done, "
-                "progress_total, error, locks")
+                "progress_total, error, locks, result, requested_by")
         out = []
         for row in self.db.execute(f"SELECT {cols} FROM operations {where}", args).fetchall():  # noqa: S608
             steps: list[StepInfo] = []
@@ -274,6 +290,7 @@ class Journal:
                 state=OperationState(row[6]), recovery=Recovery(row[7]), started=row[8], finished=row[9],
                 phase=row[10], progress_done=row[11], progress_total=row[12],
                 error=json.loads(row[13]) if row[13] else None, locks=json.loads(row[14]), steps=steps,
+                result=json.loads(row[15]) if row[15] else None, requested_by=row[16],
             ))
         return out
 

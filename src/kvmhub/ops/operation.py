@@ -90,7 +90,7 @@ class Operation:
         self.hv = hv
         self.kind = kind
         self.target = target
-        self.id = uuid.uuid4().hex[:12]
+        self.id = report.claim_operation_id() or uuid.uuid4().hex[:12]
         self.recovery = recovery
         self.cancel = cancel or report.cancel
         self.journal = journal or Journal()

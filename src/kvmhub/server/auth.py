@@ -1,0 +1,46 @@
+"""Who is asking: the principal behind each request, and what its role lets it do.
+
+Local callers on the unix socket passed its file permissions (root or group ``kvmhub``) and act as admin. TCP
+callers must present credentials (``Authorization: Bearer TOKEN``); until accounts exist on this host every TCP
+request is refused with 401.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict
+
+from kvmhub.server.transport import transport_of
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Principal(BaseModel):
+    """The user (or token) a request acts as."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Role
+    project: str | None = None  # a token restricted to one project
+
+
+LOCAL = Principal(name="local", role=Role.ADMIN)
+
+
+def principal(request: Request) -> Principal:
+    """The caller: the local admin on the unix socket; on TCP, whoever its credentials name (401 otherwise)."""
+    if transport_of(request) == "unix":
+        return LOCAL
+    raise HTTPException(401, "credentials required: send Authorization: Bearer TOKEN",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+Caller = Annotated[Principal, Depends(principal)]

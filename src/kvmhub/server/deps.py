@@ -1,0 +1,31 @@
+"""What route handlers are given: the server's hypervisor connection, runner and event bus."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kvmhub.hv import Hypervisor
+from kvmhub.server.bus import EventBus
+from kvmhub.server.runner import Runner
+
+
+def hypervisor(request: Request) -> Hypervisor:
+    hv: Hypervisor = request.app.state.hv
+    return hv
+
+
+def runner(request: Request) -> Runner:
+    r: Runner = request.app.state.runner
+    return r
+
+
+def bus(request: Request) -> EventBus:
+    b: EventBus = request.app.state.bus
+    return b
+
+
+Hv = Annotated[Hypervisor, Depends(hypervisor)]
+Ops = Annotated[Runner, Depends(runner)]
+Bus = Annotated[EventBus, Depends(bus)]

@@ -1,0 +1,141 @@
+"""Long work as operations: each request that can take more than a moment runs on a worker thread.
+
+The runner writes the operation's journal record before the work starts (so ``GET /operations/{id}`` answers at
+once), hands the work a Reporter whose events go to the event bus and whose cancel token ``DELETE`` sets, and
+the first journalled operation the service opens takes that record over (see
+:meth:`kvmhub.reporting.Reporter.claim_operation_id`). The record is finished with the work's result or error;
+after a server restart one left running is recovered like any interrupted operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv.connection import host_root
+from kvmhub.models import OperationInfo, OperationState, Recovery
+from kvmhub.models.events import Event
+from kvmhub.ops.cancel import Cancelled, CancelToken
+from kvmhub.ops.journal import Journal
+from kvmhub.reporting import Reporter
+from kvmhub.server.bus import EventBus
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Reporter], Any]
+MAX_PARALLEL = 8
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.token = CancelToken()
+        self.done = threading.Event()
+
+
+class Runner:
+    """Runs operations on daemon threads, at most ``parallel`` at a time (the rest wait their turn)."""
+
+    def __init__(self, uri: str, bus: EventBus, journal: Journal | None = None, parallel: int = MAX_PARALLEL) -> None:
+        self.uri = uri
+        self.bus = bus
+        self.journal = journal or Journal()
+        self._slots = threading.BoundedSemaphore(parallel)
+        self._lock = threading.Lock()
+        self._running: dict[str, _Running] = {}
+
+    def submit(self, kind: str, target: str, work: Work, *, requested_by: str | None = None,
+               vm: str | None = None) -> OperationInfo:
+        """Record the operation as running and start ``work(report)``; returns the record."""
+        op_id = uuid.uuid4().hex[:12]
+        self.journal.begin(op_id, kind, target, self.uri, host_root(), f"api {kind} {target}", Recovery.UNDO, [],
+                           requested_by=requested_by)
+        running = _Running()
+        with self._lock:
+            self._running[op_id] = running
+
+        def sink(event: Event) -> None:
+            self.bus.publish("operation", {"kind": kind, "target": target, "event": event.model_dump(mode="json")},
+                             operation=op_id, vm=vm, requested_by=requested_by)
+
+        report = Reporter(sink, running.token, operation_id=op_id)
+        thread = threading.Thread(target=self._run, args=(op_id, kind, target, work, report, running, vm,
+                                                          requested_by),
+                                  name=f"op:{kind}:{target}", daemon=True)
+        thread.start()
+        info = self.journal.get(op_id)
+        assert info is not None
+        return info
+
+    def _run(self, op_id: str, kind: str, target: str, work: Work, report: Reporter, running: _Running,
+             vm: str | None, requested_by: str | None) -> None:
+        state, error, result = OperationState.SUCCEEDED, None, None
+        try:
+            with self._slots:
+                report.cancel.check()
+                result = work(report)
+        except Cancelled as exc:
+            state, error = OperationState.CANCELLED, exc.to_dict(front="api")
+        except KvmhubError as exc:
+            state, error = OperationState.FAILED, exc.to_dict(front="api")
+        except Exception as exc:  # a defect: reported as a failed operation, logged with its traceback
+            log.exception("operation %s (%s %s) failed", op_id, kind, target)
+            state, error = OperationState.FAILED, {"code": "failed", "message": f"{type(exc).__name__}: {exc}"}
+        try:
+            if result is not None:
+                self.journal.set_result(op_id, _jsonable(result))
+            current = self.journal.get(op_id)
+            if current is not None and current.state is OperationState.RUNNING:  # no journalled step finished it
+                self.journal.finish(op_id, state, error)
+            elif current is not None and error is not None and current.error is None:
+                self.journal.finish(op_id, current.state, error)
+        finally:
+            with self._lock:
+                self._running.pop(op_id, None)
+            running.done.set()
+            final = self.journal.get(op_id)
+            self.bus.publish("operation", {"kind": kind, "target": target,
+                                           "state": str(final.state if final else state)},
+                             operation=op_id, vm=vm, requested_by=requested_by)
+
+    def get(self, op_id: str) -> OperationInfo:
+        info = self.journal.get(op_id)
+        if info is None:
+            raise NotFound(f"no operation {op_id!r}", hint="list them: {cmd:ops ls}", code="op.not_found")
+        return info
+
+    def wait(self, op_id: str, timeout: float) -> OperationInfo:
+        """The operation once it has finished, or as it stands after ``timeout`` seconds."""
+        info = self.get(op_id)
+        with self._lock:
+            running = self._running.get(op_id)
+        if running is not None:
+            running.done.wait(timeout)
+            info = self.get(op_id)
+        return info
+
+    def cancel(self, op_id: str) -> OperationInfo:
+        """Ask a running operation to stop (it undoes what it made); a finished one is left as it is."""
+        info = self.get(op_id)
+        with self._lock:
+            running = self._running.get(op_id)
+        if running is not None:
+            running.token.cancel("cancelled through the API")
+        return info
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+
+def _jsonable(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [_jsonable(r) for r in result]
+    return result

@@ -8,6 +8,7 @@ request is refused with 401.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -44,3 +45,21 @@ def principal(request: Request) -> Principal:
 
 
 Caller = Annotated[Principal, Depends(principal)]
+
+_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency letting through callers of ``role`` or above (403 naming the role otherwise)."""
+    def check(caller: Caller) -> Principal:
+        if _RANK[caller.role] < _RANK[role]:
+            raise HTTPException(403, f"{caller.name} is {caller.role}; this needs {role}")
+        return caller
+
+    return check
+
+
+# what routes declare: reads need a viewer, changes an operator, accounts an admin
+VIEWER = Depends(require(Role.VIEWER))
+OPERATOR = Depends(require(Role.OPERATOR))
+ADMIN = Depends(require(Role.ADMIN))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.models import OperationInfo, VMInfo
 from kvmhub.reporting import Reporter
+from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.services.vm import lifecycle as vms
@@ -29,19 +30,20 @@ class StopOptions(BaseModel):
     timeout: float = Field(default=60.0, gt=0, le=3600)
 
 
-@router.get("", response_model=list[VMInfo])
+@router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
 def list_vms(hv: Hv) -> list[VMInfo]:
     """Every VM on the host, with its state and addresses."""
     return vms.list_vms(hv)
 
 
-@router.get("/{name}", response_model=VMInfo)
+@router.get("/{name}", response_model=VMInfo, dependencies=[VIEWER])
 def show_vm(name: Name, hv: Hv) -> VMInfo:
     """One VM in full: disks, NICs, limits, consoles, boot."""
     return vms.show(hv, name)
 
 
-@router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED)
+@router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[OPERATOR])
 def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response,
                  options: Annotated[StopOptions | None, Body()] = None) -> OperationInfo:
     """Start, stop (ACPI; ``force`` kills after ``timeout``), kill, reboot, pause or resume a VM."""
@@ -59,7 +61,8 @@ def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Respons
     return accepted(response, ops.submit(f"vm.{action}", name, work, vm=name))
 
 
-@router.delete("/{name}", response_model=OperationInfo, status_code=202, responses=ACCEPTED)
+@router.delete("/{name}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+               dependencies=[OPERATOR])
 def remove_vm(name: Name, hv: Hv, ops: Ops, response: Response,
               keep_disks: Annotated[bool, Query(description="keep the VM's disk and seed volumes")] = False
               ) -> OperationInfo:

@@ -7,9 +7,10 @@ import contextlib
 import grp
 import logging
 import os
+import signal
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -73,7 +74,7 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
     if settings.socket is not None:
         sock = unix_socket(settings.socket)
         config = uvicorn.Config(Marked(app, "unix"), lifespan=lifespan, log_level="warning", access_log=False)
-        servers.append((uvicorn.Server(config), [sock]))
+        servers.append((_Server(config), [sock]))
         lifespan = "off"  # one app, one start-up: the first listener runs it
         say(f"kvmhub server on unix socket {settings.socket}")
     if settings.listen is not None:
@@ -91,7 +92,7 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
         config = uvicorn.Config(Marked(app, "tcp"), host=host, port=port, lifespan=lifespan, log_level="warning",
                                 access_log=False, ssl_certfile=None if settings.insecure_http else cert,
                                 ssl_keyfile=None if settings.insecure_http else key)
-        servers.append((uvicorn.Server(config), None))
+        servers.append((_Server(config), None))
         scheme = "http" if settings.insecure_http else "https"
         say(f"kvmhub server on {scheme}://{settings.listen}" + (" (no TLS: anyone on the path can read it)"
                                                                  if settings.insecure_http else ""))
@@ -105,7 +106,23 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
                 settings.socket.unlink()
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`_run_all` (one handler stops every listener)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def _run_all(servers: list[tuple[uvicorn.Server, list[socket.socket] | None]]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop)
     first, first_socks = servers[0]
     tasks = [asyncio.create_task(first.serve(sockets=first_socks))]
     while not first.started and not first.should_exit and not tasks[0].done():
@@ -113,8 +130,7 @@ async def _run_all(servers: list[tuple[uvicorn.Server, list[socket.socket] | Non
     for server, socks in servers[1:]:
         tasks.append(asyncio.create_task(server.serve(sockets=socks)))
     done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for server, _ in servers:
-        server.should_exit = True
+    stop()
     await asyncio.gather(*tasks, return_exceptions=True)
     for task in done:
         task.result()

@@ -1,7 +1,10 @@
 """Wire types shared by the library, the CLI's JSON output and the API. Imports nothing else of kvmhub."""
 
+from kvmhub.models.documents import HostMedia, TextDocument
+from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
 from kvmhub.models.host import CheckItem, CheckStatus, HostReport
 from kvmhub.models.image import ImageInfo
+from kvmhub.models.network import BridgeResult
 from kvmhub.models.operation import (
     ACTIVE_STATES,
     OperationInfo,
@@ -11,6 +14,17 @@ from kvmhub.models.operation import (
     StepState,
 )
 from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.models.requests_vm import (
+    Change,
+    CloneRequest,
+    CloneResult,
+    CloudInitRequest,
+    CreateRequest,
+    ExportResult,
+    ImportRequest,
+    LimitsRequest,
+    SetRequest,
+)
 from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
 from kvmhub.models.vm import (
     PHASE_ORDER,
@@ -37,17 +51,30 @@ __all__ = [
     "PHASE_ORDER",
     "Bandwidth",
     "BootSpec",
+    "BridgeResult",
     "CPUTune",
+    "Change",
     "CheckItem",
     "CheckStatus",
+    "CloneRequest",
+    "CloneResult",
+    "CloudInitRequest",
+    "CreateRequest",
     "DiskSource",
     "DiskSpec",
+    "ExportDisk",
+    "ExportManifest",
+    "ExportNvram",
+    "ExportResult",
     "GraphicsSpec",
+    "HostMedia",
     "HostReport",
     "IOTune",
     "ImageInfo",
+    "ImportRequest",
     "KvmhubMeta",
     "Limits",
+    "LimitsRequest",
     "NICSpec",
     "OSInfo",
     "OSProfile",
@@ -60,8 +87,10 @@ __all__ = [
     "PortForward",
     "Recovery",
     "SerialSpec",
+    "SetRequest",
     "StepInfo",
     "StepState",
+    "TextDocument",
     "VCPUPin",
     "VMInfo",
     "VMSpec",

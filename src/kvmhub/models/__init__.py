@@ -1,9 +1,10 @@
 """Wire types shared by the library, the CLI's JSON output and the API. Imports nothing else of kvmhub."""
 
+from kvmhub.models.backup import BackupRequest, RestoreRequest
 from kvmhub.models.documents import HostMedia, TextDocument
 from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
 from kvmhub.models.host import CheckItem, CheckStatus, HostReport
-from kvmhub.models.image import ImageInfo
+from kvmhub.models.image import ImageImportRequest, ImageInfo
 from kvmhub.models.network import BridgeResult
 from kvmhub.models.operation import (
     ACTIVE_STATES,
@@ -25,6 +26,7 @@ from kvmhub.models.requests_vm import (
     LimitsRequest,
     SetRequest,
 )
+from kvmhub.models.snapshot import SnapshotRequest
 from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
 from kvmhub.models.vm import (
     PHASE_ORDER,
@@ -44,11 +46,13 @@ from kvmhub.models.vm import (
     VCPUPin,
     VMInfo,
     VMSpec,
+    VMState,
 )
 
 __all__ = [
     "ACTIVE_STATES",
     "PHASE_ORDER",
+    "BackupRequest",
     "Bandwidth",
     "BootSpec",
     "BridgeResult",
@@ -70,6 +74,7 @@ __all__ = [
     "HostMedia",
     "HostReport",
     "IOTune",
+    "ImageImportRequest",
     "ImageInfo",
     "ImportRequest",
     "KvmhubMeta",
@@ -86,13 +91,16 @@ __all__ = [
     "PoolType",
     "PortForward",
     "Recovery",
+    "RestoreRequest",
     "SerialSpec",
     "SetRequest",
+    "SnapshotRequest",
     "StepInfo",
     "StepState",
     "TextDocument",
     "VCPUPin",
     "VMInfo",
     "VMSpec",
+    "VMState",
     "VolumeInfo",
 ]

@@ -37,6 +37,7 @@ def take(
     = False,
 ) -> None:
     """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
+    from kvmhub.models.backup import BackupRequest
     from kvmhub.services.snapshots import backups
 
     with output.phases(f"backup {name}") as phase:
@@ -48,7 +49,8 @@ def take(
                 shown[0] = pct
                 phase(f"copying: {pct}% ({_mib(done)} of {_mib(total)})")
 
-        info = backups.backup(state.hv(), name, to, incremental=incremental, say=phase, progress=progress)
+        req = BackupRequest(vm=name, directory=to, incremental=incremental)
+        info = backups.backup(state.hv(), req, say=phase, progress=progress)
     output.say(f"{info.kind} backup {info.name} of {name} in {to}: {_mib(info.bytes)} in {info.duration_s:.1f} s")
 
 
@@ -96,8 +98,10 @@ def restore(
     pool: Annotated[str | None, typer.Option("--pool", help="pool for the restored disks")] = None,
 ) -> None:
     """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
+    from kvmhub.models.backup import RestoreRequest
     from kvmhub.services.snapshots import backups
 
+    req = RestoreRequest(vm=name, directory=source, at=at, as_name=as_name, pool=pool)
     with output.phases(f"backup restore {name}") as phase:
-        vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, say=phase)
+        vm = backups.restore(state.hv(), req, say=phase)
     output.say(f"VM {vm} restored from {source}" + (f" at {at}" if at else "") + f"; start it: `kvmhub start {vm}`")

@@ -25,11 +25,13 @@ def create(
     description: Annotated[str | None, typer.Option(help="free text kept with the snapshot")] = None,
 ) -> None:
     """Take a snapshot of a VM."""
+    from kvmhub.models.snapshot import SnapshotRequest
     from kvmhub.services.snapshots import snapshots
 
+    req = SnapshotRequest(vm=name, name=snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
+                          description=description)
     with output.phases(f"snapshot {name}") as phase:
-        info = snapshots.create(state.hv(), name, snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
-                                description=description, say=phase)
+        info = snapshots.create(state.hv(), req, say=phase)
     what = "with memory" if info.memory else "disks only"
     output.say(f"snapshot {info.name} of {name} created ({info.kind}, {what})")
 

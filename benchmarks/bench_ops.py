@@ -60,7 +60,7 @@ SUBNET = "10.78.0.0/24"
 TARGETS = {"kvmhub/libvirt": 1.3, "parallel/serial": 0.67}
 KVMHUB_CLI = [sys.executable, "-m", "kvmhub.cli.main"]
 COMPARE = (
-    "kvmhub: vm_create.create(CreateRequest(NAME, image='tiny', start=False)) in-process; libvirt: the same "
+    "kvmhub: vm_create.create(CreateRequest(name=NAME, image='tiny', start=False)) in-process; libvirt: the same "
     "overlay volume, seed volume (same ISO builder) and domain XML with libvirt-python; times are for the "
     "whole batch of creates. parallel/serial: the same creates (with --network lab) in P warm worker "
     "processes at once vs one worker one after another; -nonet: the same creates without a NIC"
@@ -129,9 +129,10 @@ class Bare:
 
 
 def library_create(hv: Any, name: str, network: str | None = None) -> None:
-    from kvmhub.services.vm.create import CreateRequest, create
+    from kvmhub.models import CreateRequest
+    from kvmhub.services.vm.create import create
 
-    create(hv, CreateRequest(name, image=IMAGE, network=network, start=False))
+    create(hv, CreateRequest(name=name, image=IMAGE, network=network, start=False))
 
 
 def _worker(conn: Connection) -> None:

@@ -137,6 +137,7 @@ def test_bridge_mode_on_an_existing_host_bridge(prepared_host: TestHost, kvmhub:
 def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], prepared_host: TestHost) -> None:
     from kvmhub.hv import Hypervisor
     from kvmhub.hv import networks as hv_networks
+    from kvmhub.models import CreateRequest
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import remove as vm_remove
     from kvmhub.xml.network import network_from_xml
@@ -145,7 +146,7 @@ def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], p
     try:
         before = network_from_xml(hv_networks.lookup_network(hv, NET).xml())
         for i in range(100):
-            req = vm_create.CreateRequest(name=f"cyc{i}", image="tiny", network=NET, memory="64M", start=False)
+            req = CreateRequest(name=f"cyc{i}", image="tiny", network=NET, memory="64M", start=False)
             vm_create.create(hv, req)
             facts = network_from_xml(hv_networks.lookup_network(hv, NET).xml())
             mine = [h for h in facts.dhcp_hosts if h.name == f"cyc{i}"]

@@ -21,6 +21,7 @@ from kvmhub.services.vm.cloudinit import (
     SeedDocuments,
     hash_password,
     password_option,
+    read_document,
     seed_documents,
     user_data_kind,
 )
@@ -47,8 +48,19 @@ def _file(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+_WHAT = {"user_data": "user-data", "ssh_keys": "SSH key", "network_config": "network-config",
+         "vendor_data": "vendor-data"}
+
+
 def _docs(tmp_path: Path, **kw: object) -> SeedDocuments:
-    return seed_documents(CloudInitRequest("vm1", "iid-1", **kw))  # type: ignore[arg-type]
+    """Seed documents for files read as the CLI reads them (paths become documents named after them)."""
+    for key, what in _WHAT.items():
+        value = kw.get(key)
+        if isinstance(value, Path):
+            kw[key] = read_document(value, what)
+        elif isinstance(value, list):
+            kw[key] = [read_document(p, what) for p in value]
+    return seed_documents(CloudInitRequest(hostname="vm1", instance_id="iid-1", **kw))  # type: ignore[arg-type]
 
 
 def _cloud_config(text: str) -> dict[str, object]:
@@ -68,7 +80,7 @@ def _refused(match: str, tmp_path: Path, **kw: object) -> InvalidInput:
 
 
 def test_no_options_give_an_empty_cloud_config_and_the_identity() -> None:
-    docs = seed_documents(CloudInitRequest("web-1", "iid-42"))
+    docs = seed_documents(CloudInitRequest(hostname="web-1", instance_id="iid-42"))
     assert yaml.safe_load(docs.meta_data) == {"instance-id": "iid-42", "local-hostname": "web-1"}
     assert docs.user_data == "#cloud-config\n"
     assert docs.network_config is None and docs.vendor_data is None and docs.static_ipv4 == ()
@@ -121,7 +133,8 @@ def test_the_stored_hash_is_sha512_crypt_with_the_default_cost(monkeypatch: pyte
 
 
 def test_hashes_are_salted() -> None:
-    one, two = (_cloud_config(seed_documents(CloudInitRequest("a", "b", password=OTHER)).user_data)["password"]
+    req = CloudInitRequest(hostname="a", instance_id="b", password=OTHER)
+    one, two = (_cloud_config(seed_documents(req).user_data)["password"]
                 for _ in range(2))
     assert one != two
 

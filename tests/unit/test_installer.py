@@ -16,8 +16,9 @@ import pytest
 from lxml import etree
 
 from kvmhub.errors import InvalidInput
+from kvmhub.hv import Hypervisor
+from kvmhub.models import CreateRequest, HostMedia, TextDocument
 from kvmhub.services.vm import installer
-from kvmhub.services.vm.create import CreateRequest
 from kvmhub.tools import installer as media
 from kvmhub.tools.tiny.cpio import CpioEntry, write_initramfs
 from kvmhub.xml import domain_to_xml, lifecycle
@@ -56,6 +57,14 @@ def make_iso(dest: Path, files: dict[str, bytes], label: str = "TESTINST") -> Pa
     iso.write(str(dest))
     iso.close()
     return dest
+
+
+def _hv() -> Hypervisor:
+    return Hypervisor("test:///default")
+
+
+def _media(path: Path) -> HostMedia:
+    return HostMedia(path=str(path))
 
 
 @pytest.fixture
@@ -228,9 +237,9 @@ def test_answer_file_must_be_text(tmp_path: Path) -> None:
 def test_answer_file_the_installer_does_not_read_is_refused(debian_iso: Path, tmp_path: Path) -> None:
     ks = tmp_path / "ks.cfg"
     ks.write_bytes(KICKSTART)
-    req = CreateRequest(name="inst", location=debian_iso, kickstart=ks)
+    req = CreateRequest(name="inst", location=_media(debian_iso), kickstart=media.read_answer_document(ks, "kickstart"))
     with pytest.raises(InvalidInput, match="does not read kickstart files") as err:
-        installer.check(req)
+        installer.check(_hv(), req)
     assert "--preseed" in (err.value.hint or "")
 
 
@@ -241,7 +250,8 @@ def test_check_builds_the_plan_for_a_preseeded_install(debian_iso: Path, tmp_pat
     monkeypatch.setattr(osinfo, "detect_iso", lambda _p: None)
     seed = tmp_path / "p.cfg"
     seed.write_bytes(PRESEED)
-    plan = installer.check(CreateRequest(name="inst", location=debian_iso, preseed=seed))
+    plan = installer.check(_hv(), CreateRequest(name="inst", location=_media(debian_iso),
+                                                preseed=media.read_answer_document(seed, "preseed")))
     assert plan.kind == "location" and plan.one_shot
     assert plan.cdrom == debian_iso
     assert plan.answer == media.AnswerFile("preseed", PRESEED)
@@ -270,17 +280,19 @@ def test_bad_installer_options_are_refused(tmp_path: Path, fields: dict[str, obj
     (tmp_path / "x.iso").write_bytes(b"")
     (tmp_path / "k").write_bytes(KERNEL)
     (tmp_path / "p.cfg").write_bytes(PRESEED)
-    for key in ("iso", "kernel", "preseed"):
+    for key in ("iso", "kernel"):
         if isinstance(fields.get(key), str):
-            fields[key] = tmp_path / str(fields[key])
+            fields[key] = _media(tmp_path / str(fields[key]))
+    if isinstance(fields.get("preseed"), str):
+        fields["preseed"] = TextDocument(name=str(fields["preseed"]), text=PRESEED.decode())
     with pytest.raises(InvalidInput, match=message):
-        installer.check(CreateRequest(name="inst", **fields))  # type: ignore[arg-type]
+        installer.check(_hv(), CreateRequest(name="inst", **fields))  # type: ignore[arg-type]
 
 
 def test_vnc_elsewhere_than_loopback_warns(tmp_path: Path) -> None:
     (tmp_path / "k").write_bytes(KERNEL)
-    plan = installer.check(CreateRequest(name="k", kernel=tmp_path / "k", vnc=True, vnc_listen="192.0.2.7",
-                                         vnc_port=5911))
+    plan = installer.check(_hv(), CreateRequest(name="k", kernel=_media(tmp_path / "k"), vnc=True,
+                                                vnc_listen="192.0.2.7", vnc_port=5911))
     assert plan.graphics is not None and (plan.graphics.listen, plan.graphics.port) == ("192.0.2.7", 5911)
     assert any("without a password" in n for n in plan.notes)
 

@@ -9,10 +9,11 @@ import pytest
 
 from kvmhub.errors import Conflict
 from kvmhub.hv import Hypervisor
+from kvmhub.models import ExportManifest, ExportNvram
 from kvmhub.models.events import Event, WarningEvent
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.storage.nvram import clone_path, on_this_machine
-from kvmhub.services.vm.export import ExportManifest, ExportNvram, _nvram_plan
+from kvmhub.services.vm.export import _nvram_plan
 from kvmhub.xml._util import parse
 
 NEW = "/var/lib/libvirt/qemu/nvram/copy_VARS.fd"

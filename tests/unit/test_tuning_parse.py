@@ -6,10 +6,9 @@ import pytest
 
 from kvmhub.errors import InvalidInput, exit_code
 from kvmhub.models import DiskSource, DiskSpec, IOTune, NICSpec, VMSpec
+from kvmhub.models.requests_vm import Change, LimitsRequest
 from kvmhub.services.vm.limits import limits_of
 from kvmhub.services.vm.tuning import (
-    Change,
-    LimitsRequest,
     apply_to_spec,
     parse_disk_limit,
     parse_net_limit,
@@ -101,6 +100,6 @@ def test_out_of_range_limits_are_refused_with_the_range(req: LimitsRequest, vali
 
 
 def test_change_lines_say_when_they_take_effect() -> None:
-    assert Change("vCPUs", "2", True).line() == "vCPUs 2: applied live"
-    line = Change("memory", "1 GiB", False, "VM is off").line()
+    assert Change(setting="vCPUs", value="2", live=True).line() == "vCPUs 2: applied live"
+    line = Change(setting="memory", value="1 GiB", live=False, note="VM is off").line()
     assert line == "memory 1 GiB: takes effect after restart (VM is off)"

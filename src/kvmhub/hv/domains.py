@@ -11,11 +11,12 @@ import libvirt_qemu
 
 from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import Hypervisor
+from kvmhub.models.vm import VMState
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
 KVMHUB_NS_PREFIX = "kvmhub"
 
-_STATE_NAMES = {
+_STATE_NAMES: dict[int, VMState] = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
     libvirt.VIR_DOMAIN_RUNNING: "running",
     libvirt.VIR_DOMAIN_BLOCKED: "running",
@@ -27,7 +28,7 @@ _STATE_NAMES = {
 }
 
 
-def state_name(code: int) -> str:
+def state_name(code: int) -> VMState:
     return _STATE_NAMES.get(code, "unknown")
 
 
@@ -37,7 +38,7 @@ class DomainStats:
 
     name: str
     uuid: str
-    state: str
+    state: VMState
     persistent: bool
     vcpus: int | None
     memory_kib: int | None
@@ -75,7 +76,7 @@ class Domain:
     def uuid(self) -> str:
         return str(self._dom.UUIDString())
 
-    def state(self) -> str:
+    def state(self) -> VMState:
         code, _reason = self.call("reading the state of", self._dom.state)
         return state_name(int(code))
 

@@ -1,7 +1,11 @@
 """Wire types shared by the library, the CLI's JSON output and the API. Imports nothing else of kvmhub."""
 
+from kvmhub.models.backup import BackupRequest, RestoreRequest
+from kvmhub.models.documents import HostMedia, TextDocument
+from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
 from kvmhub.models.host import CheckItem, CheckStatus, HostReport
-from kvmhub.models.image import ImageInfo
+from kvmhub.models.image import ImageImportRequest, ImageInfo
+from kvmhub.models.network import BridgeResult
 from kvmhub.models.operation import (
     ACTIVE_STATES,
     OperationInfo,
@@ -11,6 +15,18 @@ from kvmhub.models.operation import (
     StepState,
 )
 from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.models.requests_vm import (
+    Change,
+    CloneRequest,
+    CloneResult,
+    CloudInitRequest,
+    CreateRequest,
+    ExportResult,
+    ImportRequest,
+    LimitsRequest,
+    SetRequest,
+)
+from kvmhub.models.snapshot import SnapshotRequest
 from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
 from kvmhub.models.vm import (
     PHASE_ORDER,
@@ -30,24 +46,40 @@ from kvmhub.models.vm import (
     VCPUPin,
     VMInfo,
     VMSpec,
+    VMState,
 )
 
 __all__ = [
     "ACTIVE_STATES",
     "PHASE_ORDER",
+    "BackupRequest",
     "Bandwidth",
     "BootSpec",
+    "BridgeResult",
     "CPUTune",
+    "Change",
     "CheckItem",
     "CheckStatus",
+    "CloneRequest",
+    "CloneResult",
+    "CloudInitRequest",
+    "CreateRequest",
     "DiskSource",
     "DiskSpec",
+    "ExportDisk",
+    "ExportManifest",
+    "ExportNvram",
+    "ExportResult",
     "GraphicsSpec",
+    "HostMedia",
     "HostReport",
     "IOTune",
+    "ImageImportRequest",
     "ImageInfo",
+    "ImportRequest",
     "KvmhubMeta",
     "Limits",
+    "LimitsRequest",
     "NICSpec",
     "OSInfo",
     "OSProfile",
@@ -59,11 +91,16 @@ __all__ = [
     "PoolType",
     "PortForward",
     "Recovery",
+    "RestoreRequest",
     "SerialSpec",
+    "SetRequest",
+    "SnapshotRequest",
     "StepInfo",
     "StepState",
+    "TextDocument",
     "VCPUPin",
     "VMInfo",
     "VMSpec",
+    "VMState",
     "VolumeInfo",
 ]

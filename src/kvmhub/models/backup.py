@@ -45,6 +45,24 @@ class BackupManifest(_Model):
     points: list[BackupPoint] = Field(default_factory=list)
 
 
+class BackupRequest(_Model):
+    """`backup`: VM ``vm`` into ``directory``, an absolute path on the VM's host (which must be kvmhub's)."""
+
+    vm: str
+    directory: str
+    incremental: bool = False  # only what changed since the last backup in ``directory``
+
+
+class RestoreRequest(_Model):
+    """`backup restore`: VM ``vm``'s disks from the backups in ``directory`` (a path on the VM's host)."""
+
+    vm: str
+    directory: str
+    at: str | None = None  # backup point; default: the latest
+    as_name: str | None = None  # a new VM beside the old one
+    pool: str | None = None  # pool of the restored disks (with ``as_name``)
+
+
 class BackupInfo(_Model):
     """A backup point as `backup ls --json` reports it."""
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kvmhub.models.documents import HostMedia
 
 
 class ImageMeta(BaseModel):
@@ -35,3 +38,27 @@ class ImageInfo(BaseModel):
     checksum_verified: str | None = None
     original_format: str | None = None
     imported: datetime | None = None
+
+
+ImageFormat = Literal["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"]  # what `image import` converts from
+
+
+class ImageImportRequest(BaseModel):
+    """`image import`: exactly one of ``url`` (http/https, downloaded by the kvmhub host) or ``media`` (a
+    file on the kvmhub host, or a volume), stored as image ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    url: str | None = None
+    media: HostMedia | None = None
+    format: ImageFormat | None = None  # default: from the header
+    sha256: str | None = None  # expected checksum of the source as published
+    sha512: str | None = None
+    os: str | None = None  # libosinfo short id passed to the VMs made from it
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageImportRequest:
+        if (self.url is None) == (self.media is None):
+            raise ValueError("give exactly one of url or media")
+        return self

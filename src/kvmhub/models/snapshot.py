@@ -36,6 +36,17 @@ class SnapshotSpec(_Model):
     disks: list[SnapshotDisk] = Field(default_factory=list)
 
 
+class SnapshotRequest(_Model):
+    """`snapshot create`: what to capture of VM ``vm``. Running VMs: with memory unless ``disk_only``."""
+
+    vm: str
+    name: str | None = None  # default: snap-DATE-TIME
+    memory: bool = False
+    disk_only: bool = False  # external, the disks only
+    quiesce: bool = False  # freeze guest file systems through the guest agent around it
+    description: str | None = None
+
+
 class SnapshotInfo(_Model):
     """A snapshot as kvmhub reports it (``snapshot ls --json`` / ``snapshot show --json``)."""
 

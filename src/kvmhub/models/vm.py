@@ -201,12 +201,16 @@ class Limits(_Model):
     net_bandwidth: dict[str, Bandwidth] = Field(default_factory=dict)  # by MAC
 
 
+# libvirt's run state as kvmhub names it ("running" includes libvirt's "blocked")
+VMState = Literal["no state", "running", "paused", "shutting down", "shut off", "crashed", "suspended", "unknown"]
+
+
 class VMInfo(_Model):
     """What `kvmhub ls` and `kvmhub show` report about a VM."""
 
     name: str
     uuid: str
-    state: str  # libvirt's run state: running, paused, shut off, crashed, pmsuspended...
+    state: VMState
     persistent: bool
     autostart: bool
     vcpus: int

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import pycdlib
 
 from kvmhub.errors import InvalidInput, OperationFailed
+from kvmhub.models.documents import TextDocument
 from kvmhub.tools.tiny.cpio import CpioEntry, write_initramfs
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "CpioMember",
     "Layout",
     "Media",
+    "answer_file",
     "check_answer",
     "check_cmdline",
     "find_boot_files",
@@ -40,6 +42,7 @@ __all__ = [
     "installer_cmdline",
     "label_for_cmdline",
     "open_media",
+    "read_answer_document",
     "read_answer_file",
     "read_initrd",
 ]
@@ -270,8 +273,8 @@ def find_boot_files(media: Media) -> BootFiles:
 # --------------------------------------------------------------------------- answer files and arguments
 
 
-def read_answer_file(path: Path, kind: AnswerKind) -> AnswerFile:
-    """Read a kickstart or preseed file, refusing what is not readable UTF-8 text of sensible size."""
+def read_answer_document(path: Path, kind: AnswerKind) -> TextDocument:
+    """Read a kickstart or preseed file as a document named after its path; refuses what is not UTF-8 text."""
     option = f"--{kind}"
     try:
         data = path.read_bytes()
@@ -279,23 +282,37 @@ def read_answer_file(path: Path, kind: AnswerKind) -> AnswerFile:
         raise InvalidInput(f"{option} {path} is a directory", hint=f"give the {kind} file itself") from None
     except OSError as exc:
         raise InvalidInput(f"cannot read {option} {path}: {exc.strerror}") from None
-    if not data.strip():
-        raise InvalidInput(f"{option} {path} is empty", hint=f"write the {kind} directives into it")
     if len(data) > MAX_ANSWER_BYTES:
         raise InvalidInput(f"{option} {path} is {len(data)} bytes", cause="an answer file over 1 MiB is not text",
                            hint=f"check that {path} is the {kind} file")
     try:
-        text = data.decode("utf-8")
+        return TextDocument(name=str(path), text=data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"{option} {path} is not text",
             cause=f"byte {exc.start} is not UTF-8",
             hint=f"give the {kind} file, not an archive or image",
         ) from None
-    if "\0" in text:
-        raise InvalidInput(f"{option} {path} is not text", cause="it holds NUL bytes",
+
+
+def answer_file(doc: TextDocument, kind: AnswerKind) -> AnswerFile:
+    """A kickstart or preseed document checked for what an installer can read: text of sensible size."""
+    option, name = f"--{kind}", doc.name
+    data = doc.text.encode("utf-8", "surrogatepass")
+    if not data.strip():
+        raise InvalidInput(f"{option} {name} is empty", hint=f"write the {kind} directives into it")
+    if len(data) > MAX_ANSWER_BYTES:
+        raise InvalidInput(f"{option} {name} is {len(data)} bytes", cause="an answer file over 1 MiB is not text",
+                           hint=f"check that {name} is the {kind} file")
+    if "\0" in doc.text:
+        raise InvalidInput(f"{option} {name} is not text", cause="it holds NUL bytes",
                            hint=f"give the {kind} file, not an archive or image")
     return AnswerFile(kind, data)
+
+
+def read_answer_file(path: Path, kind: AnswerKind) -> AnswerFile:
+    """Read and check a kickstart or preseed file (:func:`read_answer_document`, then :func:`answer_file`)."""
+    return answer_file(read_answer_document(path, kind), kind)
 
 
 def check_answer(family: Family, answer: AnswerFile | None, media: Path) -> None:

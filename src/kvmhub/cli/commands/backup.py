@@ -37,10 +37,12 @@ def take(
     = False,
 ) -> None:
     """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
+    from kvmhub.models.backup import BackupRequest
     from kvmhub.services.snapshots import backups
 
     with live.report(f"backup {name}") as report:
-        info = backups.backup(state.hv(), name, to, incremental=incremental, report=report)
+        req = BackupRequest(vm=name, directory=to, incremental=incremental)
+        info = backups.backup(state.hv(), req, report=report)
     output.say(f"{info.kind} backup {info.name} of {name} in {to}: {_mib(info.bytes)} in {info.duration_s:.1f} s")
 
 
@@ -88,8 +90,10 @@ def restore(
     pool: Annotated[str | None, typer.Option("--pool", help="pool for the restored disks")] = None,
 ) -> None:
     """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
+    from kvmhub.models.backup import RestoreRequest
     from kvmhub.services.snapshots import backups
 
+    req = RestoreRequest(vm=name, directory=source, at=at, as_name=as_name, pool=pool)
     with live.report(f"backup restore {name}") as report:
-        vm = backups.restore(state.hv(), name, source, at=at, as_name=as_name, pool=pool, report=report)
+        vm = backups.restore(state.hv(), req, report=report)
     output.say(f"VM {vm} restored from {source}" + (f" at {at}" if at else "") + f"; start it: `kvmhub start {vm}`")

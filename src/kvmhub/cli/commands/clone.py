@@ -28,11 +28,12 @@ def clone(
     port forwards are not copied. On any failure what was made is removed and the source is as it was.
     """
     from kvmhub.cli.commands.vm import _wait
+    from kvmhub.models import CloneRequest
     from kvmhub.services.vm import clone as svc
     from kvmhub.services.vm import lifecycle as vms
 
     hv = state.hv()
-    req = svc.CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
+    req = CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
     with live.report(f"clone {source} → {name}") as report:
         result = svc.clone(hv, req, report=report)
         if wait and start:

@@ -52,10 +52,12 @@ def import_(
     paths out of the archive, disks pointing at other files, bad checksums) are refused. On any failure what
     was made is removed. The VM is left shut off: `kvmhub start NAME`.
     """
+    from kvmhub.models import HostMedia, ImportRequest
     from kvmhub.services.vm import export as svc
 
+    req = ImportRequest(media=HostMedia(path=str(file)), as_name=as_name, pool=pool, network=network)
     with live.report(f"import {file.name}") as report:
-        vm = svc.import_vm(state.hv(), file, as_name=as_name, pool=pool, network=network, report=report)
+        vm = svc.import_vm(state.hv(), req, report=report)
     output.say(f"VM {vm} imported from {file}; start it: `kvmhub start {vm}`")
 
 

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from kvmhub.cli import live, output, state
-from kvmhub.errors import InvalidInput
 from kvmhub.validate import format_size
 
 app = typer.Typer(help="Base images VMs are cloned from.", no_args_is_help=True)
@@ -59,16 +58,16 @@ def import_(
     files (qcow2 backing or data files, VMDK descriptors) or whose header disagrees with their name or
     --format are refused. A failed or interrupted import leaves nothing behind.
     """
+    from kvmhub.models import HostMedia
+    from kvmhub.models.image import ImageImportRequest
     from kvmhub.services.storage import images
-    from kvmhub.tools.download import Checksum
+    from kvmhub.tools.download import is_url
 
-    if sha256 and sha512:
-        raise InvalidInput("give {opt:sha256} or {opt:sha512}, not both", cause="one checksum is checked per import",
-                           hint="keep the one the publisher signs (usually {opt:sha256})")
-    checksum = Checksum.parse("sha256", sha256) if sha256 else Checksum.parse("sha512", sha512) if sha512 else None
+    url = is_url(src)
+    req = ImageImportRequest(name=name, url=src if url else None, media=None if url else HostMedia(path=src),
+                             format=images.image_format(fmt), sha256=sha256, sha512=sha512, os=os_variant)
     with live.report(f"import {name}") as report:
-        info = images.import_image(state.hv(), src, name, fmt=fmt, checksum=checksum, os_variant=os_variant,
-                                   report=report)
+        info = images.import_image(state.hv(), req, report=report)
     origin = f" from {info.original_format}" if info.original_format not in (None, "qcow2") else ""
     output.say(f"image {info.name}: {info.format}{origin}, {format_size(info.virtual_bytes)} virtual, "
                f"{format_size(info.allocation_bytes)} on disk, sha256 {info.sha256}")

@@ -25,11 +25,13 @@ def create(
     description: Annotated[str | None, typer.Option(help="free text kept with the snapshot")] = None,
 ) -> None:
     """Take a snapshot of a VM."""
+    from kvmhub.models.snapshot import SnapshotRequest
     from kvmhub.services.snapshots import snapshots
 
+    req = SnapshotRequest(vm=name, name=snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
+                          description=description)
     with live.report(f"snapshot {name}") as report:
-        info = snapshots.create(state.hv(), name, snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
-                                description=description, report=report)
+        info = snapshots.create(state.hv(), req, report=report)
     what = "with memory" if info.memory else "disks only"
     output.say(f"snapshot {info.name} of {name} created ({info.kind}, {what})")
 

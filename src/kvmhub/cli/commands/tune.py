@@ -49,9 +49,10 @@ def set_(
         help="clean-traffic | allow:22,80/tcp | off (an nwfilter on every NIC)")] = None,
 ) -> None:
     """Change a VM's resources and limits: applied live when it runs and QEMU can, always persisted."""
+    from kvmhub.models import SetRequest
     from kvmhub.services.vm import tuning
 
-    req = tuning.SetRequest(
+    req = SetRequest(
         cpus=cpus, max_cpus=max_cpus, memory=memory, autostart=autostart, cpu_weight=cpu_weight,
         cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin, memory_limit=memory_limit,
         disk_iops=disk_iops or [], disk_bps=disk_bps or [], io_weight=io_weight, net_bw=net_bw or [],

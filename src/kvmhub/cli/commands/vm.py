@@ -81,24 +81,33 @@ def create(
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
+    from kvmhub.models import CreateRequest, HostMedia, LimitsRequest
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
-    from kvmhub.services.vm import tuning
-    from kvmhub.services.vm.cloudinit import password_option
+    from kvmhub.services.vm.cloudinit import password_option, read_document
+    from kvmhub.tools.installer import read_answer_document
 
-    limits = tuning.LimitsRequest(
+    def media(path: Path | None) -> HostMedia | None:
+        return HostMedia(path=str(path)) if path is not None else None
+
+    limits = LimitsRequest(
         cpu_weight=cpu_weight, cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin,
         memory_limit=memory_limit, disk_iops=disk_iops or [], disk_bps=disk_bps or [], io_weight=io_weight,
         net_bw=net_bw or [],
     )
-    req = vm_create.CreateRequest(
+    req = CreateRequest(
         name=name, image=image, cpus=cpus, memory=memory, disk=disk, vol=vol, disk_url=disk_url, network=network, ip=ip,
-        ssh_keys=ssh_key or [], user_data=user_data, start=not no_start, max_cpus=max_cpus,
-        max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt,
+        ssh_keys=[read_document(p, "SSH key") for p in ssh_key or []],
+        user_data=read_document(user_data, "user-data") if user_data is not None else None,
+        start=not no_start, max_cpus=max_cpus, max_memory=max_memory, limits=limits, os=os_variant, encrypt=encrypt,
         password=password_option(password, password_file, output.say),
         packages=[p for arg in packages or [] for p in arg.split(",") if p], runcmd=runcmd or [],
-        network_config=network_config, vendor_data=vendor_data, iso=iso, location=location,
-        kickstart=kickstart, preseed=preseed, extra_args=extra_args, kernel=kernel, initrd=initrd,
+        network_config=read_document(network_config, "network-config") if network_config is not None else None,
+        vendor_data=read_document(vendor_data, "vendor-data") if vendor_data is not None else None,
+        iso=media(iso), location=media(location),
+        kickstart=read_answer_document(kickstart, "kickstart") if kickstart is not None else None,
+        preseed=read_answer_document(preseed, "preseed") if preseed is not None else None,
+        extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen,
     )
     hv = state.hv()

@@ -19,11 +19,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import partial
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
 from kvmhub.models.events import Event, UndoEvent
+from kvmhub.models.network import BridgeResult
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.tools import iproute
 from kvmhub.tools.iproute import IpFailed, NetState, Route, read_state
@@ -39,19 +39,6 @@ _VM_PORT_KINDS = {"tun", "tap", "macvtap"}
 
 def _quiet(_msg: str) -> None:
     """Default progress callback: say nothing."""
-
-
-@dataclass
-class BridgeResult:
-    """What create or rm did."""
-
-    bridge: str
-    dev: str
-    addresses: list[str] = field(default_factory=list)
-    routes: list[str] = field(default_factory=list)
-    checked: str = ""
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
 
 
 # -- steps ------------------------------------------------------------------------------------------------------

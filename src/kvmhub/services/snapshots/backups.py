@@ -35,7 +35,15 @@ from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models.backup import BackupDisk, BackupInfo, BackupKind, BackupManifest, BackupPoint
+from kvmhub.models.backup import (
+    BackupDisk,
+    BackupInfo,
+    BackupKind,
+    BackupManifest,
+    BackupPoint,
+    BackupRequest,
+    RestoreRequest,
+)
 from kvmhub.models.vm import DiskSource
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
@@ -158,17 +166,17 @@ def _info(vm: str, directory: str, point: BackupPoint, present: set[str]) -> Bac
 
 def backup(
     hv: Hypervisor,
-    name: str,
-    directory: str,
+    req: BackupRequest,
     *,
-    incremental: bool = False,
     report: Reporter = QUIET,
 ) -> BackupInfo:
-    """Back up VM `name` into `directory`: a full backup, or with `incremental` the changes since the last one.
+    """Back up VM ``req.vm`` into ``req.directory``: a full backup, or with ``req.incremental`` the changes since
+    the last one.
 
     Works on a running VM (a shut-off one is started paused for the job and stopped after). Raises Conflict
     when an incremental backup has nothing to follow, or the directory holds another VM's backups.
     """
+    name, directory, incremental = req.vm, req.directory, req.incremental
     dom = get_vm(hv, name)
     where = local_dir(hv, directory)
     state = dom.state()
@@ -354,16 +362,14 @@ def _free_name(pool: hv_storage.Pool, stem: str) -> str:
     return name
 
 
-def restore(
-    hv: Hypervisor, name: str, directory: str, *, at: str | None = None, as_name: str | None = None,
-    pool: str | None = None, report: Reporter = QUIET,
-) -> str:
-    """Rebuild VM `name`'s disks from the backup chain in `directory` as of point `at` (default: the latest).
+def restore(hv: Hypervisor, req: RestoreRequest, *, report: Reporter = QUIET) -> str:
+    """Rebuild VM ``req.vm``'s disks from the backups in ``req.directory`` as of point ``req.at`` (default: latest).
 
     In place the VM must be shut off: its backed-up disks are replaced (the old files deleted when kvmhub
     made them), its checkpoints and any saved state dropped. With `as_name` a new VM is defined beside it.
     Returns the name of the restored VM. Raises Conflict for a running VM or a taken name.
     """
+    name, directory, at, as_name, pool = req.vm, req.directory, req.at, req.as_name, req.pool
     where = local_dir(hv, directory)
     manifest = load_manifest(where)
     if manifest is None:

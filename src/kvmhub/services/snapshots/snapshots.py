@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
 from typing import Any
 
 from kvmhub import faults
@@ -27,7 +26,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotSpec
+from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotRequest, SnapshotSpec
 from kvmhub.models.vm import DiskSource
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
@@ -40,8 +39,6 @@ from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.metadata import KVMHUB_NS, KVMHUB_PREFIX, metadata_from_xml, metadata_to_xml
 from kvmhub.xml.pool import pool_path_from_xml
-
-Say = Callable[[str], None]
 
 
 def _quiet(_msg: str) -> None:
@@ -215,25 +212,16 @@ def _plan(
     return spec, new_files
 
 
-def create(
-    hv: Hypervisor,
-    vm: str,
-    snap: str | None = None,
-    *,
-    memory: bool = False,
-    disk_only: bool = False,
-    quiesce: bool = False,
-    description: str | None = None,
-    report: Reporter = QUIET,
-) -> SnapshotInfo:
-    """Take a snapshot of `vm`.
+def create(hv: Hypervisor, req: SnapshotRequest, *, report: Reporter = QUIET) -> SnapshotInfo:
+    """Take a snapshot of VM ``req.vm`` (named ``req.name``, default snap-DATE-TIME).
 
     Running VM: internal with memory by default; `disk_only` makes an external disk-only one (`quiesce`
     freezes guest file systems through the agent around it). Shut-off VM: internal, or external with
     `disk_only`. UEFI guests, and VMs that already have external snapshots, get external ones.
     Raises InvalidInput for contradictory options, Conflict for a taken name or a VM in the wrong state.
     """
-    name = _snapshot_name(snap)
+    vm, memory, disk_only, quiesce, description = req.vm, req.memory, req.disk_only, req.quiesce, req.description
+    name = _snapshot_name(req.name)
     if memory and disk_only:
         raise InvalidInput("{opt:memory} and {opt:disk_only} contradict each other", hint="pick one")
     dom = get_vm(hv, vm)

@@ -33,7 +33,7 @@ from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.metadata import metadata_to_xml
 
 if TYPE_CHECKING:
-    from kvmhub.services.vm.create import CreateRequest
+    from kvmhub.models.requests_vm import CreateRequest
 
 URL_SCHEMES = ("nfs", "iscsi", "nbd", "http", "https")
 URL_EXAMPLES = "nfs://HOST/EXPORT/FILE, iscsi://HOST[:PORT]/IQN/LUN, nbd://HOST[:PORT][/EXPORT], https://HOST/FILE"

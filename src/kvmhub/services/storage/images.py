@@ -13,14 +13,15 @@ import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast, get_args
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
-from kvmhub.models.image import ImageMeta
+from kvmhub.models.documents import HostMedia
+from kvmhub.models.image import ImageFormat, ImageImportRequest, ImageMeta
 from kvmhub.models.operation import Recovery
 from kvmhub.ops.actions import Context
 from kvmhub.ops.locks import LockSpec
@@ -30,6 +31,7 @@ from kvmhub.services import undo_actions
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import image_records
 from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.storage.media import media_path
 from kvmhub.services.vm import osinfo
 from kvmhub.tools import download, qemu_img
 from kvmhub.tools.download import Checksum, Progress
@@ -182,6 +184,15 @@ def _plan_remove(hv: Hypervisor, name: str, op: Operation) -> None:
                    undo_actions.forget_image_record(pool.name, vol.name, record.writer))
 
 
+def image_format(fmt: str | None) -> ImageFormat | None:
+    """``fmt`` as an image import format; raises InvalidInput naming the formats kvmhub imports."""
+    if fmt is None:
+        return None
+    if fmt not in get_args(ImageFormat):
+        raise InvalidInput(f"unknown image format {fmt!r}", hint=f"one of: {', '.join(qemu_img.KNOWN_FORMATS)}")
+    return cast(ImageFormat, fmt)
+
+
 def import_file(
     hv: Hypervisor,
     src: Path,
@@ -190,32 +201,34 @@ def import_file(
     fmt: str | None = None,
     report: Reporter = QUIET,
 ) -> ImageInfo:
-    """Import a local image file as image `name` (see :func:`import_image`)."""
-    return import_image(hv, str(src), name, fmt=fmt, report=report)
+    """Import the image file ``src`` on this host as image `name` (see :func:`import_image`)."""
+    req = ImageImportRequest(name=name, media=HostMedia(path=str(src)), format=image_format(fmt))
+    return import_image(hv, req, report=report)
 
 
 def import_image(
     hv: Hypervisor,
-    src: str,
-    name: str,
+    req: ImageImportRequest,
     *,
-    fmt: str | None = None,
-    checksum: Checksum | None = None,
-    os_variant: str | None = None,
     report: Reporter = QUIET,
 ) -> ImageInfo:
-    """Import `src` (a local path or an http(s) URL) as image `name`, stored as qcow2.
+    """Import ``req.url`` or ``req.media`` (a file on this host, or a volume) as image ``req.name``, as qcow2.
 
     A local file is opened once and every step reads that descriptor; anything else is streamed into a
-    temporary file (decompressing xz/gzip). The source is checked against `checksum`, refused when hostile
-    (backing or data files, VMDK descriptors, a header that disagrees with its name or `fmt`), converted
-    with qemu-img when not qcow2, stored in the images pool (and refused if libvirt then sees a backing
-    file) with its record. Any failure, Ctrl-C or ``report.cancel`` (honoured within a transfer too) leaves
-    neither a volume nor a temporary file.
+    temporary file (decompressing xz/gzip). The source is checked against ``req.sha256`` or ``req.sha512``,
+    refused when hostile (backing or data files, VMDK descriptors, a header that disagrees with its name or
+    ``req.format``), converted with qemu-img when not qcow2, stored in the images pool (and refused if
+    libvirt then sees a backing file) with its record. Any failure, Ctrl-C or ``report.cancel`` (honoured
+    within a transfer too) leaves neither a volume nor a temporary file.
     """
+    name, fmt, os_variant = req.name, req.format, req.os
+    if req.sha256 and req.sha512:
+        raise InvalidInput("give {opt:sha256} or {opt:sha512}, not both", cause="one checksum is checked per import",
+                           hint="keep the one the publisher signs (usually {opt:sha256})")
+    checksum = (Checksum.parse("sha256", req.sha256) if req.sha256
+                else Checksum.parse("sha512", req.sha512) if req.sha512 else None)
+    src = req.url if req.url is not None else str(media_path(hv, req.media, "image")) if req.media else ""
     check_name(name, "image")
-    if fmt is not None and fmt not in qemu_img.KNOWN_FORMATS:
-        raise InvalidInput(f"unknown image format {fmt!r}", hint=f"one of: {', '.join(qemu_img.KNOWN_FORMATS)}")
     os_id = _resolve_os(os_variant, report)
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)

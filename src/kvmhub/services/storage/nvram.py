@@ -14,12 +14,13 @@ from pathlib import Path
 
 from kvmhub.errors import Conflict
 from kvmhub.hv import host_root, is_local_uri
+from kvmhub.models.export import NVRAM_MAX_BYTES
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Reporter
 from kvmhub.xml._util import Element
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
-LIMIT = 64 * 1024**2
+LIMIT = NVRAM_MAX_BYTES
 
 
 def nvram_path(tree: Element) -> str | None:

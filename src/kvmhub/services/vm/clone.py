@@ -36,7 +36,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,7 @@ from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DiskSource, DiskSpec, NICSpec, VMSpec
 from kvmhub.models.events import BytesEvent
+from kvmhub.models.requests_vm import CloneRequest, CloneResult
 from kvmhub.ops.actions import Action, Context, StepLog, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
@@ -74,28 +75,6 @@ from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_tree
 
 # libvirt's refusal to delete a volume it is still writing (a copy or transfer that outlived its client)
 FILE_POOLS = ("dir", "fs", "netfs")
-
-
-@dataclass(frozen=True)
-class CloneRequest:
-    source: str
-    name: str
-    linked: bool = False
-    start: bool = False
-    network: str | None = None  # every NIC of the clone on this network instead
-
-
-@dataclass
-class CloneResult:
-    """What `clone` made."""
-
-    name: str
-    linked: bool
-    volumes: list[str] = field(default_factory=list)  # pool/volume of the clone's disks, kernel and initrd
-    backing: dict[str, str] = field(default_factory=dict)  # target -> path its overlay is backed by
-    frozen: list[str] = field(default_factory=list)  # bases made from the source's disks
-    ips: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
 
 
 @dataclass

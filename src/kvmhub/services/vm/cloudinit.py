@@ -29,7 +29,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from passlib.hash import sha512_crypt
 
 from kvmhub.errors import InvalidInput
 from kvmhub.hv.networks import Network
+from kvmhub.models.documents import TextDocument
+from kvmhub.models.requests_vm import CloudInitRequest
 from kvmhub.services.network import leases
 from kvmhub.services.vm.network_config import parse_network_config
 from kvmhub.tools import yaml_lines
@@ -49,6 +51,7 @@ __all__ = [
     "address_to_reserve",
     "hash_password",
     "password_option",
+    "read_document",
     "read_ssh_keys",
     "seed_documents",
     "user_data_kind",
@@ -77,21 +80,6 @@ _HEADERS = (
 )
 
 
-@dataclass
-class CloudInitRequest:
-    """What goes into a VM's seed: its identity, the user's files and create's cloud-init options."""
-
-    hostname: str
-    instance_id: str
-    user_data: Path | None = None
-    ssh_keys: list[Path] = field(default_factory=list)
-    password: str | None = None
-    packages: list[str] = field(default_factory=list)
-    runcmd: list[str] = field(default_factory=list)
-    network_config: Path | None = None
-    vendor_data: Path | None = None
-
-
 @dataclass(frozen=True)
 class SeedDocuments:
     """The NoCloud seed's files; ``static_ipv4`` lists the addresses network-config assigns, in order."""
@@ -116,11 +104,11 @@ def seed_documents(req: CloudInitRequest) -> SeedDocuments:
     user_data = _user_data(req, keys, packages, runcmd)
     network = None
     if req.network_config is not None:
-        network = parse_network_config(_read_text(req.network_config, "network-config"), str(req.network_config))
+        network = parse_network_config(_text(req.network_config, "network-config"), req.network_config.name)
     vendor_data = None
     if req.vendor_data is not None:
-        vendor_data = _read_text(req.vendor_data, "vendor-data")
-        _check_document(vendor_data, f"vendor-data {req.vendor_data}")
+        vendor_data = _text(req.vendor_data, "vendor-data")
+        _check_document(vendor_data, f"vendor-data {req.vendor_data.name}")
     meta = yaml_lines.dump({"instance-id": req.instance_id, "local-hostname": req.hostname})
     return SeedDocuments(
         meta_data=meta,
@@ -175,11 +163,12 @@ def hash_password(password: str) -> str:
     return str(sha512_crypt.hash(password))
 
 
-def read_ssh_keys(paths: list[Path]) -> list[str]:
-    """The public keys in each file (comments and blank lines skipped); refuses private keys and junk."""
+def read_ssh_keys(documents: list[TextDocument]) -> list[str]:
+    """The public keys in each document (comments and blank lines skipped); refuses private keys and junk."""
     keys: list[str] = []
-    for path in paths:
-        text = _read_text(path, "SSH key")
+    for doc in documents:
+        path = doc.name
+        text = _text(doc, "SSH key")
         if "PRIVATE KEY" in text:
             raise InvalidInput(f"{path} is a private key", cause="only the public half belongs in a VM",
                                hint=f"pass {path}.pub instead")
@@ -213,7 +202,11 @@ def user_data_kind(text: str) -> str:
 # --------------------------------------------------------------------------- reading and checking
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_document(path: Path, what: str) -> TextDocument:
+    """Read the ``what`` file ``path`` (e.g. "user-data") as a document named after the path.
+
+    Raises InvalidInput naming the file when it cannot be read, is over 16 MiB, gzip-compressed or not UTF-8.
+    """
     try:
         size = path.stat().st_size
         if size > MAX_DOCUMENT_BYTES:
@@ -227,10 +220,18 @@ def _read_text(path: Path, what: str) -> str:
                            cause="kvmhub checks (and merges into) the document before writing it",
                            hint=f"decompress it first: gunzip -k {path}")
     try:
-        return data.decode("utf-8")
+        return TextDocument(name=str(path), text=data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{what} file {path} is not UTF-8 text", cause=f"byte {exc.start} is not UTF-8",
                            hint="is this the right file?") from None
+
+
+def _text(doc: TextDocument, what: str) -> str:
+    size = len(doc.text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidInput(f"{what} {doc.name} is {size} bytes", cause="a seed document is at most 16 MiB",
+                           hint="is this the right document?")
+    return doc.text
 
 
 def _read_password(path: Path) -> str:
@@ -258,7 +259,7 @@ def _read_password(path: Path) -> str:
         raise InvalidInput(f"{where} is not UTF-8 text", hint="is this the right file?") from None
 
 
-def _check_key(path: Path, number: int, line: str) -> None:
+def _check_key(path: str, number: int, line: str) -> None:
     fields = line.split()
     # An authorized_keys line may start with options (from="...",no-pty); the key type follows them.
     start = next((i for i, f in enumerate(fields) if f.startswith(_KEY_TYPES)), None)
@@ -331,8 +332,8 @@ def _user_data(req: CloudInitRequest, keys: list[str], packages: list[str], runc
                                      ("{opt:packages}", packages), ("{opt:runcmd}", runcmd)) if given]  # fmt: skip
     text = ""
     if req.user_data is not None:
-        what = f"user-data {req.user_data}"
-        text = _read_text(req.user_data, "user-data")
+        what = f"user-data {req.user_data.name}"
+        text = _text(req.user_data, "user-data")
         kind = _check_document(text, what)
         if kind not in ("cloud-config", "empty"):
             if wanted:

@@ -3,13 +3,10 @@ each step with its undo."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import io
 import os
 import uuid as uuidlib
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput
@@ -19,6 +16,7 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.hv.connection import host_root
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
+from kvmhub.models.requests_vm import CreateRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
@@ -29,7 +27,7 @@ from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
 from kvmhub.services.vm import cloudinit, installer, osinfo
-from kvmhub.services.vm.tuning import LimitsRequest, apply_to_spec
+from kvmhub.services.vm.tuning import apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
@@ -37,45 +35,6 @@ from kvmhub.xml.domain import domain_to_xml
 from kvmhub.xml.network import network_subnet_from_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
-
-
-@dataclass
-class CreateRequest:
-    name: str
-    image: str | None = None  # None: an installer or kernel-boot VM with an empty --disk
-    cpus: int = 1
-    memory: str = "512M"
-    disk: str | None = None
-    vol: str | None = None  # boot from this existing volume POOL/VOL, in place (not cloned, not owned)
-    disk_url: str | None = None  # boot from this network export (nfs://, iscsi://, nbd://, http(s)://)
-    network: str | None = None
-    ip: str | None = None  # reserved on `network`; picked from its DHCP range when None
-    ssh_keys: list[Path] = field(default_factory=list)
-    user_data: Path | None = None
-    start: bool = True
-    max_cpus: int | None = None
-    max_memory: str | None = None
-    limits: LimitsRequest = field(default_factory=LimitsRequest)
-    os: str | None = None  # libosinfo short id; picks buses, NIC model, machine, minimum sizes
-    encrypt: bool = False  # the VM's disk is a LUKS qcow2, its key in a libvirt secret
-    # cloud-init beyond user-data and keys
-    password: str | None = None  # stored hashed in the seed
-    packages: list[str] = field(default_factory=list)
-    runcmd: list[str] = field(default_factory=list)
-    network_config: Path | None = None
-    vendor_data: Path | None = None
-    # installer path and direct kernel boot
-    iso: Path | None = None  # attached as CD-ROM and booted
-    location: Path | None = None  # installer ISO or tree the kernel/initrd come from (unattended)
-    kickstart: Path | None = None
-    preseed: Path | None = None
-    extra_args: str | None = None  # appended to the installer's kernel command line
-    kernel: Path | None = None
-    initrd: Path | None = None
-    cmdline: str | None = None
-    vnc: bool | None = None  # None: a VNC display for installer VMs only
-    vnc_port: int | None = None
-    vnc_listen: str = "127.0.0.1"
 
 
 def disk_volume(name: str) -> str:
@@ -111,8 +70,9 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
     _check_headroom(req, memory_mib)
     disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else None
     seed = cloudinit.seed_documents(cloudinit.CloudInitRequest(
-        req.name, vm_uuid, req.user_data, req.ssh_keys, req.password, req.packages, req.runcmd,
-        req.network_config, req.vendor_data))
+        hostname=req.name, instance_id=vm_uuid, user_data=req.user_data, ssh_keys=req.ssh_keys,
+        password=req.password, packages=req.packages, runcmd=req.runcmd, network_config=req.network_config,
+        vendor_data=req.vendor_data))
     if req.image is None and req.vol is None and req.disk_url is None and not installer.wanted(req):
         raise InvalidInput("{opt:image} is missing", hint="pick one from {cmd:image ls}, or give {opt:vol}, "
                            "{opt:disk_url}, {opt:iso}, {opt:location} or {opt:kernel}")
@@ -196,9 +156,9 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     """
     vm_uuid = str(uuidlib.uuid4())
     memory_mib, disk_bytes, seed_docs, image_path = _validate(hv, req, vm_uuid)
-    plan = installer.check(req)
+    plan = installer.check(hv, req)
     if plan.detected_os is not None:
-        req = dataclasses.replace(req, os=plan.detected_os)
+        req = req.model_copy(update={"os": plan.detected_os})
     for note in plan.notes:
         report.phase(note)
     image_os = images.recorded_os(hv, req.image) if req.image is not None and req.os is None else None

@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
@@ -55,6 +53,8 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
+from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
+from kvmhub.models.requests_vm import ExportResult, ImportRequest
 from kvmhub.models.vm import VMSpec
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
@@ -66,6 +66,7 @@ from kvmhub.services.network import leases
 from kvmhub.services.snapshots.backups import upload_volume
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import nvram as nvram_files
+from kvmhub.services.storage.media import media_path
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.validate import check_name
@@ -83,56 +84,6 @@ SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 MAX_CHAIN = 32
 CHUNK = 4 * 1024**2
 # (what is being moved, bytes done, bytes in all): one bar per phase in the CLI
-
-
-class ExportDisk(BaseModel):
-    """One disk in an export archive."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(pattern=r"^[a-z]{1,4}[a-z0-9]{1,8}$")
-    file: str = Field(pattern=r"^disk-[a-z0-9]{2,12}\.(qcow2|raw)$")
-    format: Literal["qcow2", "raw"]
-    bytes: int = Field(ge=0)
-    capacity: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    volume: str | None = None  # its volume name on the exporting host
-
-
-class ExportNvram(BaseModel):
-    """The NVRAM file in an export archive."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    file: Literal["nvram.fd"] = "nvram.fd"
-    bytes: int = Field(ge=0, le=nvram_files.LIMIT)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class ExportManifest(BaseModel):
-    """``kvmhub-export.json``: what an export archive holds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["kvmhub-export"] = "kvmhub-export"
-    version: Literal[1] = 1
-    vm: str
-    uuid: str
-    created: str
-    flattened: bool = True
-    domain_xml: str
-    disks: list[ExportDisk]
-    nvram: ExportNvram | None = None
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What `export` made: the archive and its manifest."""
-
-    file: Path
-    bytes: int
-    manifest: ExportManifest
-    duration_s: float
 
 
 # -- export -----------------------------------------------------------------------------------------------
@@ -323,7 +274,8 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
         _write_archive(fh, manifest, files, undo.progress, level=1 if compress else 6, nvram=nvram)
         os.replace(partial, dest)
         undo.success()
-    return ExportResult(dest, dest.stat().st_size, manifest, round(time.monotonic() - began, 2))
+    return ExportResult(file=dest, bytes=dest.stat().st_size, manifest=manifest,
+                        duration_s=round(time.monotonic() - began, 2))
 
 
 def _read_nvram(hv: Hypervisor, domain_xml: str, report: Reporter) -> bytes | None:
@@ -539,16 +491,16 @@ def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, disk: ExportDisk, dst
         raise _refuse(path, f"disk {disk.target}: {exc.message}") from None
 
 
-def import_vm(hv: Hypervisor, file: str | Path, *, as_name: str | None = None, pool: str | None = None,
-              network: str | None = None, report: Reporter = QUIET) -> str:
-    """Define a VM from an export archive, its disks uploaded into `pool` (default: ``default``).
+def import_vm(hv: Hypervisor, req: ImportRequest, *, report: Reporter = QUIET) -> str:
+    """Define a VM from the export archive ``req.media``, its disks uploaded into ``req.pool`` (default: ``default``).
 
-    `as_name` imports it as a copy: that name, a new UUID and new MAC addresses. `network` connects every NIC
-    to that network. Returns the VM's name; it is left shut off. Raises Conflict for a taken name, UUID, MAC
-    or volume, NotFound for a missing network, InvalidInput for an unsafe or damaged archive. On failure
-    everything made is removed.
+    ``req.as_name`` imports it as a copy: that name, a new UUID and new MAC addresses. ``req.network`` connects
+    every NIC to that network. Returns the VM's name; it is left shut off. Raises Conflict for a taken name,
+    UUID, MAC or volume, NotFound for a missing archive or network, InvalidInput for an unsafe or damaged
+    archive. On failure everything made is removed.
     """
-    path = Path(file)
+    as_name, pool, network = req.as_name, req.pool, req.network
+    path = media_path(hv, req.media, "export file")
     if not path.is_file():
         raise NotFound(f"no export file {path}")
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)

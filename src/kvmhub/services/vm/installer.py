@@ -22,8 +22,11 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import BootSpec, DiskSource, DiskSpec, GraphicsSpec, VMSpec
+from kvmhub.models.documents import HostMedia
+from kvmhub.models.requests_vm import CreateRequest
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import BytesFn, Reporter
+from kvmhub.services.storage.media import media_path
 from kvmhub.services.vm import osinfo
 from kvmhub.tools import installer as media_tool
 from kvmhub.validate import format_size
@@ -33,7 +36,6 @@ from kvmhub.xml.domain import domain_from_xml
 
 if TYPE_CHECKING:
     from kvmhub.models.osinfo import OSProfile
-    from kvmhub.services.vm.create import CreateRequest
 
 
 
@@ -112,11 +114,12 @@ def volume_names(req: CreateRequest) -> list[str]:
 # --------------------------------------------------------------------------- checking the request
 
 
-def _readable_file(path: Path, option: str) -> Path:
+def _readable_file(hv: Hypervisor, media: HostMedia, option: str) -> Path:
+    path = media_path(hv, media, option)
     if not path.is_file():
-        raise InvalidInput(f"{option} {path} is not a file", hint="give the path of an existing file")
+        raise InvalidInput(f"{option} {media} is not a file", hint="give the path of an existing file")
     if not os.access(path, os.R_OK):
-        raise InvalidInput(f"{option} {path} is not readable", cause="permission denied")
+        raise InvalidInput(f"{option} {media} is not readable", cause="permission denied")
     return path
 
 
@@ -172,30 +175,32 @@ def _detect_os(iso: Path) -> tuple[str | None, list[str]]:
     return found.id, [f"OS {found.id} ({found.name}) {found.note or 'detected'}"]
 
 
-def check(req: CreateRequest) -> Plan:
+def check(hv: Hypervisor, req: CreateRequest) -> Plan:
     """Check the installer and kernel-boot options of ``req`` (files, combinations, media layout, VNC).
 
-    Reads the local files (ISO directory, answer file) but changes nothing. Raises InvalidInput.
+    Reads the media on the kvmhub host (``hv`` finds those given as volumes) but changes nothing.
+    Raises InvalidInput, or NotFound for a missing volume.
     """
     _refuse_together(req)
     plan = Plan()
     plan.graphics, plan.notes = _graphics(req)
     if req.iso is not None:
         plan.kind = "iso"
-        plan.cdrom = _readable_file(req.iso, "--iso")
+        plan.cdrom = _readable_file(hv, req.iso, "--iso")
         media_tool.open_media(plan.cdrom).close()  # refuses a file that is no ISO 9660 image
     elif req.location is not None:
         plan.kind = "location"
-        plan.location = req.location
+        location = media_path(hv, req.location, "--location")
+        plan.location = location
         kind: media_tool.AnswerKind | None = "kickstart" if req.kickstart else "preseed" if req.preseed else None
-        answer_path = req.kickstart or req.preseed
-        if kind is not None and answer_path is not None:
-            plan.answer = media_tool.read_answer_file(answer_path, kind)
-        with media_tool.open_media(req.location) as media:
+        answer_doc = req.kickstart or req.preseed
+        if kind is not None and answer_doc is not None:
+            plan.answer = media_tool.answer_file(answer_doc, kind)
+        with media_tool.open_media(location) as media:
             plan.boot_files = media_tool.find_boot_files(media)
             if media.is_iso:
-                plan.cdrom = _readable_file(req.location, "--location")
-        media_tool.check_answer(plan.boot_files.layout.family, plan.answer, req.location)
+                plan.cdrom = _readable_file(hv, req.location, "--location")
+        media_tool.check_answer(plan.boot_files.layout.family, plan.answer, location)
         if req.extra_args is not None:
             media_tool.check_cmdline(req.extra_args, "--extra-args")
         plan.cmdline = media_tool.installer_cmdline(plan.boot_files, plan.answer, req.extra_args)
@@ -204,8 +209,8 @@ def check(req: CreateRequest) -> Plan:
                               "it at a network copy of the tree with --extra-args (e.g. inst.repo=URL)")
     elif req.kernel is not None:
         plan.kind = "kernel"
-        plan.kernel = _readable_file(req.kernel, "{opt:kernel}")
-        plan.initrd = _readable_file(req.initrd, "--initrd") if req.initrd is not None else None
+        plan.kernel = _readable_file(hv, req.kernel, "{opt:kernel}")
+        plan.initrd = _readable_file(hv, req.initrd, "--initrd") if req.initrd is not None else None
         plan.cmdline = media_tool.check_cmdline(req.cmdline, "--cmdline") if req.cmdline is not None else None
     if req.os is None and plan.cdrom is not None:
         plan.detected_os, notes = _detect_os(plan.cdrom)

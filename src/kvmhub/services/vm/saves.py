@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
 from typing import Any
 
 from kvmhub import faults
@@ -24,8 +23,6 @@ from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
-
-Say = Callable[[str], None]
 
 
 def _quiet(_msg: str) -> None:

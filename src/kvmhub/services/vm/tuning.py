@@ -16,6 +16,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.models import Bandwidth, CPUTune, IOTune, VCPUPin, VMSpec
+from kvmhub.models.requests_vm import Change, LimitsRequest, SetRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.services.vm.lifecycle import get
@@ -31,45 +32,6 @@ DIMM_ALIGN_MIB = 128  # Linux hot-plugs memory in 128 MiB blocks on x86
 SHARES_RANGE = (2, 262_144)
 IO_WEIGHT_RANGE = (100, 1000)
 _NONE = ("none", "off", "0", "unlimited")
-
-
-@dataclass
-class LimitsRequest:
-    """Limits as the user typed them (CLI strings); shared by `create` and `set`."""
-
-    cpu_weight: int | None = None
-    cpu_cap: float | None = None  # percent of one host CPU for the whole VM; 0 = no cap
-    pins: list[str] = field(default_factory=list)  # VCPU:CPUSET
-    emulator_pin: str | None = None
-    memory_limit: str | None = None  # size or "none"
-    disk_iops: list[str] = field(default_factory=list)  # [DISK:]N | [DISK:]read=N,write=N
-    disk_bps: list[str] = field(default_factory=list)  # [DISK:]SIZE | [DISK:]read=SIZE,write=SIZE
-    io_weight: int | None = None
-    net_bw: list[str] = field(default_factory=list)  # [NIC:]IN/OUT, NIC = MAC or index
-
-
-@dataclass
-class SetRequest(LimitsRequest):
-    """What `kvmhub set` may change."""
-
-    cpus: int | None = None
-    max_cpus: int | None = None
-    memory: str | None = None
-    autostart: bool | None = None
-
-
-@dataclass(frozen=True)
-class Change:
-    """One applied setting and when it takes effect."""
-
-    setting: str
-    value: str
-    live: bool
-    note: str = ""
-
-    def line(self) -> str:
-        when = "applied live" if self.live else "takes effect after restart"
-        return f"{self.setting} {self.value}: {when}" + (f" ({self.note})" if self.note else "")
 
 
 def _refuse(what: str, value: object, valid: str, hint: str | None = None) -> InvalidInput:
@@ -305,7 +267,7 @@ def _plan_cpus(dom: hv_domains.Domain, req: SetRequest, now: VMSpec, cfg: VMSpec
             raise _refuse("{opt:max_cpus}", req.max_cpus, f"{cfg.vcpus} (the VM's vCPUs) to {MAX_VCPUS}")
         n_max = req.max_cpus
         plan.add("max vCPUs", _then(lambda: hv_tuning.set_max_vcpus(dom, n_max),
-            Change("max vCPUs", str(n_max), False)))
+            Change(setting="max vCPUs", value=str(n_max), live=False)))
         max_cfg = req.max_cpus
     if req.cpus is None:
         return now.vcpus
@@ -318,10 +280,11 @@ def _plan_cpus(dom: hv_domains.Domain, req: SetRequest, now: VMSpec, cfg: VMSpec
     def apply() -> Change:
         if running and not live:
             hv_tuning.set_vcpus(dom, cpus, live=False)
-            return Change("vCPUs", str(cpus), False, f"above the running maximum of {max_live}")
+            return Change(setting="vCPUs", value=str(cpus), live=False,
+                          note=f"above the running maximum of {max_live}")
         onlined = hv_tuning.set_vcpus(dom, cpus, live=live)
         note = "" if not live or onlined or cpus <= now.vcpus else "the guest must online the new CPUs itself"
-        return Change("vCPUs", str(cpus), live, note)
+        return Change(setting="vCPUs", value=str(cpus), live=live, note=note)
 
     plan.add("vCPUs", apply)
     return cpus if live or not running else now.vcpus
@@ -337,7 +300,7 @@ def _plan_memory(dom: hv_domains.Domain, text: str, now: VMSpec, cfg: VMSpec, ru
     total = now.memory_mib
     if mib <= total:
         plan.add("memory", _then(lambda: hv_tuning.set_balloon(dom, mib * 1024, live=running),
-            Change("memory", f"{mib} MiB", running, "balloon" if running else "")))
+            Change(setting="memory", value=f"{mib} MiB", live=running, note="balloon" if running else "")))
         return
     dimm = min(-(-(mib - total) // DIMM_ALIGN_MIB) * DIMM_ALIGN_MIB, ceiling - total)
     if len(now.dimms_mib) >= now.memory_slots:
@@ -364,7 +327,7 @@ def _plan_memory(dom: hv_domains.Domain, text: str, now: VMSpec, cfg: VMSpec, ru
                 target = min(mib, total)
                 note += "; the guest did not online it (no agent?): online it in the guest, then set --memory again"
         hv_tuning.set_balloon(dom, target * 1024, live=running)
-        return Change("memory", f"{mib} MiB", running, note)
+        return Change(setting="memory", value=f"{mib} MiB", live=running, note=note)
 
     plan.add("memory", apply)
 
@@ -376,7 +339,7 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
     if req.cpu_weight is not None:
         w = req.cpu_weight
         plan.add("CPU weight", _then(lambda: hv_tuning.set_scheduler(dom, {"cpu_shares": w}, live=running),
-            Change("CPU weight", str(w), running)))
+            Change(setting="CPU weight", value=str(w), live=running)))
     tune = now.cputune or CPUTune()
     old_cap = cap_percent(tune, now.vcpus)
     cap = req.cpu_cap if req.cpu_cap is not None else (old_cap if keep_cap and old_cap else None)
@@ -384,7 +347,7 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
         quota, note = _cap_quota(cap, vcpus), "" if req.cpu_cap is not None else f"kept for {vcpus} vCPUs"
         params = {"vcpu_period": PERIOD_US, "vcpu_quota": quota}
         plan.add("CPU cap", _then(lambda: hv_tuning.set_scheduler(dom, params, live=running),
-            Change("CPU cap", f"{cap:g} %" if quota > 0 else "none", running, note)))
+            Change(setting="CPU cap", value=f"{cap:g} %" if quota > 0 else "none", live=running, note=note)))
     max_vcpus = now.max_vcpus or now.vcpus
     for text in req.pins:
         vcpu, cpus = parse_pin(text, host, max_vcpus)
@@ -392,16 +355,16 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
     if req.emulator_pin is not None:
         emu = parse_cpuset(req.emulator_pin, host, what="{opt:emulator_pin}")
         plan.add("emulator pin", _then(lambda: hv_tuning.pin_emulator(dom, emu, host, live=running),
-            Change("emulator pin", _cpuset(emu), running)))
+            Change(setting="emulator pin", value=_cpuset(emu), live=running)))
     if req.memory_limit is not None:
         kib = _memory_limit_kib(req.memory_limit, now.memory_mib)
         shown = "none" if kib is None else f"{kib // 1024} MiB"
         plan.add("memory limit", _then(lambda: hv_tuning.set_memory_limit(dom, kib, live=running),
-            Change("memory limit", shown, running)))
+            Change(setting="memory limit", value=shown, live=running)))
     if req.io_weight is not None:
         iw = req.io_weight
         plan.add("I/O weight", _then(lambda: hv_tuning.set_io_weight(dom, iw, live=running),
-            Change("I/O weight", str(iw), running)))
+            Change(setting="I/O weight", value=str(iw), live=running)))
     for texts, size in ((req.disk_bps, True), (req.disk_iops, False)):
         for text in texts:
             target, fields = parse_disk_limit(text, size=size)
@@ -418,7 +381,7 @@ def _plan_limits(dom: hv_domains.Domain, req: LimitsRequest, now: VMSpec, vcpus:
 def _pin_step(dom: hv_domains.Domain, vcpu: int, cpus: set[int], host: int, live: bool) -> Step:
     def apply() -> Change:
         hv_tuning.pin_vcpu(dom, vcpu, cpus, host, live=live)
-        return Change(f"vCPU {vcpu} pinned to", _cpuset(cpus), live)
+        return Change(setting=f"vCPU {vcpu} pinned to", value=_cpuset(cpus), live=live)
 
     return apply
 
@@ -427,7 +390,7 @@ def _disk_step(dom: hv_domains.Domain, disk: str, fields: dict[str, int], live: 
     def apply() -> Change:
         hv_tuning.set_block_iotune(dom, disk, fields, live=live)
         shown = ", ".join(f"{k.replace('_sec', '/s')}={v or 'none'}" for k, v in fields.items() if v) or "none"
-        return Change(f"disk {disk}", shown, live)
+        return Change(setting=f"disk {disk}", value=shown, live=live)
 
     return apply
 
@@ -436,7 +399,7 @@ def _net_step(dom: hv_domains.Domain, mac: str, params: dict[str, int], live: bo
     def apply() -> Change:
         hv_tuning.set_bandwidth(dom, mac, params, live=live)
         shown = ", ".join(f"{k.split('.')[0]} {v} KB/s" if v else f"{k.split('.')[0]} none" for k, v in params.items())
-        return Change(f"NIC {mac}", shown, live)
+        return Change(setting=f"NIC {mac}", value=shown, live=live)
 
     return apply
 
@@ -455,7 +418,8 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     plan = _Plan()
     if req.autostart is not None:
         on = req.autostart
-        plan.add("autostart", _then(lambda: dom.set_autostart(on), Change("autostart", "on" if on else "off", True)))
+        change = Change(setting="autostart", value="on" if on else "off", live=True)
+        plan.add("autostart", _then(lambda: dom.set_autostart(on), change))
     vcpus = _plan_cpus(dom, req, now, cfg, running, plan)
     if req.memory is not None:
         _plan_memory(dom, req.memory, now, cfg, running, plan)

@@ -20,6 +20,19 @@ URI = "test:///default"  # its built-in VM "test" starts out running
 
 
 @pytest.fixture(autouse=True)
+def test_vm_running_again() -> Iterator[None]:
+    """The test driver's state lasts as long as the process: leave its VM running for the tests after these."""
+    yield
+    with Hypervisor(URI) as hv:
+        dom = hv.conn.lookupByName("test")
+        state = dom.state()[0]
+        if state == 3:  # paused
+            dom.resume()
+        elif not dom.isActive():
+            dom.create()
+
+
+@pytest.fixture(autouse=True)
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("KVMHUB_LOCK_TIMEOUT", "0.5")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import output
-from kvmhub.models import OSProfile
 from kvmhub.validate import format_size
+
+if TYPE_CHECKING:
+    from kvmhub.models import OSProfile
 
 app = typer.Typer(help="OS variants (libosinfo) and the devices, machine and sizes each gets.",
                   no_args_is_help=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import live, output, state
-from kvmhub.models import PoolInfo
 from kvmhub.validate import format_size
+
+if TYPE_CHECKING:
+    from kvmhub.models import PoolInfo
 
 app = typer.Typer(help="Storage pools: where volumes (VM disks, images) live.", no_args_is_help=True)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import live, output, state
-from kvmhub.models import VolumeInfo
 from kvmhub.validate import format_size, parse_size
+
+if TYPE_CHECKING:
+    from kvmhub.models import VolumeInfo
 
 app = typer.Typer(help="Volumes in storage pools (named POOL/NAME).", no_args_is_help=True)
 

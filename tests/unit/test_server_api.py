@@ -9,25 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from kvmhub.hv import Hypervisor
 from kvmhub.server.app import create_app
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
 URI = "test:///default"  # its built-in VM "test" starts out running
 
-
-@pytest.fixture(autouse=True)
-def test_vm_running_again() -> Iterator[None]:
-    """The test driver's state lasts as long as the process: leave its VM running for the tests after these."""
-    yield
-    with Hypervisor(URI) as hv:
-        dom = hv.conn.lookupByName("test")
-        state = dom.state()[0]
-        if state == 3:  # paused
-            dom.resume()
-        elif not dom.isActive():
-            dom.create()
+pytestmark = pytest.mark.usefixtures("test_driver_vm_left_running")
 
 
 @pytest.fixture

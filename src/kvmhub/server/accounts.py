@@ -14,6 +14,7 @@ import enum
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 import time
@@ -39,6 +40,8 @@ DESCRIPTION_MAX = 200
 LOCAL_NAME = "local"  # who callers on the unix socket act as
 
 _hasher = PasswordHasher()
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class Role(enum.StrEnum):
@@ -111,6 +114,14 @@ class NewSession:
 
 def now() -> float:
     return time.time()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``2h``, ``7d`` or ``1w``; InvalidInput otherwise."""
+    if m := _DURATION.fullmatch(text.strip()):
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    raise InvalidInput(f"cannot read {text!r} as a duration", cause="a duration is a number and a unit: s, m, h, d, w",
+                       hint="for example 30d or 12h")
 
 
 def _sha256(text: str) -> str:

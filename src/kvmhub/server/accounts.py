@@ -225,11 +225,12 @@ def login(name: str, password: str) -> Grant:
                          cause=f"{failed} wrong passwords in a row", code="auth.throttled",
                          hint="wait, or have an admin set a new password")
     if not _matches(hashed, password):
-        failed += 1
-        lock = min(LOCK_BASE_S * 2 ** (failed - FREE_FAILURES), LOCK_MAX_S) if failed >= FREE_FAILURES else 0.0
-        with transaction(db):
-            db.execute("UPDATE users SET failed_logins=?, locked_until=? WHERE name=?",
-                       (failed, now() + lock if lock else 0.0, name))
+        with transaction(db):  # counted inside the write lock: parallel guesses each count
+            failed = db.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE name=?"
+                                " RETURNING failed_logins", (name,)).fetchone()[0]
+            if failed >= FREE_FAILURES:
+                lock = min(LOCK_BASE_S * 2 ** (failed - FREE_FAILURES), LOCK_MAX_S)
+                db.execute("UPDATE users SET locked_until=? WHERE name=?", (now() + lock, name))
         raise AuthFailed("wrong user name or password")
     with transaction(db):
         db.execute("UPDATE users SET failed_logins=0, locked_until=0 WHERE name=?", (name,))

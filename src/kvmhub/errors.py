@@ -37,6 +37,8 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     disk.not_found              the VM has no such disk
     nic.not_found               the VM has no such NIC
     backup.not_found            no backup (or backup point) where it was looked for
+    user.not_found              no such user of the server
+    token.not_found             no such API token (or not one of the caller's)
     conflict                    the request clashes with the current state in another way
     name.taken                  an object of that kind and name already exists
     vm.wrong_state              the VM is running when it must be stopped, or the reverse
@@ -57,6 +59,9 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     op.cancelled                the operation was cancelled (Ctrl-C or a cancel request) and undone
     op.not_found                no such operation in the journal
     lock.timeout                another operation held the resource longer than the wait allowed
+    auth.invalid                a wrong password, or an unknown, revoked or expired token or session
+    auth.throttled              too many wrong passwords in a row: the user is locked out for a while
+    auth.csrf                   a change sent with a session cookie lacks the session's CSRF token
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its
 own terms: ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the
@@ -91,12 +96,13 @@ Front = Literal["cli", "api"]
 CODES: frozenset[str] = frozenset({
     "failed", "input.invalid", "input.invalid_name", "input.invalid_size", "libvirt.refused",
     "not_found", "vm.not_found", "image.not_found", "network.not_found", "pool.not_found", "volume.not_found",
-    "snapshot.not_found", "disk.not_found", "nic.not_found", "backup.not_found",
+    "snapshot.not_found", "disk.not_found", "nic.not_found", "backup.not_found", "user.not_found", "token.not_found",
     "conflict", "name.taken", "vm.wrong_state", "image.in_use", "image.incomplete", "pool.inactive",
     "pool.in_use", "volume.in_use",
     "host.problem", "host.libvirtd_unreachable", "host.virtlogd_unreachable", "host.kvm_unusable",
     "host.no_space", "host.permission_denied", "host.access_denied",
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
+    "auth.invalid", "auth.throttled", "auth.csrf",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")

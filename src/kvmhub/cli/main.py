@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from kvmhub.cli import state
+from kvmhub.cli.commands import accounts as accounts_cmd
 from kvmhub.cli.commands import backup as backup_cmd
 from kvmhub.cli.commands import clone as clone_cmd
 from kvmhub.cli.commands import disk as disk_cmd
@@ -46,6 +47,7 @@ export_cmd.register(app)
 clone_cmd.register(app)
 ops_cmd.register(app)
 serve_cmd.register(app)
+accounts_cmd.register(app)
 
 
 @app.callback()

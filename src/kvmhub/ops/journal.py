@@ -92,6 +92,52 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE operations ADD COLUMN result TEXT;
     ALTER TABLE operations ADD COLUMN requested_by TEXT;
     """,
+    # the server's accounts (server/accounts.py) and its audit log (server/audit.py)
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password TEXT NOT NULL,
+        created REAL NOT NULL,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        secret_sha256 TEXT NOT NULL,
+        role TEXT,
+        project TEXT,
+        description TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        expires REAL,
+        last_used REAL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        secret_sha256 TEXT NOT NULL,
+        csrf_sha256 TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        user TEXT,
+        role TEXT,
+        transport TEXT NOT NULL,
+        client TEXT,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT,
+        target TEXT,
+        status INTEGER NOT NULL,
+        operation TEXT
+    );
+    CREATE INDEX audit_time ON audit(time);
+    CREATE INDEX audit_user ON audit(user);
+    """,
 )
 
 _local = threading.local()

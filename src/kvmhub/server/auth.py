@@ -1,26 +1,30 @@
 """Who is asking: the principal behind each request, and what its role lets it do.
 
 Local callers on the unix socket passed its file permissions (root or group ``kvmhub``) and act as admin. TCP
-callers must present credentials (``Authorization: Bearer TOKEN``); until accounts exist on this host every TCP
-request is refused with 401.
+callers present an API token (``Authorization: Bearer TOKEN``) or a browser session's cookie; a change made with
+the cookie must also carry the session's CSRF token (``X-CSRF-Token``), which a bearer token needs not. Missing
+credentials answer 401 ``auth.required``; wrong, revoked or expired ones 401 ``auth.invalid``.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import HTTPConnection
 
+from kvmhub.server import accounts
+from kvmhub.server.accounts import LOCAL_NAME, Role, at_least
 from kvmhub.server.transport import transport_of
 
+__all__ = ["ADMIN", "LOCAL", "OPERATOR", "VIEWER", "Caller", "Principal", "Role", "principal", "require"]
 
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    OPERATOR = "operator"
-    VIEWER = "viewer"
+SESSION_COOKIE = "kvmhub_session"
+CSRF_HEADER = "X-CSRF-Token"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CALLER_KEY = "kvmhub.caller"  # a dict the audit middleware puts in the scope; principal() names the caller in it
 
 
 class Principal(BaseModel):
@@ -33,26 +37,50 @@ class Principal(BaseModel):
     project: str | None = None  # a token restricted to one project
 
 
-LOCAL = Principal(name="local", role=Role.ADMIN)
+LOCAL = Principal(name=LOCAL_NAME, role=Role.ADMIN)
 
 
-def principal(request: Request) -> Principal:
-    """The caller: the local admin on the unix socket; on TCP, whoever its credentials name (401 otherwise)."""
-    if transport_of(request) == "unix":
-        return LOCAL
-    raise HTTPException(401, "credentials required: send Authorization: Bearer TOKEN",
-                        headers={"WWW-Authenticate": "Bearer"})
+def principal(conn: HTTPConnection) -> Principal:
+    """The caller: the local admin on the unix socket; on TCP, whoever its token or session names (401 else)."""
+    who = LOCAL if transport_of(conn) == "unix" else _from_credentials(conn)
+    note_caller(conn, who.name, who.role)
+    return who
+
+
+def note_caller(conn: HTTPConnection, name: str, role: Role | None = None) -> None:
+    """Tell the audit log who the request acts as (or, for a login, whom it tried to be)."""
+    holder: Any = conn.scope.get(CALLER_KEY)
+    if isinstance(holder, dict):
+        holder.update(user=name, role=role)
+
+
+def _from_credentials(conn: HTTPConnection) -> Principal:
+    header = conn.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise _required("the Authorization header is not Bearer TOKEN")
+        grant = accounts.resolve_token(value.strip())
+    elif (cookie := conn.cookies.get(SESSION_COOKIE)) is not None:
+        grant = accounts.resolve_session(cookie, conn.headers.get(CSRF_HEADER),
+                                         mutating=conn.scope.get("method", "GET") in MUTATING)
+    else:
+        raise _required("credentials required")
+    return Principal(name=grant.user, role=grant.role, project=grant.project)
+
+
+def _required(why: str) -> HTTPException:
+    return HTTPException(401, f"{why}: send Authorization: Bearer TOKEN, or log in with POST /api/v1/session",
+                         headers={"WWW-Authenticate": "Bearer"})
 
 
 Caller = Annotated[Principal, Depends(principal)]
-
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
 def require(role: Role) -> Callable[[Principal], Principal]:
     """A dependency letting through callers of ``role`` or above (403 naming the role otherwise)."""
     def check(caller: Caller) -> Principal:
-        if _RANK[caller.role] < _RANK[role]:
+        if not at_least(caller.role, role):
             raise HTTPException(403, f"{caller.name} is {caller.role}; this needs {role}")
         return caller
 

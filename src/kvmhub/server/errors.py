@@ -24,6 +24,9 @@ _BY_CODE = {
     "op.cancelled": 409,
     "host.permission_denied": 403,
     "host.access_denied": 403,
+    "auth.invalid": 401,
+    "auth.throttled": 429,
+    "auth.csrf": 403,
 }
 
 

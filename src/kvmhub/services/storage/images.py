@@ -93,10 +93,11 @@ def _users(usage: storage_usage.Usage, vol: hv_storage.Volume) -> list[str]:
 
 def get(hv: Hypervisor, name: str) -> hv_storage.Volume:
     """The image's volume; NotFound when there is no such image, Conflict while its import is unfinished."""
-    return _lookup(hv, name)[0]
+    return lookup(hv, name)[0]
 
 
-def _lookup(hv: Hypervisor, name: str) -> tuple[hv_storage.Volume, ImageMeta | None]:
+def lookup(hv: Hypervisor, name: str) -> tuple[hv_storage.Volume, ImageMeta | None]:
+    """The image's volume and its record (None for a volume copied in by hand); refusals as :func:`get`."""
     check_name(name, "image")
     pool = pools.images_pool(hv)
     names = set(pool.volume_names())
@@ -129,19 +130,10 @@ def list_images(hv: Hypervisor) -> list[ImageInfo]:
     return out
 
 
-def recorded_os(hv: Hypervisor, name: str) -> str | None:
-    """The OS variant recorded when image ``name`` was imported (reads its record only: no scan of the VMs)."""
-    pool = pools.images_pool(hv)
-    names = set(pool.volume_names())
-    if volume_name(name) not in names:
-        return None
-    meta = _meta(_records(pool, names), pool.volume(volume_name(name)))
-    return meta.os if meta is not None else None
-
 
 def show(hv: Hypervisor, name: str) -> ImageInfo:
     """One image: format, sizes, its import record and the VMs whose disks it backs."""
-    vol, meta = _lookup(hv, name)
+    vol, meta = lookup(hv, name)
     return _info(vol, _users(storage_usage.scan(hv), vol), meta)
 
 

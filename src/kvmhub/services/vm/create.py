@@ -13,9 +13,11 @@ from kvmhub.errors import Conflict, InvalidInput
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.hv import storage as hv_storage
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.hv.connection import host_root
 from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
+from kvmhub.models.image import ImageMeta
 from kvmhub.models.requests_vm import CreateRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
@@ -59,8 +61,10 @@ def _check_headroom(req: CreateRequest, memory_mib: int) -> int | None:
     return max_mib
 
 
-def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, int | None, cloudinit.SeedDocuments, str]:
-    """Check everything before touching the host; returns (memory MiB, disk bytes, seed, image path)."""
+def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str
+              ) -> tuple[int, int | None, cloudinit.SeedDocuments, ImageMeta | None, str]:
+    """Check everything before touching the host; returns (memory MiB, disk bytes, seed, image record, image
+    path)."""
     check_name(req.name, "VM")
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
@@ -76,24 +80,24 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str) -> tuple[int, in
     if req.image is None and req.vol is None and req.disk_url is None and not installer.wanted(req):
         raise InvalidInput("{opt:image} is missing", hint="pick one from {cmd:image ls}, or give {opt:vol}, "
                            "{opt:disk_url}, {opt:iso}, {opt:location} or {opt:kernel}")
-    image_vol = images.get(hv, req.image) if req.image is not None else None
+    image_vol, image_meta = images.lookup(hv, req.image) if req.image is not None else (None, None)
     if req.network is not None:
         net = hv_networks.lookup_network(hv, req.network)
         cloudinit.address_to_reserve(net, req.ip, seed)
     elif req.ip is not None:
         raise InvalidInput("{opt:ip} needs {opt:network}", hint="the address is reserved on that network")
-    _check_free(hv, req)
-    return memory_mib, disk, seed, image_vol.path if image_vol is not None else ""
+    _check_free(hv, req, pools.disks_pool(hv))
+    return memory_mib, disk, seed, image_meta, image_vol.path if image_vol is not None else ""
 
 
-def _check_free(hv: Hypervisor, req: CreateRequest) -> None:
+def _check_free(hv: Hypervisor, req: CreateRequest, disks: hv_storage.Pool) -> None:
     """Refuse a name a VM or a leftover volume already has."""
     if hv_domains.exists(hv, req.name):
         raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name, or {cmd:rm} it",
                        code="name.taken")
-    disks = pools.disks_pool(hv)
+    present = set(disks.volume_names())
     for vol in (disk_volume(req.name), seed_volume(req.name), *installer.volume_names(req)):
-        if disks.has_volume(vol):
+        if vol in present:
             raise Conflict(
                 f"volume {vol} already exists in pool {disks.name}",
                 cause="left over from an earlier VM of the same name, or made by hand",
@@ -155,13 +159,13 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
     """
     vm_uuid = str(uuidlib.uuid4())
-    memory_mib, disk_bytes, seed_docs, image_path = _validate(hv, req, vm_uuid)
+    memory_mib, disk_bytes, seed_docs, image_meta, image_path = _validate(hv, req, vm_uuid)
     plan = installer.check(hv, req)
     if plan.detected_os is not None:
         req = req.model_copy(update={"os": plan.detected_os})
     for note in plan.notes:
         report.phase(note)
-    image_os = images.recorded_os(hv, req.image) if req.image is not None and req.os is None else None
+    image_os = image_meta.os if image_meta is not None and req.os is None else None
     profile = osinfo.for_create(req.os, req.image, image_os, memory_mib, disk_bytes, report)
     plan.profile = profile
     boot = disks_svc.boot_disk_of(hv, req) if req.vol is not None or req.disk_url is not None else None
@@ -187,7 +191,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     if req.image is not None:
         locks.append(LockSpec("image", req.image, shared=True))  # `image rm` waits until the clone exists
     with Operation(hv, "vm.create", req.name, locks=locks, report=report) as op:
-        _check_free(hv, req)  # again under the lock: a create of the same name may have won meanwhile
+        _check_free(hv, req, disks)  # again under the lock: a create of the same name may have won meanwhile
         if boot is None:
             op.phase("clone disk" if req.image else "create disk")
             image_capacity = images.get(hv, req.image).info().capacity if req.image else 0

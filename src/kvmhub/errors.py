@@ -87,6 +87,7 @@ __all__ = [
     "OperationFailed",
     "OperationTimeout",
     "exit_code",
+    "from_dict",
     "http_status",
     "render",
 ]
@@ -211,6 +212,11 @@ class KvmhubError(Exception):
             "original": self.original,
         }
 
+    def terms(self) -> dict[str, str | None]:
+        """Message, cause and hint as written, their ``{opt:}``/``{cmd:}`` terms unrendered: what a server sends
+        a CLI client so it can phrase them with its own flags (see :func:`from_dict`)."""
+        return {"message": self._message, "cause": self._cause, "hint": self._hint}
+
 
 class InvalidInput(KvmhubError):
     """The request itself is wrong: a name, size, path or option kvmhub refuses."""
@@ -273,6 +279,27 @@ def _lookup(table: dict[type[KvmhubError], int], err: KvmhubError, default: int)
 def exit_code(err: KvmhubError) -> int:
     """The CLI exit code for an error (README.md, "Exit codes": 1 failure .. 6 timeout; the tree above)."""
     return _lookup(_EXIT_CODES, err, 1)
+
+
+def from_dict(data: dict[str, object], status: int | None = None) -> KvmhubError:
+    """An error a server sent back as data (``to_dict`` plus ``terms``), as the exception it was; without a
+    known class name, the kind follows the HTTP ``status``."""
+    kinds = {k.__name__: k for k in (InvalidInput, NotFound, Conflict, HostProblem, OperationTimeout,
+                                     OperationFailed, KvmhubError)}
+    by_status = {400: InvalidInput, 401: HostProblem, 403: HostProblem, 404: NotFound, 409: Conflict,
+                 413: InvalidInput, 422: InvalidInput, 503: HostProblem, 504: OperationTimeout}
+    kind = kinds.get(str(data.get("kind") or data.get("error") or "")) or by_status.get(status or 0, OperationFailed)
+    raw = data.get("terms") if isinstance(data.get("terms"), dict) else {}
+    assert isinstance(raw, dict)
+
+    def text(key: str, fallback: str) -> str | None:
+        value = raw.get(key) or data.get(fallback)
+        return str(value) if value is not None else None
+
+    original = data.get("original", data.get("detail"))
+    return kind(text("message", "message") or str(data.get("error") or "failed"), cause=text("cause", "cause"),
+                hint=text("hint", "hint"), original=original if isinstance(original, str) else None,
+                code=str(data.get("code") or kind.default_code))
 
 
 def http_status(err: KvmhubError) -> int:

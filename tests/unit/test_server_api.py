@@ -50,7 +50,7 @@ def test_a_missing_vm_is_a_404_with_code_cause_and_an_api_hint(client: TestClien
     assert answer.status_code == 404
     body = answer.json()
     assert body["code"] == "vm.not_found" and body["error"] == "no VM named 'nope'"
-    assert set(body) == {"code", "error", "cause", "hint", "detail"}
+    assert {"code", "error", "cause", "hint", "detail"} <= set(body) and body["kind"] == "NotFound"
     assert "kvmhub" not in (body["hint"] or "")  # hints name API operations, not CLI commands
 
 

@@ -253,7 +253,7 @@ def _error_dict(exc: BaseException | None) -> dict[str, Any] | None:
     if exc is None:
         return None
     if isinstance(exc, KvmhubError):
-        return {k: v for k, v in exc.to_dict().items() if v is not None}
+        return {**{k: v for k, v in exc.to_dict().items() if v is not None}, "terms": exc.terms()}
     if isinstance(exc, KeyboardInterrupt):
         return {"error": "Interrupted", "message": f"interrupted (pid {os.getpid()})"}
     return {"error": type(exc).__name__, "message": str(exc)}

@@ -40,6 +40,8 @@ class ErrorBody(BaseModel):
     cause: str | None = None
     hint: str | None = None
     detail: Any = None
+    kind: str | None = None  # the error's kind (InvalidInput, NotFound, Conflict ...)
+    terms: dict[str, str | None] | None = None  # message, cause, hint with {opt:}/{cmd:} terms for a CLI client
 
 
 def status_of(err: KvmhubError) -> int:
@@ -49,7 +51,7 @@ def status_of(err: KvmhubError) -> int:
 def body_of(err: KvmhubError) -> dict[str, Any]:
     data = err.to_dict(front="api")
     return ErrorBody(code=err.code, error=data["message"] or "", cause=data["cause"], hint=data["hint"],
-                     detail=err.original).model_dump()
+                     detail=err.original, kind=type(err).__name__, terms=err.terms()).model_dump()
 
 
 def install(app: FastAPI) -> None:

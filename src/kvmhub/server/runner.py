@@ -80,9 +80,9 @@ class Runner:
                 report.cancel.check()
                 result = work(report)
         except Cancelled as exc:
-            state, error = OperationState.CANCELLED, exc.to_dict(front="api")
+            state, error = OperationState.CANCELLED, {**exc.to_dict(front="api"), "terms": exc.terms()}
         except KvmhubError as exc:
-            state, error = OperationState.FAILED, exc.to_dict(front="api")
+            state, error = OperationState.FAILED, {**exc.to_dict(front="api"), "terms": exc.terms()}
         except Exception as exc:  # a defect: reported as a failed operation, logged with its traceback
             log.exception("operation %s (%s %s) failed", op_id, kind, target)
             state, error = OperationState.FAILED, {"code": "failed", "message": f"{type(exc).__name__}: {exc}"}
@@ -92,7 +92,7 @@ class Runner:
             current = self.journal.get(op_id)
             if current is not None and current.state is OperationState.RUNNING:  # no journalled step finished it
                 self.journal.finish(op_id, state, error)
-            elif current is not None and error is not None and current.error is None:
+            elif current is not None and error is not None:  # the error as the API phrases it, terms kept
                 self.journal.finish(op_id, current.state, error)
         finally:
             with self._lock:

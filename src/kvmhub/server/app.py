@@ -14,7 +14,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.server import errors
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
-from kvmhub.server.routes import host, operations, vms
+from kvmhub.server.routes import backups, disks, exports, host, nics, operations, snapshots, vms
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
 from kvmhub.services import repair
@@ -44,7 +44,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
-    for module in (host, vms, operations):
+    # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
+    for module in (host, snapshots, backups, disks, nics, exports, vms, operations):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

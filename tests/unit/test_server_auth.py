@@ -28,6 +28,8 @@ API = "/api/v1"
 PUBLIC = {("POST", f"{API}/session")}
 # routes whose paths are an admin's, except these, which every user may call about themselves
 ADMIN_PATHS = (f"{API}/users", f"{API}/audit")
+# routes that name directories on the server's host (it runs as root)
+HOST_PATHS = {("POST", f"{API}/vms/{{name}}/backups"), ("POST", f"{API}/backups/restore")}
 SELF_SERVICE = {("POST", f"{API}/users/{{name}}/tokens"), ("DELETE", f"{API}/tokens/{{token_id}}"),
                 ("DELETE", f"{API}/session")}
 
@@ -36,7 +38,7 @@ def needed(method: str, path: str) -> Role:
     """The documented rule: viewers read, operators also change VMs and operations, admins everything."""
     if (method, path) in SELF_SERVICE:
         return Role.VIEWER
-    if path.startswith(ADMIN_PATHS):
+    if path.startswith(ADMIN_PATHS) or (method, path) in HOST_PATHS:
         return Role.ADMIN
     return Role.VIEWER if method == "GET" else Role.OPERATOR
 

@@ -45,12 +45,17 @@ class BackupManifest(_Model):
     points: list[BackupPoint] = Field(default_factory=list)
 
 
-class BackupRequest(_Model):
+class BackupOptions(_Model):
+    """Where to back up to, the VM given elsewhere (the API's ``POST /vms/{name}/backups``)."""
+
+    directory: str  # an absolute path on the VM's host (which must be kvmhub's)
+    incremental: bool = False  # only what changed since the last backup in ``directory``
+
+
+class BackupRequest(BackupOptions):
     """`backup`: VM ``vm`` into ``directory``, an absolute path on the VM's host (which must be kvmhub's)."""
 
     vm: str
-    directory: str
-    incremental: bool = False  # only what changed since the last backup in ``directory``
 
 
 class RestoreRequest(_Model):

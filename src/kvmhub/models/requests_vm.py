@@ -111,16 +111,21 @@ class CreateRequest(_Model):
     vnc_listen: str = "127.0.0.1"
 
 
-class CloneRequest(_Model):
-    """A copy of a shut-off VM under a new name."""
+class CloneTarget(_Model):
+    """The copy a clone makes, its source given elsewhere (the API's ``POST /vms/{name}/clone``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str
     name: str
     linked: bool = False
     start: bool = False
     network: str | None = None  # every NIC of the clone on this network instead
+
+
+class CloneRequest(CloneTarget):
+    """A copy of a shut-off VM under a new name."""
+
+    source: str
 
 
 class CloneResult(_Model):
@@ -142,6 +147,12 @@ class ImportRequest(_Model):
     as_name: str | None = None  # import as a copy: this name, a new UUID and new MACs
     pool: str | None = None  # default: the disks pool
     network: str | None = None  # every NIC on this network
+
+
+class ExportRequest(_Model):
+    """How `export` writes the archive (the API picks its file on the server host and names it in the result)."""
+
+    compress: bool = False  # qcow2 disks with compressed clusters
 
 
 class ExportResult(_Model):

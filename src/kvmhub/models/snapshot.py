@@ -36,15 +36,20 @@ class SnapshotSpec(_Model):
     disks: list[SnapshotDisk] = Field(default_factory=list)
 
 
-class SnapshotRequest(_Model):
-    """`snapshot create`: what to capture of VM ``vm``. Running VMs: with memory unless ``disk_only``."""
+class SnapshotOptions(_Model):
+    """What to capture, the VM given elsewhere (the API's ``POST /vms/{name}/snapshots``)."""
 
-    vm: str
     name: str | None = None  # default: snap-DATE-TIME
     memory: bool = False
     disk_only: bool = False  # external, the disks only
     quiesce: bool = False  # freeze guest file systems through the guest agent around it
     description: str | None = None
+
+
+class SnapshotRequest(SnapshotOptions):
+    """`snapshot create`: what to capture of VM ``vm``. Running VMs: with memory unless ``disk_only``."""
+
+    vm: str
 
 
 class SnapshotInfo(_Model):

@@ -15,7 +15,19 @@ from kvmhub.server import errors
 from kvmhub.server.auditing import AuditLog
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
-from kvmhub.server.routes import accounts, audit, host, operations, session, vms
+from kvmhub.server.routes import (
+    accounts,
+    audit,
+    backups,
+    disks,
+    exports,
+    host,
+    nics,
+    operations,
+    session,
+    snapshots,
+    vms,
+)
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
 from kvmhub.services import repair
@@ -45,7 +57,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
-    for module in (host, vms, operations, accounts, audit):
+    # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
+    for module in (host, snapshots, backups, disks, nics, exports, vms, operations, accounts, audit):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
     app.include_router(session.router, prefix=API)  # logging in needs no credentials yet; its other routes do
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)

@@ -91,3 +91,11 @@ def require(role: Role) -> Callable[[Principal], Principal]:
 VIEWER = Depends(require(Role.VIEWER))
 OPERATOR = Depends(require(Role.OPERATOR))
 ADMIN = Depends(require(Role.ADMIN))
+
+
+def admin_for_host_paths(caller: Principal, what: str, *paths: str | None) -> None:
+    """Refuse (403) a non-admin whose request names files or directories on the server's host: the server runs
+    as root, so only an admin may point it at host paths; others upload a volume and name that."""
+    if caller.role is not Role.ADMIN and any(p is not None for p in paths):
+        raise HTTPException(403, f"{caller.name} is {caller.role}; {what} on the server's host needs admin "
+                                 "(upload it as a volume and name the volume instead)")

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from kvmhub.hv import Hypervisor
+from kvmhub.server.auth import Caller
 from kvmhub.server.bus import EventBus
-from kvmhub.server.runner import Runner
+from kvmhub.server.runner import CallerRunner, Runner
 
 
 def hypervisor(request: Request) -> Hypervisor:
@@ -16,9 +17,9 @@ def hypervisor(request: Request) -> Hypervisor:
     return hv
 
 
-def runner(request: Request) -> Runner:
+def runner(request: Request, caller: Caller) -> CallerRunner:
     r: Runner = request.app.state.runner
-    return r
+    return CallerRunner(r, caller.name)
 
 
 def bus(request: Request) -> EventBus:
@@ -27,5 +28,5 @@ def bus(request: Request) -> EventBus:
 
 
 Hv = Annotated[Hypervisor, Depends(hypervisor)]
-Ops = Annotated[Runner, Depends(runner)]
+Ops = Annotated[CallerRunner, Depends(runner)]
 Bus = Annotated[EventBus, Depends(bus)]

@@ -133,6 +133,27 @@ class Runner:
             return len(self._running)
 
 
+class CallerRunner:
+    """The runner as one request sees it: operations it starts are recorded as asked for by its caller."""
+
+    def __init__(self, runner: Runner, caller: str) -> None:
+        self.runner = runner
+        self.caller = caller
+        self.journal = runner.journal
+
+    def submit(self, kind: str, target: str, work: Work, *, vm: str | None = None) -> OperationInfo:
+        return self.runner.submit(kind, target, work, requested_by=self.caller, vm=vm)
+
+    def get(self, op_id: str) -> OperationInfo:
+        return self.runner.get(op_id)
+
+    def wait(self, op_id: str, timeout: float) -> OperationInfo:
+        return self.runner.wait(op_id, timeout)
+
+    def cancel(self, op_id: str) -> OperationInfo:
+        return self.runner.cancel(op_id)
+
+
 def _jsonable(result: Any) -> Any:
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")

@@ -1,4 +1,9 @@
-"""``/vms``: list and show VMs (also those other tools made); state changes and removal as operations."""
+"""``/vms``: list, show, create, clone and change VMs (also those other tools made); their state changes, managed
+save and removal as operations.
+
+Routers whose paths are ``/vms/{name}/WORD`` (snapshots, disks...) are registered before this one: its
+``POST /vms/{name}/{action}`` would otherwise answer for them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,20 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmhub.models import OperationInfo, VMInfo
+from kvmhub.errors import Conflict, InvalidInput, NotFound
+from kvmhub.models import Change, CloneRequest, CloneResult, CreateRequest, OperationInfo, SetRequest, VMInfo
+from kvmhub.models.nic import IPAddress
+from kvmhub.models.requests_vm import CloneTarget
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.services.vm import clone as vm_clone
+from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
+from kvmhub.services.vm import readiness, saves, tuning
 from kvmhub.services.vm import remove as vm_remove
-from kvmhub.validate import check_name
+from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 Name = Annotated[str, Path(min_length=1, max_length=64, description="the VM's name")]
@@ -40,6 +51,101 @@ def list_vms(hv: Hv) -> list[VMInfo]:
 def show_vm(name: Name, hv: Hv) -> VMInfo:
     """One VM in full: disks, NICs, limits, consoles, boot."""
     return vms.show(hv, name)
+
+
+def _name_free(hv: Hv, name: str) -> None:
+    """Refuse at once a bad or taken name (the operation checks again under its lock)."""
+    check_name(name, "VM")
+    try:
+        vms.get(hv, name)
+    except NotFound:
+        return
+    raise Conflict(f"a VM named {name!r} already exists", hint="pick another name, or remove it first",
+                   code="name.taken")
+
+
+@router.post("", response_model=OperationInfo, status_code=202, responses=ACCEPTED, dependencies=[OPERATOR])
+def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: Caller) -> OperationInfo:
+    """Create a VM from an image, a volume, a network export, an installer or a kernel; started unless
+    ``start`` is false. The operation's result is the VM; on failure what it made is taken back. Installer media
+    given as paths on the server's host need an admin; others name uploaded volumes."""
+    admin_for_host_paths(caller, "installer media", *(m.path for m in (req.iso, req.location, req.kernel, req.initrd)
+                                                       if m is not None))
+    _name_free(hv, req.name)
+    if not 1 <= req.cpus <= MAX_VCPUS:
+        raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
+    for text, what, unit in ((req.memory, "memory", "M"), (req.max_memory, "maximum memory", "M"),
+                             (req.disk, "disk size", "G")):
+        if text is not None:
+            parse_size(text, what=what, default_unit=unit)
+
+    def work(report: Reporter) -> VMInfo:
+        vm_create.create(hv, req, report=report)
+        return vms.show(hv, req.name)
+
+    return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name))
+
+
+@router.get("/{name}/ip", response_model=list[IPAddress], dependencies=[VIEWER])
+def vm_addresses(name: Name, hv: Hv) -> list[IPAddress]:
+    """A VM's IP addresses as known now: DHCP lease, then guest agent, then ARP (empty when none yet)."""
+    dom = vms.get(hv, name)
+    found = readiness.addresses(dom, log_text=readiness.read_log(readiness.serial_log(dom)))
+    return [IPAddress(ip=a.ip, prefix=a.prefix, mac=a.mac, iface=a.iface, source=a.source) for a in found]
+
+
+@router.patch("/{name}", response_model=list[Change], dependencies=[OPERATOR])
+def change_vm(name: Name, req: SetRequest, hv: Hv) -> list[Change]:
+    """Change a VM's resources and limits: applied live when it runs and QEMU can, always persisted. Answers
+    each change and whether it was applied live or takes effect after a restart; a bad value changes
+    nothing."""
+    vms.get(hv, name)
+    return tuning.set_limits(hv, name, req)
+
+
+@router.post("/{name}/clone", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[OPERATOR])
+def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+    """Clone the shut-off VM ``name`` with a new identity (name, UUID, MACs, addresses); ``linked`` makes
+    copy-on-write disks. The operation's result says what was made."""
+    vms.get(hv, name)
+    _name_free(hv, target.name)
+    req = CloneRequest(source=name, **target.model_dump())
+
+    def work(report: Reporter) -> CloneResult:
+        return vm_clone.clone(hv, req, report=report)
+
+    return accepted(response, ops.submit("vm.clone", target.name, work, vm=target.name))
+
+
+@router.post("/{name}/save", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[OPERATOR])
+def save_vm(name: Name, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+    """Stop a running VM with its memory on disk (libvirt's managed save); ``restore`` or ``start`` resumes it.
+    The result is the VM."""
+    vms.get(hv, name)
+
+    def work(report: Reporter) -> VMInfo:
+        saves.save(hv, name, report=report)
+        return vms.show(hv, name)
+
+    return accepted(response, ops.submit("vm.save", name, work, vm=name))
+
+
+@router.post("/{name}/restore", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[OPERATOR])
+def restore_vm(name: Name, hv: Hv, ops: Ops, response: Response,
+               paused: Annotated[bool, Query(description="resume it paused")] = False,
+               running: Annotated[bool, Query(description="resume it running whatever it was saved as")] = False,
+               ) -> OperationInfo:
+    """Resume a VM saved with ``save`` exactly where it was. The result is the VM."""
+    vms.get(hv, name)
+
+    def work(report: Reporter) -> VMInfo:
+        saves.restore(hv, name, running=running, paused=paused, report=report)
+        return vms.show(hv, name)
+
+    return accepted(response, ops.submit("vm.restore", name, work, vm=name))
 
 
 @router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,

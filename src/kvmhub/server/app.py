@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +15,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.server import errors
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
-from kvmhub.server.routes import host, operations, vms
+from kvmhub.server.routes import forwards, host, images, metrics, networks, operations, pools, vms, volumes
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
 from kvmhub.services import repair
@@ -44,21 +45,25 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
-    for module in (host, vms, operations):
-        app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    # forwards before vms: POST /vms/{name}/{action} would take /vms/{name}/forwards
+    for module in (host, forwards, vms, operations, images, networks, pools, volumes, metrics):
+        app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, streamed=volumes.STREAMED_BODIES)
     return app
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before a handler reads them."""
+    """Refuse request bodies over ``limit`` bytes with 413 before a handler reads them; ``PUT`` to a path
+    ``streamed`` matches is let through (such a handler bounds the body itself)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, streamed: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        exempt = self.streamed is not None and scope.get("method") == "PUT" and self.streamed.match(scope["path"])
+        if scope["type"] != "http" or exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

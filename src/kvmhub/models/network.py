@@ -24,6 +24,7 @@ class BridgeResult(_Model):
     warnings: list[str] = Field(default_factory=list)
 
 
+TEXT = r"^[^\x00-\x1f\x7f]+$"  # no NUL or control characters
 NetworkMode = Literal["nat", "isolated", "routed", "open", "bridge", "direct"]
 
 
@@ -46,5 +47,5 @@ class NetworkCreateRequest(_Model):
 class LeaseRequest(_Model):
     """`net lease add`: reserve ``ip`` for VM ``vm``'s NIC on the network."""
 
-    vm: str
-    ip: str
+    vm: str = Field(min_length=1, max_length=64, pattern=TEXT)
+    ip: str = Field(min_length=1, max_length=64, pattern=TEXT)

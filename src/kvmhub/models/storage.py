@@ -68,7 +68,7 @@ class VolumeInfo(BaseModel):
 
 
 VolumeFormat = Literal["qcow2", "raw"]
-MAX_BYTES = 1 << 60  # 1 EiB: beyond any pool, below what libvirt's 64-bit sizes hold
+MAX_BYTES = 1 << 53  # 8 PiB: beyond any pool, and exact as a JSON number in every client
 
 
 class VolumeCreateRequest(BaseModel):

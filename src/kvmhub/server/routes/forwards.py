@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path
 from kvmhub.models import PortForward
 from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv
+from kvmhub.server.routes.common import NAME_CHARS
 from kvmhub.services.network import forwards
 
 router = APIRouter(prefix="/vms/{name}/forwards", tags=["forwards"])
-Name = Annotated[str, Path(min_length=1, max_length=64, description="the VM's name")]
+Name = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS, description="the VM's name")]
 Which = Annotated[str, Path(pattern=r"^\d{1,5}(/(tcp|udp))?$", description="the host port: 8080 or 8080/udp")]
 
 

@@ -10,13 +10,13 @@ from kvmhub.models import ImageImportRequest, ImageInfo, OperationInfo
 from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv, Ops
-from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.routes.common import ACCEPTED, NAME_CHARS, accepted
 from kvmhub.services.storage import images
 from kvmhub.services.storage.media import media_path
 from kvmhub.validate import check_name
 
 router = APIRouter(prefix="/images", tags=["images"])
-Name = Annotated[str, Path(min_length=1, max_length=64, description="the image's name")]
+Name = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS, description="the image's name")]
 
 
 @router.get("", response_model=list[ImageInfo], dependencies=[VIEWER])

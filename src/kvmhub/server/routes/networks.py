@@ -9,13 +9,15 @@ from fastapi import APIRouter, Path, Query, Response
 from kvmhub.models import LeaseRequest, NetworkCreateRequest
 from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv
+from kvmhub.server.routes.common import NAME_CHARS
 from kvmhub.services.network import leases, networks
 from kvmhub.services.network.leases import LeaseInfo
 from kvmhub.services.network.networks import NetworkInfo
 
 router = APIRouter(prefix="/networks", tags=["networks"])
-Name = Annotated[str, Path(min_length=1, max_length=64, description="the network's name")]
-Which = Annotated[str, Path(min_length=1, max_length=64, description="the reservation's MAC, IP or host name")]
+Name = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS, description="the network's name")]
+Which = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS,
+                            description="the reservation's MAC, IP or host name")]
 
 
 @router.get("", response_model=list[NetworkInfo], dependencies=[VIEWER])

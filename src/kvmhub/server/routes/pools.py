@@ -10,12 +10,12 @@ from kvmhub.models import OperationInfo, PoolInfo, PoolSpec
 from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv, Ops
-from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.routes.common import ACCEPTED, NAME_CHARS, accepted
 from kvmhub.services.storage import pools
 from kvmhub.validate import check_name
 
 router = APIRouter(prefix="/pools", tags=["pools"])
-Name = Annotated[str, Path(min_length=1, max_length=64, description="the pool's name")]
+Name = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS, description="the pool's name")]
 
 
 @router.get("", response_model=list[PoolInfo], dependencies=[VIEWER])

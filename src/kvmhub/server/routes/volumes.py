@@ -22,12 +22,13 @@ from kvmhub.models import (
 from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER
 from kvmhub.server.deps import Hv, Ops
-from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.routes.common import ACCEPTED, NAME_CHARS, accepted
 from kvmhub.services.storage import volume_streams, volumes
 
 router = APIRouter(prefix="/pools/{pool}/volumes", tags=["volumes"])
-Pool = Annotated[str, Path(min_length=1, max_length=64, description="the pool's name")]
-Name = Annotated[str, Path(min_length=1, max_length=255, description="the volume's name in the pool")]
+Pool = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS, description="the pool's name")]
+Name = Annotated[str, Path(min_length=1, max_length=255, pattern=NAME_CHARS,
+                           description="the volume's name in the pool")]
 # request bodies the body limit lets through: their length is bounded by the pool's free space instead
 STREAMED_BODIES = re.compile(r"^/api/v1/pools/[^/]+/volumes/[^/]+/data$")
 READ_TIMEOUT = 300.0  # a client that sends nothing for this long has its upload abandoned

@@ -20,7 +20,7 @@ URI = "test:///default"
 
 @contextmanager
 def left_as_found() -> Iterator[None]:
-    """Remove the volumes, networks and pools made inside, and start what was stopped inside."""
+    """Remove the volumes, networks and pools made inside, and start what was stopped inside (VMs excepted)."""
     with Hypervisor(URI) as hv:
         conn = hv.conn
         pools = {p.name(): {v.name() for v in p.listAllVolumes()} if p.isActive() else set()

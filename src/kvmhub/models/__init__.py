@@ -3,9 +3,9 @@
 from kvmhub.models.backup import BackupRequest, RestoreRequest
 from kvmhub.models.documents import HostMedia, TextDocument
 from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
-from kvmhub.models.host import CheckItem, CheckStatus, HostReport
+from kvmhub.models.host import CheckItem, CheckStatus, HostReport, HostSummary
 from kvmhub.models.image import ImageImportRequest, ImageInfo
-from kvmhub.models.network import BridgeResult
+from kvmhub.models.network import BridgeResult, LeaseRequest, NetworkCreateRequest, NetworkMode
 from kvmhub.models.operation import (
     ACTIVE_STATES,
     OperationInfo,
@@ -27,7 +27,16 @@ from kvmhub.models.requests_vm import (
     SetRequest,
 )
 from kvmhub.models.snapshot import SnapshotRequest
-from kvmhub.models.storage import PoolInfo, PoolSpec, PoolType, VolumeInfo
+from kvmhub.models.storage import (
+    PoolInfo,
+    PoolSpec,
+    PoolType,
+    VolumeCloneRequest,
+    VolumeCreateRequest,
+    VolumeFormat,
+    VolumeInfo,
+    VolumeResizeRequest,
+)
 from kvmhub.models.vm import (
     PHASE_ORDER,
     Bandwidth,
@@ -73,14 +82,18 @@ __all__ = [
     "GraphicsSpec",
     "HostMedia",
     "HostReport",
+    "HostSummary",
     "IOTune",
     "ImageImportRequest",
     "ImageInfo",
     "ImportRequest",
     "KvmhubMeta",
+    "LeaseRequest",
     "Limits",
     "LimitsRequest",
     "NICSpec",
+    "NetworkCreateRequest",
+    "NetworkMode",
     "OSInfo",
     "OSProfile",
     "OperationInfo",
@@ -102,5 +115,9 @@ __all__ = [
     "VMInfo",
     "VMSpec",
     "VMState",
+    "VolumeCloneRequest",
+    "VolumeCreateRequest",
+    "VolumeFormat",
     "VolumeInfo",
+    "VolumeResizeRequest",
 ]

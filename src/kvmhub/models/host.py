@@ -33,3 +33,14 @@ class HostReport(BaseModel):
     @property
     def ok(self) -> bool:
         return all(c.status != CheckStatus.FAIL for c in self.checks)
+
+
+class HostSummary(BaseModel):
+    """One host the server manages: its libvirt URI, name, accelerator (None until probed) and libvirt."""
+
+    name: str
+    uri: str
+    hostname: str
+    accelerator: Literal["kvm", "tcg"] | None = None
+    libvirt_version: str
+    hypervisor_version: str

@@ -65,3 +65,41 @@ class VolumeInfo(BaseModel):
     backing_volume: str | None = None  # the backing file as POOL/VOL when libvirt knows it
     used_by: list[str] = Field(default_factory=list)  # VMs with this volume (or an overlay of it) as a disk
     backs: list[str] = Field(default_factory=list)  # POOL/VOL overlays backed by this volume
+
+
+VolumeFormat = Literal["qcow2", "raw"]
+MAX_BYTES = 1 << 53  # 8 PiB: beyond any pool, and exact as a JSON number in every client
+
+
+class VolumeCreateRequest(BaseModel):
+    """`vol create`: an empty volume ``name`` of ``capacity_bytes``, or a qcow2 overlay of ``backing`` (POOL/VOL;
+    its size unless ``capacity_bytes`` is given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    capacity_bytes: int | None = Field(default=None, gt=0, le=MAX_BYTES)
+    format: VolumeFormat | None = None  # default qcow2 in file pools
+    backing: str | None = None
+    allocate: bool = False  # allocate the whole size now (not sparse)
+
+
+class VolumeCloneRequest(BaseModel):
+    """`vol clone`: a full copy of the volume as ``target`` (NAME in the same pool, or POOL/NAME), or a qcow2
+    overlay backed by it (``linked``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    linked: bool = False
+    format: VolumeFormat | None = None  # full copies: default the source's
+
+
+class VolumeResizeRequest(BaseModel):
+    """`vol resize`: to ``capacity_bytes`` (or by that much with ``grow``); smaller only with ``shrink``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capacity_bytes: int = Field(gt=0, le=MAX_BYTES)
+    grow: bool = False
+    shrink: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,12 +22,18 @@ from kvmhub.server.routes import (
     backups,
     disks,
     exports,
+    forwards,
     host,
+    images,
+    metrics,
+    networks,
     nics,
     operations,
+    pools,
     session,
     snapshots,
     vms,
+    volumes,
 )
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
@@ -58,23 +65,28 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
-    for module in (host, snapshots, backups, disks, nics, exports, vms, operations, accounts, audit):
-        app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
-    app.include_router(session.router, prefix=API)  # logging in needs no credentials yet; its other routes do
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    for module in (host, snapshots, backups, disks, nics, exports, forwards, vms, operations, images, networks,
+                   pools, volumes, metrics, accounts, audit):
+        app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
+    # logging in needs no credentials yet; its other routes ask for them themselves
+    app.include_router(session.router, prefix=API, responses=errors.RESPONSES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, streamed=volumes.STREAMED_BODIES)
     app.add_middleware(AuditLog)  # outermost: it sees refused and oversized requests too
     return app
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before a handler reads them."""
+    """Refuse request bodies over ``limit`` bytes with 413 before a handler reads them; ``PUT`` to a path
+    ``streamed`` matches is let through (such a handler bounds the body itself)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, streamed: re.Pattern[str] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        exempt = self.streamed is not None and scope.get("method") == "PUT" and self.streamed.match(scope["path"])
+        if scope["type"] != "http" or exempt:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

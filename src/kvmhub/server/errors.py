@@ -44,6 +44,13 @@ class ErrorBody(BaseModel):
     terms: dict[str, str | None] | None = None  # message, cause, hint with {opt:}/{cmd:} terms for a CLI client
 
 
+# what every route declares besides its own answers (422 included: it carries an ErrorBody too)
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "refused: bad input, not found, conflict, not allowed"},
+    "5XX": {"model": ErrorBody, "description": "the host or libvirt failed, or did not answer in time"},
+}
+
+
 def status_of(err: KvmhubError) -> int:
     return _BY_CODE.get(err.code, http_status(err))
 
@@ -73,6 +80,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {401: "auth.required", 403: "auth.denied", 404: "not_found", 405: "method.not_allowed",
-                413: "input.too_large"}.get(exc.status_code, "failed")
+                411: "input.length_required", 413: "input.too_large"}.get(exc.status_code, "failed")
         body = ErrorBody(code=code, error=str(exc.detail))
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))

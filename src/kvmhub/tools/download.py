@@ -358,10 +358,15 @@ def fetch(src: str, workdir: Path, *, expected: Checksum | None = None, progress
     return fetched
 
 
+_OTHER_ROOT = re.compile(r"^/proc/\d+/root/")
+
+
 def _open_local(src: str, path: Path) -> int:
     """Open a local source once: symlinks the user gave are followed first, none planted after that."""
     try:
-        real = path.resolve(strict=True)
+        # a file seen through another mount namespace's root (a test host's /proc/PID/root) is opened as given:
+        # resolving would follow that root link to this namespace's own root
+        real = path if _OTHER_ROOT.match(str(path)) else path.resolve(strict=True)
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise InvalidInput(f"{src} is not a readable file", cause=exc.strerror or str(exc),

@@ -9,6 +9,8 @@ from fastapi import Response
 from kvmhub.models import OperationInfo
 
 OPERATIONS = "/api/v1/operations"
+# what a name in a path may hold: libvirt takes no NUL, and control characters name nothing anyone made
+NAME_CHARS = r"^[^\x00-\x1f\x7f]+$"
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "started: the operation to follow (also in the Location header)"},
 }

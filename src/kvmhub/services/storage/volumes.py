@@ -94,12 +94,12 @@ def _active_pool(hv: Hypervisor, name: str) -> hv_storage.Pool:
     return pool
 
 
-def _pool_kind(pool: hv_storage.Pool) -> tuple[str, str | None]:
+def pool_kind(pool: hv_storage.Pool) -> tuple[str, str | None]:
     xml = pool.xml()
     return xml_pool.pool_type_from_xml(xml), xml_pool.pool_path_from_xml(xml)
 
 
-def _get(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
+def get_volume(hv: Hypervisor, ref: str) -> tuple[hv_storage.Pool, hv_storage.Volume]:
     pool_name, name = split_ref(ref)
     pool = _active_pool(hv, pool_name)
     if not pool.has_volume(name):
@@ -113,7 +113,7 @@ def check_confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume
 
     Raises InvalidInput naming the link and where it points; a remote host's volumes are left to libvirt.
     """
-    kind, target = _pool_kind(pool)
+    kind, target = pool_kind(pool)
     root = local_root(hv)
     if kind not in FILE_POOLS or target is None or root is None:
         return
@@ -132,7 +132,7 @@ def check_confined(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume
 def _header(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume, fmt: str) -> tuple[str | None, str | None]:
     """(backing file, data file) as the qcow2 header of a local volume names them; (None, None) if not readable."""
     root = local_root(hv)
-    kind, _target = _pool_kind(pool)
+    kind, _target = pool_kind(pool)
     local = Path(f"{root}{vol.path}") if root is not None and kind in FILE_POOLS else None
     if fmt != "qcow2" or local is None or not local.is_file():
         return None, None
@@ -187,7 +187,7 @@ def check_chain(hv: Hypervisor, pool: hv_storage.Pool, vol: hv_storage.Volume, f
 
 
 def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) -> HostProblem:
-    _kind, target = _pool_kind(pool)
+    _kind, target = pool_kind(pool)
     if available is None:
         try:
             pool.refresh()
@@ -205,7 +205,7 @@ def _no_space(pool: hv_storage.Pool, needed: int, available: int | None = None) 
     )
 
 
-def _check_space(pool: hv_storage.Pool, needed: int) -> None:
+def check_space(pool: hv_storage.Pool, needed: int) -> None:
     pool.refresh()
     available = pool.state().available
     if needed > available:
@@ -245,7 +245,7 @@ def list_volumes(hv: Hypervisor, pool_name: str) -> list[VolumeInfo]:
 
 def show_volume(hv: Hypervisor, ref: str) -> VolumeInfo:
     """One volume: format, sizes, path, backing file, VMs using it, overlays backed by it."""
-    _pool, vol = _get(hv, ref)
+    _pool, vol = get_volume(hv, ref)
     return _info(vol, storage_usage.scan(hv), storage_usage.overlays_of(hv, vol.path))
 
 
@@ -272,7 +272,7 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     pool_name, name = split_ref(ref)
     check_volume_name(name, pool_name)
     pool = _active_pool(hv, pool_name)
-    kind, _target = _pool_kind(pool)
+    kind, _target = pool_kind(pool)
     if pool.has_volume(name):
         raise Conflict(f"volume {name!r} already exists in pool {pool_name}",
                        hint=f"pick another name, or {{cmd:vol rm {pool_name}/{name}}} first", code="name.taken")
@@ -285,7 +285,7 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     if backing is not None:
         if fmt != "qcow2":
             raise InvalidInput("only a qcow2 volume can have a backing volume", hint="drop {opt:format} raw")
-        bpool, bvol = _get(hv, backing)
+        bpool, bvol = get_volume(hv, backing)
         check_chain(hv, bpool, bvol)
         backing_path = bvol.path
         backing_fmt = xml_volume.volume_from_xml(bvol.xml()).format or "raw"
@@ -300,10 +300,10 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     xml = xml_volume.volume_xml(name, size, fmt, backing_path, backing_fmt)
     if allocate:
         xml = _set_allocation(xml, size)
-    _check_space(pool, (size if allocate else 0) + (QCOW2_OVERHEAD if fmt == "qcow2" else 0))
+    check_space(pool, (size if allocate else 0) + (QCOW2_OVERHEAD if fmt == "qcow2" else 0))
     what = f"creating volume {name}"
     reads = [LockSpec("volume", backing, shared=True)] if backing is not None else []
-    return _make(hv, "volume.create", pool, name, size if allocate else QCOW2_OVERHEAD,
+    return make_volume(hv, "volume.create", pool, name, size if allocate else QCOW2_OVERHEAD,
                  lambda op: created_with_undo(op, pool, name, lambda: pool.create_volume(xml, what=what)),
                  reads=reads, fault="vol-create")
 
@@ -311,7 +311,7 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
 Make = Callable[[Operation], hv_storage.Volume]
 
 
-def _make(hv: Hypervisor, kind: str, pool: hv_storage.Pool, name: str, needed: int, make: Make, *,
+def make_volume(hv: Hypervisor, kind: str, pool: hv_storage.Pool, name: str, needed: int, make: Make, *,
           reads: list[LockSpec] | None = None, fault: str, report: Reporter = QUIET) -> VolumeInfo:
     """Run ``make(op)`` as a journalled operation; whatever fails after the volume exists (no space, Ctrl-C, a
     crash) removes it again. The name is checked again under the volume's lock, so the undo journalled before
@@ -352,11 +352,11 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     ``dst_ref`` is POOL/NAME or a NAME in the source's pool. Refused while a running VM writes the
     source (a full copy would be torn; an overlay's base must not change).
     """
-    spool, src = _get(hv, src_ref)
+    spool, src = get_volume(hv, src_ref)
     dpool_name, dname = split_ref(dst_ref, default_pool=spool.name)
     check_volume_name(dname, dpool_name)
     dpool = _active_pool(hv, dpool_name)
-    dkind, _target = _pool_kind(dpool)
+    dkind, _target = pool_kind(dpool)
     if dpool.has_volume(dname):
         raise Conflict(f"volume {dname!r} already exists in pool {dpool_name}",
                        hint=f"pick another name, or {{cmd:vol rm {dpool_name}/{dname}}} first", code="name.taken")
@@ -379,8 +379,8 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
             raise InvalidInput(f"a linked clone is a qcow2 file; pool {dpool_name} is a {dkind} pool",
                                hint="put it in a dir, fs or netfs pool, or clone in full")
         xml = xml_volume.volume_xml(dname, info.capacity, "qcow2", src.path, src_fmt)
-        _check_space(dpool, QCOW2_OVERHEAD)
-        return _make(hv, "volume.clone", dpool, dname, QCOW2_OVERHEAD, lambda op: created_with_undo(
+        check_space(dpool, QCOW2_OVERHEAD)
+        return make_volume(hv, "volume.clone", dpool, dname, QCOW2_OVERHEAD, lambda op: created_with_undo(
             op, dpool, dname, lambda: dpool.create_volume(xml, what=f"creating {dname}")), reads=reads,
             fault="vol-clone")
     out_fmt = fmt or (src_fmt if dkind in FILE_POOLS and src_fmt in FORMATS else "raw")
@@ -388,9 +388,9 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
         raise InvalidInput(f"unknown volume format {out_fmt!r}", hint="qcow2 or raw")
     xml = xml_volume.volume_xml(dname, info.capacity, out_fmt)
     needed = max(info.allocation, QCOW2_OVERHEAD)
-    _check_space(dpool, needed)
+    check_space(dpool, needed)
     # a copy can take up to the full capacity (compressed or sparse sources grow when written out)
-    return _make(hv, "volume.clone", dpool, dname, max(needed, info.capacity), lambda op: created_with_undo(
+    return make_volume(hv, "volume.clone", dpool, dname, max(needed, info.capacity), lambda op: created_with_undo(
         op, dpool, dname,
         lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}"),
         building=True), reads=reads, fault="vol-clone")
@@ -401,7 +401,7 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
 
     Refused while a running VM has the volume as a disk (`kvmhub disk resize` does that live).
     """
-    pool, vol = _get(hv, ref)
+    pool, vol = get_volume(hv, ref)
     check_confined(hv, pool, vol)
     current = vol.info().capacity
     new = current + size if grow_by else size
@@ -436,7 +436,7 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
 
 def remove_volume(hv: Hypervisor, ref: str) -> None:
     """Delete a volume; refused while a VM uses it or another volume is backed by it (naming them)."""
-    pool, vol = _get(hv, ref)
+    pool, vol = get_volume(hv, ref)
     path = vol.path
     users = storage_usage.scan(hv).vms_using(pool.name, vol.name, path)
     if users:
@@ -479,7 +479,7 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
                            "or {cmd:image import} it")
     qemu_img.check_safe(src, fmt)
     pool = _active_pool(hv, pool_name)
-    kind, target = _pool_kind(pool)
+    kind, target = pool_kind(pool)
     if kind not in FILE_POOLS:
         raise InvalidInput(f"pool {pool_name} is a {kind} pool; uploads make new files in dir, fs or netfs pools")
     if pool.has_volume(name):
@@ -491,7 +491,7 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
                        cause="a file (or link) libvirt does not list as a volume yet",
                        hint=f"{{cmd:pool refresh {pool_name}}} and look at it with {{cmd:vol show}}")
     length = st.st_size
-    _check_space(pool, length)
+    check_space(pool, length)
     # the bytes replace the file whole; a refresh makes libvirt read the uploaded qcow2 header
     xml = xml_volume.volume_xml(name, length, "raw", None, None)
 
@@ -502,14 +502,14 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
         pool.refresh()
         return pool.volume(name)
 
-    return _make(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
+    return make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
 
 
 def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
              report: Reporter = QUIET) -> VolumeInfo:
     """Copy a volume's bytes into a file on this host; a failed, interrupted or cancelled download leaves no
     file behind."""
-    pool, vol = _get(hv, ref)
+    pool, vol = get_volume(hv, ref)
     check_confined(hv, pool, vol)
     info = vol.info()
     xml = vol.xml()

@@ -232,3 +232,4 @@ def test_old_finished_operations_are_dropped(hv: Hypervisor) -> None:
     with Operation(hv, "test.op", "new") as new:
         new.success()
     assert jr.get(old.id) is None and jr.get(new.id) is not None
+

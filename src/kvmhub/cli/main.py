@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Annotated
@@ -18,6 +19,7 @@ from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
 from kvmhub.cli.commands import ops as ops_cmd
 from kvmhub.cli.commands import os as os_cmd
 from kvmhub.cli.commands import pool as pool_cmd
+from kvmhub.cli.commands import remote as remote_cmd
 from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
 from kvmhub.cli.commands import vol as vol_cmd
@@ -47,6 +49,7 @@ export_cmd.register(app)
 clone_cmd.register(app)
 ops_cmd.register(app)
 serve_cmd.register(app)
+remote_cmd.register(app)
 accounts_cmd.register(app)
 
 
@@ -57,10 +60,18 @@ def main_options(
         typer.Option("--connect", "-c", help="libvirt URI (default: $KVMHUB_URI or qemu:///system)"),
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds any single libvirt call may take")] = 30.0,
+    remote: Annotated[str | None, typer.Option(
+        "--remote", help="a kvmhub server: a name from `kvmhub remote ls`, or unix:/PATH or https://HOST:PORT "
+        "(default: $KVMHUB_REMOTE, else the local server when it runs)")] = None,
+    local: Annotated[bool, typer.Option("--local", help="run here through libvirt, not through a server")] = False,
 ) -> None:
     state.URI = connect
     state.TIMEOUT = timeout
-    _recover_interrupted()
+    state.REMOTE = remote
+    state.LOCAL = local
+    state.reset()
+    if local or (remote is None and not os.environ.get("KVMHUB_REMOTE")):
+        _recover_interrupted()  # a server recovers its own; through one, this process journals nothing
 
 
 def _recover_interrupted() -> None:

@@ -10,6 +10,7 @@ The same database holds kvmhub's other state about a host (image records), throu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -199,8 +200,11 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     if (db := cache.get(str(target))) is not None:
         return db
     private_dir(target.parent)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
+    if not target.exists():
+        # made with its mode before SQLite opens it; never opened and closed once it exists: closing any descriptor
+        # of the file drops every POSIX lock this process holds on it, those of other threads' connections too
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
         db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                              check_same_thread=True)

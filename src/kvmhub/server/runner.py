@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import host_root
 from kvmhub.models import OperationInfo, OperationState, Recovery
-from kvmhub.models.events import Event
+from kvmhub.models.events import BytesEvent, Event, PhaseEvent
 from kvmhub.ops.cancel import Cancelled, CancelToken
 from kvmhub.ops.journal import Journal
 from kvmhub.reporting import Reporter
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Work = Callable[[Reporter], Any]
 MAX_PARALLEL = 8
+BYTES_EVERY_S = 0.5
 
 
 class _Running:
@@ -59,7 +61,15 @@ class Runner:
         with self._lock:
             self._running[op_id] = running
 
+        last_bytes = [0.0]
+
         def sink(event: Event) -> None:
+            # phases and (every half second) bytes go to the journal too: what GET /operations/{id} shows
+            if isinstance(event, PhaseEvent):
+                self.journal.set_phase(op_id, event.name)
+            elif isinstance(event, BytesEvent) and time.monotonic() - last_bytes[0] >= BYTES_EVERY_S:
+                last_bytes[0] = time.monotonic()
+                self.journal.set_phase(op_id, event.what, event.done, event.total)
             self.bus.publish("operation", {"kind": kind, "target": target, "event": event.model_dump(mode="json")},
                              operation=op_id, vm=vm, requested_by=requested_by)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import live, output
+from kvmhub.cli import live, output, state, through
 from kvmhub.errors import NotFound
 
 app = typer.Typer(help="Operations: what kvmhub did, is doing, and took back.", no_args_is_help=True)
@@ -26,10 +26,15 @@ def ls(
     json_out: JsonOpt = False,
     limit: Annotated[int, typer.Option(help="how many, newest first")] = 50,
 ) -> None:
-    """Recent operations, newest first."""
-    from kvmhub.ops.journal import Journal
+    """Recent operations, newest first (the server's, through it)."""
+    if (server := state.remote()) is not None:
+        from kvmhub.models import OperationInfo
 
-    ops = Journal().recent(limit)
+        ops = [OperationInfo.model_validate(o) for o in through.get(server, "operations", query=f"limit={limit}")]
+    else:
+        from kvmhub.ops.journal import Journal
+
+        ops = Journal().recent(limit)
     if json_out:
         output.print_json(ops)
         return
@@ -42,9 +47,16 @@ def ls(
 def show(op_id: Annotated[str, typer.Argument(help="operation id (a unique prefix will do)")],
          json_out: JsonOpt = False) -> None:
     """One operation with its steps and what each made."""
-    from kvmhub.ops.journal import Journal
+    if (server := state.remote()) is not None:
+        from kvmhub.models import OperationInfo
 
-    found = Journal().find(op_id)
+        if not all(c in "0123456789abcdef" for c in op_id) or not 6 <= len(op_id) <= 32:
+            raise NotFound(f"no operation {op_id!r}", hint="list them: {cmd:ops ls}", code="op.not_found")
+        found = [OperationInfo.model_validate(through.get(server, "operations", op_id))]
+    else:
+        from kvmhub.ops.journal import Journal
+
+        found = Journal().find(op_id)
     if len(found) != 1:
         raise NotFound(f"no operation {op_id!r}" if not found else f"{op_id!r} matches {len(found)} operations",
                        hint="list them: {cmd:ops ls}", code="op.not_found")

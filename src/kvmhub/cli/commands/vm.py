@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 from kvmhub.cli.commands.tune import (
     CpuCap,
     CpuWeight,
@@ -24,6 +24,7 @@ from kvmhub.cli.commands.tune import (
 )
 
 if TYPE_CHECKING:
+    from kvmhub.client.transport import Transport
     from kvmhub.hv import Hypervisor
     from kvmhub.models import Phase
     from kvmhub.reporting import Reporter
@@ -110,13 +111,34 @@ def create(
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen,
     )
-    hv = state.hv()
     with live.report(f"create {name}") as report:
-        vm_create.create(hv, req, report=report)
-        if wait and not no_start:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
-            report.phase("done")
+        if (server := state.remote()) is not None:
+            through.operation(server, "POST", "/vms", report, req.model_dump(mode="json", exclude_none=True))
+            if wait and not no_start:
+                _remote_wait(server, name, None, timeout, report)
+                report.phase("done")
+        else:
+            hv = state.hv()
+            vm_create.create(hv, req, report=report)
+            if wait and not no_start:
+                _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
+                report.phase("done")
     output.say(f"VM {name} created" + ("" if no_start else " and started"))
+
+
+def _remote_action(server: Transport, name: str, action: str, report: Reporter,
+                   body: dict[str, object] | None = None) -> dict[str, Any]:
+    """A state change through the server; the VM as it is after."""
+    from kvmhub.validate import check_name
+
+    check_name(name, "VM")
+    after = through.operation(server, "POST", through.path("vms", name, action), report, body)
+    return after if isinstance(after, dict) else {}
+
+
+def _remote_wait(server: Transport, name: str, target: Phase | None, timeout: float, report: Reporter) -> None:
+    body = {"timeout": timeout, **({"phase": target.value} if target is not None else {})}
+    through.operation(server, "POST", through.path("vms", name, "wait"), report, body)
 
 
 def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, report: Reporter) -> None:
@@ -127,9 +149,14 @@ def _wait(hv: Hypervisor, name: str, target: Phase, timeout: float, report: Repo
 
 def ls(json_out: JsonOpt = False) -> None:
     """List VMs (also those made with virsh)."""
-    from kvmhub.services.vm import lifecycle as vms
+    if (server := state.remote()) is not None:
+        from kvmhub.models import VMInfo
 
-    found = vms.list_vms(state.hv())
+        found = [VMInfo.model_validate(v) for v in through.get(server, "vms")]
+    else:
+        from kvmhub.services.vm import lifecycle as vms
+
+        found = vms.list_vms(state.hv())
     if json_out:
         output.print_json(found)
         return
@@ -146,8 +173,15 @@ def show(name: str, json_out: JsonOpt = False) -> None:
     """Show one VM: state, resources, disks, NICs, IPs, console log, VNC."""
     from kvmhub.services.storage.disks import source_text
     from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.validate import check_name
 
-    info = vms.show(state.hv(), name)
+    if (server := state.remote()) is not None:
+        from kvmhub.models import VMInfo
+
+        check_name(name, "VM")
+        info = VMInfo.model_validate(through.get(server, "vms", name))
+    else:
+        info = vms.show(state.hv(), name)
     if json_out:
         output.print_json(info)
         return
@@ -173,11 +207,16 @@ def start(
     """Start a VM."""
     from kvmhub.services.vm import lifecycle as vms
 
-    hv = state.hv()
     with live.report(f"start {name}") as report:
-        vms.start(hv, name, report=report)
-        if wait:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
+        if (server := state.remote()) is not None:
+            _remote_action(server, name, "start", report)
+            if wait:
+                _remote_wait(server, name, None, timeout, report)
+        else:
+            hv = state.hv()
+            vms.start(hv, name, report=report)
+            if wait:
+                _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
     output.say(f"VM {name} started")
 
 
@@ -188,18 +227,28 @@ def stop(
 ) -> None:
     """Shut a VM down gracefully (ACPI power button)."""
     from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.validate import check_name
 
     with live.report(f"stop {name}") as report:
         report.phase("power button pressed, waiting for the guest")
-        how = vms.stop(state.hv(), name, force=force, timeout=timeout, report=report)
+        if (server := state.remote()) is not None:
+            check_name(name, "VM")
+            done = through.finished(server, "POST", through.path("vms", name, "stop"), report,
+                                    {"force": force, "timeout": timeout})
+            how = done.phase if done.phase in ("shut down", "killed") else "shut down"
+        else:
+            how = vms.stop(state.hv(), name, force=force, timeout=timeout, report=report)
     output.say(f"VM {name} {how}")
 
 
 def _simple(verb: str, doc: str) -> Callable[[str], None]:
     def command(name: str) -> None:
-        from kvmhub.services.vm import lifecycle as vms
+        if (server := state.remote()) is not None:
+            _remote_action(server, name, verb, live.lines())
+        else:
+            from kvmhub.services.vm import lifecycle as vms
 
-        getattr(vms, verb)(state.hv(), name)
+            getattr(vms, verb)(state.hv(), name)
         past = {"kill": "killed", "reboot": "rebooting", "pause": "paused", "resume": "resumed"}[verb]
         output.say(f"VM {name} {past}")
 
@@ -213,9 +262,16 @@ def rm(
     keep_disks: Annotated[bool, typer.Option("--keep-disks", help="keep the VM's disk and seed volumes")] = False,
 ) -> None:
     """Remove a VM: kill it if running, undefine it, delete its disk and seed (never the image)."""
-    from kvmhub.services.vm import remove as vm_remove
+    if (server := state.remote()) is not None:
+        from kvmhub.validate import check_name
 
-    removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, report=live.lines())
+        check_name(name, "VM")
+        route = through.path("vms", name) + f"?keep_disks={str(keep_disks).lower()}"
+        removed = through.operation(server, "DELETE", route, live.lines())
+    else:
+        from kvmhub.services.vm import remove as vm_remove
+
+        removed = vm_remove.remove(state.hv(), name, keep_disks=keep_disks, report=live.lines())
     output.say(f"VM {name} removed" + (f" with {', '.join(removed)}" if removed else ""))
 
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.errors import Conflict, InvalidInput, NotFound
-from kvmhub.models import Change, CloneRequest, CloneResult, CreateRequest, OperationInfo, SetRequest, VMInfo
+from kvmhub.models import Change, CloneRequest, CloneResult, CreateRequest, OperationInfo, Phase, SetRequest, VMInfo
 from kvmhub.models.nic import IPAddress
 from kvmhub.models.requests_vm import CloneTarget
 from kvmhub.reporting import Reporter
@@ -148,6 +148,31 @@ def restore_vm(name: Name, hv: Hv, ops: Ops, response: Response,
     return accepted(response, ops.submit("vm.restore", name, work, vm=name))
 
 
+class WaitOptions(BaseModel):
+    """What to wait for: ``phase`` (default: network for a VM with a NIC, else booted), at most ``timeout`` s."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Phase | None = None
+    timeout: float = Field(default=300.0, gt=0, le=3600)
+
+
+@router.post("/{name}/wait", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[OPERATOR])
+def wait_for_phase(name: Name, hv: Hv, ops: Ops, response: Response,
+                   options: Annotated[WaitOptions | None, Body()] = None) -> OperationInfo:
+    """Wait until a VM reaches a phase (booted, network, ready): an operation whose phases are the VM's and whose
+    result is the VM; it fails naming the phase that never came."""
+    vms.get(hv, name)
+    wanted = options or WaitOptions()
+
+    def work(report: Reporter) -> VMInfo:
+        vms.wait(hv, name, wanted.phase or vms.default_wait_target(hv, name), wanted.timeout, report=report)
+        return vms.show(hv, name)
+
+    return accepted(response, ops.submit("vm.wait", name, work, vm=name))
+
+
 @router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
 def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response,
@@ -159,7 +184,7 @@ def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Respons
 
     def work(report: Reporter) -> VMInfo:
         if action == "stop":
-            vms.stop(hv, name, force=stop.force, timeout=stop.timeout, report=report)
+            report.phase(vms.stop(hv, name, force=stop.force, timeout=stop.timeout, report=report))
         else:
             getattr(vms, action)(hv, name, report=report)
         return vms.show(hv, name)

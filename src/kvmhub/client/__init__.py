@@ -1,0 +1,1 @@
+"""kvmhub as a client of a kvmhub server: remotes, the HTTP transport, and following operations."""

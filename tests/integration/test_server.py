@@ -154,3 +154,40 @@ def test_server_killed_mid_create_reads_rolled_back_after_restart(prepared_host:
         server.stop()
     assert "recovered interrupted operation" in server.log.read_text()
     assert differences(before, host_state(prepared_host)) == ""
+
+
+def test_the_cli_through_the_server_says_what_it_says_alone(prepared_host: TestHost, workdir: Path) -> None:
+    """`kvmhub --remote unix:SOCK` creates, lists, shows and removes a VM with the output and exit codes of
+    library mode, the create's phases coming from the server's operation."""
+    before = host_state(prepared_host)
+    server = start_server(prepared_host, workdir)
+    remote = ["--remote", f"unix:{workdir / 'kvmhub.sock'}"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in {**os.environ, **prepared_host.env()}.items() if k != "KVMHUB_URI"}
+        return subprocess.run([*KVMHUB, *args], capture_output=True, text=True, env=env, timeout=400, check=False)
+
+    local = ["--connect", prepared_host.uri, "--local"]
+    try:
+        made = cli(*remote, "create", "cli-vm", "--image", "tiny", "--network", LAB_NET, "--memory", "128M",
+                   "--wait", "--timeout", "300")
+        assert made.returncode == 0, made.stderr
+        assert "VM cli-vm created and started" in made.stderr
+        assert "create cli-vm: " in made.stderr  # phases drawn from the server's operation
+        for args in (["ls", "--json"], ["show", "cli-vm", "--json"]):
+            through, alone = cli(*remote, *args), cli(*local, *args)
+            assert through.returncode == alone.returncode == 0, through.stderr
+            assert through.stdout == alone.stdout
+        for args, code in ((["show", "nope"], 3), (["start", "cli-vm"], 4)):
+            through, alone = cli(*remote, *args), cli(*local, *args)
+            assert through.returncode == alone.returncode == code, (through.stderr, alone.stderr)
+            assert through.stderr.splitlines()[0] == alone.stderr.splitlines()[0]
+        gone = cli(*remote, "rm", "cli-vm")
+        assert gone.returncode == 0 and "VM cli-vm removed" in gone.stderr, gone.stderr
+        # the journal is the host's: the library-mode commands' operations are in it too, asked for by nobody
+        ops = [o for o in server.client.get("/operations").json() if o["requested_by"] == "local"]
+        assert [(o["kind"], o["state"]) for o in ops[:4]] == [
+            ("vm.rm", "succeeded"), ("vm.start", "failed"), ("vm.wait", "succeeded"), ("vm.create", "succeeded")]
+    finally:
+        server.stop()
+    assert differences(before, host_state(prepared_host)) == ""

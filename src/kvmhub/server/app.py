@@ -14,7 +14,8 @@ from kvmhub.hv import Hypervisor
 from kvmhub.server import errors
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
-from kvmhub.server.routes import host, operations, vms
+from kvmhub.server.lifecycle_events import LifecycleFeed
+from kvmhub.server.routes import events, host, operations, vms
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
 from kvmhub.services import repair
@@ -36,15 +37,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.hv = Hypervisor(conf.uri, timeout=conf.libvirt_timeout)
         app.state.bus = EventBus()
         app.state.runner = Runner(conf.uri, app.state.bus)
+        feed = LifecycleFeed(app.state.hv, app.state.bus, app.state.runner)
+        feed.start()
         try:
             yield
         finally:
+            feed.stop()
             app.state.hv.close()
 
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
-    for module in (host, vms, operations):
+    for module in (host, vms, operations, events):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app

@@ -11,8 +11,9 @@ import enum
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from pydantic import BaseModel, ConfigDict
+from starlette.requests import HTTPConnection
 
 from kvmhub.server.transport import transport_of
 
@@ -36,9 +37,10 @@ class Principal(BaseModel):
 LOCAL = Principal(name="local", role=Role.ADMIN)
 
 
-def principal(request: Request) -> Principal:
-    """The caller: the local admin on the unix socket; on TCP, whoever its credentials name (401 otherwise)."""
-    if transport_of(request) == "unix":
+def principal(conn: HTTPConnection) -> Principal:
+    """The caller of a request or WebSocket: the local admin on the unix socket; on TCP, whoever its credentials
+    name (401 otherwise)."""
+    if transport_of(conn) == "unix":
         return LOCAL
     raise HTTPException(401, "credentials required: send Authorization: Bearer TOKEN",
                         headers={"WWW-Authenticate": "Bearer"})

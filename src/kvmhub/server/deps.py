@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from kvmhub.hv import Hypervisor
 from kvmhub.server.bus import EventBus
 from kvmhub.server.runner import Runner
 
 
-def hypervisor(request: Request) -> Hypervisor:
+def hypervisor(request: HTTPConnection) -> Hypervisor:
     hv: Hypervisor = request.app.state.hv
     return hv
 
 
-def runner(request: Request) -> Runner:
+def runner(request: HTTPConnection) -> Runner:
     r: Runner = request.app.state.runner
     return r
 
 
-def bus(request: Request) -> EventBus:
+def bus(request: HTTPConnection) -> EventBus:
     b: EventBus = request.app.state.bus
     return b
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.models import OperationInfo, VMInfo
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.services.vm import lifecycle as vms
@@ -44,7 +44,7 @@ def show_vm(name: Name, hv: Hv) -> VMInfo:
 
 @router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response,
+def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response, caller: Caller,
                  options: Annotated[StopOptions | None, Body()] = None) -> OperationInfo:
     """Start, stop (ACPI; ``force`` kills after ``timeout``), kill, reboot, pause or resume a VM."""
     check_name(name, "VM")
@@ -58,12 +58,12 @@ def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Respons
             getattr(vms, action)(hv, name, report=report)
         return vms.show(hv, name)
 
-    return accepted(response, ops.submit(f"vm.{action}", name, work, vm=name))
+    return accepted(response, ops.submit(f"vm.{action}", name, work, vm=name, requested_by=caller.name))
 
 
 @router.delete("/{name}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
                dependencies=[OPERATOR])
-def remove_vm(name: Name, hv: Hv, ops: Ops, response: Response,
+def remove_vm(name: Name, hv: Hv, ops: Ops, response: Response, caller: Caller,
               keep_disks: Annotated[bool, Query(description="keep the VM's disk and seed volumes")] = False
               ) -> OperationInfo:
     """Remove a VM: kill it if running, undefine it, delete the volumes kvmhub made for it (never the image)."""
@@ -72,4 +72,4 @@ def remove_vm(name: Name, hv: Hv, ops: Ops, response: Response,
     def work(report: Reporter) -> list[str]:
         return vm_remove.remove(hv, name, keep_disks=keep_disks, report=report)
 
-    return accepted(response, ops.submit("vm.rm", name, work, vm=name))
+    return accepted(response, ops.submit("vm.rm", name, work, vm=name, requested_by=caller.name))

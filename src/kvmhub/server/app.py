@@ -14,8 +14,9 @@ from kvmhub.hv import Hypervisor
 from kvmhub.server import errors
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
+from kvmhub.server.console_tokens import ConsoleTokens
 from kvmhub.server.lifecycle_events import LifecycleFeed
-from kvmhub.server.routes import events, host, operations, vms
+from kvmhub.server.routes import consoles, events, host, operations, vms
 from kvmhub.server.runner import Runner
 from kvmhub.server.settings import MAX_BODY_BYTES, ServerSettings
 from kvmhub.services import repair
@@ -37,6 +38,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.hv = Hypervisor(conf.uri, timeout=conf.libvirt_timeout)
         app.state.bus = EventBus()
         app.state.runner = Runner(conf.uri, app.state.bus)
+        app.state.console_tokens = ConsoleTokens()
         feed = LifecycleFeed(app.state.hv, app.state.bus, app.state.runner)
         feed.start()
         try:
@@ -48,8 +50,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
-    for module in (host, vms, operations, events):
+    # consoles before vms: /vms/{name}/{action} would otherwise take /vms/{name}/vnc-token
+    for module in (host, consoles, vms, operations, events):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)])
+    app.include_router(consoles.token_router, prefix=API)  # its single-use token is the credential
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     return app
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 
 async def until_first(*work: Callable[[], Awaitable[None]]) -> None:
-    """Run each of ``work`` concurrently until one of them returns (or fails); the others are cancelled."""
+    """Run each of ``work`` concurrently until one of them returns (or fails); the others are cancelled.
+
+    A peer that left while one was writing to it (the client, or the socket behind) ends them all like a return.
+    """
     async with anyio.create_task_group() as group:
 
         async def run(fn: Callable[[], Awaitable[None]]) -> None:
-            await fn()
+            try:
+                await fn()
+            except (WebSocketDisconnect, OSError):
+                pass
             group.cancel_scope.cancel()
 
         for fn in work:

@@ -90,7 +90,10 @@ async def _client_to_guest(ws: WebSocket, stream: Any) -> None:
             return
         data: bytes = message.get("bytes") or (message.get("text") or "").encode()
         while data:
-            sent = stream.send(data)
+            try:
+                sent = stream.send(data)
+            except Exception:  # the VM stopped: its stream is gone
+                return
             if sent == -2:
                 await anyio.sleep(IDLE_S)
                 continue

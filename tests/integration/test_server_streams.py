@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import ClientConnection, unix_connect
 
 from kvmhub.server.app import create_app
@@ -191,3 +191,14 @@ def test_vnc_with_a_password_leaves_the_vnc_authentication_to_the_client(
     finally:
         _finish(server, running, "kill")
         _set_vnc_password(libvirt_conn, running, None)
+
+
+def test_the_serial_console_closes_cleanly_when_the_vm_stops(server: Server, running: str) -> None:
+    with server.ws(f"/api/v1/vms/{running}/console") as ws:
+        _finish(server, running, "kill")
+        deadline = time.monotonic() + 30
+        with pytest.raises(ConnectionClosedOK) as closed:
+            while time.monotonic() < deadline:
+                ws.recv(timeout=deadline - time.monotonic())
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert closed.value.rcvd.reason == f"the console of {running} ended"

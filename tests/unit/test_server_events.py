@@ -14,8 +14,10 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from kvmhub.models.stats import Event
 from kvmhub.server.app import create_app
 from kvmhub.server.bus import EventBus
+from kvmhub.server.lifecycle_events import classify
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
@@ -153,3 +155,16 @@ def test_the_tcp_door_needs_credentials(app: FastAPI) -> None:
             tcp.websocket_connect(WS):
         pass
     assert denied.value.status_code == 401 and denied.value.json()["code"] == "auth.required"
+
+
+@pytest.mark.parametrize(("kind", "event", "expected"), [
+    ("lifecycle", "crashed", ("lifecycle", {"event": "crashed", "detail": "panicked"})),
+    ("reboot", "rebooted", ("lifecycle", {"event": "rebooted", "detail": None})),
+    ("device-added", "net1", ("device", {"event": "added", "device": "net1"})),
+    ("device-removed", "ua-disk2", ("device", {"event": "removed", "device": "ua-disk2"})),
+    ("balloon", "changed", None),
+])
+def test_libvirt_events_on_the_bus(kind: str, event: str, expected: object) -> None:
+    detail = "panicked" if kind == "lifecycle" else None
+    raw = Event(time=0.0, vm="web", uuid="u", kind=kind, event=event, detail=detail)
+    assert classify(raw) == expected

@@ -155,3 +155,15 @@ def test_consoles_need_credentials_on_tcp(app: FastAPI) -> None:
             pass
         assert denied.value.status_code == 401
         assert tcp.post("/api/v1/vms/test/vnc-token").status_code == 401
+
+
+def test_a_display_listening_beyond_loopback_is_refused_naming_why(client: TestClient) -> None:
+    conn = client.app.app.state.hv.conn  # type: ignore[attr-defined]
+    conn.defineXML(f"""<domain type='test'><name>exposed</name><memory>65536</memory><vcpu>1</vcpu>
+        <os><type>hvm</type></os><devices><graphics type='vnc' port='5910' listen='{EVERY_ADDRESS}'/></devices>
+        </domain>""").create()
+    answer = client.post("/api/v1/vms/exposed/vnc-token")
+    assert answer.status_code == 409 and answer.json()["code"] == "vm.display_exposed"
+    body = answer.json()
+    assert body["error"] == f"the VNC display of exposed listens on {EVERY_ADDRESS}, not on loopback"
+    assert "without kvmhub's tokens" in body["cause"]

@@ -36,12 +36,15 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     snapshot.not_found          no such snapshot of the VM
     disk.not_found              the VM has no such disk
     nic.not_found               the VM has no such NIC
+    vm.no_display               the VM has no VNC display
     backup.not_found            no backup (or backup point) where it was looked for
     user.not_found              no such user of the server
     token.not_found             no such API token (or not one of the caller's)
     conflict                    the request clashes with the current state in another way
     name.taken                  an object of that kind and name already exists
     vm.wrong_state              the VM is running when it must be stopped, or the reverse
+    vm.no_console               the VM has no serial console to attach to
+    vm.display_exposed          the VM's VNC display listens beyond loopback, so it is not served
     image.in_use                VMs or volumes still use the image
     image.incomplete            the image's import is still running or was interrupted
     pool.inactive               the storage pool is not started
@@ -98,8 +101,8 @@ CODES: frozenset[str] = frozenset({
     "failed", "input.invalid", "input.invalid_name", "input.invalid_size", "libvirt.refused",
     "not_found", "vm.not_found", "image.not_found", "network.not_found", "pool.not_found", "volume.not_found",
     "snapshot.not_found", "disk.not_found", "nic.not_found", "backup.not_found", "user.not_found", "token.not_found",
-    "conflict", "name.taken", "vm.wrong_state", "image.in_use", "image.incomplete", "pool.inactive",
-    "pool.in_use", "volume.in_use",
+    "vm.no_display", "conflict", "name.taken", "vm.wrong_state", "vm.no_console", "vm.display_exposed",
+    "image.in_use", "image.incomplete", "pool.inactive", "pool.in_use", "volume.in_use",
     "host.problem", "host.libvirtd_unreachable", "host.virtlogd_unreachable", "host.kvm_unusable",
     "host.no_space", "host.permission_denied", "host.access_denied",
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",

@@ -17,7 +17,7 @@ def regenerate_output(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--regenerate-output", default=False))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def test_driver_vm_left_running() -> Iterator[None]:
     """libvirt's test driver keeps its state for the whole process: put its VM "test" back to running after a
     test that stopped or paused it, for the tests after it."""

@@ -24,7 +24,6 @@ from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
 URI = "test:///default"
-pytestmark = pytest.mark.usefixtures("test_driver_vm_left_running")
 
 
 @pytest.fixture(scope="module")

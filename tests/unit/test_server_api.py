@@ -15,7 +15,6 @@ from kvmhub.server.transport import Marked
 
 URI = "test:///default"  # its built-in VM "test" starts out running
 
-pytestmark = pytest.mark.usefixtures("test_driver_vm_left_running")
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
 URI = "test:///default"  # its built-in VM "test" starts out running, with disk vda and one NIC
-pytestmark = pytest.mark.usefixtures("test_driver_vm_left_running")
 TEST_MAC = "aa:bb:cc:dd:ee:ff"
 
 

@@ -18,7 +18,6 @@ from kvmhub.services.vm import lifecycle as vms
 
 URI = "test:///default"  # its built-in VM "test" starts out running
 
-pytestmark = pytest.mark.usefixtures("test_driver_vm_left_running")
 
 
 @pytest.fixture(autouse=True)

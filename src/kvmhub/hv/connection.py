@@ -84,6 +84,7 @@ class _Worker:
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
             job()
+            del job  # an idle worker must not keep the last call's libvirt objects (and their connection) alive
 
 
 _IDLE_MAX = 16

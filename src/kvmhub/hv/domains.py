@@ -226,6 +226,10 @@ class Domain:
         self.call("opening the console of", self._dom.openConsole, None, stream, 0)
         return stream
 
+    def open_display(self) -> int:
+        """A socket fd connected by libvirt to the VM's first display (its password, if set, still applies)."""
+        return int(self.call("connecting to the display of", self._dom.openGraphicsFD, 0, 0))
+
 
 def lookup(hv: Hypervisor, name: str) -> Domain:
     """The domain called `name` (raises NotFound)."""

@@ -16,11 +16,15 @@ from kvmhub.server import errors
 from kvmhub.server.auditing import AuditLog
 from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
+from kvmhub.server.console_tokens import ConsoleTokens
+from kvmhub.server.lifecycle_events import LifecycleFeed
 from kvmhub.server.routes import (
     accounts,
     audit,
     backups,
+    consoles,
     disks,
+    events,
     exports,
     forwards,
     host,
@@ -56,18 +60,23 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.state.hv = Hypervisor(conf.uri, timeout=conf.libvirt_timeout)
         app.state.bus = EventBus()
         app.state.runner = Runner(conf.uri, app.state.bus)
+        app.state.console_tokens = ConsoleTokens()
+        feed = LifecycleFeed(app.state.hv, app.state.bus, app.state.runner)
+        feed.start()
         try:
             yield
         finally:
+            feed.stop()
             app.state.hv.close()
 
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     errors.install(app)
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
-    for module in (host, snapshots, backups, disks, nics, exports, forwards, vms, operations, images, networks,
-                   pools, volumes, metrics, accounts, audit):
+    for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, vms, operations, events,
+                   images, networks, pools, volumes, metrics, accounts, audit):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
+    app.include_router(consoles.token_router, prefix=API)  # its single-use token is the credential
     # logging in needs no credentials yet; its other routes ask for them themselves
     app.include_router(session.router, prefix=API, responses=errors.RESPONSES)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, streamed=volumes.STREAMED_BODIES)

@@ -41,7 +41,8 @@ LOCAL = Principal(name=LOCAL_NAME, role=Role.ADMIN)
 
 
 def principal(conn: HTTPConnection) -> Principal:
-    """The caller: the local admin on the unix socket; on TCP, whoever its token or session names (401 else)."""
+    """The caller of a request or WebSocket: the local admin on the unix socket; on TCP, whoever its token or
+    session names (401 otherwise)."""
     who = LOCAL if transport_of(conn) == "unix" else _from_credentials(conn)
     note_caller(conn, who.name, who.role)
     return who

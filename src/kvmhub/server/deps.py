@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from kvmhub.hv import Hypervisor
 from kvmhub.server.auth import Caller
@@ -12,17 +13,17 @@ from kvmhub.server.bus import EventBus
 from kvmhub.server.runner import CallerRunner, Runner
 
 
-def hypervisor(request: Request) -> Hypervisor:
+def hypervisor(request: HTTPConnection) -> Hypervisor:
     hv: Hypervisor = request.app.state.hv
     return hv
 
 
-def runner(request: Request, caller: Caller) -> CallerRunner:
+def runner(request: HTTPConnection, caller: Caller) -> CallerRunner:
     r: Runner = request.app.state.runner
     return CallerRunner(r, caller.name)
 
 
-def bus(request: Request) -> EventBus:
+def bus(request: HTTPConnection) -> EventBus:
     b: EventBus = request.app.state.bus
     return b
 

@@ -32,12 +32,25 @@ log = logging.getLogger(__name__)
 Work = Callable[[Reporter], Any]
 MAX_PARALLEL = 8
 BYTES_EVERY_S = 0.5
+# libvirt's event for what an operation did may arrive just after the operation finished
+ACTOR_GRACE_S = 3.0
 
 
 class _Running:
-    def __init__(self) -> None:
+    def __init__(self, vm: str | None, requested_by: str | None) -> None:
         self.token = CancelToken()
         self.done = threading.Event()
+        self.vm = vm
+        self.requested_by = requested_by
+        self.started = time.monotonic()
+        self.finished: float | None = None
+
+
+class Actor(BaseModel):
+    """An API operation acting on a VM: which one and who asked for it."""
+
+    operation: str
+    requested_by: str | None = None
 
 
 class Runner:
@@ -50,6 +63,7 @@ class Runner:
         self._slots = threading.BoundedSemaphore(parallel)
         self._lock = threading.Lock()
         self._running: dict[str, _Running] = {}
+        self._recent: dict[str, _Running] = {}  # finished within ACTOR_GRACE_S
 
     def submit(self, kind: str, target: str, work: Work, *, requested_by: str | None = None,
                vm: str | None = None) -> OperationInfo:
@@ -57,7 +71,7 @@ class Runner:
         op_id = uuid.uuid4().hex[:12]
         self.journal.begin(op_id, kind, target, self.uri, host_root(), f"api {kind} {target}", Recovery.UNDO, [],
                            requested_by=requested_by)
-        running = _Running()
+        running = _Running(vm, requested_by)
         with self._lock:
             self._running[op_id] = running
 
@@ -107,6 +121,8 @@ class Runner:
         finally:
             with self._lock:
                 self._running.pop(op_id, None)
+                running.finished = time.monotonic()
+                self._recent[op_id] = running
             running.done.set()
             final = self.journal.get(op_id)
             self.bus.publish("operation", {"kind": kind, "target": target,
@@ -137,6 +153,20 @@ class Runner:
         if running is not None:
             running.token.cancel("cancelled through the API")
         return info
+
+    def actor(self, vm: str) -> Actor | None:
+        """The API operation acting on ``vm`` now (or that finished a moment ago), latest first; None if none."""
+        now = time.monotonic()
+        with self._lock:
+            for op_id, done in list(self._recent.items()):
+                if done.finished is not None and now - done.finished > ACTOR_GRACE_S:
+                    del self._recent[op_id]
+            candidates = [(r.started, op_id, r) for op_id, r in (*self._running.items(), *self._recent.items())
+                          if r.vm == vm]
+        if not candidates:
+            return None
+        _, op_id, latest = max(candidates, key=lambda c: c[0])
+        return Actor(operation=op_id, requested_by=latest.requested_by)
 
     def busy(self) -> int:
         with self._lock:

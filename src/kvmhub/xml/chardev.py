@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvmhub.models import SerialSpec
-from kvmhub.xml._util import Element, make, sub
+from kvmhub.xml._util import Element, make, parse, sub
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -44,3 +44,9 @@ def has_agent_channel(devices: Element) -> bool:
         target.get("name") == GUEST_AGENT_CHANNEL and target.get("type") == "virtio"
         for target in devices.iterfind("channel/target")
     )
+
+
+def has_console(domain_xml: str) -> bool:
+    """True when the domain has a serial port or a console device a console stream can attach to."""
+    devices = parse(domain_xml, "domain").find("devices")
+    return devices is not None and (devices.find("serial") is not None or devices.find("console") is not None)

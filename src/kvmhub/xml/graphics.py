@@ -47,3 +47,19 @@ def vnc_address(domain_xml: str) -> tuple[str, int] | None:
     el = devices.find("graphics[@type='vnc']")
     port = to_int(el.get("port"), "the VNC port") if el is not None and el.get("port") else -1
     return graphics.listen, port if port > 0 else -1
+
+
+def vnc_listen(domain_xml: str) -> tuple[str, str] | None:
+    """How the first VNC display listens: ("address", ADDR), ("socket", PATH) or ("none", ""); None without one."""
+    devices = parse(domain_xml, "domain").find("devices")
+    el = devices.find("graphics[@type='vnc']") if devices is not None else None
+    if el is None:
+        return None
+    listen = el.find("listen")
+    kind = listen.get("type") if listen is not None else None
+    if el.get("socket") or kind == "socket":
+        return "socket", (listen.get("socket") if listen is not None else None) or el.get("socket") or ""
+    if kind == "none":
+        return "none", ""
+    address = (listen.get("address") if listen is not None else None) or el.get("listen")
+    return "address", address or "0.0.0.0"  # noqa: S104 - QEMU's default when nothing is set: every address

@@ -175,7 +175,7 @@ def wait_for_phase(name: Name, hv: Hv, ops: Ops, response: Response,
 
 @router.post("/{name}/{action}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response,
+def change_state(name: Name, action: Action, hv: Hv, ops: Ops, response: Response, caller: Caller,
                  options: Annotated[StopOptions | None, Body()] = None) -> OperationInfo:
     """Start, stop (ACPI; ``force`` kills after ``timeout``), kill, reboot, pause or resume a VM."""
     check_name(name, "VM")

@@ -3,7 +3,6 @@ result, cancel), the unix-socket door vs TCP, and bad input answered 4xx with no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,6 @@ from kvmhub.server.transport import Marked
 URI = "test:///default"  # its built-in VM "test" starts out running
 
 
-
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
-    with TestClient(Marked(create_app(ServerSettings(uri=URI, socket=None)), "unix")) as c:
-        yield c
 
 
 def _finished(client: TestClient, answer: object) -> dict[str, object]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +12,12 @@ from fastapi.testclient import TestClient
 
 from kvmhub.server import accounts, audit
 from kvmhub.server.accounts import Role
-from kvmhub.server.app import create_app
-from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
 URI = "test:///default"
 API = "/api/v1"
 PASSWORD = "correct horse battery"  # noqa: S105 (the test users' password)
 
-
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
-    return create_app(ServerSettings(uri=URI, socket=None))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -15,8 +14,6 @@ from kvmhub.errors import OperationTimeout
 from kvmhub.models import HostReport
 from kvmhub.server import accounts
 from kvmhub.server.accounts import Role
-from kvmhub.server.app import create_app
-from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 from kvmhub.services.host import checks
 
@@ -55,11 +52,6 @@ def filled(path: str, own_name: str) -> str:
     path = path.replace("{name}/tokens", f"{own_name}/tokens")
     return re.sub(r"\{[^}]+\}", lambda m: "ffffffffffff" if "id" in m.group(0) else "nobody", path)
 
-
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
-    return create_app(ServerSettings(uri=URI, socket=None))
 
 
 @pytest.fixture

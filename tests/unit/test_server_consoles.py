@@ -5,8 +5,6 @@ tests/integration/test_server_streams.py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -14,9 +12,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from kvmhub.server.app import create_app
 from kvmhub.server.console_tokens import ConsoleTokens, TokenRefused
-from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 from kvmhub.services.vm.console import _loopback
 from kvmhub.xml.graphics import vnc_listen
@@ -25,16 +21,6 @@ URI = "test:///default"
 EVERY_ADDRESS = "0.0.0.0"  # noqa: S104 - a display listening there is what is refused
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
-    return create_app(ServerSettings(uri=URI, socket=None))
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(Marked(app, "unix")) as c:
-        yield c
 
 
 def _tokens(client: TestClient) -> ConsoleTokens:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,26 +13,14 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from kvmhub.models.stats import Event
-from kvmhub.server.app import create_app
 from kvmhub.server.bus import EventBus
 from kvmhub.server.lifecycle_events import classify
-from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 
 URI = "test:///default"
 WS = "/api/v1/events"
 
 
-@pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
-    return create_app(ServerSettings(uri=URI, socket=None))
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(Marked(app, "unix")) as c:
-        yield c
 
 
 def _bus(client: TestClient) -> EventBus:

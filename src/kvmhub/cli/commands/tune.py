@@ -4,7 +4,6 @@ The limit options are shared with `kvmhub create` (see :data:`LimitOptions`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -62,7 +61,7 @@ def set_(
         from kvmhub.xml.nwfilter import parse_policy
 
         parse_policy(firewall)  # refuse a bad policy before changing anything
-    if firewall is None or any(v not in (None, []) for v in dataclasses.asdict(req).values()):
+    if firewall is None or any(v not in (None, []) for v in req.model_dump().values()):
         for change in tuning.set_limits(hv, name, req):
             output.out.print(f"VM {name}: {change.line()}", markup=False)
     if firewall is not None:

@@ -37,7 +37,7 @@ def _finished(client: TestClient, answer: Response, kind: str) -> dict[str, Any]
     assert answer.status_code == 202, answer.text
     op = answer.json()
     assert op["kind"] == kind and answer.headers["location"] == f"/api/v1/operations/{op['id']}"
-    done: dict[str, Any] = client.get(f"/api/v1/operations/{op['id']}/wait", params={"timeout": 20}).json()
+    done: dict[str, Any] = client.get(f"/api/v1/operations/{op['id']}/wait", params={"timeout": 90}).json()
     assert done["state"] in ("succeeded", "failed"), done
     return done
 

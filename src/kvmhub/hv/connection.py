@@ -108,11 +108,12 @@ def _give_back(worker: _Worker) -> None:
     worker.jobs.put(None)
 
 
-def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
+def run_bounded(fn: Callable[[], T], timeout: float, what: str, strays: set[threading.Thread] | None = None) -> T:
     """Run fn on a daemon worker thread; raise OperationTimeout if it is not done in `timeout` seconds.
 
     Daemon threads (not an executor) so a call stuck in a stalled libvirtd never blocks exit; a worker whose
-    call timed out is told to end once the call lands, and :meth:`Hypervisor.settle` can wait for it.
+    call timed out is told to end once the call lands, and :meth:`Hypervisor.settle` can wait for it (it is kept
+    in ``strays``: the calling connection's, else the process's).
     """
     box: dict[str, Any] = {}
     done = threading.Event()
@@ -132,10 +133,10 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
         finished = done.wait(timeout)
     except KeyboardInterrupt:
         done.wait(timeout)  # let the call in flight land, so the undo steps see what it made
-        _retire(worker, done)
+        _retire(worker, done, strays)
         raise
     if not finished:
-        _retire(worker, done)
+        _retire(worker, done, strays)
         raise OperationTimeout(
             f"{what}: no answer from libvirt after {timeout:.0f} s",
             cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
@@ -148,14 +149,14 @@ def run_bounded(fn: Callable[[], T], timeout: float, what: str) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
-def _retire(worker: _Worker, done: threading.Event) -> None:
+def _retire(worker: _Worker, done: threading.Event, strays: set[threading.Thread] | None) -> None:
     """Back to the idle workers if its call landed; else it ends after the call, counted as a stray till then."""
     if done.is_set():
         _give_back(worker)
         return
     worker.jobs.put(None)
     with _stray_lock:
-        _stray.add(worker.thread)
+        (_stray if strays is None else strays).add(worker.thread)
 
 
 class Hypervisor:
@@ -163,6 +164,7 @@ class Hypervisor:
 
     def __init__(self, uri: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.uri = resolve_uri(uri)
+        self._strays: set[threading.Thread] = set()  # this connection's calls that timed out and may still land
         self.timeout = timeout
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
@@ -184,7 +186,7 @@ class Hypervisor:
             if self._conn is not None:
                 return self._conn
             start_event_loop()
-            conn = run_bounded(self._open, CONNECT_TIMEOUT, f"connecting to {self.uri}")
+            conn = run_bounded(self._open, CONNECT_TIMEOUT, f"connecting to {self.uri}", self._strays)
             self._conn = conn
             return conn
 
@@ -211,15 +213,16 @@ class Hypervisor:
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
         """Wait for calls that timed out but may still land, so an undo runs after them; False if some remain."""
         deadline = time.monotonic() + timeout
+        for strays in (self._strays, _stray):  # this connection's calls, and those made for no connection
+            with _stray_lock:
+                threads = list(strays)
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if not thread.is_alive():
+                    with _stray_lock:
+                        strays.discard(thread)
         with _stray_lock:
-            threads = list(_stray)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if not thread.is_alive():
-                with _stray_lock:
-                    _stray.discard(thread)
-        with _stray_lock:
-            return not _stray
+            return not self._strays and not _stray
 
     def _drop(self) -> None:
         with self._lock:
@@ -247,7 +250,7 @@ class Hypervisor:
         """
         limit = self.timeout if timeout is None else timeout
         try:
-            return run_bounded(lambda: self._invoke(fn, args, what), limit, what)
+            return run_bounded(lambda: self._invoke(fn, args, what), limit, what, self._strays)
         except OperationTimeout:
             self._drop()
             raise
@@ -255,7 +258,7 @@ class Hypervisor:
             self._drop()
             if retry:
                 again = self._rebind(fn)  # a bound method of the dead connection would fail the same way
-                return run_bounded(lambda: self._invoke(again, args, what), limit, what)
+                return run_bounded(lambda: self._invoke(again, args, what), limit, what, self._strays)
             raise HostProblem(
                 f"{what}: lost the connection to libvirtd",
                 cause="libvirtd restarted or stopped during the call",

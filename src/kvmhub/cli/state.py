@@ -49,17 +49,9 @@ def _choose() -> Transport | None:
 
 
 def _answers(path: str) -> bool:
-    import socket
+    from kvmhub.tools import unixsock
 
-    if not os.path.exists(path) or not os.access(path, os.R_OK | os.W_OK):
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1.0)
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
+    return os.path.exists(path) and os.access(path, os.R_OK | os.W_OK) and unixsock.answers(path, 1.0)
 
 
 def reset() -> None:

@@ -21,6 +21,7 @@ from kvmhub.server import tls
 from kvmhub.server.app import create_app
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
+from kvmhub.tools import unixsock
 
 log = logging.getLogger(__name__)
 GROUP = "kvmhub"
@@ -36,16 +37,10 @@ def unix_socket(path: Path) -> socket.socket:
         st = os.lstat(path)
         if not stat.S_ISSOCK(st.st_mode):
             raise HostProblem(f"{path} exists and is not a socket", hint=f"move it away: mv {path} {path}.old")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # left by a server that is gone
-        else:
+        if unixsock.answers(str(path)):
             raise HostProblem(f"a kvmhub server already listens on {path}", code="host.problem",
                               hint="stop it first, or give this one another --socket")
-        finally:
-            probe.close()
+        path.unlink()  # left by a server that is gone
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)  # no moment where the socket is open to others
     try:

@@ -6,7 +6,6 @@ import grp
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -22,7 +21,7 @@ from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.host import accel
 from kvmhub.services.network import networks
 from kvmhub.services.storage import default_pools as pools
-from kvmhub.tools import iproute
+from kvmhub.tools import iproute, unixsock
 from kvmhub.validate import format_size
 
 DAEMON_WAIT = 30.0
@@ -363,7 +362,7 @@ def _wait_for(path: str, what: str) -> None:
 def ensure_daemons(report: Reporter) -> None:
     """Start virtlogd and libvirtd if they are not running (systemd when present, else -d)."""
     for name, sock in (("virtlogd", "/run/libvirt/virtlogd-sock"), ("libvirtd", "/run/libvirt/libvirt-sock")):
-        if os.path.exists(sock) and _socket_answers(sock):
+        if os.path.exists(sock) and unixsock.answers(sock):
             continue
         if _has_systemd():
             _run(["systemctl", "start", name])
@@ -373,16 +372,6 @@ def ensure_daemons(report: Reporter) -> None:
             _run([name, "-d"])
         _wait_for(sock, name)
         report.phase(f"started {name}")
-
-
-def _socket_answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(2)
-        try:
-            s.connect(path)
-        except OSError:
-            return False
-    return True
 
 
 def fix_dev_kvm(report: Reporter) -> None:

@@ -137,13 +137,13 @@ class Runner:
 
     def wait(self, op_id: str, timeout: float) -> OperationInfo:
         """The operation once it has finished, or as it stands after ``timeout`` seconds."""
-        info = self.get(op_id)
+        self.get(op_id)  # NotFound for an unknown id
         with self._lock:
             running = self._running.get(op_id)
         if running is not None:
             running.done.wait(timeout)
-            info = self.get(op_id)
-        return info
+        # read after the check: an operation that finished in between is read finished, not as it was before
+        return self.get(op_id)
 
     def cancel(self, op_id: str) -> OperationInfo:
         """Ask a running operation to stop (it undoes what it made); a finished one is left as it is."""

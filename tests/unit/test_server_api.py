@@ -104,3 +104,13 @@ def test_openapi_names_the_operation_answers(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert spec["paths"]["/api/v1/vms/{name}/{action}"]["post"]["responses"]["202"]
     assert "/api/v1/operations/{op_id}/wait" in spec["paths"]
+
+
+def test_a_query_parameter_the_route_does_not_take_is_refused_and_nothing_happens(client: TestClient) -> None:
+    answer = client.delete("/api/v1/vms/test", params={"keep_disk": "true"})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["code"] == "input.invalid" and "keep_disk" in body["error"] and "keep_disks" in body["error"]
+    assert client.get("/api/v1/vms/test").status_code == 200
+    assert client.get("/api/v1/vms", params={"x": "1"}).status_code == 422
+    assert client.get("/api/v1/operations", params={"limit": 5}).status_code == 200

@@ -18,6 +18,7 @@ from kvmhub.server.auth import principal
 from kvmhub.server.bus import EventBus
 from kvmhub.server.console_tokens import ConsoleTokens
 from kvmhub.server.lifecycle_events import LifecycleFeed
+from kvmhub.server.query import known_query
 from kvmhub.server.routes import (
     accounts,
     audit,
@@ -70,7 +71,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             app.state.hv.close()
 
     app = FastAPI(title="kvmhub", version="1", summary="KVM/QEMU virtual machines through libvirt",
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, lifespan=lifespan,
+                  dependencies=[Depends(known_query)])
     errors.install(app)
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
     for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, vms, operations, events,

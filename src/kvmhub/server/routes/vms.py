@@ -42,9 +42,9 @@ class StopOptions(BaseModel):
 
 
 @router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
-def list_vms(hv: Hv) -> list[VMInfo]:
+def list_vms(hv: Hv) -> Response:
     """Every VM on the host, with its state and addresses."""
-    return listing.list_vms(hv)
+    return Response(listing.list_vms_json(hv), media_type="application/json")
 
 
 @router.get("/{name}", response_model=VMInfo, dependencies=[VIEWER])

@@ -2,7 +2,8 @@
 
 A caller is only ever answered by a listing that started after it asked, so sharing never shows it a state
 older than its request; what it saves is the libvirt round trips and row building of the callers that arrive
-while a listing runs (they all take the next one, which starts when the running one ends).
+while a listing runs (they all take the next one, which starts when the running one ends), and the JSON
+encoding of the rows, made once per listing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import threading
 import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from pydantic import TypeAdapter
 
 from kvmhub.hv import Hypervisor
 from kvmhub.models import VMInfo
@@ -67,14 +70,29 @@ class SharedRun(Generic[T]):
         return self._result  # type: ignore[return-value]  # set by the run that ended without an error
 
 
-_runs: weakref.WeakKeyDictionary[Hypervisor, SharedRun[list[VMInfo]]] = weakref.WeakKeyDictionary()
+VM_LIST: TypeAdapter[list[VMInfo]] = TypeAdapter(list[VMInfo])
+_runs: weakref.WeakKeyDictionary[Hypervisor, SharedRun[tuple[list[VMInfo], bytes]]] = weakref.WeakKeyDictionary()
 _runs_lock = threading.Lock()
 
 
-def list_vms(hv: Hypervisor) -> list[VMInfo]:
-    """:func:`kvmhub.services.vm.lifecycle.list_vms`, shared by the callers asking ``hv`` at the same time."""
+def _listing(hv: Hypervisor) -> tuple[list[VMInfo], bytes]:
+    found = lifecycle.list_vms(hv)
+    return found, VM_LIST.dump_json(found)
+
+
+def _shared(hv: Hypervisor) -> tuple[list[VMInfo], bytes]:
     with _runs_lock:
         run = _runs.get(hv)
         if run is None:
             run = _runs[hv] = SharedRun()
-    return list(run.get(lambda: lifecycle.list_vms(hv)))
+    return run.get(lambda: _listing(hv))
+
+
+def list_vms(hv: Hypervisor) -> list[VMInfo]:
+    """:func:`kvmhub.services.vm.lifecycle.list_vms`, shared by the callers asking ``hv`` at the same time."""
+    return list(_shared(hv)[0])
+
+
+def list_vms_json(hv: Hypervisor) -> bytes:
+    """The same listing as JSON (a list of VMInfo), made once for all the callers that shared it."""
+    return _shared(hv)[1]

@@ -286,9 +286,10 @@ def print_table(doc: dict[str, Any], groups: Sequence[tuple[str, Samples]]) -> N
         target = TARGETS.get(key)
         verdict = f"  (target <= {target:g}: {'met' if value <= target else 'MISSED'})" if target else ""
         print(f"{key:<{kwidth}} {value:6.2f}x{verdict}")
-    rss = doc["server_rss_mib"]
+    rss, early = doc["server_rss_mib"], doc["server_rss_after_startup_mib"]
     print(f"{'server_rss_mib':<{kwidth}} {rss:6.1f}  (target <= {RSS_TARGET_MIB:g}: "
-          f"{'met' if rss <= RSS_TARGET_MIB else 'MISSED'})", flush=True)
+          f"{'met' if rss <= RSS_TARGET_MIB else 'MISSED'}; {early:.1f} after start-up and one GET)",
+          flush=True)
 
 
 # -- main -------------------------------------------------------------------------------------------------
@@ -324,6 +325,7 @@ def main() -> int:
             with process(server_argv, sock, env, where / "server.log") as server, \
                     httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://kvmhub",
                                  timeout=120) as client:
+                idle_rss = rss_mib(server.pid)
                 body = client.get(PATH).content
                 body_file.write_bytes(body)
                 log(f"GET {PATH}: {len(json.loads(body))} VMs, {len(body)} bytes")
@@ -376,6 +378,7 @@ def main() -> int:
         "ratios": ratios,
         "targets": {**TARGETS, "server_rss_mib": RSS_TARGET_MIB},
         "server_rss_mib": round(server_rss, 1),
+        "server_rss_after_startup_mib": round(idle_rss, 1),
         "compare": f"{args.domains} defined (shut off) kvmhub-like domains plus one bootable one; server on its "
                    "unix socket; the floor is a FastAPI app under the same uvicorn answering the same bytes",
         "load": f"{args.requests} GETs per round and server at concurrency {CONCURRENCY} over keep-alive "

@@ -23,7 +23,7 @@ from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
-from kvmhub.services.vm import readiness, saves, tuning
+from kvmhub.services.vm import listing, readiness, saves, tuning
 from kvmhub.services.vm import remove as vm_remove
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 
@@ -42,9 +42,9 @@ class StopOptions(BaseModel):
 
 
 @router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
-def list_vms(hv: Hv) -> list[VMInfo]:
+def list_vms(hv: Hv) -> Response:
     """Every VM on the host, with its state and addresses."""
-    return vms.list_vms(hv)
+    return Response(listing.list_vms_json(hv), media_type="application/json")
 
 
 @router.get("/{name}", response_model=VMInfo, dependencies=[VIEWER])

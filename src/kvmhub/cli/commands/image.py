@@ -186,6 +186,7 @@ def _import_file(server: Transport, req: ImageImportRequest, src: Path, report: 
     # the suffix keeps what the import reads of the name (.xz, .gz, .iso) on the uploaded volume
     upload = f"upload-{secrets.token_hex(4)}-{src.name}"[:200]
     ref = f"{IMAGES_POOL}/{upload}"
+    through.get(server, "pools", IMAGES_POOL)  # a host without the images pool is told so before any byte is sent
     report.phase("sending the file to the server")
     send_file(server, ref, src, None, report)
     try:

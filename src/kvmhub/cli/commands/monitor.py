@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -179,16 +179,29 @@ def events(
     duration: Annotated[float | None, typer.Option("--for", help="exit after this many seconds", min=0.0)] = None,
 ) -> None:
     """Stream lifecycle and device events (start, stop, pause, reboot, device added/removed...) as they happen."""
-    from kvmhub.services.monitor import events as ev
-
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    hv = state.hv()
 
-    def ready() -> None:
-        output.say(f"watching events of {vm or 'every VM'} on {hv.uri} (Ctrl-C to stop)")
+    def ready(uri: str) -> None:
+        output.say(f"watching events of {vm or 'every VM'} on {uri} (Ctrl-C to stop)")
 
-    for e in ev.stream(hv, vm, stop=stop, duration=duration, count=count, on_ready=ready):
+    if (server := state.remote()) is not None:
+        from kvmhub.client import events as remote_events
+
+        uri = str(through.get(server, "hosts")[0]["uri"])
+
+        def missed(n: int) -> None:
+            output.say(f"warning: the server could not send {n} event(s)")
+
+        found = remote_events.watch(server, vm, stop=stop, duration=duration, count=count,
+                                    on_ready=lambda: ready(uri), on_missed=missed)
+    else:
+        from kvmhub.services.monitor import events as ev
+
+        hv = state.hv()
+        found = ev.stream(hv, vm, stop=stop, duration=duration, count=count, on_ready=lambda: ready(hv.uri))
+
+    for e in found:
         if json_out:
             line = json.dumps(e.model_dump(mode="json"))
         else:
@@ -206,7 +219,13 @@ def metrics(
 
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    server, _thread = svc.serve(state.hv(), listen)
+    server: Any
+    if (remote := state.remote()) is not None:
+        from kvmhub.client.metrics import relay
+
+        server, _thread = relay(remote, *svc.parse_listen(listen))
+    else:
+        server, _thread = svc.serve(state.hv(), listen)
     host, port = server.server_address[:2]
     output.say(f"serving metrics on http://{host}:{port}/metrics (Ctrl-C to stop)")
     try:

@@ -3,8 +3,10 @@ library mode (see test_cli_through_server.py for how both modes run)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -190,6 +192,53 @@ def test_networks_are_made_and_removed_through_the_server(server: str) -> None:
         code, _out, err = run("--remote", server, "net", "rm", "lab")
     assert code == 0 and "network lab removed" in err
     assert run("--remote", server, "net", "show", "lab")[0] == 3
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    """A streaming command, started (its first line on stderr says it is listening)."""
+    env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": ""}
+    return subprocess.Popen([sys.executable, "-m", "kvmhub.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_events_stream_the_servers_events_as_library_mode_prints_them(server: str) -> None:
+    watcher = _cli("--remote", server, "events", "--vm", "test", "--count", "2", "--for", "60", "--json")
+    try:
+        assert watcher.stderr is not None and "watching events of test on test:///default" in watcher.stderr.readline()
+        assert run("--remote", server, "pause", "test")[0] == 0
+        assert run("--remote", server, "resume", "test")[0] == 0
+        out, _err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    events = [json.loads(line) for line in out.splitlines()]
+    uuid = json.loads(run("--remote", server, "show", "test", "--json")[1])["uuid"]
+    assert [(e["vm"], e["uuid"], e["kind"], e["event"]) for e in events] == [
+        ("test", uuid, "lifecycle", "suspended"), ("test", uuid, "lifecycle", "resumed")]
+    assert watcher.returncode == 0
+    local, remote = both(server, "events", "--vm", "nope", "--for", "1")
+    assert local[0] == remote[0] == 3 and local[2] == remote[2]
+
+
+def test_metrics_through_the_server_serve_its_scrape(server: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    relay = _cli("--remote", server, "metrics", "--listen", f"127.0.0.1:{port}")
+    try:
+        assert relay.stderr is not None
+        assert f"serving metrics on http://127.0.0.1:{port}/metrics" in relay.stderr.readline()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/metrics")
+        answer = conn.getresponse()
+        body = answer.read().decode()
+        conn.close()
+    finally:
+        relay.terminate()
+        relay.wait(10)
+    assert answer.status == 200 and 'kvmhub_vm_running{vm="test"} 1.0' in body
+    assert relay.returncode == 0
+    local, remote = both(server, "metrics", "--listen", "127.0.0.1:99999")
+    assert local[0] == remote[0] == 2 and local[2] == remote[2]
 
 
 def test_commands_that_change_this_machine_are_not_sent_to_a_remote_server() -> None:

@@ -32,8 +32,14 @@ def create(
 ) -> None:
     """Create and start a network."""
     if (server := state.remote()) is not None:
+        from kvmhub.errors import InvalidInput
         from kvmhub.models import NetworkCreateRequest
+        from kvmhub.services.network.networks import MODES
+        from kvmhub.validate import check_name
 
+        check_name(name, "network")
+        if mode not in MODES:  # as library mode refuses it (the request's own check says it in its words)
+            raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
         req = NetworkCreateRequest(name=name, mode=mode, subnet=subnet, subnet6=subnet6,  # type: ignore[arg-type]
                                    dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev)
         info = _network(server.request("POST", "/networks", req.model_dump(mode="json", exclude_none=True)))

@@ -39,6 +39,7 @@ def create(
 
         pool, name = _split(ref)
         _check_new(pool, name)
+        _check_format(fmt)
         req = VolumeCreateRequest(name=name, capacity_bytes=capacity, format=fmt,  # type: ignore[arg-type]
                                   backing=backing, allocate=allocate)
         info = VolumeInfo.model_validate(server.request("POST", through.path("pools", pool, "volumes"),
@@ -129,6 +130,7 @@ def clone(
         if (server := state.remote()) is not None:
             from kvmhub.models import VolumeInfo
 
+            _check_format(fmt)
             body = {"target": dst, "linked": linked, **({"format": fmt} if fmt is not None else {})}
             info = VolumeInfo.model_validate(
                 through.operation(server, "POST", through.path(*_route(src), "clone"), report, body))
@@ -198,6 +200,20 @@ def _check_new(pool: str, name: str) -> None:
     volumes.check_volume_name(name, pool)
 
 
+def _known_format(fmt: str) -> bool:
+    from kvmhub.services.storage import volumes
+
+    return fmt in volumes.FORMATS
+
+
+def _check_format(fmt: str | None) -> None:
+    """Refuse a volume format here as library mode does (the server's request would refuse it in its words)."""
+    from kvmhub.errors import InvalidInput
+
+    if fmt is not None and not _known_format(fmt):
+        raise InvalidInput(f"unknown volume format {fmt!r}", hint="qcow2 or raw")
+
+
 def _route(ref: str) -> tuple[str, str, str, str]:
     """The server's route parts of volume POOL/NAME (refused here as in library mode when malformed)."""
     pool, name = _split(ref)
@@ -222,6 +238,10 @@ def send_file(server: Transport, ref: str, file: Path, fmt: str | None, report: 
         raise InvalidInput(f"{file} is not a regular file", cause="an upload streams one file's bytes; "
                            "directories, devices and pipes have no fixed length to size the volume by",
                            hint="give the path of an image file (qcow2 or raw)")
+    if fmt is not None and not _known_format(fmt):
+        raise InvalidInput(f"{file} is {fmt}; volumes take qcow2 or raw files",
+                           hint=f"convert it: `qemu-img convert -f {fmt} -O qcow2 {file} out.qcow2`, "
+                           "or {cmd:image import} it")
     with open(file, "rb") as fh:
         route = through.path(*_route(ref), "data") + (f"?format={quote(fmt)}" if fmt is not None else "")
         answer = streams.upload(server, route, fh, length, what=f"uploading {file.name}", report=report)

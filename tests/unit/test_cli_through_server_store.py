@@ -84,7 +84,10 @@ def test_listings_read_the_same(server: str, args: tuple[str, ...]) -> None:
     (("pool", "show", "nope"), 3), (("pool", "start", "default-pool"), 4), (("pool", "refresh", "nope"), 3),
     (("vol", "show", "default-pool/nope"), 3), (("vol", "show", "/etc/passwd"), 2), (("vol", "ls", "nope"), 3),
     (("vol", "rm", "default-pool/nope"), 3), (("vol", "resize", "default-pool/nope", "+1M"), 3),
-    (("vol", "download", "default-pool/nope", "out.img"), 3),
+    (("vol", "download", "default-pool/nope", "out.img"), 3), (("vol", "clone", "default-pool/nope", "x"), 3),
+    (("vol", "create", "default-pool/x", "--size", "1M", "--format", "bogus"), 2),
+    (("pool", "rm", "nope"), 3), (("net", "create", "n1", "--mode", "bogus"), 2),
+    (("net", "lease", "rm", "default", "nope"), 3),
     (("net", "show", "nope"), 3), (("net", "start", "default"), 4), (("net", "lease", "ls", "nope"), 3),
     (("net", "lease", "ls", "default"), 1),  # the test driver has no DHCP leases to read
     (("net", "rm", "nope"), 3), (("net", "forward", "ls", "nope"), 3),
@@ -134,6 +137,8 @@ def test_an_upload_sends_the_callers_file_with_progress(server: str, tmp_path: P
     assert run("--remote", server, "vol", "show", "default-pool/up.raw")[0] == 3
     local, remote = both(server, "vol", "upload", "default-pool/up.raw", str(tmp_path))
     assert local[0] == remote[0] == 2 and local[2] == remote[2] and "is not a regular file" in local[2]
+    local, remote = both(server, "vol", "upload", "default-pool/up.raw", str(image), "--format", "vmdk")
+    assert local[0] == remote[0] == 2 and local[2] == remote[2] and "volumes take qcow2 or raw" in local[2]
 
 
 def test_images_need_the_hosts_image_pool_either_way(server: str, tmp_path: Path) -> None:

@@ -218,3 +218,58 @@ def test_the_checks_see_function_imports_and_cycles() -> None:
     assert any(imp.internal for imp in lazy) and any(not imp.internal for imp in lazy)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": {"c"}}) == []
+
+
+# The CLI holds one client (the services in library mode, the server's API otherwise) and nothing below it.
+BELOW_SERVICES = ("kvmhub.hv", "kvmhub.xml", "kvmhub.tools", "kvmhub.ops")
+# (CLI module, module below the services) -> why it still imports it; each to be routed through the services
+CLI_BELOW_EXCEPTIONS: dict[tuple[str, str], str] = {
+    # the start-up check for interrupted operations reads the journal without loading the services (fast start)
+    ("kvmhub.cli.main", "kvmhub.ops.journal"): "start-up orphan check",
+    # `ops ls|show` in library mode read the journal itself
+    ("kvmhub.cli.commands.ops", "kvmhub.ops.journal"): "ops ls/show in library mode",
+    # VM sub-commands being moved to the server on another branch
+    ("kvmhub.cli.commands.tune", "kvmhub.xml.nwfilter"): "set --firewall parses its policy",
+    ("kvmhub.cli.commands.vm", "kvmhub.hv"): "a type of its helpers (under TYPE_CHECKING)",
+    ("kvmhub.cli.commands.vm", "kvmhub.tools.installer"): "create reads kickstart/preseed files",
+}
+
+
+def _every_import(module: str, path: Path, modules: dict[str, Path]) -> Iterator[str]:
+    """The kvmhub modules `module` imports anywhere, `if TYPE_CHECKING:` blocks included."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            if (resolved := _resolve(target, modules)) is not None:
+                yield resolved
+
+
+def _cli_below() -> set[tuple[str, str]]:
+    modules = _modules()
+    return {(name, imported) for name, path in modules.items() if _in(name, "kvmhub.cli")
+            for imported in _every_import(name, path, modules) if any(_in(imported, b) for b in BELOW_SERVICES)}
+
+
+def test_the_cli_imports_nothing_below_the_services() -> None:
+    wrong = sorted(found for found in _cli_below() if found not in CLI_BELOW_EXCEPTIONS)
+    assert not wrong, "CLI modules importing below the services (route them through kvmhub.services): " + repr(wrong)
+
+
+def test_cli_exceptions_are_still_needed() -> None:
+    assert sorted(set(CLI_BELOW_EXCEPTIONS) - _cli_below()) == []
+
+
+def test_the_cli_rule_sees_type_checking_imports(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from kvmhub.hv import Hypervisor\n")
+    assert list(_every_import("kvmhub.cli.mod", source, _modules())) == ["kvmhub.hv"]

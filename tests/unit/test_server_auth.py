@@ -76,7 +76,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 def test_every_route_allows_the_roles_it_documents_and_refuses_the_others(
         app: FastAPI, tcp: TestClient, tokens: dict[Role, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    def probe_skipped(uri: str) -> HostReport:
+    def probe_skipped(uri: str, *, reprobe: bool = False) -> HostReport:
         raise OperationTimeout("the host probe is not run here")  # it boots a guest for ~20 s
 
     monkeypatch.setattr(checks, "check", probe_skipped)

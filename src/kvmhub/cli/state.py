@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from kvmhub.hv import Hypervisor
-
 if TYPE_CHECKING:
     from kvmhub.client.transport import Transport
+    from kvmhub.services.connect import Hypervisor
 
 URI: str | None = None
 TIMEOUT: float = 30.0
@@ -24,7 +23,10 @@ _chosen: list[Transport | None] = []
 
 
 def hv() -> Hypervisor:
-    return Hypervisor(URI, timeout=TIMEOUT)
+    """The hypervisor of library mode (``--connect`` or the default URI)."""
+    from kvmhub.services.connect import open_hypervisor
+
+    return open_hypervisor(URI, TIMEOUT)
 
 
 def remote() -> Transport | None:
@@ -49,9 +51,24 @@ def _choose() -> Transport | None:
 
 
 def _answers(path: str) -> bool:
-    from kvmhub.tools import unixsock
+    from kvmhub.client.probe import server_answers
 
-    return os.path.exists(path) and os.access(path, os.R_OK | os.W_OK) and unixsock.answers(path, 1.0)
+    return server_answers(path)
+
+
+def here_only(command: str) -> None:
+    """For commands that change the machine they run on: through the server's socket on this machine they run
+    here (with a note saying so); through a remote server they are refused."""
+    from kvmhub.cli import output
+    from kvmhub.errors import InvalidInput
+
+    if (server := remote()) is None:
+        return
+    if server.url.startswith("unix:"):
+        output.say(f"note: `kvmhub {command}` changes this machine itself: it runs here, not through the server")
+        return
+    raise InvalidInput(f"`kvmhub {command}` changes the machine it runs on; the server at {server.url} does not "
+                       "offer it", hint=f"run it on that host, e.g. `ssh HOST kvmhub {command} ...`")
 
 
 def reset() -> None:

@@ -82,6 +82,10 @@ class Transport:
             return _PinnedConnection(p.hostname or "localhost", p.port, self.fingerprint, timeout)
         return http.client.HTTPConnection(p.hostname or "localhost", p.port, timeout=timeout)
 
+    def connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        """A new connection to the server (for bodies streamed rather than sent as JSON)."""
+        return self._connection(timeout or self.timeout)
+
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
         """The JSON answer of ``method API+path``; an error answer raised as the error it was."""
         headers = {"Accept": "application/json"}

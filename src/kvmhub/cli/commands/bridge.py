@@ -25,10 +25,11 @@ CheckIpOpt = Annotated[
 
 def _refuse_remote() -> None:
     from kvmhub.errors import InvalidInput
-    from kvmhub.hv import is_local_uri, resolve_uri
+    from kvmhub.services.connect import runs_here
 
-    uri = resolve_uri(state.URI)
-    if not is_local_uri(uri):
+    state.here_only("net bridge")
+    here, uri = runs_here(state.URI)
+    if not here:
         raise InvalidInput(
             f"`net bridge` changes the network of the machine it runs on, not of {uri}",
             hint="run it on that host, e.g. `ssh HOST kvmhub net bridge create br0 --from eth0`",

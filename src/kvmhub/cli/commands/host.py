@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 
 if TYPE_CHECKING:
     from kvmhub.models import HostReport
@@ -34,9 +34,15 @@ def check(
     reprobe: Annotated[bool, typer.Option("--reprobe", help="boot the KVM probe again")] = False,
 ) -> None:
     """Check virtualization support, a real KVM probe boot, daemons, pools, cgroups, disk; name fixes."""
-    from kvmhub.services.host import checks as host
+    if (server := state.remote()) is not None:
+        from kvmhub.models import HostReport
 
-    report = host.check(state.URI, reprobe=reprobe)
+        report = HostReport.model_validate(through.get(server, "hosts", "local",
+                                                       query=f"reprobe={str(reprobe).lower()}"))
+    else:
+        from kvmhub.services.host import checks as host
+
+        report = host.check(state.URI, reprobe=reprobe)
     if json_out:
         output.print_json(report)
     else:
@@ -57,8 +63,9 @@ def setup(
     """Apply the fixes: /dev/kvm group and mode, daemons started, default pools and network."""
     from kvmhub.services.host import checks as host
 
+    state.here_only("host setup")
     if ksm is not None:
-        from kvmhub.hv import host_root
+        from kvmhub.services.connect import host_root
         from kvmhub.services.host import ksm as ksm_svc
 
         output.out.print(f"KSM: {_ksm_line(ksm_svc.set_state(ksm, host_root()))}", markup=False)
@@ -111,9 +118,14 @@ def stats(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """CPU, memory, overcommit (VM memory / host memory), KSM, huge pages and temperatures."""
-    from kvmhub.services.host import stats as host_stats
+    if (server := state.remote()) is not None:
+        from kvmhub.models.stats import HostStats
 
-    result = host_stats.host_stats(state.hv())
+        result = HostStats.model_validate(through.get(server, "hosts", "local", "stats"))
+    else:
+        from kvmhub.services.host import stats as host_stats
+
+        result = host_stats.host_stats(state.hv())
     if json_out:
         output.print_json(result)
     else:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 from kvmhub.validate import format_size
+
+if TYPE_CHECKING:
+    from kvmhub.client.transport import Transport
+    from kvmhub.models import ImageImportRequest, ImageInfo
+    from kvmhub.reporting import Reporter
 
 app = typer.Typer(help="Base images VMs are cloned from.", no_args_is_help=True)
 
@@ -22,22 +27,22 @@ def build_tiny(
     cache: Annotated[Path, typer.Option(help="where the build is cached")] = Path("/var/cache/kvmhub"),
 ) -> None:
     """Build the tiny appliance image offline from Debian packages and import it into the store."""
-    from kvmhub.services.storage import images
-    from kvmhub.tools.tiny.build import build_tiny_image
+    from kvmhub.models import HostMedia, ImageImportRequest
+    from kvmhub.services.storage.tiny import build_tiny_image
 
     with live.report("build-tiny") as report:
         path = build_tiny_image(cache, force=force, progress=report.phase)
-        hv = state.hv()
-        existing = {i.name: i for i in images.list_images(hv)}
+        existing = {i.name: i for i in _list()}
         if name in existing and not force:
             report.phase("already in the image store")
             output.say(f"image {name} is in the store ({existing[name].path})")
             return
         if name in existing:
             report.phase("replacing the stored image")
-            images.remove(hv, name)
+            _remove(name)
         report.phase("importing into the image store")
-        info = images.import_file(hv, path, name, fmt="qcow2", report=report)
+        req = ImageImportRequest(name=name, media=HostMedia(path=str(path)), format="qcow2")
+        info = _import(req, report)
     output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
 
 
@@ -60,14 +65,14 @@ def import_(
     """
     from kvmhub.models import HostMedia
     from kvmhub.models.image import ImageImportRequest
+    from kvmhub.services.connect import is_url
     from kvmhub.services.storage import images
-    from kvmhub.tools.download import is_url
 
     url = is_url(src)
     req = ImageImportRequest(name=name, url=src if url else None, media=None if url else HostMedia(path=src),
                              format=images.image_format(fmt), sha256=sha256, sha512=sha512, os=os_variant)
     with live.report(f"import {name}") as report:
-        info = images.import_image(state.hv(), req, report=report)
+        info = _import(req, report)
     origin = f" from {info.original_format}" if info.original_format not in (None, "qcow2") else ""
     output.say(f"image {info.name}: {info.format}{origin}, {format_size(info.virtual_bytes)} virtual, "
                f"{format_size(info.allocation_bytes)} on disk, sha256 {info.sha256}")
@@ -76,9 +81,7 @@ def import_(
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List images: size on disk, virtual size, VMs using them."""
-    from kvmhub.services.storage import images
-
-    found = images.list_images(state.hv())
+    found = _list()
     if json_out:
         output.print_json(found)
         return
@@ -92,9 +95,16 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one image: format, sizes, checksum, OS, source and the VMs using it."""
-    from kvmhub.services.storage import images
+    if (server := state.remote()) is not None:
+        from kvmhub.models import ImageInfo
+        from kvmhub.validate import check_name
 
-    info = images.show(state.hv(), name)
+        check_name(name, "image")
+        info = ImageInfo.model_validate(through.get(server, "images", name))
+    else:
+        from kvmhub.services.storage import images
+
+        info = images.show(state.hv(), name)
     if json_out:
         output.print_json(info)
         return
@@ -125,7 +135,66 @@ def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -
 @app.command()
 def rm(name: str) -> None:
     """Remove an image and its record (refused while a VM's disk is backed by it; the VMs are named)."""
+    _remove(name)
+    output.say(f"image {name} removed")
+
+
+def _list() -> list[ImageInfo]:
+    if (server := state.remote()) is not None:
+        from kvmhub.models import ImageInfo
+
+        return [ImageInfo.model_validate(i) for i in through.get(server, "images")]
+    from kvmhub.services.storage import images
+
+    return images.list_images(state.hv())
+
+
+def _remove(name: str) -> None:
+    if (server := state.remote()) is not None:
+        from kvmhub.validate import check_name
+
+        check_name(name, "image")
+        server.request("DELETE", through.path("images", name))
+        return
     from kvmhub.services.storage import images
 
     images.remove(state.hv(), name)
-    output.say(f"image {name} removed")
+
+
+def _import(req: ImageImportRequest, report: Reporter) -> ImageInfo:
+    """Import here, or through the server: a file of this machine is first sent into a volume of its host."""
+    from kvmhub.models import ImageInfo
+
+    if (server := state.remote()) is None:
+        from kvmhub.services.storage import images
+
+        return images.import_image(state.hv(), req, report=report)
+    if req.media is None or req.media.path is None:
+        return ImageInfo.model_validate(through.operation(server, "POST", "/images", report, _body(req)))
+    return _import_file(server, req, Path(req.media.path), report)
+
+
+def _import_file(server: Transport, req: ImageImportRequest, src: Path, report: Reporter) -> ImageInfo:
+    import secrets
+
+    from kvmhub.cli.commands.vol import send_file
+    from kvmhub.models import HostMedia, ImageInfo
+    from kvmhub.services.storage.default_pools import IMAGES_POOL
+    from kvmhub.validate import check_name
+
+    check_name(req.name, "image")
+    # the suffix keeps what the import reads of the name (.xz, .gz, .iso) on the uploaded volume
+    upload = f"upload-{secrets.token_hex(4)}-{src.name}"[:200]
+    ref = f"{IMAGES_POOL}/{upload}"
+    through.get(server, "pools", IMAGES_POOL)  # a host without the images pool is told so before any byte is sent
+    report.phase("sending the file to the server")
+    send_file(server, ref, src, None, report)
+    try:
+        sent = req.model_copy(update={"media": HostMedia(volume=ref)})
+        return ImageInfo.model_validate(through.operation(server, "POST", "/images", report, _body(sent)))
+    finally:
+        server.request("DELETE", through.path("pools", IMAGES_POOL, "volumes", upload))
+
+
+def _body(req: ImageImportRequest) -> object:
+    return req.model_dump(mode="json", exclude_none=True)

@@ -12,15 +12,18 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import output, state, through
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.table import Table
 
+    from kvmhub.client.transport import Transport
     from kvmhub.models.stats import VMStats
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -124,9 +127,11 @@ def top(
     from kvmhub.services.monitor import top as stats
 
     stats.sort_rows([], sort)  # refuse an unknown sort key before sampling
-    hv = state.hv()
+    server = state.remote()
     if once or json_out:
-        rows = stats.sort_rows(stats.top_once(hv, 1.0 if interval is None else interval), sort, reverse=reverse)
+        seconds = 1.0 if interval is None else interval
+        found = _remote_rows(server, seconds)() if server is not None else stats.top_once(state.hv(), seconds)
+        rows = stats.sort_rows(found, sort, reverse=reverse)
         if json_out:
             output.print_json(rows)
         else:
@@ -135,8 +140,9 @@ def top(
     from rich.live import Live
 
     period = 2.0 if interval is None else max(interval, 0.2)
-    sampler = stats.Sampler(hv)
-    rows = sampler.refresh()
+    # through a server each refresh is one request, whose two samples take a second of the period
+    refresh = _remote_rows(server, min(period, 1.0)) if server is not None else stats.Sampler(state.hv()).refresh
+    rows = refresh()
     with _keys() as fd, Live(console=output.out, auto_refresh=False, screen=False) as live:
         while True:
             live.update(_render(stats.sort_rows(rows, sort, reverse=reverse), sort, reverse, period), refresh=True)
@@ -152,7 +158,18 @@ def top(
                 else:
                     continue
                 live.update(_render(stats.sort_rows(rows, sort, reverse=reverse), sort, reverse, period), refresh=True)
-            rows = sampler.refresh()
+            rows = refresh()
+
+
+def _remote_rows(server: Transport, interval: float) -> Callable[[], list[VMStats]]:
+    """Every VM's rates as the server samples them, ``interval`` seconds apart."""
+    from kvmhub.models.stats import VMStats
+
+    def rows() -> list[VMStats]:
+        found = through.get(server, "hosts", "local", "vm-stats", query=f"interval={interval:g}")
+        return [VMStats.model_validate(v) for v in found]
+
+    return rows
 
 
 def events(
@@ -162,16 +179,29 @@ def events(
     duration: Annotated[float | None, typer.Option("--for", help="exit after this many seconds", min=0.0)] = None,
 ) -> None:
     """Stream lifecycle and device events (start, stop, pause, reboot, device added/removed...) as they happen."""
-    from kvmhub.services.monitor import events as ev
-
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    hv = state.hv()
 
-    def ready() -> None:
-        output.say(f"watching events of {vm or 'every VM'} on {hv.uri} (Ctrl-C to stop)")
+    def ready(uri: str) -> None:
+        output.say(f"watching events of {vm or 'every VM'} on {uri} (Ctrl-C to stop)")
 
-    for e in ev.stream(hv, vm, stop=stop, duration=duration, count=count, on_ready=ready):
+    if (server := state.remote()) is not None:
+        from kvmhub.client import events as remote_events
+
+        uri = str(through.get(server, "hosts")[0]["uri"])
+
+        def missed(n: int) -> None:
+            output.say(f"warning: the server could not send {n} event(s)")
+
+        found = remote_events.watch(server, vm, stop=stop, duration=duration, count=count,
+                                    on_ready=lambda: ready(uri), on_missed=missed)
+    else:
+        from kvmhub.services.monitor import events as ev
+
+        hv = state.hv()
+        found = ev.stream(hv, vm, stop=stop, duration=duration, count=count, on_ready=lambda: ready(hv.uri))
+
+    for e in found:
         if json_out:
             line = json.dumps(e.model_dump(mode="json"))
         else:
@@ -189,7 +219,13 @@ def metrics(
 
     stop = threading.Event()
     _stop_on_sigterm(stop)
-    server, _thread = svc.serve(state.hv(), listen)
+    server: Any
+    if (remote := state.remote()) is not None:
+        from kvmhub.client.metrics import relay
+
+        server, _thread = relay(remote, *svc.parse_listen(listen))
+    else:
+        server, _thread = svc.serve(state.hv(), listen)
     host, port = server.server_address[:2]
     output.say(f"serving metrics on http://{host}:{port}/metrics (Ctrl-C to stop)")
     try:

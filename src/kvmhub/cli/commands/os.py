@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import output
+from kvmhub.cli import output, state, through
 from kvmhub.validate import format_size
 
 if TYPE_CHECKING:
@@ -49,9 +49,17 @@ def ls(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List the OS variants this host's osinfo-db knows (for --os)."""
-    from kvmhub.services.vm import osinfo
+    if (server := state.remote()) is not None:
+        from urllib.parse import quote
 
-    found = osinfo.list_os(filter_)
+        from kvmhub.models import OSInfo
+
+        query = f"filter={quote(filter_, safe='')}" if filter_ else ""
+        found = [OSInfo.model_validate(o) for o in through.get(server, "hosts", "local", "os", query=query)]
+    else:
+        from kvmhub.services.vm import osinfo
+
+        found = osinfo.list_os(filter_)
     if json_out:
         output.print_json(found)
         return
@@ -67,9 +75,14 @@ def show(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The devices, machine type and sizes a VM of this OS gets (with the fallback used, if any)."""
-    from kvmhub.services.vm import osinfo
+    if (server := state.remote()) is not None:
+        from kvmhub.models import OSProfile
 
-    profile = osinfo.resolve(variant)
+        profile = OSProfile.model_validate(through.get(server, "hosts", "local", "os", variant))
+    else:
+        from kvmhub.services.vm import osinfo
+
+        profile = osinfo.resolve(variant)
     if json_out:
         if profile.note:
             output.say(f"note: {profile.note}")

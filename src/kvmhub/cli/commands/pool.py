@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 from kvmhub.validate import format_size
 
 if TYPE_CHECKING:
@@ -54,7 +54,13 @@ def create(
         raise InvalidInput(f"invalid pool option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
                            hint="{opt:type} is one of dir, fs, netfs, logical, iscsi, iscsi-direct, rbd") from None
     with live.report(f"pool create {name}") as report:
-        info = storage.create_pool(state.hv(), spec, report=report)
+        if (server := state.remote()) is not None:
+            from kvmhub.models import PoolInfo
+
+            info = PoolInfo.model_validate(through.operation(server, "POST", "/pools", report,
+                                                             spec.model_dump(mode="json", exclude_none=True)))
+        else:
+            info = storage.create_pool(state.hv(), spec, report=report)
     output.say(f"pool {info.name}: {info.type}, {info.state}, {format_size(info.available_bytes)} available"
                + (f", at {info.path}" if info.path else "") + (f", from {info.source}" if info.source else ""))
 
@@ -68,9 +74,14 @@ def _row(p: PoolInfo) -> tuple[object, ...]:
 @app.command("ls")
 def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List pools: type, state, autostart, sizes, path."""
-    from kvmhub.services.storage import pools as storage
+    if (server := state.remote()) is not None:
+        from kvmhub.models import PoolInfo
 
-    found = storage.list_pools(state.hv())
+        found = [PoolInfo.model_validate(p) for p in through.get(server, "pools")]
+    else:
+        from kvmhub.services.storage import pools as storage
+
+        found = storage.list_pools(state.hv())
     if json_out:
         output.print_json(found)
         return
@@ -81,9 +92,7 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def show(name: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show one pool, with its volume count and the VMs using its volumes."""
-    from kvmhub.services.storage import pools as storage
-
-    info = storage.show_pool(state.hv(), name)
+    info = _pool(name)
     if json_out:
         output.print_json(info)
         return
@@ -98,10 +107,14 @@ def rm(
     = False,
 ) -> None:
     """Remove a pool (refused while any VM has a disk in it); its data stays unless --delete-data."""
-    from kvmhub.services.storage import pools as storage
-
     with live.report(f"pool rm {name}") as report:
-        done = storage.remove_pool(state.hv(), name, delete_data=delete_data, report=report)
+        if (server := state.remote()) is not None:
+            route = through.path("pools", name) + f"?delete_data={str(delete_data).lower()}"
+            done = [str(line) for line in through.operation(server, "DELETE", route, report) or []]
+        else:
+            from kvmhub.services.storage import pools as storage
+
+            done = storage.remove_pool(state.hv(), name, delete_data=delete_data, report=report)
     for line in done:
         output.say(line)
 
@@ -109,25 +122,46 @@ def rm(
 @app.command()
 def refresh(name: str) -> None:
     """Rescan a pool's storage for volumes added or removed behind libvirt's back."""
-    from kvmhub.services.storage import pools as storage
-
-    info = storage.refresh_pool(state.hv(), name)
+    info = _act(name, "refresh")
     output.say(f"pool {name}: {info.volumes} volumes, {format_size(info.available_bytes)} available")
 
 
 @app.command()
 def start(name: str) -> None:
     """Start (activate) a pool."""
-    from kvmhub.services.storage import pools as storage
-
-    storage.start_pool(state.hv(), name)
+    _act(name, "start")
     output.say(f"pool {name} started")
 
 
 @app.command()
 def stop(name: str) -> None:
     """Stop (deactivate) a pool; refused while a running VM has a disk in it."""
+    _act(name, "stop")
+    output.say(f"pool {name} stopped")
+
+
+def _pool(name: str) -> PoolInfo:
+    if (server := state.remote()) is not None:
+        from kvmhub.models import PoolInfo
+
+        return PoolInfo.model_validate(through.get(server, "pools", name))
     from kvmhub.services.storage import pools as storage
 
-    storage.stop_pool(state.hv(), name)
-    output.say(f"pool {name} stopped")
+    return storage.show_pool(state.hv(), name)
+
+
+def _act(name: str, verb: str) -> PoolInfo:
+    """Refresh, start or stop a pool, here or through the server; the pool after."""
+    if (server := state.remote()) is not None:
+        from kvmhub.models import PoolInfo
+
+        return PoolInfo.model_validate(server.request("POST", through.path("pools", name, verb)))
+    from kvmhub.services.storage import pools as storage
+
+    hv = state.hv()
+    if verb == "refresh":
+        return storage.refresh_pool(hv, name)
+    if verb == "start":
+        return storage.start_pool(hv, name)
+    storage.stop_pool(hv, name)
+    return storage.show_pool(hv, name)

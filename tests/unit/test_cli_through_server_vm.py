@@ -1,0 +1,108 @@
+"""VM sub-commands through the server (snapshot, disk, nic, set, clone, backup, export/import, save/restore, ip,
+console): the same output and exit codes as in library mode.
+
+As in test_cli_through_server: a server runs in this process over libvirt's test driver, and each command runs
+as its own process, once with ``--local`` (a fresh test driver) and once through the server. Commands that
+change the VM run locally first, then through the server, so both start from the same state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+
+from kvmhub.server.app import create_app
+from kvmhub.server.serve import unix_socket
+from kvmhub.server.settings import ServerSettings
+from kvmhub.server.transport import Marked
+
+URI = "test:///default"
+Result = tuple[int, str, str]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("server")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KVMHUB_STATE_DIR", str(root / "state"))
+    patch.setenv("KVMHUB_REMOTES", str(root / "remotes.json"))
+    sock_path = root / "kvmhub.sock"
+    sock = unix_socket(sock_path)
+    config = uvicorn.Config(Marked(create_app(ServerSettings(uri=URI, socket=None)), "unix"), log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.02)
+    yield f"unix:{sock_path}"
+    srv.should_exit = True
+    thread.join(10)
+    patch.undo()
+
+
+def run(*args: str, stdin: str | None = None) -> Result:
+    """The command as a user runs it, in its own process."""
+    argv = ["--connect", URI, *args] if args[0] == "--local" else list(args)
+    env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": ""}
+    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *argv], capture_output=True, text=True,
+                          env=env, timeout=60, check=False, input=stdin)
+    return done.returncode, done.stdout, done.stderr
+
+
+def same(server: str, *args: str, code: int = 0) -> Result:
+    """Run locally and through the server; both exit with ``code`` and print the same (first line of stderr: the
+    message, without the progress lines before it)."""
+    local, remote = run("--local", *args), run("--remote", server, *args)
+    assert local[0] == remote[0] == code, (local, remote)
+    assert local[1] == remote[1], (local, remote)
+    assert _said(local[2]) == _said(remote[2]), (local, remote)
+    return remote
+
+
+def _said(err: str) -> list[str]:
+    """What a command said on stderr, without progress lines (a phase or an elapsed time)."""
+    return [line for line in err.splitlines() if line.strip() and not line.startswith(("  ", "·", "…"))][-1:]
+
+
+def test_snapshots(server: str) -> None:
+    assert same(server, "snapshot", "ls", "test", "--json")[1].strip() == "[]"
+    assert "VM test has no snapshots" in same(server, "snapshot", "ls", "test")[2]
+    # the test driver takes no snapshot of a raw disk: the refusal (and its hint) reads the same
+    err = same(server, "snapshot", "create", "test", "s1", code=4)[2]
+    assert "internal snapshots need qcow2" in err and "`kvmhub snapshot create test s1 --disk-only`" in err
+    same(server, "snapshot", "create", "nope", code=3)
+    same(server, "snapshot", "show", "test", "nope", code=3)
+    same(server, "snapshot", "revert", "test", "nope", code=3)
+    same(server, "snapshot", "rm", "nope", "s1", code=3)
+
+
+def test_disks(server: str) -> None:
+    out = same(server, "disk", "ls", "test", "--json")[1]
+    assert [d["target"] for d in json.loads(out)] == ["vda"]
+    assert "/guest/diskimage1" in same(server, "disk", "ls", "test")[1]
+    same(server, "disk", "ls", "nope", code=3)
+    same(server, "disk", "rm", "test", "vdz", code=3)
+    same(server, "disk", "resize", "test", "vdz", "2G", code=3)
+    assert "virDomainBlockResize" in same(server, "disk", "resize", "test", "vda", "2000G", code=1)[2]
+    same(server, "disk", "add", "nope", "--size", "1G", code=3)
+
+
+def test_nics(server: str) -> None:
+    out = same(server, "nic", "ls", "test", "--json")[1]
+    assert [n["mac"] for n in json.loads(out)] == ["aa:bb:cc:dd:ee:ff"]
+    assert "aa:bb:cc:dd:ee:ff  default" in same(server, "nic", "ls", "test")[1]
+    same(server, "nic", "rm", "test", "7", code=3)
+    same(server, "nic", "rm", "test", "aa:bb:cc:dd:ee:00", code=3)
+    same(server, "nic", "set", "test", "0", "--link", "sideways", code=2)
+    same(server, "nic", "set", "nope", "0", "--link", "down", code=3)
+    # the test driver changes no device: the same refusal, the NIC named by index either way
+    assert "virDomainUpdateDeviceFlags" in same(server, "nic", "set", "test", "0", "--link", "down", code=1)[2]
+    same(server, "nic", "add", "nope", "--network", "default", code=3)

@@ -106,3 +106,52 @@ def test_nics(server: str) -> None:
     # the test driver changes no device: the same refusal, the NIC named by index either way
     assert "virDomainUpdateDeviceFlags" in same(server, "nic", "set", "test", "0", "--link", "down", code=1)[2]
     same(server, "nic", "add", "nope", "--network", "default", code=3)
+
+
+def test_save_and_restore(server: str) -> None:
+    same(server, "restore", "test", code=4)  # nothing saved yet
+    same(server, "save", "nope", code=3)
+    same(server, "save", "test", "--file", "relative", code=2)
+    err = same(server, "save", "test")[2]
+    assert "VM test saved (managed save); `kvmhub restore test` or `kvmhub start` resumes it" in err
+    code, out, _err = run("--remote", server, "show", "test", "--json")
+    assert json.loads(out)["state"] == "shut off"
+    code, _out, err = run("--remote", server, "restore", "test", "--running", "--paused")
+    assert code == 2 and "--running and --paused contradict each other" in err
+    code, _out, err = run("--remote", server, "restore", "test")
+    assert code == 0 and "VM test restored; it is running" in err
+    code, out, _err = run("--remote", server, "show", "test", "--json")
+    assert json.loads(out)["state"] == "running"
+
+
+def test_clone(server: str) -> None:
+    err = same(server, "clone", "test", "copy", code=4)[2]
+    assert "cannot clone VM test: it is running" in err
+    same(server, "clone", "nope", "copy", code=3)
+    same(server, "clone", "test", "bad/name", code=2)
+
+
+def test_set(server: str) -> None:
+    assert same(server, "set", "test", "--cpus", "1", "--autostart")[1].splitlines() == [
+        "VM test: autostart on: applied live", "VM test: vCPUs 1: applied live"]
+    same(server, "set", "nope", "--cpus", "1", code=3)
+    same(server, "set", "test", "--cpus", "0", code=2)
+    same(server, "set", "test", "--cpus", "1", "--firewall", "bogus", code=2)
+    # the test driver changes no device: the same refusal from the firewall either way
+    assert "virDomainUpdateDeviceFlags" in same(server, "set", "test", "--firewall", "off", code=1)[2]
+    run("--remote", server, "set", "test", "--no-autostart")
+
+
+def test_ip(server: str) -> None:
+    # the test driver's lease follows the domain's id, which a restore on the server changes: compare the rest
+    local, remote = run("--local", "ip", "test", "--json"), run("--remote", server, "ip", "test", "--json")
+    assert local[0] == remote[0] == 0
+    rows = [json.loads(out) for out in (local[1], remote[1])]
+    assert [[(a["mac"], a["source"], a["prefix"], a["ip"].startswith("192.168.122.")) for a in r] for r in rows] == [
+        [("aa:bb:cc:dd:ee:ff", "lease", 24, True)]] * 2
+    local, remote = run("--local", "ip", "test"), run("--remote", server, "ip", "test")
+    assert local[1].startswith("192.168.122.") and remote[1] == rows[1][0]["ip"] + "\n"
+    assert _said(local[2]) == _said(remote[2]) == ["(from lease)"]
+    same(server, "ip", "nope", code=3)
+    err = same(server, "ip", "test", "--wait", "--timeout", "1", code=6)[2]
+    assert "did not become" in err

@@ -155,3 +155,14 @@ def test_ip(server: str) -> None:
     same(server, "ip", "nope", code=3)
     err = same(server, "ip", "test", "--wait", "--timeout", "1", code=6)[2]
     assert "did not become" in err
+
+
+def test_backups(server: str) -> None:
+    assert "VM test has no backups" in same(server, "backup", "ls", "test")[2]
+    assert same(server, "backup", "ls", "test", "--json")[1].strip() == "[]"
+    same(server, "backup", "ls", "nope", code=3)
+    same(server, "backup", "nope", "--to", "/tmp/kvmhub-none", code=3)
+    # the test driver's VMs live on no host kvmhub can read: the same refusal for every backup verb
+    for args in (("test", "--to", "/tmp/kvmhub-none"), ("verify", "/tmp/kvmhub-none"),
+                 ("restore", "test", "--from", "/tmp/kvmhub-none")):
+        assert "backups need the VM's host to be this machine" in same(server, "backup", *args, code=5)[2]

@@ -8,6 +8,7 @@ change the VM run locally first, then through the server, so both start from the
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,14 +16,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import uvicorn
+from websockets.sync.server import ServerConnection, unix_serve
 
+from kvmhub.client import console as remote_console
+from kvmhub.client.transport import Transport
 from kvmhub.server.app import create_app
 from kvmhub.server.serve import unix_socket
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
+from kvmhub.services.vm import console as local_console
 
 URI = "test:///default"
 Result = tuple[int, str, str]
@@ -166,3 +172,48 @@ def test_backups(server: str) -> None:
     for args in (("test", "--to", "/tmp/kvmhub-none"), ("verify", "/tmp/kvmhub-none"),
                  ("restore", "test", "--from", "/tmp/kvmhub-none")):
         assert "backups need the VM's host to be this machine" in same(server, "backup", *args, code=5)[2]
+
+
+def test_console_refusals_and_log(server: str) -> None:
+    err = same(server, "console", "test", code=4)[2]
+    assert "VM test has no serial console" in err
+    same(server, "console", "nope", code=3)
+    err = same(server, "console", "test", "--log", code=5)[2]
+    assert "`kvmhub console test`" in err
+    same(server, "console", "nope", "--log", code=3)
+
+
+def test_console_keystrokes_go_both_ways_until_the_escape_key(tmp_path: Path) -> None:
+    """The client's pump against a console that answers each keystroke in capitals: what was typed before Ctrl-]
+    reaches it, its answer reaches standard output, nothing after Ctrl-] is sent."""
+    received: list[bytes] = []
+
+    def console(ws: ServerConnection) -> None:
+        ws.send(b"login: ")
+        for message in ws:
+            data = message if isinstance(message, bytes) else message.encode()
+            received.append(data)
+            ws.send(data.upper())
+
+    sock = tmp_path / "console.sock"
+    with unix_serve(console, str(sock)) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        read_fd, write_fd = os.pipe()
+        out = io.BytesIO()
+        conn = remote_console.open_console(Transport(f"unix:{sock}"), "/vms/guest/console")
+        done = threading.Thread(target=remote_console.attach, args=(conn, "guest"),
+                                kwargs={"stdin_fd": read_fd, "stdout": out})
+        done.start()
+        os.write(write_fd, b"root\r")
+        deadline = time.monotonic() + 10
+        while b"ROOT\r" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.write(write_fd, b"ls" + bytes([remote_console.ESCAPE]) + b"never")
+        done.join(10)
+        srv.shutdown()
+        os.close(write_fd)
+        os.close(read_fd)
+    assert not done.is_alive()
+    assert out.getvalue().startswith(b"login: ROOT\r")
+    assert b"".join(received) == b"root\rls"
+    assert remote_console.ESCAPE == local_console.ESCAPE

@@ -282,6 +282,17 @@ def console(
     """Attach to a VM's serial console (Ctrl-] leaves), or print its serial log."""
     import sys
 
+    if (server := state.remote()) is not None:
+        from kvmhub.validate import check_name
+
+        check_name(name, "VM")
+        if log:
+            sys.stdout.write(through.get(server, "vms", name, "console", "log")["text"])
+            return
+        from kvmhub.client import console as remote_console
+
+        remote_console.attach(remote_console.open_console(server, through.path("vms", name, "console")), name)
+        return
     from kvmhub.services.vm import console as svc
 
     if log:

@@ -217,3 +217,32 @@ def test_console_keystrokes_go_both_ways_until_the_escape_key(tmp_path: Path) ->
     assert out.getvalue().startswith(b"login: ROOT\r")
     assert b"".join(received) == b"root\rls"
     assert remote_console.ESCAPE == local_console.ESCAPE
+
+
+def test_export(server: str, tmp_path: Path) -> None:
+    local = run("--local", "export", "test", "--to", str(tmp_path / "test.tar.gz"))
+    remote = run("--remote", server, "export", "test")
+    assert local[0] == remote[0] == 4 and _said(local[2]) == _said(remote[2])
+    assert "cannot export VM test: it is running" in local[2]
+    local = run("--local", "export", "nope", "--to", str(tmp_path / "nope.tar.gz"))
+    remote = run("--remote", server, "export", "nope")
+    assert local[0] == remote[0] == 3 and _said(local[2]) == _said(remote[2])
+    # a path on the caller's machine cannot be honoured by a server writing on its host: refused, not ignored
+    code, _out, err = run("--remote", server, "export", "test", "--to", str(tmp_path / "test.tar.gz"))
+    assert code == 2 and "the server writes the archive in its exports directory on its own host" in err
+    code, _out, err = run("--local", "export", "test")
+    assert code == 2 and "--to is needed" in err
+
+
+def test_import_uploads_the_archive_first(server: str, tmp_path: Path) -> None:
+    same(server, "import", str(tmp_path / "none.tar.gz"), code=3)
+    archive = tmp_path / "vm.tar.gz"
+    archive.write_bytes(b"not an archive")
+    err = same(server, "import", str(archive), "--pool", "nope", code=3)[2]
+    assert "no storage pool 'nope'" in err
+
+    # through the server the archive is first uploaded into the pool (a test-driver pool takes no upload)
+    code, _out, err = run("--remote", server, "import", str(archive), "--pool", "default-pool")
+    assert code == 1 and "uploading vm.tar.gz to the server" in err and "virStorageVolUpload" in err
+    code, out, _err = run("--remote", server, "ops", "ls", "--json")
+    assert [(o["kind"], o["state"]) for o in json.loads(out)[:1]] == [("volume.upload", "failed")]

@@ -26,7 +26,8 @@ PUBLIC = {("POST", f"{API}/session")}
 # routes whose paths are an admin's, except these, which every user may call about themselves
 ADMIN_PATHS = (f"{API}/users", f"{API}/audit")
 # routes that name directories on the server's host (it runs as root)
-HOST_PATHS = {("POST", f"{API}/vms/{{name}}/backups"), ("POST", f"{API}/backups/restore")}
+HOST_PATHS = {("POST", f"{API}/vms/{{name}}/backups"), ("POST", f"{API}/backups/restore"),
+              ("POST", f"{API}/backups/verify")}
 SELF_SERVICE = {("POST", f"{API}/users/{{name}}/tokens"), ("DELETE", f"{API}/tokens/{{token_id}}"),
                 ("DELETE", f"{API}/session")}
 

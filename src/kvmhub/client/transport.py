@@ -12,7 +12,7 @@ import http.client
 import json
 import socket
 import ssl
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from kvmhub.errors import HostProblem, InvalidInput, KvmhubError, from_dict
@@ -88,11 +88,21 @@ class Transport:
 
     def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
         """The JSON answer of ``method API+path``; an error answer raised as the error it was."""
-        headers = {"Accept": "application/json"}
+        headers = {}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        return self._exchange(method, path, data, headers, timeout)
+
+    def upload(self, path: str, src: BinaryIO, length: int, *, timeout: float | None = None) -> Any:
+        """``PUT API+path`` with the ``length`` bytes of ``src`` as its body, streamed; the JSON answer."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        return self._exchange("PUT", path, src, headers, timeout)
+
+    def _exchange(self, method: str, path: str, data: bytes | BinaryIO | None, headers: dict[str, str],
+                  timeout: float | None) -> Any:
+        headers["Accept"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         conn = self._connection(timeout or self.timeout)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 
 
 class _BackupGroup(TyperGroup):
@@ -25,6 +25,13 @@ app = typer.Typer(cls=_BackupGroup, no_args_is_help=True,
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
+def _route(name: str) -> str:
+    from kvmhub.validate import check_name
+
+    check_name(name, "VM")
+    return through.path("vms", name, "backups")
+
+
 def _mib(n: int) -> str:
     return f"{n / 1024**2:.1f} MiB"
 
@@ -37,12 +44,17 @@ def take(
     = False,
 ) -> None:
     """Back up a VM (running or not) into a directory: full, or --incremental since the last backup there."""
-    from kvmhub.models.backup import BackupRequest
-    from kvmhub.services.snapshots import backups
+    from kvmhub.models.backup import BackupInfo, BackupRequest
 
     with live.report(f"backup {name}") as report:
         req = BackupRequest(vm=name, directory=to, incremental=incremental)
-        info = backups.backup(state.hv(), req, report=report)
+        if (server := state.remote()) is not None:
+            info = BackupInfo.model_validate(through.operation(
+                server, "POST", _route(name), report, req.model_dump(mode="json", exclude={"vm"})))
+        else:
+            from kvmhub.services.snapshots import backups
+
+            info = backups.backup(state.hv(), req, report=report)
     output.say(f"{info.kind} backup {info.name} of {name} in {to}: {_mib(info.bytes)} in {info.duration_s:.1f} s")
 
 
@@ -53,9 +65,17 @@ def ls(
     json_out: JsonOpt = False,
 ) -> None:
     """List a VM's backup points (from the directories its checkpoints name, or --dir)."""
-    from kvmhub.services.snapshots import backups
+    if (server := state.remote()) is not None:
+        from urllib.parse import urlencode
 
-    found = backups.list_backups(state.hv(), name, directory)
+        from kvmhub.models.backup import BackupInfo
+
+        query = f"?{urlencode({'directory': directory})}" if directory is not None else ""
+        found = [BackupInfo.model_validate(b) for b in server.request("GET", _route(name) + query)]
+    else:
+        from kvmhub.services.snapshots import backups
+
+        found = backups.list_backups(state.hv(), name, directory)
     if json_out:
         output.print_json(found)
         return
@@ -71,10 +91,14 @@ def ls(
 def verify(directory: str) -> None:
     """Check a backup directory: each file's checksum and `qemu-img check`."""
     from kvmhub.errors import OperationFailed
-    from kvmhub.services.snapshots import backups
 
     with live.report(f"verify {directory}") as report:
-        problems = backups.verify(state.hv(), directory, report=report)
+        if (server := state.remote()) is not None:
+            problems = list(through.operation(server, "POST", "/backups/verify", report, {"directory": directory}))
+        else:
+            from kvmhub.services.snapshots import backups
+
+            problems = backups.verify(state.hv(), directory, report=report)
     if problems:
         raise OperationFailed(f"{len(problems)} problem(s) in {directory}:\n  " + "\n  ".join(problems),
                               hint="take a new full backup")
@@ -91,9 +115,14 @@ def restore(
 ) -> None:
     """Rebuild a VM's disks from a full backup and its incrementals (the VM must be shut off)."""
     from kvmhub.models.backup import RestoreRequest
-    from kvmhub.services.snapshots import backups
 
     req = RestoreRequest(vm=name, directory=source, at=at, as_name=as_name, pool=pool)
     with live.report(f"backup restore {name}") as report:
-        vm = backups.restore(state.hv(), req, report=report)
+        if (server := state.remote()) is not None:
+            body = req.model_dump(mode="json", exclude_none=True)
+            vm = str(through.operation(server, "POST", "/backups/restore", report, body)["name"])
+        else:
+            from kvmhub.services.snapshots import backups
+
+            vm = backups.restore(state.hv(), req, report=report)
     output.say(f"VM {vm} restored from {source}" + (f" at {at}" if at else "") + f"; start it: `kvmhub start {vm}`")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 
 
 def clone(
@@ -27,17 +27,29 @@ def clone(
     owns (its installer ISO) and its kernel and initrd are copied, other read-only media stay shared;
     port forwards are not copied. On any failure what was made is removed and the source is as it was.
     """
-    from kvmhub.cli.commands.vm import _wait
-    from kvmhub.models import CloneRequest
-    from kvmhub.services.vm import clone as svc
-    from kvmhub.services.vm import lifecycle as vms
+    from kvmhub.models import CloneRequest, CloneResult
 
-    hv = state.hv()
     req = CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
     with live.report(f"clone {source} → {name}") as report:
-        result = svc.clone(hv, req, report=report)
-        if wait and start:
-            _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
+        if (server := state.remote()) is not None:
+            from kvmhub.cli.commands.vm import _remote_wait
+            from kvmhub.validate import check_name
+
+            check_name(source, "VM")
+            body = req.model_dump(mode="json", exclude={"source"}, exclude_none=True)
+            result = CloneResult.model_validate(
+                through.operation(server, "POST", through.path("vms", source, "clone"), report, body))
+            if wait and start:
+                _remote_wait(server, name, None, timeout, report)
+        else:
+            from kvmhub.cli.commands.vm import _wait
+            from kvmhub.services.vm import clone as svc
+            from kvmhub.services.vm import lifecycle as vms
+
+            hv = state.hv()
+            result = svc.clone(hv, req, report=report)
+            if wait and start:
+                _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
     kind = "linked clone" if result.linked else "full clone"
     where = ", ".join(result.volumes)
     extra = f"; froze {', '.join(result.frozen)}" if result.frozen else ""

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import live, output, state
+from kvmhub.cli import live, output, state, through
 
 if TYPE_CHECKING:
     from kvmhub.models.snapshot import SnapshotInfo
@@ -25,15 +25,27 @@ def create(
     description: Annotated[str | None, typer.Option(help="free text kept with the snapshot")] = None,
 ) -> None:
     """Take a snapshot of a VM."""
-    from kvmhub.models.snapshot import SnapshotRequest
-    from kvmhub.services.snapshots import snapshots
+    from kvmhub.models.snapshot import SnapshotInfo, SnapshotRequest
 
     req = SnapshotRequest(vm=name, name=snap, memory=memory, disk_only=disk_only, quiesce=quiesce,
                           description=description)
     with live.report(f"snapshot {name}") as report:
-        info = snapshots.create(state.hv(), req, report=report)
+        if (server := state.remote()) is not None:
+            info = SnapshotInfo.model_validate(through.operation(
+                server, "POST", _route(name), report, req.model_dump(mode="json", exclude={"vm"})))
+        else:
+            from kvmhub.services.snapshots import snapshots
+
+            info = snapshots.create(state.hv(), req, report=report)
     what = "with memory" if info.memory else "disks only"
     output.say(f"snapshot {info.name} of {name} created ({info.kind}, {what})")
+
+
+def _route(name: str, *rest: str) -> str:
+    from kvmhub.validate import check_name
+
+    check_name(name, "VM")
+    return through.path("vms", name, "snapshots", *rest)
 
 
 def _tree(found: list[SnapshotInfo]) -> list[tuple[str, ...]]:
@@ -50,9 +62,14 @@ def _tree(found: list[SnapshotInfo]) -> list[tuple[str, ...]]:
 @app.command("ls")
 def ls(name: str, json_out: JsonOpt = False) -> None:
     """List a VM's snapshots as a tree; * marks the current one."""
-    from kvmhub.services.snapshots import snapshots
+    if (server := state.remote()) is not None:
+        from kvmhub.models.snapshot import SnapshotInfo
 
-    found = snapshots.list_snapshots(state.hv(), name)
+        found = [SnapshotInfo.model_validate(s) for s in server.request("GET", _route(name))]
+    else:
+        from kvmhub.services.snapshots import snapshots
+
+        found = snapshots.list_snapshots(state.hv(), name)
     if json_out:
         output.print_json(found)
         return
@@ -65,9 +82,14 @@ def ls(name: str, json_out: JsonOpt = False) -> None:
 @app.command()
 def show(name: str, snap: str, json_out: JsonOpt = False) -> None:
     """Show one snapshot."""
-    from kvmhub.services.snapshots import snapshots
+    if (server := state.remote()) is not None:
+        from kvmhub.models.snapshot import SnapshotInfo
 
-    info = snapshots.show(state.hv(), name, snap)
+        info = SnapshotInfo.model_validate(server.request("GET", _route(name, snap)))
+    else:
+        from kvmhub.services.snapshots import snapshots
+
+        info = snapshots.show(state.hv(), name, snap)
     if json_out:
         output.print_json(info)
         return
@@ -83,10 +105,14 @@ def revert(
     paused: Annotated[bool, typer.Option("--paused", help="leave the VM paused after the revert")] = False,
 ) -> None:
     """Bring a VM back to a snapshot (its current state is discarded)."""
-    from kvmhub.services.snapshots import snapshots
-
     with live.report(f"revert {name}") as report:
-        after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, report=report)
+        if (server := state.remote()) is not None:
+            query = f"?running={str(running).lower()}&paused={str(paused).lower()}"
+            after = through.operation(server, "POST", _route(name, snap, "revert") + query, report)["state"]
+        else:
+            from kvmhub.services.snapshots import snapshots
+
+            after = snapshots.revert(state.hv(), name, snap, running=running, paused=paused, report=report)
     output.say(f"VM {name} reverted to {snap}; it is {after}")
 
 
@@ -100,9 +126,13 @@ def rm(
     ] = False,
 ) -> None:
     """Remove a snapshot (external ones are merged into their base with block jobs)."""
-    from kvmhub.services.snapshots import snapshots
-
     with live.report(f"snapshot rm {name}") as report:
-        gone = snapshots.remove(state.hv(), name, snap, children=children, keep_children=keep_children,
-                                report=report)
+        if (server := state.remote()) is not None:
+            query = f"?children={str(children).lower()}&keep_children={str(keep_children).lower()}"
+            gone = list(through.operation(server, "DELETE", _route(name, snap) + query, report))
+        else:
+            from kvmhub.services.snapshots import snapshots
+
+            gone = snapshots.remove(state.hv(), name, snap, children=children, keep_children=keep_children,
+                                    report=report)
     output.say(f"removed snapshot{'s' if len(gone) > 1 else ''} {', '.join(gone)} of {name}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import output, state, through
 
 if TYPE_CHECKING:
     from kvmhub.models import Limits
@@ -48,26 +48,40 @@ def set_(
         help="clean-traffic | allow:22,80/tcp | off (an nwfilter on every NIC)")] = None,
 ) -> None:
     """Change a VM's resources and limits: applied live when it runs and QEMU can, always persisted."""
-    from kvmhub.models import SetRequest
-    from kvmhub.services.vm import tuning
+    from kvmhub.models import Change, SetRequest
 
     req = SetRequest(
         cpus=cpus, max_cpus=max_cpus, memory=memory, autostart=autostart, cpu_weight=cpu_weight,
         cpu_cap=cpu_cap, pins=pin or [], emulator_pin=emulator_pin, memory_limit=memory_limit,
         disk_iops=disk_iops or [], disk_bps=disk_bps or [], io_weight=io_weight, net_bw=net_bw or [],
     )
-    hv = state.hv()
+    limits = firewall is None or any(v not in (None, []) for v in req.model_dump().values())
     if firewall is not None:
-        from kvmhub.xml.nwfilter import parse_policy
+        from kvmhub.services.network.firewall import check_policy
 
-        parse_policy(firewall)  # refuse a bad policy before changing anything
-    if firewall is None or any(v not in (None, []) for v in req.model_dump().values()):
-        for change in tuning.set_limits(hv, name, req):
-            output.out.print(f"VM {name}: {change.line()}", markup=False)
-    if firewall is not None:
+        check_policy(firewall)  # refuse a bad policy before changing anything
+    if (server := state.remote()) is not None:
+        from kvmhub.validate import check_name
+
+        check_name(name, "VM")
+        if limits:
+            for change in server.request("PATCH", through.path("vms", name),
+                                         req.model_dump(mode="json", exclude_none=True)):
+                output.out.print(f"VM {name}: {Change.model_validate(change).line()}", markup=False)
+        if firewall is not None:
+            done = server.request("PUT", through.path("vms", name, "firewall"), {"policy": firewall})
+            live = Change.model_validate(done).live
+    else:
         from kvmhub.services.network import firewall as vm_firewall
+        from kvmhub.services.vm import tuning
 
-        live = vm_firewall.set_policy(hv, name, firewall)
+        hv = state.hv()
+        if limits:
+            for change in tuning.set_limits(hv, name, req):
+                output.out.print(f"VM {name}: {change.line()}", markup=False)
+        if firewall is not None:
+            live = vm_firewall.set_policy(hv, name, firewall)
+    if firewall is not None:
         when = "applied live" if live else "takes effect after restart"
         output.out.print(f"VM {name}: firewall {firewall} ({when})", markup=False)
 

@@ -282,6 +282,17 @@ def console(
     """Attach to a VM's serial console (Ctrl-] leaves), or print its serial log."""
     import sys
 
+    if (server := state.remote()) is not None:
+        from kvmhub.validate import check_name
+
+        check_name(name, "VM")
+        if log:
+            sys.stdout.write(through.get(server, "vms", name, "console", "log")["text"])
+            return
+        from kvmhub.client import console as remote_console
+
+        remote_console.attach(remote_console.open_console(server, through.path("vms", name, "console")), name)
+        return
     from kvmhub.services.vm import console as svc
 
     if log:
@@ -297,17 +308,19 @@ def ip(
     json_out: JsonOpt = False,
 ) -> None:
     """Print a VM's IP addresses (DHCP lease, then guest agent, then ARP)."""
-    from kvmhub.models import Phase
-    from kvmhub.services.vm import lifecycle as vms
-    from kvmhub.services.vm import readiness
+    if (server := state.remote()) is not None:
+        from kvmhub.models import Phase
+        from kvmhub.models.nic import IPAddress
+        from kvmhub.validate import check_name
 
-    hv = state.hv()
-    if wait:
-        prog = vms.wait(hv, name, Phase.NETWORK, timeout)
-        found = prog.ips
+        check_name(name, "VM")
+        if wait:
+            _remote_wait(server, name, Phase.NETWORK, timeout, live.lines())
+        found = [IPAddress.model_validate(a) for a in through.get(server, "vms", name, "ip")]
     else:
-        dom = vms.get(hv, name)
-        found = readiness.addresses(dom, log_text=readiness.read_log(readiness.serial_log(dom)))
+        from kvmhub.services.vm import lifecycle as vms
+
+        found = vms.ip_addresses(state.hv(), name, wait_timeout=timeout if wait else None, report=live.lines())
     if json_out:
         output.print_json([{"ip": a.ip, "prefix": a.prefix, "mac": a.mac, "iface": a.iface,
                             "source": a.source} for a in found])

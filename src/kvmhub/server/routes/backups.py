@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.models import BackupRequest, OperationInfo, RestoreRequest, VMInfo
 from kvmhub.models.backup import BackupInfo, BackupOptions
@@ -59,3 +60,23 @@ def restore_backup(req: RestoreRequest, hv: Hv, ops: Ops, response: Response) ->
         return vms.show(hv, backups.restore(hv, req, report=report))
 
     return accepted(response, ops.submit("backup.restore", vm, work, vm=vm))
+
+
+class BackupDirectory(BaseModel):
+    """A backup directory on the server's host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    directory: str = Field(min_length=1, max_length=4096)
+
+
+@router.post("/backups/verify", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+             dependencies=[ADMIN])
+def verify_backups(req: BackupDirectory, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+    """Check every file of a backup directory on the host (admin only): its checksum and ``qemu-img check``. The
+    operation's result lists the problems found (empty: all intact)."""
+
+    def work(report: Reporter) -> list[str]:
+        return backups.verify(hv, req.directory, report=report)
+
+    return accepted(response, ops.submit("backup.verify", req.directory, work))

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, WebSocket
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import HTTPConnection
 
-from kvmhub.server.auth import OPERATOR, Caller, principal
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller, principal
 from kvmhub.server.console_tokens import ConsoleTokens, TokenRefused
 from kvmhub.server.deps import Hv
 from kvmhub.server.websocket import close, until_first
@@ -46,6 +46,20 @@ class VncToken(BaseModel):
     vm: str
     expires: float
     path: str
+
+
+class SerialLog(BaseModel):
+    """What a VM printed on its serial port since it last started."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+
+
+@router.get("/vms/{name}/console/log", response_model=SerialLog, dependencies=[VIEWER])
+def serial_log(name: Name, hv: Hv) -> SerialLog:
+    """The VM's serial log (ttyS0) as text; 503 when its host's files are out of the server's reach."""
+    return SerialLog(text=console.log(hv, name))
 
 
 def tokens(conn: HTTPConnection) -> ConsoleTokens:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, ConfigDict
 
 from kvmhub.models import NICSpec, OperationInfo
 from kvmhub.models.nic import NICAddRequest, NICChange
@@ -18,6 +19,14 @@ from kvmhub.services.vm import lifecycle as vms
 router = APIRouter(prefix="/vms/{name}/nics", tags=["nics"])
 Name = Annotated[str, Path(min_length=1, max_length=64, description="the VM's name")]
 Mac = Annotated[str, Path(pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$", description="the NIC's MAC address")]
+
+
+class LinkChange(BaseModel):
+    """A NIC's new link state: ``up`` plugs the virtual cable, ``down`` unplugs it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    link: Literal["up", "down"]
 
 
 @router.get("", response_model=list[NICSpec], dependencies=[VIEWER])
@@ -52,3 +61,18 @@ def remove_nic(name: Name, mac: Mac, hv: Hv, ops: Ops, response: Response) -> Op
         return NICChange(nic=gone, live=live)
 
     return accepted(response, ops.submit("nic.rm", name, work, vm=name))
+
+
+@router.patch("/{mac}", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
+              dependencies=[OPERATOR])
+def change_nic(name: Name, mac: Mac, req: LinkChange, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+    """Plug or unplug a NIC's virtual cable (live when the VM runs, always persisted). The result is the NIC and
+    whether it was live."""
+    nics.find(hv, name, mac)
+
+    def work(report: Reporter) -> NICChange:
+        report.phase(f"link of NIC {mac} {req.link}")
+        changed, live = nics.set_link(hv, name, mac, req.link == "up")
+        return NICChange(nic=changed, live=live)
+
+    return accepted(response, ops.submit("nic.set", name, work, vm=name))

@@ -20,15 +20,18 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.services.network import firewall
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
-from kvmhub.services.vm import listing, readiness, saves, tuning
+from kvmhub.services.vm import listing, saves, tuning
 from kvmhub.services.vm import remove as vm_remove
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 
 router = APIRouter(prefix="/vms", tags=["vms"])
 Name = Annotated[str, Path(min_length=1, max_length=64, description="the VM's name")]
+SaveFile = Annotated[str | None, Query(min_length=1, max_length=4096,
+                                       description="a save file on the server's host instead of the managed save")]
 Action = Literal["start", "stop", "kill", "reboot", "pause", "resume"]
 
 
@@ -89,9 +92,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
 @router.get("/{name}/ip", response_model=list[IPAddress], dependencies=[VIEWER])
 def vm_addresses(name: Name, hv: Hv) -> list[IPAddress]:
     """A VM's IP addresses as known now: DHCP lease, then guest agent, then ARP (empty when none yet)."""
-    dom = vms.get(hv, name)
-    found = readiness.addresses(dom, log_text=readiness.read_log(readiness.serial_log(dom)))
-    return [IPAddress(ip=a.ip, prefix=a.prefix, mac=a.mac, iface=a.iface, source=a.source) for a in found]
+    return vms.ip_addresses(hv, name)
 
 
 @router.patch("/{name}", response_model=list[Change], dependencies=[OPERATOR])
@@ -101,6 +102,23 @@ def change_vm(name: Name, req: SetRequest, hv: Hv) -> list[Change]:
     nothing."""
     vms.get(hv, name)
     return tuning.set_limits(hv, name, req)
+
+
+class FirewallPolicy(BaseModel):
+    """A VM's firewall: ``clean-traffic`` (libvirt's anti-spoofing filter), ``allow:22,80/tcp`` or ``off``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field(min_length=1, max_length=200)
+
+
+@router.put("/{name}/firewall", response_model=Change, dependencies=[OPERATOR])
+def set_firewall(name: Name, req: FirewallPolicy, hv: Hv) -> Change:
+    """Put an nwfilter policy on every NIC of a VM: applied live when it runs, always persisted; a bad policy
+    changes nothing."""
+    vms.get(hv, name)
+    firewall.check_policy(req.policy)
+    return Change(setting="firewall", value=req.policy, live=firewall.set_policy(hv, name, req.policy))
 
 
 @router.post("/{name}/clone", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
@@ -120,13 +138,15 @@ def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Respon
 
 @router.post("/{name}/save", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def save_vm(name: Name, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
-    """Stop a running VM with its memory on disk (libvirt's managed save); ``restore`` or ``start`` resumes it.
-    The result is the VM."""
+def save_vm(name: Name, hv: Hv, ops: Ops, response: Response, caller: Caller,
+            file: SaveFile = None) -> OperationInfo:
+    """Stop a running VM with its memory on disk (libvirt's managed save, or ``file`` on the server's host: admin
+    only); ``restore`` (or, after a managed save, ``start``) resumes it. The result is the VM."""
+    admin_for_host_paths(caller, "a save file", file)
     vms.get(hv, name)
 
     def work(report: Reporter) -> VMInfo:
-        saves.save(hv, name, report=report)
+        saves.save(hv, name, file=file, report=report)
         return vms.show(hv, name)
 
     return accepted(response, ops.submit("vm.save", name, work, vm=name))
@@ -134,15 +154,16 @@ def save_vm(name: Name, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
 
 @router.post("/{name}/restore", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def restore_vm(name: Name, hv: Hv, ops: Ops, response: Response,
+def restore_vm(name: Name, hv: Hv, ops: Ops, response: Response, caller: Caller,
                paused: Annotated[bool, Query(description="resume it paused")] = False,
                running: Annotated[bool, Query(description="resume it running whatever it was saved as")] = False,
-               ) -> OperationInfo:
-    """Resume a VM saved with ``save`` exactly where it was. The result is the VM."""
+               file: SaveFile = None) -> OperationInfo:
+    """Resume a VM saved with ``save`` exactly where it was (from ``file``: admin only). The result is the VM."""
+    admin_for_host_paths(caller, "a save file", file)
     vms.get(hv, name)
 
     def work(report: Reporter) -> VMInfo:
-        saves.restore(hv, name, running=running, paused=paused, report=report)
+        saves.restore(hv, name, file=file, running=running, paused=paused, report=report)
         return vms.show(hv, name)
 
     return accepted(response, ops.submit("vm.restore", name, work, vm=name))

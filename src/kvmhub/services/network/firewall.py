@@ -18,6 +18,11 @@ from kvmhub.xml.interface import interface_to_xml
 from kvmhub.xml.network import network_from_xml
 
 
+def check_policy(policy: str) -> None:
+    """Refuse (InvalidInput) a policy `set_policy` would not understand, before anything changes."""
+    xml_nwfilter.parse_policy(policy)
+
+
 def filter_for(hv: Hypervisor, policy: str) -> str | None:
     """The filter name a policy maps to, defining kvmhub's allow-list filter when needed."""
     parsed = xml_nwfilter.parse_policy(policy)

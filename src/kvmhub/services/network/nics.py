@@ -23,7 +23,11 @@ def list_nics(hv: Hypervisor, vm: str) -> list[NICSpec]:
 
 def find(hv: Hypervisor, vm: str, which: str) -> NICSpec:
     """A NIC by MAC address or by index (0 = first)."""
-    nics = list_nics(hv, vm)
+    return pick(list_nics(hv, vm), vm, which)
+
+
+def pick(nics: list[NICSpec], vm: str, which: str) -> NICSpec:
+    """The NIC of ``nics`` (VM ``vm``'s) named by MAC address or index (0 = first)."""
     if which.isdigit() and int(which) < len(nics):
         return nics[int(which)]
     for nic in nics:

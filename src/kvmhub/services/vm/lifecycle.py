@@ -10,6 +10,7 @@ from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import Phase, VMInfo
+from kvmhub.models.nic import IPAddress
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
@@ -230,3 +231,15 @@ def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:
     spec = domain_from_xml(get(hv, name).xml())
     return Phase.NETWORK if spec.nics else Phase.BOOTED
+
+
+def ip_addresses(hv: Hypervisor, name: str, *, wait_timeout: float | None = None,
+                 report: Reporter = QUIET) -> list[IPAddress]:
+    """VM `name`'s IP addresses: DHCP lease, then guest agent, then ARP (empty when none is known yet). With
+    ``wait_timeout``, first waits (at most that many seconds) until it has one, and gives those found then."""
+    if wait_timeout is not None:
+        found = wait(hv, name, Phase.NETWORK, wait_timeout, report=report).ips
+    else:
+        dom = get(hv, name)
+        found = readiness.addresses(dom, log_text=readiness.read_log(readiness.serial_log(dom)))
+    return [IPAddress(ip=a.ip, prefix=a.prefix, mac=a.mac, iface=a.iface, source=a.source) for a in found]

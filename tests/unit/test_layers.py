@@ -223,16 +223,7 @@ def test_the_checks_see_function_imports_and_cycles() -> None:
 # The CLI holds one client (the services in library mode, the server's API otherwise) and nothing below it.
 BELOW_SERVICES = ("kvmhub.hv", "kvmhub.xml", "kvmhub.tools", "kvmhub.ops")
 # (CLI module, module below the services) -> why it still imports it; each to be routed through the services
-CLI_BELOW_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # the start-up check for interrupted operations reads the journal without loading the services (fast start)
-    ("kvmhub.cli.main", "kvmhub.ops.journal"): "start-up orphan check",
-    # `ops ls|show` in library mode read the journal itself
-    ("kvmhub.cli.commands.ops", "kvmhub.ops.journal"): "ops ls/show in library mode",
-    # VM sub-commands being moved to the server on another branch
-    ("kvmhub.cli.commands.tune", "kvmhub.xml.nwfilter"): "set --firewall parses its policy",
-    ("kvmhub.cli.commands.vm", "kvmhub.hv"): "a type of its helpers (under TYPE_CHECKING)",
-    ("kvmhub.cli.commands.vm", "kvmhub.tools.installer"): "create reads kickstart/preseed files",
-}
+CLI_BELOW_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def _every_import(module: str, path: Path, modules: dict[str, Path]) -> Iterator[str]:

@@ -77,10 +77,10 @@ def main_options(
 def _recover_interrupted() -> None:
     """Undo (or finish) operations whose kvmhub process died, before this command does anything."""
     from kvmhub.cli import live, output
-    from kvmhub.ops.journal import Journal
+    from kvmhub.services import operations
 
     try:
-        if not Journal().orphans():
+        if not operations.interrupted():
             return
         from kvmhub.services import repair  # loads the action handlers: only when there is work
 

@@ -32,9 +32,9 @@ def ls(
 
         ops = [OperationInfo.model_validate(o) for o in through.get(server, "operations", query=f"limit={limit}")]
     else:
-        from kvmhub.ops.journal import Journal
+        from kvmhub.services import operations
 
-        ops = Journal().recent(limit)
+        ops = operations.recent(limit)
     if json_out:
         output.print_json(ops)
         return
@@ -54,9 +54,9 @@ def show(op_id: Annotated[str, typer.Argument(help="operation id (a unique prefi
             raise NotFound(f"no operation {op_id!r}", hint="list them: {cmd:ops ls}", code="op.not_found")
         found = [OperationInfo.model_validate(through.get(server, "operations", op_id))]
     else:
-        from kvmhub.ops.journal import Journal
+        from kvmhub.services import operations
 
-        found = Journal().find(op_id)
+        found = operations.find(op_id)
     if len(found) != 1:
         raise NotFound(f"no operation {op_id!r}" if not found else f"{op_id!r} matches {len(found)} operations",
                        hint="list them: {cmd:ops ls}", code="op.not_found")

@@ -25,9 +25,9 @@ from kvmhub.cli.commands.tune import (
 
 if TYPE_CHECKING:
     from kvmhub.client.transport import Transport
-    from kvmhub.hv import Hypervisor
     from kvmhub.models import Phase
     from kvmhub.reporting import Reporter
+    from kvmhub.services.connect import Hypervisor
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
@@ -86,7 +86,7 @@ def create(
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm.cloudinit import password_option, read_document
-    from kvmhub.tools.installer import read_answer_document
+    from kvmhub.services.vm.installer import read_answer_document
 
     def media(path: Path | None) -> HostMedia | None:
         return HostMedia(path=str(path)) if path is not None else None

@@ -29,6 +29,7 @@ from kvmhub.reporting import BytesFn, Reporter
 from kvmhub.services.storage.media import media_path
 from kvmhub.services.vm import osinfo
 from kvmhub.tools import installer as media_tool
+from kvmhub.tools.installer import read_answer_document as read_answer_document  # the CLI reads answer files with it
 from kvmhub.validate import format_size
 from kvmhub.xml import lifecycle
 from kvmhub.xml import volume as xml_volume

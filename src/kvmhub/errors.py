@@ -12,7 +12,8 @@ The tree, with each kind's default code::
      +-- NotFound               exit 3   HTTP 404   not_found         no such VM, image, network, pool
      +-- Conflict               exit 4   HTTP 409   conflict          name taken, VM in the wrong state, image in use
      +-- HostProblem            exit 5   HTTP 503   host.problem      libvirtd unreachable, virtlogd missing,
-     |                                                                KVM unusable, no space, permission denied
+     |                                                                KVM unusable, no space, permission denied,
+ |                                                                a function the libvirt driver lacks
      +-- OperationTimeout       exit 6   HTTP 504   timeout           a libvirt call or a wait ran out of time
      +-- OperationFailed        exit 1   HTTP 500   failed            anything else libvirt or a tool refused
 
@@ -57,6 +58,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     host.no_space               the host's disk or the pool is full
     host.permission_denied      QEMU or libvirtd may not open a file it needs
     host.access_denied          this user may not use the libvirt URI
+    hv.unsupported              the host's libvirt driver (or its version) lacks the function asked for
     timeout                     a wait ran out of time
     libvirt.timeout             libvirtd or QEMU did not answer a call in time
     op.cancelled                the operation was cancelled (Ctrl-C or a cancel request) and undone
@@ -104,7 +106,7 @@ CODES: frozenset[str] = frozenset({
     "vm.no_display", "conflict", "name.taken", "vm.wrong_state", "vm.no_console", "vm.display_exposed",
     "image.in_use", "image.incomplete", "pool.inactive", "pool.in_use", "volume.in_use",
     "host.problem", "host.libvirtd_unreachable", "host.virtlogd_unreachable", "host.kvm_unusable",
-    "host.no_space", "host.permission_denied", "host.access_denied",
+    "host.no_space", "host.permission_denied", "host.access_denied", "hv.unsupported",
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
     "auth.invalid", "auth.throttled", "auth.csrf",
 })  # fmt: skip

@@ -20,6 +20,8 @@ from kvmhub.errors import KvmhubError, http_status
 _BY_CODE = {
     "libvirt.timeout": 503,  # libvirtd is stalled: the service is unavailable, not the request slow
     "host.libvirtd_unreachable": 503,
+    # the driver lacks the function: no retry helps and the server did not fail; the host refuses this request
+    "hv.unsupported": 409,
     "lock.timeout": 409,
     "op.cancelled": 409,
     "host.permission_denied": 403,

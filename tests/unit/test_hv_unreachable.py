@@ -1,0 +1,81 @@
+"""A libvirt socket that stalls or hangs up, played by a plain unix socket: opening a connection gives a clear,
+bounded error, once per attempt however many threads ask at the same time."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from kvmhub.errors import HostProblem, KvmhubError, OperationTimeout
+from kvmhub.hv import Hypervisor
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="kh-hv-") as where:  # short: a socket path has 107 bytes at most
+        yield Path(where)
+
+
+def _daemon(path: Path, hang_up: bool) -> socket.socket:
+    """A socket that accepts and then says nothing (a stalled libvirtd) or closes (one that died)."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                peer, _ = server.accept()
+            except OSError:
+                return
+            if hang_up:
+                peer.recv(16)
+                peer.close()
+            else:
+                held.append(peer)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+def _connect(hv: Hypervisor) -> tuple[float, KvmhubError | None]:
+    began = time.monotonic()
+    try:
+        assert hv.conn is not None
+    except KvmhubError as exc:
+        return time.monotonic() - began, exc
+    return time.monotonic() - began, None
+
+
+def test_a_daemon_that_hangs_up_is_unreachable_not_a_failure(sock_dir: Path) -> None:
+    server = _daemon(sock_dir / "sock", hang_up=True)
+    try:
+        took, err = _connect(Hypervisor(f"qemu+unix:///system?socket={sock_dir / 'sock'}", timeout=5))
+    finally:
+        server.close()
+    assert isinstance(err, HostProblem) and err.code == "host.libvirtd_unreachable", err
+    assert "libvirtd is not reachable" in err.message and "libvirtd" in (err.cause or "")
+    assert took < 5
+
+
+def test_threads_connecting_to_a_stalled_daemon_all_give_up_within_one_timeout(sock_dir: Path) -> None:
+    server = _daemon(sock_dir / "sock", hang_up=False)
+    hv = Hypervisor(f"qemu+unix:///system?socket={sock_dir / 'sock'}", timeout=1.5)
+    try:
+        began = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(lambda _: _connect(hv), range(6)))
+        whole = time.monotonic() - began
+    finally:
+        server.close()
+    assert all(isinstance(err, OperationTimeout) and err.code == "libvirt.timeout" for _, err in outcomes), outcomes
+    assert all("no answer from libvirt after 2 s" in str(err) for _, err in outcomes)
+    assert whole < 3.5, f"{whole:.1f} s for six callers"  # one bound (1.5 s), not one per caller

@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 
 from kvmhub.testing import TestHost
-from tests.integration.conftest import KVMHUB
+from tests.integration.conftest import KVMHUB, run_kvmhub
 from tests.integration.test_server import API, Server
 
 CALL_TIMEOUT = 4  # the server's --timeout: what one libvirt call may take
@@ -38,11 +38,12 @@ def serve(host: TestHost, where: Path) -> Server:
     """``kvmhub --connect URI --timeout 4 serve --socket SOCK``; returns once it answers."""
     sock = where / "kvmhub.sock"
     log = where / "server.log"
+    (where / "tmp").mkdir(exist_ok=True)
     with log.open("w") as err:
         proc = subprocess.Popen([*KVMHUB, "--connect", host.uri, "--timeout", str(CALL_TIMEOUT), "serve",
                                  "--socket", str(sock)], stdout=subprocess.PIPE, stderr=err, text=True,
                                 env={**os.environ, **host.env(), "KVMHUB_STATE_DIR": str(where / "state"),
-                                     "KVMHUB_ACCEL": "tcg"})
+                                     "KVMHUB_ACCEL": "tcg", "TMPDIR": str(where / "tmp")})
     server = Server(proc, httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url=API, timeout=120), log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -151,6 +152,53 @@ def test_libvirtd_stalled_then_killed_answers_503_and_the_server_recovers(
         _back_within(server, 60, ["fail-a"])
         assert server.client.get("/vms/fail-a").json()["state"] == "shut off"
         assert server.proc.poll() is None  # the same server throughout
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()
+
+
+def _volumes(server: Server) -> dict[str, list[str]]:
+    return {p["name"]: sorted(v["name"] for v in server.client.get(f"/pools/{p['name']}/volumes").json())
+            for p in server.client.get("/pools").json()}
+
+
+def _random_raw(path: Path, mib: int) -> None:
+    with path.open("wb") as out:  # random bytes: qemu-img cannot skip them as zeros, so converting takes a while
+        for _ in range(mib // 8):
+            out.write(os.urandom(8 << 20))
+
+
+def test_an_image_import_cancelled_through_the_api_leaves_nothing(
+        host_factory: Callable[..., TestHost], workdir: Path) -> None:
+    host = host_factory()
+    made = run_kvmhub(host, "host", "setup", "--no-network")
+    assert made.code == 0, made.err + made.out
+    source = workdir / "big.raw"
+    _random_raw(source, 512)
+    server = serve(host, workdir)
+    try:
+        before = (_volumes(server), server.client.get("/images").json(), server.client.get("/vms").json())
+        started = server.client.post("/images", json={"name": "big", "media": {"path": str(source)},
+                                                      "format": "raw"})
+        assert started.status_code == 202, started.text
+        op_id = started.json()["id"]
+        deadline = time.monotonic() + 120
+        while True:
+            op = server.client.get(f"/operations/{op_id}").json()
+            assert op["state"] == "running" and time.monotonic() < deadline, op
+            if any("delete volume" in step["description"] for step in op["steps"]):
+                break  # the image's volume is being written
+            time.sleep(0.05)
+        cancel = server.client.delete(f"/operations/{op_id}")
+        assert cancel.status_code == 202, cancel.text
+        op = server.client.get(f"/operations/{op_id}/wait", params={"timeout": 120}).json()
+        assert op["state"] == "cancelled", op
+        assert op["error"]["code"] == "op.cancelled", op["error"]
+        assert op["steps"] and all(step["state"] == "undone" for step in op["steps"]), op["steps"]
+        assert server.client.get("/images/big").status_code == 404
+        after = (_volumes(server), server.client.get("/images").json(), server.client.get("/vms").json())
+        assert after == before
+        assert list((workdir / "tmp").iterdir()) == []  # no temporary copy either
     finally:
         server.stop()
     assert "Traceback" not in server.log.read_text()

@@ -1,7 +1,7 @@
 """Errors in one place: each error code answers with one HTTP status and one body shape.
 
 Body: ``{"code", "error", "cause", "hint", "detail"}`` — ``error`` is the message, ``cause`` and ``hint`` name the
-API's fields and operations (not CLI flags), ``detail`` is what libvirt or validation said.
+API's fields and requests (not CLI flags), ``detail`` is what libvirt or validation said.
 """
 
 from __future__ import annotations

@@ -44,3 +44,18 @@ def test_unsupported_is_a_host_problem_for_the_cli_and_a_conflict_for_the_api() 
         assert isinstance(mapped, HostProblem) and mapped.code == "hv.unsupported"
         assert (exit_code(mapped), status_of(mapped)) == (5, 409)
         assert mapped.original == mapped.cause == "this function is not supported by the connection driver: virX"
+
+
+def test_resizing_or_reading_a_volume_the_driver_cannot_is_a_409_and_the_volume_stays(client: TestClient) -> None:
+    vols = "/api/v1/pools/default-pool/volumes"
+    made = client.post(vols, json={"name": "kept.raw", "capacity_bytes": 1 << 20, "format": "raw"})
+    assert made.status_code == 201, made.text
+    try:
+        for answer in (client.post(f"{vols}/kept.raw/resize", json={"capacity_bytes": 2 << 20}),
+                       client.get(f"{vols}/kept.raw/data")):
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["code"] == "hv.unsupported", answer.text
+            assert "not supported by the connection driver" in answer.json()["cause"]
+        assert client.get(f"{vols}/kept.raw").json()["capacity_bytes"] == 1 << 20
+    finally:
+        assert client.delete(f"{vols}/kept.raw").status_code == 204

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from kvmhub.errors import HostProblem, KvmhubError, OperationTimeout
@@ -79,3 +80,24 @@ def test_threads_connecting_to_a_stalled_daemon_all_give_up_within_one_timeout(s
     assert all(isinstance(err, OperationTimeout) and err.code == "libvirt.timeout" for _, err in outcomes), outcomes
     assert all("no answer from libvirt after 2 s" in str(err) for _, err in outcomes)
     assert whole < 3.5, f"{whole:.1f} s for six callers"  # one bound (1.5 s), not one per caller
+
+
+def test_a_connection_that_opens_after_its_caller_gave_up_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    late: list[libvirt.virConnect] = []
+
+    def slow_open(uri: str) -> libvirt.virConnect:
+        release.wait(10)
+        late.append(real_open(uri))
+        return late[-1]
+
+    real_open = libvirt.open
+    monkeypatch.setattr(libvirt, "open", slow_open)
+    hv = Hypervisor("test:///default", timeout=0.3)
+    with pytest.raises(OperationTimeout):
+        assert hv.conn is not None
+    release.set()
+    assert hv.settle(10)
+    assert len(late) == 1
+    with pytest.raises(libvirt.libvirtError):
+        late[0].getURI()  # closed: no connection to libvirtd left open by nobody

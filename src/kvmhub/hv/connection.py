@@ -7,6 +7,7 @@ thread and waits at most ``timeout`` seconds, so a stalled libvirtd gives a clea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -196,10 +197,19 @@ class Hypervisor:
         limit = min(CONNECT_TIMEOUT, self.timeout)
         if not leader:
             return attempt.outcome(limit)
+
+        def opened() -> libvirt.virConnect:
+            conn = self._open()
+            if attempt.abandoned:  # it landed after its caller gave up: nobody else would ever close it
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+            return conn
+
         try:
             start_event_loop()
-            conn = run_bounded(self._open, limit, f"connecting to {self.uri}", self._strays)
+            conn = run_bounded(opened, limit, f"connecting to {self.uri}", self._strays)
         except BaseException as exc:
+            attempt.abandoned = True
             with self._lock:
                 self._opening = None
             attempt.settle(error=exc if isinstance(exc, Exception) else HostProblem(f"connecting to {self.uri}: "
@@ -348,6 +358,7 @@ class _Attempt:
 
     def __init__(self, what: str) -> None:
         self.what = what
+        self.abandoned = False  # the opening thread gave up waiting for libvirt.open
         self._done = threading.Event()
         self._conn: libvirt.virConnect | None = None
         self._error: BaseException | None = None

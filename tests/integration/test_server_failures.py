@@ -1,9 +1,11 @@
 """`kvmhub serve` on a private test host when things go wrong under it: libvirtd stalled (SIGSTOP) or killed
 while requests are in flight answers 503 with a code and a cause naming libvirtd, within the call timeout, and the
-same server answers again once libvirtd is back; an image import cancelled through the API leaves nothing."""
+same server answers again once libvirtd is back, its event feed too; an image import cancelled through the API
+leaves nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from lxml import etree
+from websockets.sync.client import unix_connect
 
 from kvmhub.testing import TestHost
 from tests.integration.conftest import KVMHUB, run_kvmhub
@@ -117,6 +120,30 @@ def _unavailable(answers: list[tuple[float, httpx.Response]], within: float) -> 
         assert took < within, f"{answer.request.url.path} answered after {took:.1f} s"
 
 
+def _act(server: Server, action: str) -> None:
+    started = server.client.post(f"/vms/fail-a/{action}")  # nothing of the failed calls holds the VM
+    assert started.status_code == 202, started.text
+    done = server.client.get(f"/operations/{started.json()['id']}/wait", params={"timeout": 60}).json()
+    assert done["state"] == "succeeded", done
+
+
+def _lifecycle_events_flow_again(server: Server, sock: Path) -> None:
+    """The server's libvirt event feed subscribes again by itself: a start or kill shows on /events."""
+    deadline = time.monotonic() + 90
+    with unix_connect(str(sock), "ws://kvmhub/api/v1/events?vm=fail-a", open_timeout=30) as ws:
+        while True:
+            assert time.monotonic() < deadline, "no lifecycle event since libvirtd came back"
+            running = server.client.get("/vms/fail-a").json()["state"] == "running"
+            _act(server, "kill" if running else "start")
+            try:
+                while True:
+                    event = json.loads(ws.recv(timeout=10))
+                    if event["type"] == "lifecycle" and event["data"]["event"] == ("stopped" if running else "started"):
+                        return
+            except TimeoutError:
+                continue  # the feed was not subscribed yet when the VM changed
+
+
 PATHS = ["GET /vms", "GET /vms/fail-a", "GET /hosts", "GET /networks", "GET /pools", "POST /vms/fail-a/start",
          "GET /operations"]
 
@@ -153,11 +180,7 @@ def test_libvirtd_stalled_then_killed_answers_503_and_the_server_recovers(
         host.run(["libvirtd", "-d", "-p", str(host.dir / "run" / "libvirtd.pid")])
         _back_within(server, 60, ["fail-a"])
         assert server.client.get("/vms/fail-a").json()["state"] == "shut off"
-        started = server.client.post("/vms/fail-a/start")  # nothing of the failed calls holds the VM
-        assert started.status_code == 202, started.text
-        done = server.client.get(f"/operations/{started.json()['id']}/wait", params={"timeout": 60}).json()
-        assert done["state"] == "succeeded", done
-        assert server.client.get("/vms/fail-a").json()["state"] == "running"
+        _lifecycle_events_flow_again(server, workdir / "kvmhub.sock")
         assert server.proc.poll() is None  # the same server throughout
     finally:
         server.stop()

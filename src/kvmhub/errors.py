@@ -12,7 +12,8 @@ The tree, with each kind's default code::
      +-- NotFound               exit 3   HTTP 404   not_found         no such VM, image, network, pool
      +-- Conflict               exit 4   HTTP 409   conflict          name taken, VM in the wrong state, image in use
      +-- HostProblem            exit 5   HTTP 503   host.problem      libvirtd unreachable, virtlogd missing,
-     |                                                                KVM unusable, no space, permission denied
+     |                                                                KVM unusable, no space, permission denied,
+ |                                                                a function the libvirt driver lacks
      +-- OperationTimeout       exit 6   HTTP 504   timeout           a libvirt call or a wait ran out of time
      +-- OperationFailed        exit 1   HTTP 500   failed            anything else libvirt or a tool refused
 
@@ -57,6 +58,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     host.no_space               the host's disk or the pool is full
     host.permission_denied      QEMU or libvirtd may not open a file it needs
     host.access_denied          this user may not use the libvirt URI
+    hv.unsupported              the host's libvirt driver (or its version) lacks the function asked for
     timeout                     a wait ran out of time
     libvirt.timeout             libvirtd or QEMU did not answer a call in time
     op.cancelled                the operation was cancelled (Ctrl-C or a cancel request) and undone
@@ -66,20 +68,23 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     auth.throttled              too many wrong passwords in a row: the user is locked out for a while
     auth.csrf                   a change sent with a session cookie lacks the session's CSRF token
 
-Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its
-own terms: ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the
-API; ``{cmd:host setup}`` is `` `kvmhub host setup` `` for the CLI and `` `host setup` `` (the operation)
-for the API. ``str(err)``, ``err.message``, ``err.cause`` and ``err.hint`` read as the CLI prints them;
-:meth:`KvmhubError.to_dict` and :func:`render` take the front end. Commands of other tools
-(`virsh ...`, `systemctl ...`) are plain text.
+Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
+``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
+NAME}`` is `` `kvmhub start NAME` `` for the CLI and `` `POST /api/v1/vms/NAME/start` `` for the API (the
+request doing the same, its flags as the body's fields: :data:`API_COMMANDS`); a command no request does, as
+``{cmd:host setup}``, reads `` `kvmhub host setup` `` for both, to be run on the server's host. ``str(err)``,
+``err.message``, ``err.cause`` and ``err.hint`` read as the CLI prints them; :meth:`KvmhubError.to_dict` and
+:func:`render` take the front end. Commands of other tools (`virsh ...`, `systemctl ...`) are plain text.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import ClassVar, Literal
 
 __all__ = [
+    "API_COMMANDS",
     "CODES",
     "Conflict",
     "Front",
@@ -104,7 +109,7 @@ CODES: frozenset[str] = frozenset({
     "vm.no_display", "conflict", "name.taken", "vm.wrong_state", "vm.no_console", "vm.display_exposed",
     "image.in_use", "image.incomplete", "pool.inactive", "pool.in_use", "volume.in_use",
     "host.problem", "host.libvirtd_unreachable", "host.virtlogd_unreachable", "host.kvm_unusable",
-    "host.no_space", "host.permission_denied", "host.access_denied",
+    "host.no_space", "host.permission_denied", "host.access_denied", "hv.unsupported",
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
     "auth.invalid", "auth.throttled", "auth.csrf",
 })  # fmt: skip
@@ -120,12 +125,62 @@ def _cli_term(match: re.Match[str]) -> str:
     return f"`kvmhub {body}`"
 
 
+API_PREFIX = "/api/v1"
+# the API request doing what a CLI command does; its path's {params} take the command's words after it in turn
+API_COMMANDS: dict[str, str] = {
+    "ls": "GET /vms", "show": "GET /vms/{name}", "create": "POST /vms", "set": "PATCH /vms/{name}",
+    "start": "POST /vms/{name}/start", "stop": "POST /vms/{name}/stop", "rm": "DELETE /vms/{name}",
+    "save": "POST /vms/{name}/save", "clone": "POST /vms/{name}/clone", "export": "POST /vms/{name}/export",
+    "ip": "GET /vms/{name}/ip", "snapshot ls": "GET /vms/{name}/snapshots", "backup ls": "GET /vms/{name}/backups",
+    "disk add": "POST /vms/{name}/disks", "disk resize": "POST /vms/{name}/disks/{target}/resize",
+    "host check": "GET /hosts/local", "ops ls": "GET /operations",
+    "image ls": "GET /images", "image import": "POST /images", "image rm": "DELETE /images/{name}",
+    "net ls": "GET /networks", "net create": "POST /networks", "net lease ls": "GET /networks/{name}/leases",
+    "pool ls": "GET /pools", "pool create": "POST /pools", "vol ls": "GET /pools/{pool}/volumes",
+    "vol show": "GET /pools/{pool}/volumes/{name}", "vol rm": "DELETE /pools/{pool}/volumes/{name}",
+    "vol clone": "POST /pools/{pool}/volumes/{name}/clone", "vol upload": "PUT /pools/{pool}/volumes/{name}/data",
+    "user ls": "GET /users", "token ls": "GET /tokens",
+}  # fmt: skip
+_PARAM = re.compile(r"\{[a-z_]+\}")
+
+
+def _api_request(command: str) -> str | None:
+    """``command`` (CLI words, flags) as the API request doing the same, or None when no route does it."""
+    words = command.split()
+    for length in (3, 2, 1):
+        route = API_COMMANDS.get(" ".join(words[:length])) if len(words) >= length else None
+        if route is not None:
+            break
+    else:
+        return None
+    method, path = route.split(" ", 1)
+    args: list[str] = []
+    fields: dict[str, object] = {}
+    rest = words[length:]
+    while rest:
+        word = rest.pop(0)
+        if flag := _FLAG.fullmatch(word):
+            takes_value = bool(rest) and not _FLAG.fullmatch(rest[0])
+            value = rest.pop(0) if takes_value else True
+            fields[flag.group(1).replace("-", "_")] = value
+        elif word != "...":
+            args.extend(word.split("/"))  # POOL/VOL names two path parameters
+    path = _PARAM.sub(lambda m: args.pop(0) if args else m.group(0), path)
+    if fields.pop("help", None):
+        return f"the schema of `{method} {API_PREFIX}{path}` at /docs"
+    if fields and method == "GET":
+        return f"`{method} {API_PREFIX}{path}?" + "&".join(f"{k}={str(v).lower() if v is True else v}"
+                                                         for k, v in fields.items()) + "`"
+    body = {k: int(v) if isinstance(v, str) and v.isdigit() else v for k, v in fields.items()}
+    return f"`{method} {API_PREFIX}{path}`" + (f" with `{json.dumps(body)}`" if body else "")
+
+
 def _api_term(match: re.Match[str]) -> str:
     kind, body = match.group(1), match.group(2)
     if kind == "opt":
         return body
-    # a command's own flags become the request's fields
-    return "`" + _FLAG.sub(lambda m: m.group(1).replace("-", "_"), body) + "`"
+    # a command no route does (host setup, repair ...) is run on the server's host: named as the command
+    return _api_request(body) or f"`kvmhub {body}`"
 
 
 def render(text: str, front: Front = "cli") -> str:

@@ -145,8 +145,9 @@ def test_hint_terms_read_as_cli_flags_and_commands_or_as_api_fields_and_operatio
     }
     api = err.to_dict(front="api")
     assert api["message"] == "max_cpus is below cpus"
-    assert api["hint"] == "raise it with `set web max_cpus 8 live`, or see `host setup`; `virsh vcpucount web`"
-    assert "--" not in (api["cause"] or "") and "kvmhub" not in (api["hint"] or "")
+    assert api["hint"] == ('raise it with `PATCH /api/v1/vms/web` with `{"max_cpus": 8, "live": true}`, '
+                           "or see `kvmhub host setup`; `virsh vcpucount web`")
+    assert "--" not in (api["cause"] or "")
 
 
 def test_a_rewrapped_message_keeps_its_terms() -> None:
@@ -155,7 +156,7 @@ def test_a_rewrapped_message_keeps_its_terms() -> None:
     err.hint = f"{err.hint} (or import one)"
     assert err.message == "creating VM x: no image --image"
     assert err.to_dict(front="api")["message"] == "creating VM x: no image image"
-    assert err.to_dict(front="api")["hint"] == "list them: `image ls` (or import one)"
+    assert err.to_dict(front="api")["hint"] == "list them: `GET /api/v1/images` (or import one)"
 
 
 def test_every_kind_has_a_default_code_and_an_explicit_one_wins() -> None:

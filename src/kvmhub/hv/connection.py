@@ -7,6 +7,7 @@ thread and waits at most ``timeout`` seconds, so a stalled libvirtd gives a clea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -167,6 +168,7 @@ class Hypervisor:
         self._strays: set[threading.Thread] = set()  # this connection's calls that timed out and may still land
         self.timeout = timeout
         self._conn: libvirt.virConnect | None = None
+        self._opening: _Attempt | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Hypervisor:
@@ -181,28 +183,66 @@ class Hypervisor:
 
     @property
     def conn(self) -> libvirt.virConnect:
-        """The open connection; opens (or reopens) it, bounded by CONNECT_TIMEOUT."""
+        """The open connection; opens (or reopens) it, bounded by CONNECT_TIMEOUT (or the call timeout if shorter).
+
+        One thread opens it; threads asking meanwhile share that attempt's outcome, so against a stalled daemon
+        every caller gets its error within one bound rather than one bound per caller before it.
+        """
         with self._lock:
             if self._conn is not None:
                 return self._conn
-            start_event_loop()
-            conn = run_bounded(self._open, CONNECT_TIMEOUT, f"connecting to {self.uri}", self._strays)
-            self._conn = conn
+            attempt, leader = self._opening, self._opening is None
+            if attempt is None:
+                attempt = self._opening = _Attempt(f"connecting to {self.uri}")
+        limit = min(CONNECT_TIMEOUT, self.timeout)
+        if not leader:
+            return attempt.outcome(limit)
+
+        def opened() -> libvirt.virConnect:
+            conn = self._open()
+            if attempt.abandoned:  # it landed after its caller gave up: nobody else would ever close it
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
             return conn
+
+        try:
+            start_event_loop()
+            conn = run_bounded(opened, limit, f"connecting to {self.uri}", self._strays)
+        except BaseException as exc:
+            attempt.abandoned = True
+            with self._lock:
+                self._opening = None
+            attempt.settle(error=exc if isinstance(exc, Exception) else HostProblem(f"connecting to {self.uri}: "
+                                                                                    "interrupted"))
+            raise
+        with self._lock:
+            self._conn, self._opening = conn, None
+        attempt.settle(conn=conn)
+        return conn
 
     def _open(self) -> libvirt.virConnect:
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
-            raise translate(exc, f"connecting to {self.uri}") from exc
+            known = translate(exc, f"connecting to {self.uri}")
+            if known.code == "failed" and _transport_broke(exc):
+                raise HostProblem(
+                    f"connecting to {self.uri}: libvirtd is not reachable",
+                    cause="libvirtd closed the connection while it was being opened (it stopped or restarted)",
+                    hint="retry; if it persists check `virsh -c URI version` and start libvirtd",
+                    original=exc.get_error_message() or str(exc),
+                    code="host.libvirtd_unreachable",
+                ) from exc
+            raise known from exc
         try:
             conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
         except libvirt.libvirtError:
             pass  # local test:/// drivers have no keepalive; nothing to guard there
 
-        def on_close(_conn: libvirt.virConnect, _reason: int, _opaque: object) -> None:
+        def on_close(closed: libvirt.virConnect, _reason: int, _opaque: object) -> None:
             with self._lock:
-                self._conn = None
+                if self._conn is None or self._conn is closed:  # not a newer connection opened since
+                    self._conn = None
 
         try:
             conn.registerCloseCallback(on_close, None)
@@ -280,8 +320,8 @@ class Hypervisor:
             return fn(*args)
         except libvirt.libvirtError as exc:
             conn = self._conn
-            alive = True
-            if conn is not None:
+            alive = conn is not None and not _transport_broke(exc)  # None: closed meanwhile by the close callback
+            if alive and conn is not None:
                 try:
                     alive = bool(conn.isAlive())
                 except libvirt.libvirtError:
@@ -301,7 +341,42 @@ class Hypervisor:
                 pass
 
 
+def _transport_broke(exc: libvirt.libvirtError) -> bool:
+    """True when the error is the RPC socket failing (reset, end of file, closed), not the call refused."""
+    return exc.get_error_domain() == libvirt.VIR_FROM_RPC and exc.get_error_code() in (
+        libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_NO_CONNECT)
+
+
 class _ConnectionLost(Exception):
     def __init__(self, original: str) -> None:
         super().__init__(original)
         self.original = original
+
+
+class _Attempt:
+    """One opening of a connection, whose outcome every thread that asked for the connection meanwhile shares."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.abandoned = False  # the opening thread gave up waiting for libvirt.open
+        self._done = threading.Event()
+        self._conn: libvirt.virConnect | None = None
+        self._error: BaseException | None = None
+
+    def settle(self, conn: libvirt.virConnect | None = None, error: BaseException | None = None) -> None:
+        self._conn, self._error = conn, error
+        self._done.set()
+
+    def outcome(self, timeout: float) -> libvirt.virConnect:
+        """The connection the attempt opened; its error; or OperationTimeout after ``timeout`` seconds."""
+        if not self._done.wait(timeout):
+            raise OperationTimeout(
+                f"{self.what}: no answer from libvirt after {timeout:.0f} s",
+                cause="libvirtd (or the QEMU behind it) is stalled or overloaded",
+                hint="check the daemon with `virsh version`; restart libvirtd if it does not answer",
+                code="libvirt.timeout",
+            )
+        if self._error is not None:
+            raise self._error
+        assert self._conn is not None
+        return self._conn

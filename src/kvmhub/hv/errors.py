@@ -164,6 +164,15 @@ _RULES: tuple[_Rule, ...] = (
         code="host.access_denied",
     ),
     _Rule(
+        HostProblem,
+        "this host's libvirt driver cannot do it",
+        "",  # the driver's own words name the function it lacks
+        "this libvirt URI's driver or version lacks the function: use a host whose libvirt has it "
+        "(`virsh version` shows the driver and versions)",
+        codes=(libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED),
+        code="hv.unsupported",
+    ),
+    _Rule(
         InvalidInput,
         "libvirt refused the definition",
         "the generated XML or a value in it is not accepted by this libvirt/QEMU",
@@ -185,7 +194,7 @@ def translate(err: libvirt.libvirtError, what: str) -> KvmhubError:
     text = err.get_error_message() or str(err)
     for rule in _RULES:
         if rule.matches(code, text):
-            return rule.kind(f"{what}: {rule.message}", cause=rule.cause, hint=rule.hint, original=text,
+            return rule.kind(f"{what}: {rule.message}", cause=rule.cause or text, hint=rule.hint, original=text,
                              code=rule.code)
     return OperationFailed(f"{what} failed", cause=None, hint=None, original=text)
 

@@ -1,7 +1,7 @@
 """Errors in one place: each error code answers with one HTTP status and one body shape.
 
 Body: ``{"code", "error", "cause", "hint", "detail"}`` — ``error`` is the message, ``cause`` and ``hint`` name the
-API's fields and operations (not CLI flags), ``detail`` is what libvirt or validation said.
+API's fields and requests (not CLI flags), ``detail`` is what libvirt or validation said.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from kvmhub.errors import KvmhubError, http_status
 _BY_CODE = {
     "libvirt.timeout": 503,  # libvirtd is stalled: the service is unavailable, not the request slow
     "host.libvirtd_unreachable": 503,
+    # the driver lacks the function: no retry helps and the server did not fail; the host refuses this request
+    "hv.unsupported": 409,
     "lock.timeout": 409,
     "op.cancelled": 409,
     "host.permission_denied": 403,

@@ -16,12 +16,12 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import blocks as hv_blocks
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
+from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, ProjectUse, VMSpec
 from kvmhub.models.disk import DiskInfo
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.storage import bases, encryption, volumes
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.vm import lifecycle as vms
@@ -541,8 +541,11 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, report: Reporter 
                 )
             report.warn(f"pool {vol.pool} has {format_size(available)} free, less than the "
                 f"{format_size(new - old)} {target} grows by; it fills as the guest writes")
-    locks = [LockSpec("vm", vm)] + ([LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else [])
+    project = projects.project_of(domain_from_xml(dom.xml(inactive=True)).meta)
+    locks = [LockSpec("vm", vm), projects.lock(project)]
+    locks += [LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else []
     with Operation(hv, "disk.resize", f"{vm}/{target}", locks=locks, report=report) as op:
+        projects.check(hv, project, ProjectUse(disk=new - old))
         op.phase("resize")
         op.add(f"grow {target} of {vm} from {old} to {new} bytes")  # a disk that grew stays grown
         if live:

@@ -37,6 +37,8 @@ def needed(method: str, path: str) -> Role:
         return Role.VIEWER
     if path.startswith(ADMIN_PATHS) or (method, path) in HOST_PATHS:
         return Role.ADMIN
+    if path.startswith(f"{API}/projects"):  # members read their own projects; admins change them
+        return Role.VIEWER if method == "GET" else Role.ADMIN
     return Role.VIEWER if method == "GET" else Role.OPERATOR
 
 
@@ -119,7 +121,8 @@ def test_every_route_refuses_missing_wrong_revoked_and_expired_tokens_401(
 
 def test_the_unix_socket_is_the_local_admin_without_credentials(app: FastAPI) -> None:
     with TestClient(Marked(app, "unix")) as local:
-        assert local.get(f"{API}/session").json() == {"name": "local", "role": "admin", "project": None}
+        assert local.get(f"{API}/session").json() == {"name": "local", "role": "admin", "project": None,
+                                                      "projects": None}
         assert local.post(f"{API}/users", json={"name": "bob", "role": "viewer", "password": PASSWORD}
                           ).status_code == 201
 
@@ -127,7 +130,7 @@ def test_the_unix_socket_is_the_local_admin_without_credentials(app: FastAPI) ->
 def test_a_token_restricted_to_a_lower_role_acts_with_that_role(tcp: TestClient, tokens: dict[Role, str]) -> None:
     low = accounts.add_token("admin", role=Role.VIEWER, project="web").secret
     assert tcp.get(f"{API}/session", headers=bearer(low)).json() == {"name": "admin", "role": "viewer",
-                                                                      "project": "web"}
+                                                                      "project": "web", "projects": ["web"]}
     assert tcp.get(f"{API}/vms", headers=bearer(low)).status_code == 200
     refused = tcp.post(f"{API}/vms/test/pause", headers=bearer(low))
     assert refused.status_code == 403 and refused.json()["error"] == "admin is viewer; this needs operator"

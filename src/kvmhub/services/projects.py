@@ -208,7 +208,12 @@ def vm_project(hv: Hypervisor, name: str) -> str:
     try:
         return project_of(_meta(hv_domains.lookup(hv, name)))
     except NotFound:
-        raise NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}", code="vm.not_found") from None
+        raise vm_not_found(name) from None
+
+
+def vm_not_found(name: str) -> NotFound:
+    """The error for a missing VM, also given for one the caller may not see (the same words: nothing leaks)."""
+    return NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}", code="vm.not_found")
 
 
 def disk_bytes(hv: Hypervisor, spec: VMSpec) -> int:

@@ -20,6 +20,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import project_for
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
@@ -42,9 +43,9 @@ class StopOptions(BaseModel):
 
 
 @router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
-def list_vms(hv: Hv) -> list[VMInfo]:
-    """Every VM on the host, with its state and addresses."""
-    return vms.list_vms(hv)
+def list_vms(hv: Hv, caller: Caller) -> list[VMInfo]:
+    """Every VM of the caller's projects (an admin's: every VM on the host), with its state and addresses."""
+    return [v for v in vms.list_vms(hv) if caller.sees(v.project)]
 
 
 @router.get("/{name}", response_model=VMInfo, dependencies=[VIEWER])
@@ -72,6 +73,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     admin_for_host_paths(caller, "installer media", *(m.path for m in (req.iso, req.location, req.kernel, req.initrd)
                                                        if m is not None))
     _name_free(hv, req.name)
+    req = req.model_copy(update={"project": project_for(caller, req.project)})
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     for text, what, unit in ((req.memory, "memory", "M"), (req.max_memory, "maximum memory", "M"),
@@ -83,7 +85,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
         vm_create.create(hv, req, report=report)
         return vms.show(hv, req.name)
 
-    return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name))
+    return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name, project=req.project))
 
 
 @router.get("/{name}/ip", response_model=list[IPAddress], dependencies=[VIEWER])
@@ -105,17 +107,18 @@ def change_vm(name: Name, req: SetRequest, hv: Hv) -> list[Change]:
 
 @router.post("/{name}/clone", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Response, caller: Caller) -> OperationInfo:
     """Clone the shut-off VM ``name`` with a new identity (name, UUID, MACs, addresses); ``linked`` makes
     copy-on-write disks. The operation's result says what was made."""
     vms.get(hv, name)
     _name_free(hv, target.name)
-    req = CloneRequest(source=name, **target.model_dump())
+    req = CloneRequest(source=name, **target.model_dump(exclude={"project"}),
+                       project=project_for(caller, target.project))
 
     def work(report: Reporter) -> CloneResult:
         return vm_clone.clone(hv, req, report=report)
 
-    return accepted(response, ops.submit("vm.clone", target.name, work, vm=target.name))
+    return accepted(response, ops.submit("vm.clone", target.name, work, vm=target.name, project=req.project))
 
 
 @router.post("/{name}/save", response_model=OperationInfo, status_code=202, responses=ACCEPTED,

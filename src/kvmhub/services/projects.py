@@ -239,6 +239,16 @@ def use_of_spec(hv: Hypervisor, spec: VMSpec) -> ProjectUse:
                       memory=(spec.max_memory_mib or spec.memory_mib) * 1024**2, disk=disk_bytes(hv, spec))
 
 
+def use_of_vm(hv: Hypervisor, name: str) -> ProjectUse:
+    """What VM ``name`` counts for (NotFound ``vm.not_found`` when there is none)."""
+    check_name(name, "VM")
+    try:
+        dom = hv_domains.lookup(hv, name)
+    except NotFound:
+        raise vm_not_found(name) from None
+    return use_of_spec(hv, domain_from_xml(dom.xml(inactive=True)))
+
+
 def use_by_project(hv: Hypervisor) -> dict[str, ProjectUse]:
     """The use of every project that owns a VM."""
     out: dict[str, ProjectUse] = {}

@@ -13,7 +13,17 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.errors import Conflict, InvalidInput, NotFound
-from kvmhub.models import Change, CloneRequest, CloneResult, CreateRequest, OperationInfo, Phase, SetRequest, VMInfo
+from kvmhub.models import (
+    DEFAULT_PROJECT,
+    Change,
+    CloneRequest,
+    CloneResult,
+    CreateRequest,
+    OperationInfo,
+    Phase,
+    SetRequest,
+    VMInfo,
+)
 from kvmhub.models.nic import IPAddress
 from kvmhub.models.requests_vm import CloneTarget
 from kvmhub.reporting import Reporter
@@ -21,6 +31,7 @@ from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.server.scope import project_for
+from kvmhub.services import projects
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
@@ -80,6 +91,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
                              (req.disk, "disk size", "G")):
         if text is not None:
             parse_size(text, what=what, default_unit=unit)
+    projects.check(hv, req.project or DEFAULT_PROJECT, vm_create.requested_use(req))  # again under its lock
 
     def work(report: Reporter) -> VMInfo:
         vm_create.create(hv, req, report=report)
@@ -114,6 +126,7 @@ def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Respon
     _name_free(hv, target.name)
     req = CloneRequest(source=name, **target.model_dump(exclude={"project"}),
                        project=project_for(caller, target.project))
+    projects.check(hv, req.project or DEFAULT_PROJECT, projects.use_of_vm(hv, name))  # again under its lock
 
     def work(report: Reporter) -> CloneResult:
         return vm_clone.clone(hv, req, report=report)

@@ -106,6 +106,14 @@ def _check_free(hv: Hypervisor, req: CreateRequest, disks: hv_storage.Pool) -> N
             )
 
 
+def requested_use(req: CreateRequest) -> ProjectUse:
+    """What ``req`` adds to its project's use as far as the request alone tells (a disk cloned from an image is
+    at least the image's size: the create counts it, under the project's lock)."""
+    memory = parse_size(req.max_memory or req.memory, what="memory", default_unit="M")
+    disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else 0
+    return ProjectUse(vms=1, cpus=req.max_cpus or req.cpus, memory=memory, disk=disk)
+
+
 def build_spec(
     req: CreateRequest,
     memory_mib: int,

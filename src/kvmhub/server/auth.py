@@ -25,7 +25,8 @@ __all__ = ["ADMIN", "LOCAL", "OPERATOR", "VIEWER", "Caller", "Principal", "Role"
 
 SESSION_COOKIE = "kvmhub_session"
 CSRF_HEADER = "X-CSRF-Token"
-VM_PATH = "/api/v1/vms/{name}"
+API_PREFIX = "/api/v1"
+VM_PATH = "/vms/{name}"  # the routes whose VM the caller must be allowed to see
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CALLER_KEY = "kvmhub.caller"  # a dict the audit middleware puts in the scope; principal() names the caller in it
 
@@ -116,7 +117,7 @@ def _vm_visible(conn: HTTPConnection, caller: Principal) -> None:
     another project's VM answers exactly as a missing one does, so nothing of it leaks."""
     if caller.projects is None:
         return
-    path = getattr(conn.scope.get("route"), "path", "")
+    path = str(getattr(conn.scope.get("route"), "path", "")).removeprefix(API_PREFIX)  # some versions keep it
     if not (path == VM_PATH or path.startswith(VM_PATH + "/")):
         return
     hv: Hypervisor = conn.app.state.hv

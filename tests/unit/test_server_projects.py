@@ -127,3 +127,23 @@ def test_only_admins_change_projects(tcp: TestClient, local: TestClient, world: 
     assert refused.status_code == 409 and refused.json()["code"] == "project.not_empty"
     assert local.delete(f"{API}/projects/c").status_code == 204
     assert local.get(f"{API}/projects/c").status_code == 404
+
+
+def test_a_members_event_stream_holds_its_projects_events_only(app: FastAPI, tcp: TestClient,
+                                                               world: dict[str, dict[str, str]]) -> None:
+    bus = app.state.bus
+    bus.publish("lifecycle", {"n": 1}, vm="vb", project="b")
+    bus.publish("lifecycle", {"n": 2}, vm="va", project="a")
+    bus.publish("operation", {"n": 3}, vm="test")  # a VM that names no project: default's
+    bus.publish("operation", {"n": 4}, vm="va", project="a")
+    with tcp.websocket_connect("/api/v1/events?since=0", headers=world["alice"]) as ws:
+        seen: list[tuple[str | None, object]] = []
+        while not seen or seen[-1][1] != 4:  # its VM's own lifecycle events (defined) come too
+            event = ws.receive_json()
+            seen.append((event["project"], event["data"].get("n")))
+        assert {p for p, _n in seen} == {"a"} and [n for _p, n in seen if n is not None] == [2, 4]
+    with tcp.websocket_connect("/api/v1/events?since=0&project=b", headers=world["alice"]) as ws:
+        bus.publish("lifecycle", {"n": 5}, vm="va", project="a")  # asking for b shows nothing of b, nor of a
+        bus.publish("lifecycle", {"n": 6}, vm="vb", project="b")
+        bus.publish("missed", {"n": 7})
+        assert ws.receive_json()["type"] == "missed"

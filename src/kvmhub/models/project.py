@@ -12,14 +12,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+QUOTA_MAX = 2**62  # bytes or a count: more than any host has, and what SQLite's integers hold
+
+
 class ProjectQuota(_Model):
     """A project's limits; None is unlimited. Memory and disk in bytes, vCPUs and memory as their maximums."""
 
-    max_vms: int | None = Field(default=None, ge=0)
-    max_cpus: int | None = Field(default=None, ge=0)
-    max_memory: int | None = Field(default=None, ge=0)
-    max_disk: int | None = Field(default=None, ge=0)
-    max_networks: int | None = Field(default=None, ge=0)
+    max_vms: int | None = Field(default=None, ge=0, le=QUOTA_MAX)
+    max_cpus: int | None = Field(default=None, ge=0, le=QUOTA_MAX)
+    max_memory: int | None = Field(default=None, ge=0, le=QUOTA_MAX)
+    max_disk: int | None = Field(default=None, ge=0, le=QUOTA_MAX)
+    max_networks: int | None = Field(default=None, ge=0, le=QUOTA_MAX)
 
 
 class ProjectUse(_Model):

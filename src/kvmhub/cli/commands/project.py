@@ -31,6 +31,8 @@ MaxNetworks = Annotated[str | None, typer.Option("--max-networks", help="at most
 def _quota(vms: str | None, cpus: str | None, memory: str | None, disk: str | None,
            networks: str | None) -> ProjectQuota:
     """The quotas given (and only those: the others keep their value)."""
+    from pydantic import ValidationError
+
     from kvmhub.errors import InvalidInput
     from kvmhub.models import ProjectQuota
     from kvmhub.validate import parse_size
@@ -48,7 +50,10 @@ def _quota(vms: str | None, cpus: str | None, memory: str | None, disk: str | No
             given[field] = int(text)
         else:
             raise InvalidInput(f"{{opt:{field}}} {text!r} is not a whole number", hint="a count, or 'none'")
-    return ProjectQuota(**given)
+    try:
+        return ProjectQuota(**given)
+    except ValidationError:
+        raise InvalidInput("a quota is out of range", hint="give a count or size a host can have") from None
 
 
 def _limit(value: int | None, size: bool = False) -> str:

@@ -157,6 +157,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO projects (name, created) VALUES ('default', 0);
     """,
+    # the project an image was imported for
+    """
+    ALTER TABLE images ADD COLUMN project TEXT;
+    """,
 )
 
 _local = threading.local()

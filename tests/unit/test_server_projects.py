@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
 
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
@@ -73,6 +74,10 @@ def test_another_projects_vm_is_a_missing_vm_on_every_vm_route(app: FastAPI, tcp
         assert answer.json() == {"code": "vm.not_found", "error": "no VM named 'vb'", "cause": None,
                                  "hint": "list them: `ls`", "detail": None, "kind": "NotFound",
                                  "terms": answer.json()["terms"]}, (method, path)
+    with pytest.raises(WebSocketDenialResponse) as denied, \
+            tcp.websocket_connect(f"{API}/vms/vb/console", headers=world["alice"]):
+        pass  # the serial console, a WebSocket the OpenAPI document does not list
+    assert denied.value.status_code == 404 and denied.value.json()["error"] == "no VM named 'vb'"
     missing = tcp.get(f"{API}/vms/nosuch", headers=world["alice"]).json()
     hidden = tcp.get(f"{API}/vms/vb", headers=world["alice"]).json()
     assert hidden == {**missing, "error": "no VM named 'vb'", "terms": hidden["terms"]}

@@ -13,13 +13,14 @@ import pytest
 from kvmhub.errors import Conflict, NotFound, QuotaExceeded, render
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from kvmhub.models import ProjectQuota, ProjectRequest, ProjectUse
+from kvmhub.models import ProjectQuota, ProjectRequest, ProjectUse, SetRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.server import accounts
 from kvmhub.server.accounts import Role
 from kvmhub.services import projects
-from kvmhub.services.vm import lifecycle
+from kvmhub.services.storage import disks
+from kvmhub.services.vm import lifecycle, tuning
 
 URI = "test:///default"
 MIB = 1024**2
@@ -138,3 +139,15 @@ def test_two_creates_at_once_against_a_quota_of_one_vm_one_is_refused(hv: Hyperv
     assert sorted(outcome.values()) == ["made", "project.quota_exceeded"]
     assert [v.name for v in lifecycle.list_vms(hv) if v.project == "solo"] == [n for n, o in outcome.items()
                                                                                if o == "made"]
+
+
+def test_growth_beyond_a_quota_is_refused_and_changes_nothing(hv: Hypervisor, volume: str) -> None:
+    projects.create_project(ProjectRequest(name="web", max_cpus=4, max_disk=2 * 1024**3))
+    hv_domains.define(hv, vm_xml("w1", "web", vcpus=2))
+    with pytest.raises(QuotaExceeded, match="over its vCPUs quota: limit 4, in use 2, this request adds 6"):
+        tuning.set_limits(hv, "w1", SetRequest(max_cpus=8))
+    with pytest.raises(QuotaExceeded, match="over its disk quota: limit 2 GiB, in use 0 B, this request adds 3 GiB"):
+        disks.add(hv, "w1", vol=f"default-pool/{volume}")
+    assert projects.use(hv, "web") == ProjectUse(vms=1, cpus=2, memory=256 * MIB)
+    tuning.set_limits(hv, "w1", SetRequest(max_cpus=4))  # up to the quota is let through
+    assert projects.use(hv, "web").cpus == 4

@@ -343,7 +343,8 @@ def add(
             raise InvalidInput(f"{{opt:size}} {size} is too small", hint="at least 1M")
         disk_fmt = fmt or "qcow2"
     pool = pools.disks_pool(hv) if size is not None else None
-    locks = [LockSpec("vm", vm)]
+    project = projects.project_of(domain_from_xml(dom.xml(inactive=True)).meta)
+    locks = [LockSpec("vm", vm), projects.lock(project)]
     if pool is not None:
         locks.append(LockSpec("pool", pool.name, shared=True))
     elif vol is not None:
@@ -352,6 +353,9 @@ def add(
         # under the VM's lock: another disk add of this VM may have taken the name meanwhile
         if target in disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set()):
             raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or retry")
+        attached = VMSpec(name=vm, disks=[DiskSpec(target=target, source=source, readonly=readonly)]) \
+            if vol is not None else None
+        projects.check(hv, project, ProjectUse(disk=capacity or (projects.disk_bytes(hv, attached) if attached else 0)))
         secret: str | None = None
         vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
         if pool is not None and vol_name is not None:

@@ -15,6 +15,7 @@ from kvmhub.models import HostReport
 from kvmhub.server import accounts
 from kvmhub.server.accounts import Role
 from kvmhub.server.transport import Marked
+from kvmhub.services import projects
 from kvmhub.services.host import checks
 
 URI = "test:///default"  # its built-in VM "test" starts out running
@@ -64,10 +65,11 @@ def tcp(app: FastAPI) -> Iterator[TestClient]:
 
 @pytest.fixture
 def tokens(tcp: TestClient) -> dict[Role, str]:
-    """A user of each role (named after it) with a token of the user's own role."""
+    """A user of each role (named after it, a member of the default project) with a token of the user's own role."""
     made = {}
     for role in Role:
         accounts.add_user(str(role), role, PASSWORD)
+        projects.add_member("default", str(role))  # the test VM's project: others' VMs answer 404
         made[role] = accounts.add_token(str(role)).secret
     return made
 

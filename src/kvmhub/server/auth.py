@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 from starlette.requests import HTTPConnection
 
 from kvmhub.hv import Hypervisor
@@ -40,6 +40,10 @@ class Principal(BaseModel):
     role: Role
     project: str | None = None  # a token restricted to one project
     projects: frozenset[str] | None = None  # the projects it may act in; None: all (an admin)
+
+    @field_serializer("projects")
+    def _sorted(self, value: frozenset[str] | None) -> list[str] | None:
+        return None if value is None else sorted(value)
 
     def sees(self, project: str) -> bool:
         """True when the caller may see and act on what ``project`` owns."""

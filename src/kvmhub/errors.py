@@ -41,6 +41,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     backup.not_found            no backup (or backup point) where it was looked for
     user.not_found              no such user of the server
     token.not_found             no such API token (or not one of the caller's)
+    project.not_found           no such project (or not one of the caller's)
     conflict                    the request clashes with the current state in another way
     name.taken                  an object of that kind and name already exists
     vm.wrong_state              the VM is running when it must be stopped, or the reverse
@@ -51,6 +52,8 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     pool.inactive               the storage pool is not started
     pool.in_use                 VMs still use volumes of the pool
     volume.in_use               VMs or overlays still use the volume
+    project.not_empty           the project still owns VMs
+    project.quota_exceeded      the request would take the project beyond one of its quotas (HTTP 403)
     host.problem                the host cannot do it for another reason
     host.libvirtd_unreachable   no libvirt daemon answers on the URI
     host.virtlogd_unreachable   libvirtd cannot reach virtlogd
@@ -94,6 +97,7 @@ __all__ = [
     "NotFound",
     "OperationFailed",
     "OperationTimeout",
+    "QuotaExceeded",
     "exit_code",
     "from_dict",
     "http_status",
@@ -112,6 +116,7 @@ CODES: frozenset[str] = frozenset({
     "host.no_space", "host.permission_denied", "host.access_denied", "hv.unsupported",
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
     "auth.invalid", "auth.throttled", "auth.csrf",
+    "project.not_found", "project.not_empty", "project.quota_exceeded",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -310,6 +315,12 @@ class OperationFailed(KvmhubError):
     """libvirt, QEMU or a tool failed for a reason not covered by the other kinds."""
 
 
+class QuotaExceeded(KvmhubError):
+    """A request would take a project beyond one of its quotas (the API answers it 403)."""
+
+    default_code = "project.quota_exceeded"
+
+
 _EXIT_CODES: dict[type[KvmhubError], int] = {
     InvalidInput: 2,
     NotFound: 3,
@@ -347,6 +358,8 @@ def from_dict(data: dict[str, object], status: int | None = None) -> KvmhubError
     by_status = {400: InvalidInput, 401: HostProblem, 403: HostProblem, 404: NotFound, 409: Conflict,
                  413: InvalidInput, 422: InvalidInput, 503: HostProblem, 504: OperationTimeout}
     kind = kinds.get(str(data.get("kind") or data.get("error") or "")) or by_status.get(status or 0, OperationFailed)
+    if data.get("code") == QuotaExceeded.default_code:
+        kind = QuotaExceeded
     raw = data.get("terms") if isinstance(data.get("terms"), dict) else {}
     assert isinstance(raw, dict)
 

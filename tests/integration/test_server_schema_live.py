@@ -82,7 +82,7 @@ def _existing(operation: Operation, targets: dict[str, str]) -> dict[str, str]:
     return chosen
 
 
-def _send(server: Server, case: Case) -> httpx.Response:
+def _send(server: Server, case: Case[Operation]) -> httpx.Response:
     kwargs = case.as_transport_kwargs(base_url="http://kvmhub")
     data = kwargs.get("data")
     return server.client.request(kwargs["method"], kwargs["url"], params=kwargs.get("params") or None,
@@ -98,7 +98,7 @@ def _run(live: Live, operation: Operation, mode: GenerationMode, path_parameters
     @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters or None))
     @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate], database=None,
               suppress_health_check=list(HealthCheck))
-    def call(case: Case) -> None:
+    def call(case: Case[Operation]) -> None:
         response = _send(live.server, case)
         calls[0] += 1
         assert response.status_code < 500, (case.method, case.formatted_path, response.text)

@@ -60,6 +60,13 @@ def test_a_record_reads_back_as_written_and_only_for_its_host_and_pool() -> None
     assert image_records.in_pool(URI, "other") == {}
 
 
+def test_a_record_keeps_the_project_the_image_was_imported_for() -> None:
+    image_records.put(URI, "kvmhub-images", "web.qcow2", META.model_copy(update={"project": "web"}), key=None,
+                      writer="op1")
+    record = image_records.get(URI, "kvmhub-images", "web.qcow2")
+    assert record is not None and record.meta.project == "web"
+
+
 def test_a_record_for_another_volume_of_that_name_is_stale() -> None:
     image_records.put(URI, "kvmhub-images", "deb.qcow2", META, key="key-1", writer="op1")
     record = image_records.get(URI, "kvmhub-images", "deb.qcow2")

@@ -15,6 +15,7 @@ from kvmhub.models import HostReport
 from kvmhub.server import accounts
 from kvmhub.server.accounts import Role
 from kvmhub.server.transport import Marked
+from kvmhub.services import projects
 from kvmhub.services.host import checks
 
 URI = "test:///default"  # its built-in VM "test" starts out running
@@ -38,6 +39,8 @@ def needed(method: str, path: str) -> Role:
         return Role.VIEWER
     if path.startswith(ADMIN_PATHS) or (method, path) in HOST_PATHS:
         return Role.ADMIN
+    if path.startswith(f"{API}/projects"):  # members read their own projects; admins change them
+        return Role.VIEWER if method == "GET" else Role.ADMIN
     return Role.VIEWER if method == "GET" else Role.OPERATOR
 
 
@@ -63,10 +66,11 @@ def tcp(app: FastAPI) -> Iterator[TestClient]:
 
 @pytest.fixture
 def tokens(tcp: TestClient) -> dict[Role, str]:
-    """A user of each role (named after it) with a token of the user's own role."""
+    """A user of each role (named after it, a member of the default project) with a token of the user's own role."""
     made = {}
     for role in Role:
         accounts.add_user(str(role), role, PASSWORD)
+        projects.add_member("default", str(role))  # the test VM's project: others' VMs answer 404
         made[role] = accounts.add_token(str(role)).secret
     return made
 
@@ -120,7 +124,8 @@ def test_every_route_refuses_missing_wrong_revoked_and_expired_tokens_401(
 
 def test_the_unix_socket_is_the_local_admin_without_credentials(app: FastAPI) -> None:
     with TestClient(Marked(app, "unix")) as local:
-        assert local.get(f"{API}/session").json() == {"name": "local", "role": "admin", "project": None}
+        assert local.get(f"{API}/session").json() == {"name": "local", "role": "admin", "project": None,
+                                                      "projects": None}
         assert local.post(f"{API}/users", json={"name": "bob", "role": "viewer", "password": PASSWORD}
                           ).status_code == 201
 
@@ -128,7 +133,7 @@ def test_the_unix_socket_is_the_local_admin_without_credentials(app: FastAPI) ->
 def test_a_token_restricted_to_a_lower_role_acts_with_that_role(tcp: TestClient, tokens: dict[Role, str]) -> None:
     low = accounts.add_token("admin", role=Role.VIEWER, project="web").secret
     assert tcp.get(f"{API}/session", headers=bearer(low)).json() == {"name": "admin", "role": "viewer",
-                                                                      "project": "web"}
+                                                                      "project": "web", "projects": ["web"]}
     assert tcp.get(f"{API}/vms", headers=bearer(low)).status_code == 200
     refused = tcp.post(f"{API}/vms/test/pause", headers=bearer(low))
     assert refused.status_code == 403 and refused.json()["error"] == "admin is viewer; this needs operator"

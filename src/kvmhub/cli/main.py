@@ -19,6 +19,7 @@ from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
 from kvmhub.cli.commands import ops as ops_cmd
 from kvmhub.cli.commands import os as os_cmd
 from kvmhub.cli.commands import pool as pool_cmd
+from kvmhub.cli.commands import project as project_cmd
 from kvmhub.cli.commands import remote as remote_cmd
 from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
@@ -41,6 +42,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(pool_cmd.app, name="pool")
 app.add_typer(vol_cmd.app, name="vol")
+app.add_typer(project_cmd.app, name="project")
 vm.register(app)
 tune.register(app)
 monitor.register(app)

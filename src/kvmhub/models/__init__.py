@@ -15,6 +15,14 @@ from kvmhub.models.operation import (
     StepState,
 )
 from kvmhub.models.osinfo import OSInfo, OSProfile
+from kvmhub.models.project import (
+    DEFAULT_PROJECT,
+    MemberRequest,
+    ProjectInfo,
+    ProjectQuota,
+    ProjectRequest,
+    ProjectUse,
+)
 from kvmhub.models.requests_vm import (
     Change,
     CloneRequest,
@@ -60,6 +68,7 @@ from kvmhub.models.vm import (
 
 __all__ = [
     "ACTIVE_STATES",
+    "DEFAULT_PROJECT",
     "PHASE_ORDER",
     "BackupRequest",
     "Bandwidth",
@@ -91,6 +100,7 @@ __all__ = [
     "LeaseRequest",
     "Limits",
     "LimitsRequest",
+    "MemberRequest",
     "NICSpec",
     "NetworkCreateRequest",
     "NetworkMode",
@@ -103,6 +113,10 @@ __all__ = [
     "PoolSpec",
     "PoolType",
     "PortForward",
+    "ProjectInfo",
+    "ProjectQuota",
+    "ProjectRequest",
+    "ProjectUse",
     "Recovery",
     "RestoreRequest",
     "SerialSpec",

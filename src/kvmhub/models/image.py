@@ -21,6 +21,7 @@ class ImageMeta(BaseModel):
     os: str | None = None
     imported: datetime
     complete: bool = True  # False while the import runs: such an image is never used
+    project: str | None = None  # the project it was imported for (None: before projects, or by hand)
 
 
 class ImageInfo(BaseModel):
@@ -38,6 +39,7 @@ class ImageInfo(BaseModel):
     checksum_verified: str | None = None
     original_format: str | None = None
     imported: datetime | None = None
+    project: str | None = None  # the project it was imported for
 
 
 ImageFormat = Literal["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"]  # what `image import` converts from
@@ -56,6 +58,7 @@ class ImageImportRequest(BaseModel):
     sha256: str | None = None  # expected checksum of the source as published
     sha512: str | None = None
     os: str | None = None  # libosinfo short id passed to the VMs made from it
+    project: str | None = None  # the project it is imported for (None: default)
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageImportRequest:

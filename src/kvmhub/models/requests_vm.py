@@ -109,6 +109,7 @@ class CreateRequest(_Model):
     vnc: bool | None = None  # None: a VNC display for installer VMs only
     vnc_port: int | None = None
     vnc_listen: str = "127.0.0.1"
+    project: str | None = None  # the owning project; None: the caller's only project, else default
 
 
 class CloneTarget(_Model):
@@ -120,6 +121,7 @@ class CloneTarget(_Model):
     linked: bool = False
     start: bool = False
     network: str | None = None  # every NIC of the clone on this network instead
+    project: str | None = None  # the clone's project; None: the caller's only project, else default
 
 
 class CloneRequest(CloneTarget):
@@ -147,6 +149,7 @@ class ImportRequest(_Model):
     as_name: str | None = None  # import as a copy: this name, a new UUID and new MACs
     pool: str | None = None  # default: the disks pool
     network: str | None = None  # every NIC on this network
+    project: str | None = None  # the owning project; None: the caller's only project, else default
 
 
 class ExportRequest(_Model):

@@ -226,4 +226,5 @@ class VMInfo(_Model):
     vnc: str | None = None  # where a VNC viewer connects, e.g. 127.0.0.1:5900
     boot: str | None = None  # how an installer or kernel boot runs, when the VM has one
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
+    project: str = "default"  # the project its metadata names (default when none)
     limits: Limits | None = None

@@ -139,6 +139,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_time ON audit(time);
     CREATE INDEX audit_user ON audit(user);
     """,
+    # projects, their quotas and members (services/projects.py); `default` always exists
+    """
+    CREATE TABLE projects (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        max_vms INTEGER,
+        max_cpus INTEGER,
+        max_memory INTEGER,
+        max_disk INTEGER,
+        max_networks INTEGER
+    );
+    CREATE TABLE project_members (
+        project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        PRIMARY KEY (project, user)
+    );
+    INSERT INTO projects (name, created) VALUES ('default', 0);
+    """,
+    # the project an image was imported for
+    """
+    ALTER TABLE images ADD COLUMN project TEXT;
+    """,
 )
 
 _local = threading.local()

@@ -12,17 +12,21 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 from starlette.requests import HTTPConnection
 
+from kvmhub.hv import Hypervisor
 from kvmhub.server import accounts
 from kvmhub.server.accounts import LOCAL_NAME, Role, at_least
 from kvmhub.server.transport import transport_of
+from kvmhub.services import projects
 
 __all__ = ["ADMIN", "LOCAL", "OPERATOR", "VIEWER", "Caller", "Principal", "Role", "principal", "require"]
 
 SESSION_COOKIE = "kvmhub_session"
 CSRF_HEADER = "X-CSRF-Token"
+API_PREFIX = "/api/v1"
+VM_PATH = "/vms/{name}"  # the routes whose VM the caller must be allowed to see
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CALLER_KEY = "kvmhub.caller"  # a dict the audit middleware puts in the scope; principal() names the caller in it
 
@@ -35,6 +39,15 @@ class Principal(BaseModel):
     name: str
     role: Role
     project: str | None = None  # a token restricted to one project
+    projects: frozenset[str] | None = None  # the projects it may act in; None: all (an admin)
+
+    @field_serializer("projects")
+    def _sorted(self, value: frozenset[str] | None) -> list[str] | None:
+        return None if value is None else sorted(value)
+
+    def sees(self, project: str) -> bool:
+        """True when the caller may see and act on what ``project`` owns."""
+        return self.projects is None or project in self.projects
 
 
 LOCAL = Principal(name=LOCAL_NAME, role=Role.ADMIN)
@@ -67,7 +80,21 @@ def _from_credentials(conn: HTTPConnection) -> Principal:
                                          mutating=conn.scope.get("method", "GET") in MUTATING)
     else:
         raise _required("credentials required")
-    return Principal(name=grant.user, role=grant.role, project=grant.project)
+    return Principal(name=grant.user, role=grant.role, project=grant.project,
+                     projects=_projects_of(grant.user, grant.role, grant.project))
+
+
+def _projects_of(user: str, role: Role, restricted: str | None) -> frozenset[str] | None:
+    """An admin's: all (or the one its token is restricted to); others': those they are members of (and of those,
+    the token's)."""
+    if role is Role.ADMIN:
+        return None if restricted is None else frozenset({restricted})
+    member = frozenset(projects.member_of(user))
+    if restricted is None:
+        return member
+    if restricted in member or accounts.get_user(user).role is Role.ADMIN:  # an admin's token of a lower role
+        return frozenset({restricted})
+    return frozenset()
 
 
 def _required(why: str) -> HTTPException:
@@ -78,14 +105,29 @@ def _required(why: str) -> HTTPException:
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def require(role: Role) -> Callable[[Principal], Principal]:
+def require(role: Role) -> Callable[[HTTPConnection, Principal], Principal]:
     """A dependency letting through callers of ``role`` or above (403 naming the role otherwise)."""
-    def check(caller: Caller) -> Principal:
+    def check(conn: HTTPConnection, caller: Caller) -> Principal:
         if not at_least(caller.role, role):
             raise HTTPException(403, f"{caller.name} is {caller.role}; this needs {role}")
+        _vm_visible(conn, caller)
         return caller
 
     return check
+
+
+def _vm_visible(conn: HTTPConnection, caller: Principal) -> None:
+    """On a ``/vms/{name}...`` route, 404 ``vm.not_found`` unless the VM belongs to one of the caller's projects:
+    another project's VM answers exactly as a missing one does, so nothing of it leaks."""
+    if caller.projects is None:
+        return
+    path = str(getattr(conn.scope.get("route"), "path", "")).removeprefix(API_PREFIX)  # some versions keep it
+    if not (path == VM_PATH or path.startswith(VM_PATH + "/")):
+        return
+    hv: Hypervisor = conn.app.state.hv
+    name = str(conn.path_params.get("name", ""))
+    if not caller.sees(projects.vm_project(hv, name)):
+        raise projects.vm_not_found(name)
 
 
 # what routes declare: reads need a viewer, changes an operator, accounts an admin

@@ -20,7 +20,7 @@ def hypervisor(request: HTTPConnection) -> Hypervisor:
 
 def runner(request: HTTPConnection, caller: Caller) -> CallerRunner:
     r: Runner = request.app.state.runner
-    return CallerRunner(r, caller.name)
+    return CallerRunner(r, caller.name, request.app.state.hv)
 
 
 def bus(request: HTTPConnection) -> EventBus:

@@ -29,6 +29,7 @@ _BY_CODE = {
     "auth.invalid": 401,
     "auth.throttled": 429,
     "auth.csrf": 403,
+    "project.quota_exceeded": 403,
 }
 
 

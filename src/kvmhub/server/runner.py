@@ -9,6 +9,7 @@ after a server restart one left running is recovered like any interrupted operat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kvmhub.errors import KvmhubError, NotFound
+from kvmhub.hv import Hypervisor
 from kvmhub.hv.connection import host_root
 from kvmhub.models import OperationInfo, OperationState, Recovery
 from kvmhub.models.events import BytesEvent, Event, PhaseEvent
@@ -26,6 +28,7 @@ from kvmhub.ops.cancel import Cancelled, CancelToken
 from kvmhub.ops.journal import Journal
 from kvmhub.reporting import Reporter
 from kvmhub.server.bus import EventBus
+from kvmhub.services import projects
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,9 @@ class Runner:
         self._recent: dict[str, _Running] = {}  # finished within ACTOR_GRACE_S
 
     def submit(self, kind: str, target: str, work: Work, *, requested_by: str | None = None,
-               vm: str | None = None) -> OperationInfo:
-        """Record the operation as running and start ``work(report)``; returns the record."""
+               vm: str | None = None, project: str | None = None) -> OperationInfo:
+        """Record the operation as running and start ``work(report)``; returns the record. Its events carry
+        ``vm`` and ``project``."""
         op_id = uuid.uuid4().hex[:12]
         self.journal.begin(op_id, kind, target, self.uri, host_root(), f"api {kind} {target}", Recovery.UNDO, [],
                            requested_by=requested_by)
@@ -85,11 +89,11 @@ class Runner:
                 last_bytes[0] = time.monotonic()
                 self.journal.set_phase(op_id, event.what, event.done, event.total)
             self.bus.publish("operation", {"kind": kind, "target": target, "event": event.model_dump(mode="json")},
-                             operation=op_id, vm=vm, requested_by=requested_by)
+                             operation=op_id, vm=vm, project=project, requested_by=requested_by)
 
         report = Reporter(sink, running.token, operation_id=op_id)
         thread = threading.Thread(target=self._run, args=(op_id, kind, target, work, report, running, vm,
-                                                          requested_by),
+                                                          requested_by, project),
                                   name=f"op:{kind}:{target}", daemon=True)
         thread.start()
         info = self.journal.get(op_id)
@@ -97,7 +101,7 @@ class Runner:
         return info
 
     def _run(self, op_id: str, kind: str, target: str, work: Work, report: Reporter, running: _Running,
-             vm: str | None, requested_by: str | None) -> None:
+             vm: str | None, requested_by: str | None, project: str | None = None) -> None:
         state, error, result = OperationState.SUCCEEDED, None, None
         try:
             with self._slots:
@@ -127,7 +131,7 @@ class Runner:
             final = self.journal.get(op_id)
             self.bus.publish("operation", {"kind": kind, "target": target,
                                            "state": str(final.state if final else state)},
-                             operation=op_id, vm=vm, requested_by=requested_by)
+                             operation=op_id, vm=vm, project=project, requested_by=requested_by)
 
     def get(self, op_id: str) -> OperationInfo:
         info = self.journal.get(op_id)
@@ -176,13 +180,19 @@ class Runner:
 class CallerRunner:
     """The runner as one request sees it: operations it starts are recorded as asked for by its caller."""
 
-    def __init__(self, runner: Runner, caller: str) -> None:
+    def __init__(self, runner: Runner, caller: str, hv: Hypervisor | None = None) -> None:
         self.runner = runner
         self.caller = caller
         self.journal = runner.journal
+        self.hv = hv
 
-    def submit(self, kind: str, target: str, work: Work, *, vm: str | None = None) -> OperationInfo:
-        return self.runner.submit(kind, target, work, requested_by=self.caller, vm=vm)
+    def submit(self, kind: str, target: str, work: Work, *, vm: str | None = None,
+               project: str | None = None) -> OperationInfo:
+        """Start an operation; its events carry ``project`` (by default the project of the ``vm`` it acts on)."""
+        if project is None and vm is not None and self.hv is not None:
+            with contextlib.suppress(KvmhubError):
+                project = projects.vm_project(self.hv, vm)
+        return self.runner.submit(kind, target, work, requested_by=self.caller, vm=vm, project=project)
 
     def get(self, op_id: str) -> OperationInfo:
         return self.runner.get(op_id)

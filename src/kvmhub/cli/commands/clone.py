@@ -17,6 +17,7 @@ def clone(
     network: Annotated[str | None, typer.Option(help="put every NIC of the clone on this network")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="with --start: wait until booted (and networked)")] = False,
     timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
+    project: Annotated[str | None, typer.Option(help="the clone's project (default: default)")] = None,
 ) -> None:
     """Clone a shut-off VM with a new identity: name, UUID, MAC addresses, addresses, hostname, instance-id.
 
@@ -29,7 +30,7 @@ def clone(
     """
     from kvmhub.models import CloneRequest, CloneResult
 
-    req = CloneRequest(source=source, name=name, linked=linked, start=start, network=network)
+    req = CloneRequest(source=source, name=name, linked=linked, start=start, network=network, project=project)
     with live.report(f"clone {source} → {name}") as report:
         if (server := state.remote()) is not None:
             from kvmhub.cli.commands.vm import _remote_wait

@@ -80,6 +80,7 @@ def create(
     vnc: Annotated[bool | None, typer.Option("--vnc/--no-vnc", help="VNC display (default: installer VMs)")] = None,
     vnc_port: Annotated[int | None, typer.Option(help="VNC port (default: the next free one)")] = None,
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
+    project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.models import CreateRequest, HostMedia, LimitsRequest
@@ -109,7 +110,7 @@ def create(
         kickstart=read_answer_document(kickstart, "kickstart") if kickstart is not None else None,
         preseed=read_answer_document(preseed, "preseed") if preseed is not None else None,
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
-        cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen,
+        cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
     )
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:
@@ -162,11 +163,14 @@ def ls(json_out: JsonOpt = False) -> None:
         return
     from kvmhub.validate import format_size
 
-    output.table(
-        ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"],
-        [(v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
-          "yes" if v.autostart else "") for v in found],
-    )
+    rows = [[v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
+             "yes" if v.autostart else ""] for v in found]
+    columns = ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    if any(v.project != "default" for v in found):  # projects are in use: say whose each VM is
+        columns.insert(1, "PROJECT")
+        for row, v in zip(rows, found, strict=True):
+            row.insert(1, v.project)
+    output.table(columns, rows)
 
 
 def show(name: str, json_out: JsonOpt = False) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, get_args
 
 from fastapi import APIRouter, HTTPException, Query, WebSocket
 
+from kvmhub.models import DEFAULT_PROJECT
 from kvmhub.server.auth import VIEWER, Caller
 from kvmhub.server.bus import EventBus, EventType, ServerEvent
 from kvmhub.server.deps import Bus
@@ -33,11 +34,13 @@ class EventFilter:
     projects: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
 
+    restricted: bool = False  # the caller sees only ``projects`` (then none when it is empty)
+
     def matches(self, event: ServerEvent) -> bool:
         if event.type == "missed":
             return True
         return ((not self.vms or event.vm in self.vms)
-                and (not self.projects or event.project in self.projects)
+                and (not (self.projects or self.restricted) or (event.project or DEFAULT_PROJECT) in self.projects)
                 and (not self.types or event.type in self.types))
 
 
@@ -46,15 +49,16 @@ def _values(given: list[str] | None) -> frozenset[str]:
 
 
 def event_filter(vm: list[str] | None, project: list[str] | None, type_: list[str] | None,
-                 caller_project: str | None = None) -> EventFilter:
-    """The filter from the query; a caller restricted to one project sees that project only (422 for bad types)."""
+                 caller_projects: frozenset[str] | None = None) -> EventFilter:
+    """The filter from the query; a caller limited to some projects sees only theirs (422 for bad types)."""
     types = _values(type_)
     unknown = sorted(types - set(TYPES))
     if unknown:
         raise HTTPException(422, f"unknown event type {', '.join(unknown)}: use {', '.join(TYPES)}")
     projects = _values(project)
-    if caller_project is not None:
-        projects = frozenset({caller_project})
+    if caller_projects is not None:
+        projects = projects & caller_projects if projects else caller_projects
+        return EventFilter(_values(vm), projects, types, restricted=True)
     return EventFilter(_values(vm), projects, types)
 
 
@@ -65,7 +69,7 @@ async def events(ws: WebSocket, bus: Bus, caller: Caller, vm: Filter = None, pro
                  since: Annotated[int | None, Query(ge=0, description="resume after this event's seq")] = None
                  ) -> None:
     """Stream events as JSON messages until the client closes."""
-    flt = event_filter(vm, project, type_, caller.project)
+    flt = event_filter(vm, project, type_, caller.projects)
     await ws.accept()
     await until_first(lambda: _stream(ws, bus, flt, since), lambda: client_gone(ws))
     await close(ws)

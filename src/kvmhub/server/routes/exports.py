@@ -19,6 +19,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import project_for
 from kvmhub.services.vm import export as vm_export
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.validate import check_name
@@ -42,11 +43,13 @@ def import_vm(req: ImportRequest, hv: Hv, ops: Ops, response: Response, caller: 
     admin_for_host_paths(caller, "an archive", req.media.path)
     if req.as_name is not None:
         check_name(req.as_name, "VM")
+    req = req.model_copy(update={"project": project_for(caller, req.project)})
 
     def work(report: Reporter) -> VMInfo:
         return vms.show(hv, vm_export.import_vm(hv, req, report=report))
 
-    return accepted(response, ops.submit("vm.import", req.as_name or str(req.media), work, vm=req.as_name))
+    return accepted(response, ops.submit("vm.import", req.as_name or str(req.media), work, vm=req.as_name,
+                                         project=req.project))
 
 
 @router.post("/{name}/export", response_model=OperationInfo, status_code=202, responses=ACCEPTED,

@@ -13,13 +13,25 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.errors import Conflict, InvalidInput, NotFound
-from kvmhub.models import Change, CloneRequest, CloneResult, CreateRequest, OperationInfo, Phase, SetRequest, VMInfo
+from kvmhub.models import (
+    DEFAULT_PROJECT,
+    Change,
+    CloneRequest,
+    CloneResult,
+    CreateRequest,
+    OperationInfo,
+    Phase,
+    SetRequest,
+    VMInfo,
+)
 from kvmhub.models.nic import IPAddress
 from kvmhub.models.requests_vm import CloneTarget
 from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import project_for
+from kvmhub.services import projects
 from kvmhub.services.network import firewall
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
@@ -45,9 +57,12 @@ class StopOptions(BaseModel):
 
 
 @router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
-def list_vms(hv: Hv) -> Response:
-    """Every VM on the host, with its state and addresses."""
-    return Response(listing.list_vms_json(hv), media_type="application/json")
+def list_vms(hv: Hv, caller: Caller) -> Response:
+    """Every VM of the caller's projects (an admin's: every VM on the host), with its state and addresses."""
+    if caller.projects is None:  # the shared listing's JSON as it is
+        return Response(listing.list_vms_json(hv), media_type="application/json")
+    mine = [v for v in listing.list_vms(hv) if caller.sees(v.project)]
+    return Response(listing.VM_LIST.dump_json(mine), media_type="application/json")
 
 
 @router.get("/{name}", response_model=VMInfo, dependencies=[VIEWER])
@@ -75,18 +90,20 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     admin_for_host_paths(caller, "installer media", *(m.path for m in (req.iso, req.location, req.kernel, req.initrd)
                                                        if m is not None))
     _name_free(hv, req.name)
+    req = req.model_copy(update={"project": project_for(caller, req.project)})
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     for text, what, unit in ((req.memory, "memory", "M"), (req.max_memory, "maximum memory", "M"),
                              (req.disk, "disk size", "G")):
         if text is not None:
             parse_size(text, what=what, default_unit=unit)
+    projects.check(hv, req.project or DEFAULT_PROJECT, vm_create.requested_use(req))  # again under its lock
 
     def work(report: Reporter) -> VMInfo:
         vm_create.create(hv, req, report=report)
         return vms.show(hv, req.name)
 
-    return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name))
+    return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name, project=req.project))
 
 
 @router.get("/{name}/ip", response_model=list[IPAddress], dependencies=[VIEWER])
@@ -123,17 +140,19 @@ def set_firewall(name: Name, req: FirewallPolicy, hv: Hv) -> Change:
 
 @router.post("/{name}/clone", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Response, caller: Caller) -> OperationInfo:
     """Clone the shut-off VM ``name`` with a new identity (name, UUID, MACs, addresses); ``linked`` makes
     copy-on-write disks. The operation's result says what was made."""
     vms.get(hv, name)
     _name_free(hv, target.name)
-    req = CloneRequest(source=name, **target.model_dump())
+    req = CloneRequest(source=name, **target.model_dump(exclude={"project"}),
+                       project=project_for(caller, target.project))
+    projects.check(hv, req.project or DEFAULT_PROJECT, projects.use_of_vm(hv, name))  # again under its lock
 
     def work(report: Reporter) -> CloneResult:
         return vm_clone.clone(hv, req, report=report)
 
-    return accepted(response, ops.submit("vm.clone", target.name, work, vm=target.name))
+    return accepted(response, ops.submit("vm.clone", target.name, work, vm=target.name, project=req.project))
 
 
 @router.post("/{name}/save", response_model=OperationInfo, status_code=202, responses=ACCEPTED,

@@ -16,12 +16,12 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv import blocks as hv_blocks
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, VMSpec
+from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, ProjectUse, VMSpec
 from kvmhub.models.disk import DiskInfo
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.storage import bases, encryption, volumes
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.vm import lifecycle as vms
@@ -343,7 +343,8 @@ def add(
             raise InvalidInput(f"{{opt:size}} {size} is too small", hint="at least 1M")
         disk_fmt = fmt or "qcow2"
     pool = pools.disks_pool(hv) if size is not None else None
-    locks = [LockSpec("vm", vm)]
+    project = projects.project_of(domain_from_xml(dom.xml(inactive=True)).meta)
+    locks = [LockSpec("vm", vm), projects.lock(project)]
     if pool is not None:
         locks.append(LockSpec("pool", pool.name, shared=True))
     elif vol is not None:
@@ -352,6 +353,9 @@ def add(
         # under the VM's lock: another disk add of this VM may have taken the name meanwhile
         if target in disk_targets(dom.xml(inactive=True)) | (disk_targets(dom.xml()) if live else set()):
             raise Conflict(f"the VM already has a disk {target}", hint="pick another {opt:target}, or retry")
+        attached = VMSpec(name=vm, disks=[DiskSpec(target=target, source=source, readonly=readonly)]) \
+            if vol is not None else None
+        projects.check(hv, project, ProjectUse(disk=capacity or (projects.disk_bytes(hv, attached) if attached else 0)))
         secret: str | None = None
         vol_name = _volume_name(pool, vm, disk_fmt) if pool is not None else None
         if pool is not None and vol_name is not None:
@@ -541,8 +545,11 @@ def resize(hv: Hypervisor, vm: str, target: str, size: str, *, report: Reporter 
                 )
             report.warn(f"pool {vol.pool} has {format_size(available)} free, less than the "
                 f"{format_size(new - old)} {target} grows by; it fills as the guest writes")
-    locks = [LockSpec("vm", vm)] + ([LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else [])
+    project = projects.project_of(domain_from_xml(dom.xml(inactive=True)).meta)
+    locks = [LockSpec("vm", vm), projects.lock(project)]
+    locks += [LockSpec("volume", f"{vol.pool}/{vol.name}")] if vol is not None else []
     with Operation(hv, "disk.resize", f"{vm}/{target}", locks=locks, report=report) as op:
+        projects.check(hv, project, ProjectUse(disk=new - old))
         op.phase("resize")
         op.add(f"grow {target} of {vm} from {old} to {new} bytes")  # a disk that grew stays grown
         if live:

@@ -34,7 +34,7 @@ ADOPTED = "adopted"  # the writer of a record taken over from a JSON volume
 LEGACY = "legacy"  # the writer of a JSON record read where it is, not adopted yet
 
 _COLUMNS = ("complete, source, sha256, checksum_verified, original_format, compression, os, imported, "
-            "volume_key, writer")
+            "volume_key, writer, project")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Record:
 def _record(row: tuple[Any, ...]) -> Record:
     meta = ImageMeta(complete=bool(row[0]), source=str(row[1]), sha256=str(row[2]),
                      checksum_verified=row[3], original_format=str(row[4]), compression=row[5], os=row[6],
-                     imported=datetime.fromisoformat(str(row[7])))
+                     imported=datetime.fromisoformat(str(row[7])), project=row[10])
     return Record(meta, None if row[8] is None else str(row[8]), str(row[9]))
 
 
@@ -62,9 +62,10 @@ def put(uri: str, pool: str, volume: str, meta: ImageMeta, *, key: str | None, w
     """Write (or replace) the record of image volume ``pool/volume`` on host ``uri``."""
     with transaction(connect(db_file)) as db:
         db.execute(
-            f"INSERT OR REPLACE INTO images (uri, pool, volume, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+            f"INSERT OR REPLACE INTO images (uri, pool, volume, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
             (uri, pool, volume, int(meta.complete), meta.source, meta.sha256, meta.checksum_verified,
-             meta.original_format, meta.compression, meta.os, meta.imported.isoformat(), key, writer),
+             meta.original_format, meta.compression, meta.os, meta.imported.isoformat(), key, writer,
+             meta.project),
         )
 
 

@@ -27,7 +27,7 @@ from kvmhub.ops.actions import Context
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import image_records
 from kvmhub.services.storage import usage as storage_usage
@@ -83,6 +83,7 @@ def _info(vol: hv_storage.Volume, users: list[str], meta: ImageMeta | None = Non
         checksum_verified=meta.checksum_verified if meta else None,
         original_format=meta.original_format if meta else None,
         imported=meta.imported if meta else None,
+        project=meta.project if meta else None,
     )
 
 
@@ -221,6 +222,7 @@ def import_image(
                 else Checksum.parse("sha512", req.sha512) if req.sha512 else None)
     src = req.url if req.url is not None else str(media_path(hv, req.media, "image")) if req.media else ""
     check_name(name, "image")
+    project = projects.resolve(req.project)
     os_id = _resolve_os(os_variant, report)
     pool = pools.images_pool(hv)
     vol_name = volume_name(name)
@@ -257,6 +259,7 @@ def import_image(
             compression=fetched.compression,
             os=os_id,
             imported=datetime.now(UTC).replace(microsecond=0),
+            project=project,
         )
         op.phase("record")
         pool.refresh()

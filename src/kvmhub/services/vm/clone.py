@@ -56,7 +56,7 @@ from kvmhub.ops.actions import Action, Context, StepLog, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, BytesFn, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.storage import nvram as nvram_files
 from kvmhub.services.vm.clone_seed import new_seed, read_seed
@@ -449,10 +449,12 @@ def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> Clo
     result = CloneResult(name=req.name, linked=req.linked)
     sources: dict[str, NewSource] = {}
     boot: dict[str, str] = {}
-    locks = [LockSpec("vm", req.name), LockSpec("vm", req.source)]
+    project = projects.resolve(req.project)
+    locks = [LockSpec("vm", req.name), LockSpec("vm", req.source), projects.lock(project)]
     with Operation(hv, "vm.clone", req.name, locks=locks, report=report) as undo:
         if hv_domains.exists(hv, req.name):  # again under the lock: a clone or create of that name may have won
             raise Conflict(f"a VM named {req.name!r} already exists", hint="pick another name", code="name.taken")
+        projects.check(hv, project, projects.use_of_spec(hv, spec))
         for d in plan:
             made = _make_disk(hv, req, d, vm_uuid, result, undo, report)
             if d.kind != "shared" and (key := _key(d.disk.source)):
@@ -477,7 +479,7 @@ def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> Clo
         new_macs = {(old.mac or "").lower(): new.mac for old, new in zip(spec.nics, nics, strict=True) if new.mac}
         report.phase("define")
         meta = spec.meta.model_copy(update={
-            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+            "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(), "project": project,
             "owned_volumes": result.volumes, "owned_secrets": [], "owned_files": [], "forwards": []})
         change = Rewrite(
             name=req.name, uuid=vm_uuid, network=req.network, filter_ips=filter_ips, disks=sources,

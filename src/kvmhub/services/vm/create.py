@@ -16,13 +16,14 @@ from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import storage as hv_storage
 from kvmhub.hv import tuning as hv_tuning
 from kvmhub.hv.connection import host_root
-from kvmhub.models import DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
+from kvmhub.models import DEFAULT_PROJECT, DiskSource, DiskSpec, KvmhubMeta, NICSpec, SerialSpec, VMSpec
 from kvmhub.models.image import ImageMeta
+from kvmhub.models.project import ProjectUse
 from kvmhub.models.requests_vm import CreateRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.host import accel
 from kvmhub.services.network import leases
 from kvmhub.services.storage import default_pools as pools
@@ -105,6 +106,14 @@ def _check_free(hv: Hypervisor, req: CreateRequest, disks: hv_storage.Pool) -> N
             )
 
 
+def requested_use(req: CreateRequest) -> ProjectUse:
+    """What ``req`` adds to its project's use as far as the request alone tells (a disk cloned from an image is
+    at least the image's size: the create counts it, under the project's lock)."""
+    memory = parse_size(req.max_memory or req.memory, what="memory", default_unit="M")
+    disk = parse_size(req.disk, what="disk size", default_unit="G") if req.disk else 0
+    return ProjectUse(vms=1, cpus=req.max_cpus or req.cpus, memory=memory, disk=disk)
+
+
 def build_spec(
     req: CreateRequest,
     memory_mib: int,
@@ -145,6 +154,7 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
         serial=SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{req.name}-serial.log"),
         meta=KvmhubMeta(
             image=req.image,
+            project=req.project or DEFAULT_PROJECT,
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             owned_volumes=owned,
         ),
@@ -187,15 +197,19 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     if profile is not None:
         spec = osinfo.apply_profile(spec, profile)
     disks = pools.disks_pool(hv)
-    locks = [LockSpec("vm", req.name)]
+    project = projects.resolve(req.project)
+    locks = [LockSpec("vm", req.name), projects.lock(project)]
     if req.image is not None:
         locks.append(LockSpec("image", req.image, shared=True))  # `image rm` waits until the clone exists
     with Operation(hv, "vm.create", req.name, locks=locks, report=report) as op:
         _check_free(hv, req, disks)  # again under the lock: a create of the same name may have won meanwhile
+        image_capacity = images.get(hv, req.image).info().capacity if req.image and boot is None else 0
+        capacity = max(image_capacity, disk_bytes or 0)
+        projects.check(hv, project, ProjectUse(vms=1, cpus=spec.max_vcpus or spec.vcpus,
+                                               memory=(spec.max_memory_mib or spec.memory_mib) * 1024**2,
+                                               disk=capacity if boot is None else projects.disk_bytes(hv, spec)))
         if boot is None:
             op.phase("clone disk" if req.image else "create disk")
-            image_capacity = images.get(hv, req.image).info().capacity if req.image else 0
-            capacity = max(image_capacity, disk_bytes or 0)
             backing = (image_path, "qcow2") if req.image else (None, None)
             secret = None
             if req.encrypt:

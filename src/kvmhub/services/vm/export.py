@@ -54,13 +54,14 @@ from kvmhub.hv import saves as hv_saves
 from kvmhub.hv import snapshots as hv_snap
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
+from kvmhub.models.project import ProjectUse
 from kvmhub.models.requests_vm import ExportResult, ImportRequest
 from kvmhub.models.vm import VMSpec
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, BytesFn, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.host import accel
 from kvmhub.services.network import leases
 from kvmhub.services.snapshots.backups import upload_volume
@@ -504,28 +505,35 @@ def import_vm(hv: Hypervisor, req: ImportRequest, *, report: Reporter = QUIET) -
     if not path.is_file():
         raise NotFound(f"no export file {path}")
     target_pool = hv_storage.lookup_pool(hv, pool) if pool else pools.disks_pool(hv)
+    project = projects.resolve(req.project)
     with _open(path) as tar:
         try:
-            return _import(hv, tar, path, as_name, target_pool, network, report)
+            return _import(hv, tar, path, as_name, target_pool, network, project, report)
         except tarfile.TarError as exc:
             raise InvalidInput(f"{path} is damaged or truncated", original=str(exc),
                                hint="export the VM again") from None
 
 
 def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | None, pool: hv_storage.Pool,
-            network: str | None, report: Reporter) -> str:
+            network: str | None, project: str, report: Reporter) -> str:
     manifest = read_manifest(tar, path)
     plan = _plan(hv, manifest, path, as_name, pool, network, report)
+    plan.spec = plan.spec.model_copy(update={"meta": plan.spec.meta.model_copy(update={"project": project})})
     name = plan.name
     expected = {d.file: d for d in manifest.disks}
     seen: set[str] = set()
     made: dict[str, hv_storage.Volume] = {}
     new_uuid = str(uuidlib.uuid4()) if plan.fresh else plan.spec.uuid
-    with Operation(hv, "vm.import", name, locks=[LockSpec("vm", name)], report=report) as undo, \
+    locks = [LockSpec("vm", name), projects.lock(project)]
+    with Operation(hv, "vm.import", name, locks=locks, report=report) as undo, \
             tempfile.TemporaryDirectory(prefix="kvmhub-import-") as tmp:
         if hv_domains.exists(hv, name):  # again under the lock
             raise Conflict(f"a VM named {name!r} already exists", hint="import it under another name: {opt:as} NAME",
                            code="name.taken")
+        spec = plan.spec
+        projects.check(hv, project, ProjectUse(
+            vms=1, cpus=spec.max_vcpus or spec.vcpus, memory=(spec.max_memory_mib or spec.memory_mib) * 1024**2,
+            disk=sum(d.capacity for d in manifest.disks)))
         for _n in range(len(manifest.disks)):
             if (member := tar.next()) is None:
                 break

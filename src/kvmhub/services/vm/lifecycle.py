@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from kvmhub.models import Phase, VMInfo
+from kvmhub.models import DEFAULT_PROJECT, Phase, VMInfo
 from kvmhub.models.nic import IPAddress
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
+from kvmhub.services import projects
 from kvmhub.services.network import forwards
 from kvmhub.services.vm import installer, readiness
 from kvmhub.services.vm.limits import limits_of
@@ -36,6 +37,7 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
     """Every VM on the host, in a constant number of libvirt calls plus one per running VM (for IPs)."""
     rows = hv_domains.bulk_stats(hv)
     flags = hv_domains.listing_flags(hv)
+    owners = projects.owners(hv)
     out = []
     for row in rows:
         ips: list[str] = []
@@ -53,6 +55,7 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
                 memory_mib=(row.memory_kib or 0) // 1024,
                 domain_type="",
                 ips=ips,
+                project=owners.get(row.name, DEFAULT_PROJECT),
             )
         )
     return sorted(out, key=lambda v: v.name)
@@ -87,6 +90,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         boot=installer.boot_note(dom, running=state in ("running", "paused")),
         managed=domain_is_managed(dom.xml(inactive=True)),
         limits=limits_of(spec),
+        project=projects.project_of(spec.meta),
     )
 
 

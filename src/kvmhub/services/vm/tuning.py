@@ -15,10 +15,11 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import tuning as hv_tuning
-from kvmhub.models import Bandwidth, CPUTune, IOTune, VCPUPin, VMSpec
+from kvmhub.models import Bandwidth, CPUTune, IOTune, ProjectUse, VCPUPin, VMSpec
 from kvmhub.models.requests_vm import Change, LimitsRequest, SetRequest
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
+from kvmhub.services import projects
 from kvmhub.services.vm.lifecycle import get
 from kvmhub.services.vm.limits import PERIOD_US, cap_percent
 from kvmhub.validate import MAX_VCPUS, parse_cpuset, parse_size
@@ -428,7 +429,11 @@ def set_limits(hv: Hypervisor, name: str, req: SetRequest) -> list[Change]:
     if not plan.steps:
         raise InvalidInput("nothing to set", hint=f"see {{cmd:set --help}}, e.g. {{cmd:set {name} --cpus 2}}")
     done: list[Change] = []
-    with Operation(hv, "vm.set", name, locks=[LockSpec("vm", name)]) as op:
+    project = projects.project_of(cfg.meta)
+    more_cpus = (req.max_cpus or 0) - (cfg.max_vcpus or cfg.vcpus)
+    with Operation(hv, "vm.set", name, locks=[LockSpec("vm", name), projects.lock(project)]) as op:
+        if more_cpus > 0:
+            projects.check(hv, project, ProjectUse(cpus=more_cpus))
         # settings are not undone (a live change may not be reversible); the old values stay in the journal
         op.add(f"settings before: {_before(cfg)}")
         for label, action in plan.steps:

@@ -1,0 +1,80 @@
+"""`kvmhub project ...`: the same projects, output and exit codes in library mode and through the server; `ls`
+names each VM's project once projects are in use."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvmhub.cli.main import app
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import domains as hv_domains
+
+from .test_cli_through_server import both, run, server  # noqa: F401 (the server fixture)
+from .test_projects import vm_xml
+
+URI = "test:///default"
+
+
+def test_project_commands_read_and_write_the_same_projects_either_way(server: str) -> None:  # noqa: F811
+    code, _out, err = run("--local", "project", "add", "web", "--max-vms", "2", "--max-memory", "1G")
+    assert code == 0 and "project web added" in err
+    local, remote = both(server, "project", "show", "web", "--json")
+    assert local[0] == remote[0] == 0 and json.loads(local[1]) == json.loads(remote[1])
+    shown = json.loads(remote[1])
+    assert shown["quota"] == {"max_vms": 2, "max_cpus": None, "max_memory": 1024**3, "max_disk": None,
+                              "max_networks": None}
+    assert shown["use"]["vms"] == 0
+    code, _out, err = run("--remote", server, "project", "set", "web", "--max-vms", "none", "--max-cpus", "8")
+    assert code == 0 and "quotas of project web changed" in err
+    local, remote = both(server, "project", "ls")
+    assert local == remote and local[0] == 0
+    assert local[1].splitlines()[0].split() == ["NAME", "VMS", "CPUS", "MEMORY", "DISK", "MEMBERS"]
+    assert any(line.split()[:3] == ["web", "0/-", "0/8"] for line in local[1].splitlines())
+    local, remote = both(server, "project", "show", "web")
+    assert local == remote and "project web; members: -" in local[1]
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (("project", "show", "nope"), 3, "no project named 'nope'"),
+    (("project", "rm", "default"), 4, "the default project cannot be removed"),
+    (("project", "member", "add", "default", "nobody"), 3, "no user named 'nobody'"),
+    (("project", "set", "default", "--max-vms", "lots"), 2, "'lots' is not a whole number"),
+    (("project", "set", "default"), 2, "nothing to set"),
+])
+def test_refusals_exit_with_the_same_code_and_words(server: str, args: tuple[str, ...], code: int,  # noqa: F811
+                                                    words: str) -> None:
+    local, remote = both(server, *args)
+    assert local[0] == remote[0] == code, (local, remote)
+    assert local[2].splitlines()[0] == remote[2].splitlines()[0]
+    assert words in local[2]
+
+
+@pytest.fixture
+def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
+    """A connection kept open so the test driver keeps what the test defines while the CLI runs in-process."""
+    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
+    with Hypervisor(URI) as hv:
+        yield hv
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, ["--local", "--connect", URI, *args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output
+
+
+def test_ls_names_the_project_only_once_projects_are_in_use(held: Hypervisor) -> None:
+    assert cli("ls").splitlines()[0].split() == ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    assert [v["project"] for v in json.loads(cli("ls", "--json"))] == ["default"]
+    cli("project", "add", "web")
+    hv_domains.define(held, vm_xml("w1", "web"))
+    lines = cli("ls").splitlines()
+    assert lines[0].split() == ["NAME", "PROJECT", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    assert [line.split()[:2] for line in lines[1:]] == [["test", "default"], ["w1", "web"]]
+    assert [(v["name"], v["project"]) for v in json.loads(cli("ls", "--json"))] == [("test", "default"),
+                                                                                  ("w1", "web")]

@@ -144,7 +144,8 @@ API_COMMANDS: dict[str, str] = {
     "pool ls": "GET /pools", "pool create": "POST /pools", "vol ls": "GET /pools/{pool}/volumes",
     "vol show": "GET /pools/{pool}/volumes/{name}", "vol rm": "DELETE /pools/{pool}/volumes/{name}",
     "vol clone": "POST /pools/{pool}/volumes/{name}/clone", "vol upload": "PUT /pools/{pool}/volumes/{name}/data",
-    "user ls": "GET /users", "token ls": "GET /tokens",
+    "user ls": "GET /users", "token ls": "GET /tokens", "project ls": "GET /projects",
+    "project show": "GET /projects/{name}", "project add": "POST /projects", "project set": "PATCH /projects/{name}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -13,6 +13,7 @@ enforced.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,15 +192,38 @@ def _meta(dom: hv_domains.Domain) -> KvmhubMeta:
         return KvmhubMeta()  # unreadable metadata: the VM is treated as one kvmhub did not make
 
 
+# a VM's project, by UUID: kvmhub writes it only when it defines a VM, so one read per VM, checked again after
+# OWNER_TTL_S (an edit by another tool is seen then); a listing of 500 VMs otherwise reads 500 metadata
+OWNER_TTL_S = 60.0
+_owners: dict[str, tuple[str, float]] = {}
+_owners_lock = threading.Lock()
+
+
 def owners(hv: Hypervisor) -> dict[str, str]:
     """Every VM's name and the project it belongs to."""
     out: dict[str, str] = {}
+    now = time.monotonic()
     for dom in hv_domains.list_all(hv):
+        uuid = dom.uuid  # known to the handle: no libvirt round trip
+        with _owners_lock:
+            known = _owners.get(uuid)
+        if known is not None and now - known[1] < OWNER_TTL_S:
+            out[dom.name] = known[0]
+            continue
         try:
-            out[dom.name] = project_of(_meta(dom))
+            project = project_of(_meta(dom))
         except NotFound:
             continue  # undefined meanwhile
+        with _owners_lock:
+            _owners[uuid] = (project, now)
+        out[dom.name] = project
     return out
+
+
+def forget_owner(uuid: str) -> None:
+    """Drop what :func:`owners` remembers of the VM ``uuid`` (it was removed: its UUID may come back)."""
+    with _owners_lock:
+        _owners.pop(uuid, None)
 
 
 def vm_project(hv: Hypervisor, name: str) -> str:

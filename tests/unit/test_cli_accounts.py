@@ -91,7 +91,7 @@ def test_a_token_secret_is_printed_once_and_works_until_revoked(secret_file: Pat
     with TestClient(Marked(create_app(ServerSettings(uri="test:///default", socket=None)), "tcp")) as tcp:
         headers = {"Authorization": f"Bearer {secret}"}
         assert tcp.get("/api/v1/session", headers=headers).json() == {"name": "alice", "role": "viewer",
-                                                                       "project": "web"}
+                                                                       "project": "web", "projects": []}
         assert f"token {listed[0]['id']} revoked" in run("token", "rm", listed[0]["id"])
         assert tcp.get("/api/v1/vms", headers=headers).status_code == 401
     assert json.loads(run("token", "ls", "--json")) == []

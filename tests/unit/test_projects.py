@@ -110,8 +110,8 @@ def test_a_refusal_names_the_quota_its_limit_the_use_and_what_the_request_adds(h
     assert err.message == ("project 'web' is over its memory quota: limit 640 MiB, in use 512 MiB, "
                            "this request adds 256 MiB")
     assert err.hint == "raise the quota (`kvmhub project set web` --max-memory), or remove VMs of the project"
-    assert render(err.to_dict("api")["hint"] or "", "api") == ("raise the quota (`PATCH /api/v1/projects/web` max_memory), "
-                                                               "or remove VMs of the project")
+    assert render(err.to_dict("api")["hint"] or "", "api") == (
+        "raise the quota (`PATCH /api/v1/projects/web` max_memory), or remove VMs of the project")
 
 
 def _create_like(hv: Hypervisor, name: str, outcome: dict[str, str]) -> None:

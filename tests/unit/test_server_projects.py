@@ -72,7 +72,7 @@ def test_another_projects_vm_is_a_missing_vm_on_every_vm_route(app: FastAPI, tcp
             continue
         assert answer.status_code == 404, (method, path, answer.text)
         assert answer.json() == {"code": "vm.not_found", "error": "no VM named 'vb'", "cause": None,
-                                 "hint": "list them: `ls`", "detail": None, "kind": "NotFound",
+                                 "hint": "list them: `GET /api/v1/vms`", "detail": None, "kind": "NotFound",
                                  "terms": answer.json()["terms"]}, (method, path)
     with pytest.raises(WebSocketDenialResponse) as denied, \
             tcp.websocket_connect(f"{API}/vms/vb/console", headers=world["alice"]):
@@ -115,7 +115,7 @@ def test_quota_refusal_is_403_with_the_quota_and_the_use(tcp: TestClient, local:
     assert body["code"] == "project.quota_exceeded"
     assert body["error"] == ("project 'a' is over its memory quota: limit 512 MiB, in use 256 MiB, "
                              "this request adds 512 MiB")
-    assert body["hint"] == "raise the quota (`project set a` max_memory), or remove VMs of the project"
+    assert body["hint"] == "raise the quota (`PATCH /api/v1/projects/a` max_memory), or remove VMs of the project"
     assert [v["name"] for v in local.get(f"{API}/vms").json()] == ["test", "va", "vb"]  # nothing made
     assert local.get(f"{API}/operations").json() == []
 

@@ -25,6 +25,7 @@ class Network:
         self.hv = hv
         self._net = net
         self.name: str = net.name()
+        self.uuid: str = net.UUIDString()  # known to the handle: no libvirt round trip
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         return self.hv.call(fn, *args, what=f"{what} (network {self.name})")
@@ -88,14 +89,17 @@ class Network:
         ]
 
 
+def not_found(name: str) -> NotFound:
+    """The error for a missing network (also given for one the caller may not see: the same words)."""
+    return NotFound(f"no network {name!r}", hint="list them: {cmd:net ls}; make one: {cmd:net create NAME --mode "
+                    "isolated}", code="network.not_found")
+
+
 def lookup_network(hv: Hypervisor, name: str) -> Network:
     try:
         net = hv.call(hv.conn.networkLookupByName, name, what=f"looking up network {name!r}", retry=True)
     except NotFound:
-        raise NotFound(
-            f"no network {name!r}",
-            hint="list them: {cmd:net ls}; make one: {cmd:net create NAME --mode isolated}", code="network.not_found",
-        ) from None
+        raise not_found(name) from None
     return Network(hv, net)
 
 

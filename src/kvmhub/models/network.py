@@ -42,6 +42,7 @@ class NetworkCreateRequest(_Model):
     bridge: str | None = None
     dev: str | None = None
     autostart: bool = True
+    project: str | None = None  # the owning project; None: the caller's only project, else default
 
 
 class LeaseRequest(_Model):

@@ -161,6 +161,17 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE images ADD COLUMN project TEXT;
     """,
+    # the project of each network kvmhub made (services/projects.py): libvirt keeps no metadata on networks;
+    # a row whose UUID is not the live network's is stale and ignored
+    """
+    CREATE TABLE network_projects (
+        uri TEXT NOT NULL,
+        name TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        project TEXT NOT NULL,
+        PRIMARY KEY (uri, name)
+    );
+    """,
 )
 
 _local = threading.local()

@@ -1,13 +1,13 @@
 """Projects: named groups of VMs with members and quotas, kept in kvmhub's state database.
 
 A VM belongs to the project its kvmhub metadata names (``<kvmhub:project>``); one whose metadata names none
-(made by other tools or an older kvmhub) belongs to ``default``, which always exists. A project's use is what its
-VMs hold: their count, maximum vCPUs, maximum memory and the capacity of their disks. Creates, clones, imports and
-resizes check it against the quotas under the project's lock (:func:`lock`), held by the caller through the
-define, so two requests never both slip under the same quota.
-
-Networks are not yet recorded as owned by a project: their use reads 0 and ``max_networks`` is kept but not
-enforced.
+(made by other tools or an older kvmhub) belongs to ``default``, which always exists. A network belongs to the
+project kvmhub recorded for it in the state database when it made it (libvirt keeps no metadata on networks),
+by name and UUID: one with no record, or whose record names another UUID (it was remade by another tool), belongs
+to ``default``. A project's use is what it holds: its VMs' count, maximum vCPUs, maximum memory and the capacity
+of their disks, and its networks' count. Creates, clones, imports and resizes check it against the quotas under
+the project's lock (:func:`lock`), held by the caller through the define, so two requests never both slip under
+the same quota.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound, QuotaExceeded
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
+from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DEFAULT_PROJECT, KvmhubMeta, ProjectInfo, ProjectQuota, ProjectRequest, ProjectUse, VMSpec
 from kvmhub.ops.journal import connect, transaction
@@ -149,7 +150,12 @@ def remove_project(hv: Hypervisor, name: str) -> None:
         if owned:
             raise Conflict(f"project {name!r} still owns {len(owned)} VM(s): {', '.join(owned[:5])}",
                            hint="remove them first with {cmd:rm}", code="project.not_empty")
+        nets = sorted(net for net, p in network_owners(hv).items() if p == name)
+        if nets:
+            raise Conflict(f"project {name!r} still owns {len(nets)} network(s): {', '.join(nets[:5])}",
+                           hint="remove them first with {cmd:net rm}", code="project.not_empty")
         with transaction(connect()) as db:
+            db.execute("DELETE FROM network_projects WHERE project=?", (name,))  # stale ones only: none is live
             db.execute("DELETE FROM projects WHERE name=?", (name,))
 
 
@@ -274,7 +280,7 @@ def use_of_vm(hv: Hypervisor, name: str) -> ProjectUse:
 
 
 def use_by_project(hv: Hypervisor) -> dict[str, ProjectUse]:
-    """The use of every project that owns a VM."""
+    """The use of every project that owns a VM or a network."""
     out: dict[str, ProjectUse] = {}
     for dom in hv_domains.list_all(hv):
         try:
@@ -283,11 +289,13 @@ def use_by_project(hv: Hypervisor) -> dict[str, ProjectUse]:
             continue
         project = project_of(spec.meta)
         out[project] = add(out.get(project, ProjectUse()), use_of_spec(hv, spec))
+    for project in network_owners(hv).values():
+        out[project] = add(out.get(project, ProjectUse()), ProjectUse(networks=1))
     return out
 
 
 def use(hv: Hypervisor, project: str) -> ProjectUse:
-    """What ``project``'s VMs hold now."""
+    """What ``project``'s VMs and networks hold now."""
     return use_by_project(hv).get(project, ProjectUse())
 
 
@@ -322,4 +330,48 @@ def check(hv: Hypervisor, project: str, more: ProjectUse) -> None:
                 f"in use {_amount(field, used)}, this request adds {_amount(field, adding)}",
                 cause=f"{_WHAT[field]} quota ({field}) {_amount(field, limit)}; use {_amount(field, used)} "
                       f"+ {_amount(field, adding)} requested",
-                hint=f"raise the quota ({{cmd:project set {project}}} {opt}), or remove VMs of the project")
+                hint=f"raise the quota ({{cmd:project set {project}}} {opt}), or remove "
+                     f"{'networks' if field == 'max_networks' else 'VMs'} of the project")
+
+
+# -- networks -----------------------------------------------------------------------------------------------
+
+def _network_rows(hv: Hypervisor) -> dict[str, tuple[str, str]]:
+    """Network name -> (UUID, project) as recorded for ``hv``'s host."""
+    return {str(r[0]): (str(r[1]), str(r[2])) for r in connect().execute(
+        "SELECT name, uuid, project FROM network_projects WHERE uri=?", (hv.uri,))}
+
+
+def _owner(rows: dict[str, tuple[str, str]], net: hv_networks.Network) -> str:
+    row = rows.get(net.name)
+    return row[1] if row is not None and row[0] == net.uuid else DEFAULT_PROJECT
+
+
+def network_owners(hv: Hypervisor) -> dict[str, str]:
+    """Every network's name and the project it belongs to."""
+    rows = _network_rows(hv)
+    return {net.name: _owner(rows, net) for net in hv_networks.list_networks(hv)}
+
+
+def network_project(hv: Hypervisor, name: str) -> str:
+    """The project network ``name`` belongs to; NotFound (``network.not_found``) when there is no such network."""
+    check_name(name, "network")
+    return _owner(_network_rows(hv), hv_networks.lookup_network(hv, name))
+
+
+def network_not_found(name: str) -> NotFound:
+    """The error for a missing network, also given for one the caller may not see (the same words)."""
+    return hv_networks.not_found(name)
+
+
+def record_network(uri: str, name: str, uuid: str, project: str) -> None:
+    """Remember that network ``name`` (``uuid``) on host ``uri`` belongs to ``project``."""
+    with transaction(connect()) as db:
+        db.execute("INSERT OR REPLACE INTO network_projects (uri, name, uuid, project) VALUES (?,?,?,?)",
+                   (uri, name, uuid, project))
+
+
+def forget_network(uri: str, name: str, uuid: str) -> None:
+    """Drop the record of network ``name`` (``uuid``) only: a newer network of that name keeps its own."""
+    with transaction(connect()) as db:
+        db.execute("DELETE FROM network_projects WHERE uri=? AND name=? AND uuid=?", (uri, name, uuid))

@@ -13,10 +13,12 @@ from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor, host_root
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
+from kvmhub.models import DEFAULT_PROJECT, ProjectUse
 from kvmhub.ops.actions import Action, Context, register
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
+from kvmhub.services import projects
 from kvmhub.validate import check_name
 from kvmhub.xml import network as xml_network
 from kvmhub.xml._util import child_text, parse, with_uuid
@@ -39,9 +41,10 @@ class NetworkInfo(BaseModel):
     domain: str | None = None
     dev: str | None = None
     vms: list[str] = []
+    project: str = DEFAULT_PROJECT
 
 
-def _info(net: hv_networks.Network, users: dict[str, list[str]]) -> NetworkInfo:
+def _info(net: hv_networks.Network, users: dict[str, list[str]], project: str) -> NetworkInfo:
     facts = xml_network.network_from_xml(net.xml())
     return NetworkInfo(
         name=net.name,
@@ -55,6 +58,7 @@ def _info(net: hv_networks.Network, users: dict[str, list[str]]) -> NetworkInfo:
         domain=facts.domain,
         dev=facts.dev,
         vms=users.get(net.name, []),
+        project=project,
     )
 
 
@@ -73,13 +77,15 @@ def _users(hv: Hypervisor) -> dict[str, list[str]]:
     return out
 
 
-def list_networks(hv: Hypervisor) -> list[NetworkInfo]:
-    users = _users(hv)
-    return [_info(n, users) for n in hv_networks.list_networks(hv)]
+def list_networks(hv: Hypervisor, only: frozenset[str] | None = None) -> list[NetworkInfo]:
+    """Every network (only those of the projects in ``only`` when given)."""
+    users, owners = _users(hv), projects.network_owners(hv)
+    return [_info(n, users, owners.get(n.name, DEFAULT_PROJECT)) for n in hv_networks.list_networks(hv)
+            if only is None or owners.get(n.name, DEFAULT_PROJECT) in only]
 
 
 def show(hv: Hypervisor, name: str) -> NetworkInfo:
-    return _info(hv_networks.lookup_network(hv, name), _users(hv))
+    return _info(hv_networks.lookup_network(hv, name), _users(hv), projects.network_project(hv, name))
 
 
 def _taken_subnets(hv: Hypervisor) -> dict[str, ipaddress.IPv4Network]:
@@ -146,14 +152,17 @@ def create(
     bridge: str | None = None,
     dev: str | None = None,
     autostart: bool = True,
+    project: str | None = None,
     report: Reporter = QUIET,
 ) -> NetworkInfo:
-    """Define and start a libvirt network.
+    """Define and start a libvirt network owned by ``project`` (``default`` when None).
 
     nat/isolated/routed/open: a bridge of its own with DHCP over `subnet` (a free /24 when not given) and
     optionally IPv6. bridge: guests join the existing host bridge `bridge`; direct: macvtap on host NIC `dev`.
+    Refused (QuotaExceeded) when the project holds its ``max_networks`` already.
     """
     check_name(name, "network")
+    owner = projects.resolve(project)
     if mode not in MODES:
         raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
     if hv_networks.network_exists(hv, name):
@@ -190,10 +199,13 @@ def create(
     )
     net_uuid = str(uuidlib.uuid4())
     xml = with_uuid(xml, "network", net_uuid)
-    with Operation(hv, "network.create", name, locks=[LockSpec("network", name)], report=report) as op:
+    locks = [LockSpec("network", name), projects.lock(owner)]
+    with Operation(hv, "network.create", name, locks=locks, report=report) as op:
         if hv_networks.network_exists(hv, name):  # again under the lock: a create of the same name may have won
             raise Conflict(f"a network named {name!r} already exists", hint="{cmd:net ls}", code="name.taken")
+        projects.check(hv, owner, ProjectUse(networks=1))
         op.add(f"undefine network {name}", Action("network.undefine", {"name": name, "uuid": net_uuid}))
+        projects.record_network(hv.uri, name, net_uuid, owner)  # ignored until a network of that UUID lives
         net = hv_networks.define_network(hv, xml)
         faults.point("net-define")
         op.add(f"stop network {name}", Action("network.stop", {"name": name, "uuid": net_uuid}))
@@ -202,7 +214,7 @@ def create(
             net.set_autostart(True)
         faults.point("net-start")
         op.success()
-    return _info(net, {})
+    return _info(net, {}, owner)
 
 
 def _ours(ctx: Context, p: dict[str, Any]) -> hv_networks.Network | None:
@@ -223,6 +235,7 @@ def _stop_action(ctx: Context, p: dict[str, Any]) -> None:
 
 @register("network.undefine")
 def _undefine_action(ctx: Context, p: dict[str, Any]) -> None:
+    projects.forget_network(ctx.hv.uri, p["name"], p["uuid"])  # its own record only
     net = _ours(ctx, p)
     if net is None:
         return
@@ -264,6 +277,7 @@ def remove(hv: Hypervisor, name: str, *, force: bool = False) -> None:
             net.stop()
         op.add(f"undefine network {name}")
         net.undefine()
+        projects.forget_network(hv.uri, name, net.uuid)
         op.success()
 
 

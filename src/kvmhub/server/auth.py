@@ -27,6 +27,7 @@ SESSION_COOKIE = "kvmhub_session"
 CSRF_HEADER = "X-CSRF-Token"
 API_PREFIX = "/api/v1"
 VM_PATH = "/vms/{name}"  # the routes whose VM the caller must be allowed to see
+NETWORK_PATH = "/networks/{name}"  # the routes whose network the caller must be allowed to see
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CALLER_KEY = "kvmhub.caller"  # a dict the audit middleware puts in the scope; principal() names the caller in it
 
@@ -111,23 +112,40 @@ def require(role: Role) -> Callable[[HTTPConnection, Principal], Principal]:
         if not at_least(caller.role, role):
             raise HTTPException(403, f"{caller.name} is {caller.role}; this needs {role}")
         _vm_visible(conn, caller)
+        _network_visible(conn, caller)
         return caller
 
     return check
 
 
+def _on_route(conn: HTTPConnection, caller: Principal, prefix: str) -> str | None:
+    """The ``{name}`` of a route under ``prefix`` when the caller is limited to some projects, else None."""
+    if caller.projects is None:
+        return None
+    path = str(getattr(conn.scope.get("route"), "path", "")).removeprefix(API_PREFIX)  # some versions keep it
+    if not (path == prefix or path.startswith(prefix + "/")):
+        return None
+    return str(conn.path_params.get("name", ""))
+
+
 def _vm_visible(conn: HTTPConnection, caller: Principal) -> None:
     """On a ``/vms/{name}...`` route, 404 ``vm.not_found`` unless the VM belongs to one of the caller's projects:
     another project's VM answers exactly as a missing one does, so nothing of it leaks."""
-    if caller.projects is None:
-        return
-    path = str(getattr(conn.scope.get("route"), "path", "")).removeprefix(API_PREFIX)  # some versions keep it
-    if not (path == VM_PATH or path.startswith(VM_PATH + "/")):
+    if (name := _on_route(conn, caller, VM_PATH)) is None:
         return
     hv: Hypervisor = conn.app.state.hv
-    name = str(conn.path_params.get("name", ""))
     if not caller.sees(projects.vm_project(hv, name)):
         raise projects.vm_not_found(name)
+
+
+def _network_visible(conn: HTTPConnection, caller: Principal) -> None:
+    """On a ``/networks/{name}...`` route, 404 ``network.not_found`` unless the network belongs to one of the
+    caller's projects, exactly as a missing one answers."""
+    if (name := _on_route(conn, caller, NETWORK_PATH)) is None:
+        return
+    hv: Hypervisor = conn.app.state.hv
+    if not caller.sees(projects.network_project(hv, name)):
+        raise projects.network_not_found(name)
 
 
 # what routes declare: reads need a viewer, changes an operator, accounts an admin

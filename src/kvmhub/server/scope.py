@@ -1,7 +1,9 @@
-"""Which project a caller's request acts in (the VM routes' own check is ``auth._vm_visible``)."""
+"""Which project a caller's request acts in (the VM and network routes' own checks are ``auth._vm_visible`` and
+``auth._network_visible``)."""
 
 from __future__ import annotations
 
+from kvmhub.hv import Hypervisor
 from kvmhub.models import DEFAULT_PROJECT
 from kvmhub.server.auth import Principal
 from kvmhub.services import projects
@@ -23,3 +25,9 @@ def visible_project(caller: Principal, name: str) -> str:
     if not caller.sees(name):
         raise projects.not_found(name)
     return name
+
+
+def visible_network(hv: Hypervisor, caller: Principal, name: str | None) -> None:
+    """404 ``network.not_found`` when a request names a network the caller may not see (or none exists)."""
+    if name is not None and not caller.sees(projects.network_project(hv, name)):
+        raise projects.network_not_found(name)

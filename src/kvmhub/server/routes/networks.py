@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from kvmhub.models import LeaseRequest, NetworkCreateRequest
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv
 from kvmhub.server.routes.common import NAME_CHARS
+from kvmhub.server.scope import project_for
 from kvmhub.services.network import leases, networks
 from kvmhub.services.network.leases import LeaseInfo
 from kvmhub.services.network.networks import NetworkInfo
@@ -21,17 +22,20 @@ Which = Annotated[str, Path(min_length=1, max_length=64, pattern=NAME_CHARS,
 
 
 @router.get("", response_model=list[NetworkInfo], dependencies=[VIEWER])
-def list_networks(hv: Hv) -> list[NetworkInfo]:
-    """Every network: state, mode, subnet, bridge, autostart, the VMs on it."""
-    return networks.list_networks(hv)
+def list_networks(hv: Hv, caller: Caller) -> list[NetworkInfo]:
+    """Every network of the caller's projects: state, mode, subnet, bridge, autostart, the VMs on it, its
+    project."""
+    return networks.list_networks(hv, only=caller.projects)
 
 
 @router.post("", response_model=NetworkInfo, status_code=201, dependencies=[OPERATOR])
-def create_network(req: NetworkCreateRequest, hv: Hv, response: Response) -> NetworkInfo:
-    """Define and start a network (and mark it autostart unless ``autostart`` is false)."""
+def create_network(req: NetworkCreateRequest, hv: Hv, response: Response, caller: Caller) -> NetworkInfo:
+    """Define and start a network (and mark it autostart unless ``autostart`` is false) in ``project`` (none:
+    the caller's only project, else default); refused with 403 ``project.quota_exceeded`` past its
+    ``max_networks``."""
     info = networks.create(hv, req.name, mode=req.mode, subnet=req.subnet, subnet6=req.subnet6,
                            dhcp_range=req.dhcp_range, domain=req.domain, bridge=req.bridge, dev=req.dev,
-                           autostart=req.autostart)
+                           autostart=req.autostart, project=project_for(caller, req.project))
     response.headers["Location"] = f"/api/v1/networks/{info.name}"
     return info
 

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict
 from kvmhub.models import NICSpec, OperationInfo
 from kvmhub.models.nic import NICAddRequest, NICChange
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import visible_network
 from kvmhub.services.network import nics
 from kvmhub.services.vm import lifecycle as vms
 
@@ -36,10 +37,12 @@ def list_nics(name: Name, hv: Hv) -> list[NICSpec]:
 
 
 @router.post("", response_model=OperationInfo, status_code=202, responses=ACCEPTED, dependencies=[OPERATOR])
-def add_nic(name: Name, req: NICAddRequest, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def add_nic(name: Name, req: NICAddRequest, hv: Hv, ops: Ops, response: Response, caller: Caller) -> OperationInfo:
     """Add a NIC on ``network`` with an address reserved for it (``ip``, or the next free one): live when the
-    VM runs, always persisted. The result is the NIC and whether it was live."""
+    VM runs, always persisted. The result is the NIC and whether it was live. Another project's network answers
+    404 as a missing one."""
     vms.get(hv, name)
+    visible_network(hv, caller, req.network)
 
     def work(report: Reporter) -> NICChange:
         report.phase(f"adding a NIC on {req.network}")

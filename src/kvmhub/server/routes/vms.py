@@ -30,7 +30,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
-from kvmhub.server.scope import project_for
+from kvmhub.server.scope import project_for, visible_network
 from kvmhub.services import projects
 from kvmhub.services.network import firewall
 from kvmhub.services.vm import clone as vm_clone
@@ -91,6 +91,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
                                                        if m is not None))
     _name_free(hv, req.name)
     req = req.model_copy(update={"project": project_for(caller, req.project)})
+    visible_network(hv, caller, req.network)
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     for text, what, unit in ((req.memory, "memory", "M"), (req.max_memory, "maximum memory", "M"),
@@ -147,6 +148,7 @@ def clone_vm(name: Name, target: CloneTarget, hv: Hv, ops: Ops, response: Respon
     _name_free(hv, target.name)
     req = CloneRequest(source=name, **target.model_dump(exclude={"project"}),
                        project=project_for(caller, target.project))
+    visible_network(hv, caller, req.network)
     projects.check(hv, req.project or DEFAULT_PROJECT, projects.use_of_vm(hv, name))  # again under its lock
 
     def work(report: Reporter) -> CloneResult:

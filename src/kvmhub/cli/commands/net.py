@@ -29,6 +29,8 @@ def create(
     domain: Annotated[str | None, typer.Option(help="DNS domain: VMs answer as NAME and NAME.DOMAIN")] = None,
     bridge: Annotated[str | None, typer.Option(help="host bridge (mode bridge)")] = None,
     dev: Annotated[str | None, typer.Option(help="host NIC (mode direct)")] = None,
+    project: Annotated[str | None, typer.Option(help="the network's project (default: yours if one, else "
+                                                     "default)")] = None,
 ) -> None:
     """Create and start a network."""
     if (server := state.remote()) is not None:
@@ -41,13 +43,13 @@ def create(
         if mode not in MODES:  # as library mode refuses it (the request's own check says it in its words)
             raise InvalidInput(f"unknown network mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
         req = NetworkCreateRequest(name=name, mode=mode, subnet=subnet, subnet6=subnet6,  # type: ignore[arg-type]
-                                   dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev)
+                                   dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev, project=project)
         info = _network(server.request("POST", "/networks", req.model_dump(mode="json", exclude_none=True)))
     else:
         from kvmhub.services.network import networks
 
         info = networks.create(state.hv(), name, mode=mode, subnet=subnet, subnet6=subnet6,  # type: ignore[arg-type]
-                               dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev)
+                               dhcp_range=dhcp_range, domain=domain, bridge=bridge, dev=dev, project=project)
     where = info.subnet or info.bridge or info.dev
     output.say(f"network {info.name}: {info.mode}, {where}" + (f", bridge {info.bridge}" if info.subnet else ""))
 
@@ -160,11 +162,15 @@ def ls(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     if json_out:
         output.print_json(found)
         return
-    output.table(
-        ["NAME", "STATE", "MODE", "SUBNET", "BRIDGE", "AUTOSTART", "VMS"],
-        [(n.name, "active" if n.active else "inactive", n.mode, n.subnet, n.bridge,
-          "yes" if n.autostart else "no", ", ".join(n.vms)) for n in found],
-    )
+    columns = ["NAME", "STATE", "MODE", "SUBNET", "BRIDGE", "AUTOSTART", "VMS"]
+    rows: list[list[str | None]] = [
+        [n.name, "active" if n.active else "inactive", n.mode, n.subnet, n.bridge, "yes" if n.autostart else "no",
+         ", ".join(n.vms)] for n in found]
+    if any(n.project != "default" for n in found):  # projects are in use: say whose each network is
+        columns.insert(1, "PROJECT")
+        for row, n in zip(rows, found, strict=True):
+            row.insert(1, n.project)
+    output.table(columns, rows)
 
 
 @app.command()

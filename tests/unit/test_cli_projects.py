@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kvmhub.cli.main import app
+from kvmhub.errors import QuotaExceeded
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 
@@ -78,3 +79,27 @@ def test_ls_names_the_project_only_once_projects_are_in_use(held: Hypervisor) ->
     assert [line.split()[:2] for line in lines[1:]] == [["test", "default"], ["w1", "web"]]
     assert [(v["name"], v["project"]) for v in json.loads(cli("ls", "--json"))] == [("test", "default"),
                                                                                   ("w1", "web")]
+
+
+def test_net_ls_names_the_project_only_once_a_network_belongs_to_another(held: Hypervisor) -> None:
+    assert cli("net", "ls").splitlines()[0].split() == ["NAME", "STATE", "MODE", "SUBNET", "BRIDGE", "AUTOSTART",
+                                                        "VMS"]
+    assert [(n["name"], n["project"]) for n in json.loads(cli("net", "ls", "--json"))] == [("default", "default")]
+    cli("project", "add", "web", "--max-networks", "1")
+    try:
+        assert "network lab1: isolated, 10.91.0.0/24" in cli("net", "create", "lab1", "--subnet", "10.91.0.0/24",
+                                                            "--project", "web")
+        lines = cli("net", "ls").splitlines()
+        assert lines[0].split() == ["NAME", "PROJECT", "STATE", "MODE", "SUBNET", "BRIDGE", "AUTOSTART", "VMS"]
+        assert sorted(line.split()[:2] for line in lines[1:]) == [["default", "default"], ["lab1", "web"]]
+        assert sorted((n["name"], n["project"]) for n in json.loads(cli("net", "ls", "--json"))) == [
+            ("default", "default"), ("lab1", "web")]
+        refused = CliRunner().invoke(app, ["--local", "--connect", URI, "net", "create", "lab2", "--project", "web"])
+        assert isinstance(refused.exception, QuotaExceeded)  # what the console script prints, exit 1
+        assert refused.exception.message == ("project 'web' is over its networks quota: limit 1, in use 1, "
+                                          "this request adds 1")
+    finally:
+        for net in held.conn.listAllNetworks(0):
+            if net.name() != "default":
+                net.destroy()
+                net.undefine()

@@ -4,6 +4,7 @@ quota and the use; only admins change projects."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from kvmhub.server import accounts
 from kvmhub.server.accounts import Role
 from kvmhub.server.transport import Marked
 from kvmhub.services import projects
+from kvmhub.services.network import networks
 
 from .test_projects import vm_xml
 
@@ -152,3 +154,74 @@ def test_a_members_event_stream_holds_its_projects_events_only(app: FastAPI, tcp
         bus.publish("lifecycle", {"n": 6}, vm="vb", project="b")
         bus.publish("missed", {"n": 7})
         assert ws.receive_json()["type"] == "missed"
+
+
+@pytest.fixture
+def nets(app: FastAPI, world: dict[str, dict[str, str]]) -> Iterator[dict[str, dict[str, str]]]:
+    """``world`` with a network in each project: na in a, nb in b; the networks made are gone afterwards."""
+    hv: Hypervisor = app.state.hv
+    networks.create(hv, "na", subnet="10.81.0.0/24", project="a")
+    networks.create(hv, "nb", subnet="10.82.0.0/24", project="b")
+    yield world
+    for net in hv.conn.listAllNetworks(0):
+        if net.name() != "default":
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+
+
+def network_routes(app: FastAPI) -> list[tuple[str, str]]:
+    paths: dict[str, dict[str, object]] = app.openapi()["paths"]
+    return sorted((m.upper(), p) for p, methods in paths.items() if p.startswith(f"{API}/networks/{{name}}")
+                  for m in methods)
+
+
+def test_another_projects_network_is_a_missing_network_on_every_network_route(
+        app: FastAPI, tcp: TestClient, nets: dict[str, dict[str, str]]) -> None:
+    routes = network_routes(app)
+    assert len(routes) >= 8  # show, rm, start, stop, autostart, leases...
+    missing = json.loads(tcp.get(f"{API}/networks/nope", headers=nets["alice"]).text.replace("'nope'", "'nb'"))
+    assert missing["error"] == "no network 'nb'" and missing["code"] == "network.not_found"
+    for method, path in routes:
+        url = re.sub(r"\{[^}]+\}", "x1", path.replace("{name}", "nb", 1))
+        answer = tcp.request(method, url, headers=nets["alice"], json={"vm": "va", "ip": "10.82.0.9"})
+        assert answer.status_code == 404, (method, path, answer.text)
+        assert answer.json() == missing, (method, path)
+    assert tcp.get(f"{API}/networks/na", headers=nets["bob"]).status_code == 404  # a viewer's reads too
+    assert tcp.get(f"{API}/networks/nb", headers=nets["bob"]).json()["project"] == "b"
+    assert tcp.get(f"{API}/networks/nb", headers=nets["alice"]).status_code == 404
+    assert [n["active"] for n in tcp.get(f"{API}/networks", headers=nets["bob"]).json()] == [True]  # untouched
+
+
+def test_network_listings_hold_the_callers_projects_and_an_admin_sees_all(
+        tcp: TestClient, local: TestClient, nets: dict[str, dict[str, str]]) -> None:
+    assert [(n["name"], n["project"]) for n in tcp.get(f"{API}/networks", headers=nets["bob"]).json()] == [
+        ("nb", "b")]
+    assert sorted((n["name"], n["project"]) for n in local.get(f"{API}/networks").json()) == [
+        ("default", "default"), ("na", "a"), ("nb", "b")]
+    assert local.get(f"{API}/projects/a").json()["use"]["networks"] == 1
+
+
+def test_a_network_create_acts_in_the_callers_project_under_its_quota(
+        tcp: TestClient, local: TestClient, nets: dict[str, dict[str, str]]) -> None:
+    elsewhere = tcp.post(f"{API}/networks", headers=nets["alice"], json={"name": "n2", "project": "b"})
+    assert elsewhere.status_code == 404 and elsewhere.json()["code"] == "project.not_found"
+    assert local.patch(f"{API}/projects/a", json={"max_networks": 1}).status_code == 200
+    refused = tcp.post(f"{API}/networks", headers=nets["alice"], json={"name": "n2", "subnet": "10.83.0.0/24"})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == ("project 'a' is over its networks quota: limit 1, in use 1, "
+                                       "this request adds 1")
+    assert local.get(f"{API}/networks/n2").status_code == 404  # nothing defined
+    assert local.patch(f"{API}/projects/a", json={"max_networks": 2}).status_code == 200
+    made = tcp.post(f"{API}/networks", headers=nets["alice"], json={"name": "n2", "subnet": "10.83.0.0/24"})
+    assert made.status_code == 201 and made.json()["project"] == "a"  # her only project
+    assert tcp.delete(f"{API}/networks/n2", headers=nets["alice"]).status_code == 204
+    assert local.get(f"{API}/projects/a").json()["use"]["networks"] == 1
+
+
+def test_a_vm_on_another_projects_network_is_refused_as_missing(tcp: TestClient,
+                                                                nets: dict[str, dict[str, str]]) -> None:
+    answer = tcp.post(f"{API}/vms", headers=nets["alice"], json={"name": "n1", "image": "tiny", "network": "nb"})
+    assert answer.status_code == 404 and answer.json()["error"] == "no network 'nb'"
+    added = tcp.post(f"{API}/vms/va/nics", headers=nets["alice"], json={"network": "nb"})
+    assert added.status_code == 404 and added.json()["error"] == "no network 'nb'"

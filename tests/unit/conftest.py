@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import libvirt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from kvmhub.hv import Hypervisor
+from kvmhub.models import VMSpec
 from kvmhub.server.app import create_app
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
+from kvmhub.xml.domain import domain_from_xml
 
 PAUSED = 3  # libvirt's VIR_DOMAIN_PAUSED
 
@@ -23,10 +27,20 @@ def regenerate_output(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--regenerate-output", default=False))
 
 
+_PRISTINE: list[Any] = []  # the test VM's definition, inactive and as it runs, before any test changed it
+
+
+def _definition(dom: Any) -> tuple[str, VMSpec]:
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), domain_from_xml(dom.XMLDesc(0))
+
+
 @pytest.fixture(autouse=True)
 def test_driver_vm_left_running() -> Iterator[None]:
     """libvirt's test driver keeps its state for the whole process: after each test, its VM "test" is running
-    again and the VMs a test defined are gone, as the tests after it expect."""
+    again with its first definition, and the VMs a test defined are gone, as the tests after it expect."""
+    if not _PRISTINE:
+        with Hypervisor("test:///default") as hv:
+            _PRISTINE.extend(_definition(hv.conn.lookupByName("test")))
     yield
     with Hypervisor("test:///default") as hv:
         for other in hv.conn.listAllDomains():
@@ -36,6 +50,11 @@ def test_driver_vm_left_running() -> Iterator[None]:
                 if other.isPersistent():
                     other.undefine()
         dom = hv.conn.lookupByName("test")
+        if _definition(dom) != tuple(_PRISTINE):  # a test changed it (vCPUs, metadata...): its first one again
+            if dom.isActive():
+                dom.destroy()
+            hv.conn.defineXML(_PRISTINE[0])
+            dom = hv.conn.lookupByName("test")
         if dom.state()[0] == PAUSED:
             dom.resume()
         elif not dom.isActive():

@@ -7,13 +7,9 @@ Ctrl-] (the local console's escape key too) or until the server closes the conso
 from __future__ import annotations
 
 import json
-import os
-import select
 import ssl
 import sys
-import termios
 import threading
-import tty
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,8 +18,9 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from kvmhub.client.transport import API, DEFAULT_SOCKET, Transport, cert_fingerprint
 from kvmhub.errors import HostProblem, KvmhubError, from_dict
+from kvmhub.tools import terminal
 
-ESCAPE = 0x1D  # Ctrl-], as services.vm.console.ESCAPE
+ESCAPE = terminal.ESCAPE  # the local console's escape key too
 
 
 def open_console(transport: Transport, route: str) -> ClientConnection:
@@ -95,30 +92,10 @@ def attach(conn: ClientConnection, name: str, *, stdin_fd: int | None = None, st
 
         reader = threading.Thread(target=pump_out, name="console-out", daemon=True)
         reader.start()
-        saved = termios.tcgetattr(in_fd) if os.isatty(in_fd) else None
-        if saved is not None:
-            tty.setraw(in_fd)
-            out.write(f"Connected to {name} (Ctrl-] to leave)\r\n".encode())
-            out.flush()
         try:
-            while not stop.is_set():
-                ready, _, _ = select.select([in_fd], [], [], 0.2)
-                if not ready:
-                    continue
-                data = os.read(in_fd, 1024)
-                if not data:
-                    break
-                if ESCAPE in data:
-                    data = data[: data.index(ESCAPE)]
-                    if data:
-                        conn.send(data)
-                    break
-                conn.send(data)
+            terminal.send_keys(name, in_fd, out, conn.send, stop)
         except ConnectionClosed:
             pass
         finally:
-            stop.set()
-            if saved is not None:
-                termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
             conn.close()
             reader.join(timeout=2)

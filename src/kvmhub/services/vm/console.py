@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import select
 import socket
 import sys
-import termios
 import threading
-import tty
 from typing import Any
 
 from kvmhub.errors import Conflict, HostProblem, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.services.vm import readiness
+from kvmhub.tools import terminal
 from kvmhub.xml.chardev import has_console
 from kvmhub.xml.graphics import vnc_listen
 
-ESCAPE = 0x1D  # Ctrl-]
+ESCAPE = terminal.ESCAPE
 
 
 def log(hv: Hypervisor, name: str) -> str:
@@ -64,29 +62,9 @@ def interactive(hv: Hypervisor, name: str, *, stdin_fd: int | None = None, stdou
 
     reader = threading.Thread(target=pump_out, name="console-out", daemon=True)
     reader.start()
-    saved = termios.tcgetattr(in_fd) if os.isatty(in_fd) else None
-    if saved is not None:
-        tty.setraw(in_fd)
-        out.write(f"Connected to {name} (Ctrl-] to leave)\r\n".encode())
-        out.flush()
     try:
-        while not stop.is_set():
-            ready, _, _ = select.select([in_fd], [], [], 0.2)
-            if not ready:
-                continue
-            data = os.read(in_fd, 1024)
-            if not data:
-                break
-            if ESCAPE in data:
-                data = data[: data.index(ESCAPE)]
-                if data:
-                    _send_all(stream, data)
-                break
-            _send_all(stream, data)
+        terminal.send_keys(name, in_fd, out, lambda data: _send_all(stream, data), stop)
     finally:
-        stop.set()
-        if saved is not None:
-            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
         try:
             stream.abort()
         except Exception:  # noqa: S110 - the stream may already be closed by the VM stopping

@@ -14,14 +14,20 @@ from kvmhub.cli.main import app
 from kvmhub.errors import QuotaExceeded
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
+from tests.unit.cli_server import both, run, serving
 
-from .test_cli_through_server import both, run, server  # noqa: F401 (the server fixture)
 from .test_projects import vm_xml
 
 URI = "test:///default"
 
 
-def test_project_commands_read_and_write_the_same_projects_either_way(server: str) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(tmp_path_factory.mktemp("server")) as address:
+        yield address
+
+
+def test_project_commands_read_and_write_the_same_projects_either_way(server: str) -> None:
     code, _out, err = run("--local", "project", "add", "web", "--max-vms", "2", "--max-memory", "1G")
     assert code == 0 and "project web added" in err
     local, remote = both(server, "project", "show", "web", "--json")
@@ -47,7 +53,7 @@ def test_project_commands_read_and_write_the_same_projects_either_way(server: st
     (("project", "set", "default", "--max-vms", "lots"), 2, "'lots' is not a whole number"),
     (("project", "set", "default"), 2, "nothing to set"),
 ])
-def test_refusals_exit_with_the_same_code_and_words(server: str, args: tuple[str, ...], code: int,  # noqa: F811
+def test_refusals_exit_with_the_same_code_and_words(server: str, args: tuple[str, ...], code: int,
                                                     words: str) -> None:
     local, remote = both(server, *args)
     assert local[0] == remote[0] == code, (local, remote)

@@ -7,56 +7,22 @@ as its own process, once with ``--local`` (a fresh test driver, as the server's 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from kvmhub.server.app import create_app
-from kvmhub.server.serve import unix_socket
-from kvmhub.server.settings import ServerSettings
-from kvmhub.server.transport import Marked
-
-URI = "test:///default"
+from tests.unit.cli_server import both, run, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("server")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KVMHUB_STATE_DIR", str(root / "state"))
-    patch.setenv("KVMHUB_REMOTES", str(root / "remotes.json"))
-    sock_path = root / "kvmhub.sock"
-    sock = unix_socket(sock_path)
-    config = uvicorn.Config(Marked(create_app(ServerSettings(uri=URI, socket=None)), "unix"), log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    yield f"unix:{sock_path}"
-    srv.should_exit = True
-    thread.join(10)
-    patch.undo()
+    with serving(tmp_path_factory.mktemp("server")) as address:
+        yield address
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    """The command as a user runs it (its own process: exit codes and stderr as the console script gives them)."""
-    argv = ["--connect", URI, *args] if args[0] == "--local" else list(args)
-    env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": ""}
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *argv], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)
-    return done.returncode, done.stdout, done.stderr
 
 
-def both(server: str, *args: str) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
-    return run("--local", *args), run("--remote", server, *args)
 
 
 def test_listing_and_showing_read_the_same(server: str) -> None:

@@ -9,54 +9,24 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from kvmhub.server.app import create_app
-from kvmhub.server.serve import unix_socket
-from kvmhub.server.settings import ServerSettings
-from kvmhub.server.transport import Marked
+from tests.unit.cli_server import URI, Result, both, run, serving
 
-URI = "test:///default"
-Run = tuple[int, str, str]
+Run = Result
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("server")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KVMHUB_STATE_DIR", str(root / "state"))
-    patch.setenv("KVMHUB_REMOTES", str(root / "remotes.json"))
-    sock_path = root / "kvmhub.sock"
-    sock = unix_socket(sock_path)
-    config = uvicorn.Config(Marked(create_app(ServerSettings(uri=URI, socket=None)), "unix"), log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    yield f"unix:{sock_path}"
-    srv.should_exit = True
-    thread.join(10)
-    patch.undo()
+    with serving(tmp_path_factory.mktemp("server")) as address:
+        yield address
 
 
-def run(*args: str, cwd: Path | None = None) -> Run:
-    """The command as a user runs it, in a process of its own."""
-    argv = ["--connect", URI, *args[1:]] if args[0] == "--local" else list(args)
-    env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": "", "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *argv], capture_output=True, text=True,
-                          env=env, timeout=90, check=False, cwd=cwd)
-    return done.returncode, done.stdout, done.stderr
 
 
-def both(server: str, *args: str) -> tuple[Run, Run]:
-    return run("--local", *args), run("--remote", server, *args)
 
 
 # listings empty on the test driver (its pool holds no volumes, its VM no port forwards)

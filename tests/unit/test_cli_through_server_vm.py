@@ -11,55 +11,25 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from websockets.sync.server import ServerConnection, unix_serve
 
 from kvmhub.client import console as remote_console
 from kvmhub.client.transport import Transport
-from kvmhub.server.app import create_app
-from kvmhub.server.serve import unix_socket
-from kvmhub.server.settings import ServerSettings
-from kvmhub.server.transport import Marked
-
-URI = "test:///default"
-Result = tuple[int, str, str]
+from tests.unit.cli_server import Result, run, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("server")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("KVMHUB_STATE_DIR", str(root / "state"))
-    patch.setenv("KVMHUB_REMOTES", str(root / "remotes.json"))
-    sock_path = root / "kvmhub.sock"
-    sock = unix_socket(sock_path)
-    config = uvicorn.Config(Marked(create_app(ServerSettings(uri=URI, socket=None)), "unix"), log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.02)
-    yield f"unix:{sock_path}"
-    srv.should_exit = True
-    thread.join(10)
-    patch.undo()
+    with serving(tmp_path_factory.mktemp("server")) as address:
+        yield address
 
 
-def run(*args: str, stdin: str | None = None) -> Result:
-    """The command as a user runs it, in its own process."""
-    argv = ["--connect", URI, *args] if args[0] == "--local" else list(args)
-    env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": ""}
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *argv], capture_output=True, text=True,
-                          env=env, timeout=60, check=False, input=stdin)
-    return done.returncode, done.stdout, done.stderr
 
 
 def same(server: str, *args: str, code: int = 0) -> Result:

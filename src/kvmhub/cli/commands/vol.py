@@ -255,18 +255,12 @@ def _receive_file(server: Transport, ref: str, file: Path, overwrite: bool, repo
     import tempfile
 
     from kvmhub.client import streams
-    from kvmhub.errors import Conflict, InvalidInput
     from kvmhub.models import VolumeInfo
+    from kvmhub.services.storage import volumes
 
     info = VolumeInfo.model_validate(through.get(server, *_route(ref)))
-    dest = file / info.name if file.is_dir() else file
-    if os.path.lexists(dest) and not overwrite:
-        raise Conflict(f"{dest} already exists", hint="pass {opt:overwrite}, or choose another file")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvalidInput(f"cannot download into {dest}: no directory {parent}",
-                           cause="the file's directory does not exist (or is not a directory)",
-                           hint=f"create it first (`mkdir -p {parent}`), or give an existing directory")
+    dest = volumes.download_target(file, info.name, overwrite=overwrite)
+    parent = dest.parent
     expected = info.allocation_bytes if info.format == "qcow2" else info.capacity_bytes
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=parent)
     try:

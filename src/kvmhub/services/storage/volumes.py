@@ -505,6 +505,21 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
     return make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
 
 
+def download_target(dest: Path, name: str, *, overwrite: bool) -> Path:
+    """Where a download of volume ``name`` to ``dest`` (a file, or a directory to put ``name`` in) writes;
+    Conflict when the file exists and ``overwrite`` is not given, InvalidInput when its directory is missing."""
+    if dest.is_dir():
+        dest = dest / name
+    if os.path.lexists(dest) and not overwrite:
+        raise Conflict(f"{dest} already exists", hint="pass {opt:overwrite}, or choose another file")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvalidInput(f"cannot download into {dest}: no directory {parent}",
+                           cause="the file's directory does not exist (or is not a directory)",
+                           hint=f"create it first (`mkdir -p {parent}`), or give an existing directory")
+    return dest
+
+
 def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
              report: Reporter = QUIET) -> VolumeInfo:
     """Copy a volume's bytes into a file on this host; a failed, interrupted or cancelled download leaves no
@@ -514,15 +529,8 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
     info = vol.info()
     xml = vol.xml()
     facts = xml_volume.volume_from_xml(xml)
-    if dest.is_dir():
-        dest = dest / vol.name
-    if os.path.lexists(dest) and not overwrite:
-        raise Conflict(f"{dest} already exists", hint="pass {opt:overwrite}, or choose another file")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvalidInput(f"cannot download into {dest}: no directory {parent}",
-                           cause="the file's directory does not exist (or is not a directory)",
-                           hint=f"create it first (`mkdir -p {parent}`), or give an existing directory")
+    dest = download_target(dest, vol.name, overwrite=overwrite)
+    parent = dest.parent
     expected = (_physical(xml) or info.allocation) if facts.format == "qcow2" else info.capacity
     free = shutil.disk_usage(parent).free
     if expected > free:

@@ -22,15 +22,20 @@ URI = "test:///default"
 
 @pytest.fixture
 def hv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor]:
-    """The test driver with a state directory of its own; the networks a test made are gone afterwards."""
+    """The test driver with a state directory of its own and only its `default` network, before and after."""
     monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path / "state"))
     with Hypervisor(URI) as h:
+        _only_default(h)  # the driver's state is the process's: an earlier module may have left one
         yield h
-        for net in h.conn.listAllNetworks(0):
-            if net.name() != "default":
-                if net.isActive():
-                    net.destroy()
-                net.undefine()
+        _only_default(h)
+
+
+def _only_default(hv: Hypervisor) -> None:
+    for net in hv.conn.listAllNetworks(0):
+        if net.name() != "default":
+            if net.isActive():
+                net.destroy()
+            net.undefine()
 
 
 def _records(hv: Hypervisor) -> list[tuple[str, str]]:

@@ -78,9 +78,10 @@ def _users(hv: Hypervisor) -> dict[str, list[str]]:
 
 
 def list_networks(hv: Hypervisor, only: frozenset[str] | None = None) -> list[NetworkInfo]:
-    """Every network (only those of the projects in ``only`` when given)."""
+    """Every network by name (only those of the projects in ``only`` when given)."""
     users, owners = _users(hv), projects.network_owners(hv)
-    return [_info(n, users, owners.get(n.name, DEFAULT_PROJECT)) for n in hv_networks.list_networks(hv)
+    return [_info(n, users, owners.get(n.name, DEFAULT_PROJECT))
+            for n in sorted(hv_networks.list_networks(hv), key=lambda n: n.name)
             if only is None or owners.get(n.name, DEFAULT_PROJECT) in only]
 
 

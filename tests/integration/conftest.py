@@ -15,7 +15,7 @@ import pytest
 
 from kvmhub.testing import TestHost
 
-KVMHUB = [sys.executable, "-m", "kvmhub.cli.main"]
+KVMHUB = [sys.executable, "-m", "kvmhub.cli"]
 LAB_NET = "lab"
 LAB_SUBNET = "10.77.0.0/24"
 

@@ -51,7 +51,7 @@ def run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> Result
     server's started."""
     argv = ["--connect", URI, *args] if args[0] == "--local" else list(args)
     env = {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": "", "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *argv], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "kvmhub.cli", *argv], capture_output=True, text=True,
                           env=env, timeout=90, check=False, input=stdin, cwd=cwd)
     return done.returncode, done.stdout, done.stderr
 

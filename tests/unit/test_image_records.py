@@ -11,7 +11,7 @@ import pytest
 
 from kvmhub.hv import Hypervisor
 from kvmhub.models.image import ImageMeta
-from kvmhub.ops import actions, journal
+from kvmhub.ops import actions, journal, paths
 from kvmhub.services import undo_actions
 from kvmhub.services.storage import image_records
 
@@ -35,7 +35,7 @@ def hv() -> Iterator[Hypervisor]:
 
 def test_a_journal_of_schema_1_gets_the_images_table_and_keeps_its_operations(state: Path) -> None:
     state.mkdir(mode=0o700)
-    raw = sqlite3.connect(state / journal.DB_NAME)
+    raw = sqlite3.connect(state / paths.DB_NAME)
     raw.executescript(journal.MIGRATIONS[0])
     raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     raw.execute("INSERT INTO schema_version VALUES (1)")
@@ -44,7 +44,7 @@ def test_a_journal_of_schema_1_gets_the_images_table_and_keeps_its_operations(st
     raw.commit()
     raw.close()
     image_records.put(URI, "kvmhub-images", "deb.qcow2", META, key="/p/deb.qcow2", writer="op2")
-    db = sqlite3.connect(state / journal.DB_NAME)
+    db = sqlite3.connect(state / paths.DB_NAME)
     assert db.execute("SELECT version FROM schema_version").fetchone() == (len(journal.MIGRATIONS),)
     assert db.execute("SELECT id FROM operations").fetchall() == [("op1",)]
     assert db.execute("SELECT volume, writer FROM images").fetchall() == [("deb.qcow2", "op2")]

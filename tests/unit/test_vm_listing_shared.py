@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+from fastapi.testclient import TestClient
+
 from kvmhub.hv import Hypervisor
+from kvmhub.models import VMInfo
 from kvmhub.services.vm import lifecycle, listing
 from kvmhub.services.vm.listing import SharedRun
 
@@ -96,3 +100,47 @@ def test_the_shared_listing_and_its_json_are_those_of_the_host() -> None:
         assert [v.name for v in alone] == ["test"]
     finally:
         hv.close()
+
+
+def test_a_listing_is_kept_until_a_change_or_its_age_and_a_fresh_one_is_read_on_demand(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hv = Hypervisor("test:///default")
+    reads: list[int] = []
+    real = lifecycle.list_vms
+
+    def counted(h: Hypervisor) -> list[VMInfo]:
+        reads.append(1)
+        return real(h)
+
+    monkeypatch.setattr(lifecycle, "list_vms", counted)
+    try:
+        listing.changed()
+        first = listing.list_vms_json(hv)
+        assert listing.list_vms_json(hv) == first and len(reads) == 1  # kept
+        listing.list_vms_json(hv, fresh=True)
+        assert len(reads) == 2
+        hv.conn.lookupByName("test").suspend()
+        listing.changed()
+        assert b'"paused"' in listing.list_vms_json(hv) and len(reads) == 3
+        monkeypatch.setattr(listing, "MAX_AGE_S", 0.0)
+        listing.list_vms_json(hv)
+        assert len(reads) == 4  # too old to answer again
+    finally:
+        hv.close()
+
+
+def test_the_server_s_listing_follows_its_own_calls_and_libvirt_s_events(client: TestClient) -> None:
+    assert [v["state"] for v in client.get("/api/v1/vms").json()] == ["running"]
+    paused = client.post("/api/v1/vms/test/pause")
+    assert paused.status_code == 202
+    assert client.get(paused.headers["location"] + "/wait").json()["state"] == "succeeded"
+    assert [v["state"] for v in client.get("/api/v1/vms").json()] == ["paused"]
+    hv = Hypervisor("test:///default")  # a change made behind the server's back, as virsh would
+    try:
+        hv.conn.lookupByName("test").resume()
+    finally:
+        hv.close()
+    deadline = time.monotonic() + 5
+    while client.get("/api/v1/vms").json()[0]["state"] != "running":
+        assert time.monotonic() < deadline, "the listing never showed the change"
+        time.sleep(0.05)

@@ -79,10 +79,10 @@ def main_options(
 def _recover_interrupted() -> None:
     """Undo (or finish) operations whose kvmhub process died, before this command does anything."""
     from kvmhub.cli import live, output
-    from kvmhub.services import operations
+    from kvmhub.services import orphans
 
     try:
-        if not operations.interrupted():
+        if not orphans.interrupted():
             return
         from kvmhub.services import repair  # loads the action handlers: only when there is work
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.text import Text
 
+from kvmhub.cli.table import table as table  # commands print tables through this module
 from kvmhub.errors import KvmhubError
 
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
@@ -32,20 +32,6 @@ def print_json(data: Any) -> None:
         return x
 
     sys.stdout.write(json.dumps(plain(data), indent=2) + "\n")
-
-
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """Padded columns, bold header on a terminal (plain text: hundreds of rows print in no time)."""
-    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
-
-    header = line(columns)
-    if sys.stdout.isatty():
-        header = f"\033[1m{header}\033[0m"
-    sys.stdout.write("\n".join([header, *(line(r) for r in cells)]) + "\n")
 
 
 def field_lines(key: str, value: object, width: int = 12) -> list[str]:

@@ -9,19 +9,19 @@ import json
 import os
 import socket
 import ssl
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict
 
 from kvmhub.client.transport import Transport, cert_fingerprint
 from kvmhub.errors import Conflict, HostProblem, NotFound
 from kvmhub.validate import check_name
 
 
-class Remote(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+# a dataclass, not a model: `kvmhub ls` through a remote reads this before anything else and must start fast
+@dataclass(frozen=True)
+class Remote:
     name: str
     url: str
     token: str | None = None
@@ -29,6 +29,19 @@ class Remote(BaseModel):
 
     def transport(self) -> Transport:
         return Transport(self.url, token=self.token, fingerprint=self.fingerprint)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Remote:
+        """A remote as the config file holds it (ValueError naming what is wrong)."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict) or not {"name", "url"} <= raw.keys() <= known:
+            raise ValueError(f"a remote must be an object with name, url and optionally token, fingerprint: {raw!r}")
+        if not all(isinstance(raw[k], str) or (raw[k] is None and k in ("token", "fingerprint")) for k in raw):
+            raise ValueError(f"a remote's fields are text: {raw!r}")
+        return cls(**raw)
 
 
 def config_path() -> Path:
@@ -43,11 +56,13 @@ def load() -> dict[str, Remote]:
     path = config_path()
     try:
         raw = json.loads(path.read_text())
+        if not isinstance(raw, dict):
+            raise ValueError("it is not a JSON object of remotes by name")
+        return {name: Remote.from_json(r) for name, r in raw.items()}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
         raise HostProblem(f"cannot read {path}: {exc}", hint=f"fix or remove {path}") from None
-    return {name: Remote.model_validate(r) for name, r in raw.items()}
 
 
 def _save(remotes: dict[str, Remote]) -> None:
@@ -56,7 +71,7 @@ def _save(remotes: dict[str, Remote]) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({n: r.model_dump() for n, r in sorted(remotes.items())}, fh, indent=2)
+        json.dump({n: r.to_json() for n, r in sorted(remotes.items())}, fh, indent=2)
     os.replace(tmp, path)
 
 

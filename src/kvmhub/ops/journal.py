@@ -30,9 +30,9 @@ from kvmhub.models.operation import (
     StepInfo,
     StepState,
 )
-from kvmhub.ops.paths import private_dir, state_dir
+from kvmhub.ops.liveness import alive, process_start
+from kvmhub.ops.paths import db_path, private_dir
 
-DB_NAME = "kvmhub.db"
 KEEP_FINISHED_S = 30 * 24 * 3600.0  # finished operations older than this are dropped as new ones begin
 BUSY_TIMEOUT_MS = 15000
 
@@ -175,26 +175,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _local = threading.local()
-
-
-def db_path() -> Path:
-    return state_dir() / DB_NAME
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (clock ticks since boot), or None when it does not exist."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name in field 2 may hold spaces and parentheses: split after its closing one
-    return raw.rsplit(")", 1)[1].split()[19]
-
-
-def alive(pid: int, started: str | None) -> bool:
-    """True while the process that wrote an operation still runs (same pid, same start time)."""
-    now = process_start(pid)
-    return now is not None and (started is None or now == started)
 
 
 @contextmanager

@@ -13,6 +13,13 @@ from pathlib import Path
 
 from kvmhub.errors import HostProblem
 
+DB_NAME = "kvmhub.db"
+
+
+def db_path() -> Path:
+    """The journal's database file."""
+    return state_dir() / DB_NAME
+
 
 def state_dir() -> Path:
     """The directory holding ``kvmhub.db``."""

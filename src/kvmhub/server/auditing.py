@@ -2,6 +2,8 @@
 
 It sees each POST, PUT, PATCH and DELETE — refused ones too (401, 403, 413, 422) — and, once the answer is sent,
 writes who (as :func:`kvmhub.server.auth.principal` named the caller), from where, what, and how it ended.
+Before such an answer goes out, the kept VM listing is dropped (:func:`kvmhub.services.vm.listing.changed`), so
+the caller's next listing shows what its call did.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kvmhub.server import audit
 from kvmhub.server.auth import CALLER_KEY, MUTATING
 from kvmhub.server.routes.common import OPERATIONS
 from kvmhub.server.transport import transport_of
+from kvmhub.services.vm import listing
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class AuditLog:
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
+                listing.changed()
                 answer["status"] = message["status"]
                 headers = dict(message.get("headers") or [])
                 location = headers.get(b"location")

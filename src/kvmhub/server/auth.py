@@ -8,11 +8,12 @@ credentials answer 401 ``auth.required``; wrong, revoked or expired ones 401 ``a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, field_serializer
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from kvmhub.hv import Hypervisor
@@ -54,10 +55,11 @@ class Principal(BaseModel):
 LOCAL = Principal(name=LOCAL_NAME, role=Role.ADMIN)
 
 
-def principal(conn: HTTPConnection) -> Principal:
+async def principal(conn: HTTPConnection) -> Principal:
     """The caller of a request or WebSocket: the local admin on the unix socket; on TCP, whoever its token or
     session names (401 otherwise)."""
-    who = LOCAL if transport_of(conn) == "unix" else _from_credentials(conn)
+    # the account database is read on a worker thread; the unix socket's caller costs no thread hop at all
+    who = LOCAL if transport_of(conn) == "unix" else await run_in_threadpool(_from_credentials, conn)
     note_caller(conn, who.name, who.role)
     return who
 
@@ -106,16 +108,21 @@ def _required(why: str) -> HTTPException:
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def require(role: Role) -> Callable[[HTTPConnection, Principal], Principal]:
+def require(role: Role) -> Callable[[HTTPConnection, Principal], Awaitable[Principal]]:
     """A dependency letting through callers of ``role`` or above (403 naming the role otherwise)."""
-    def check(conn: HTTPConnection, caller: Caller) -> Principal:
+    async def check(conn: HTTPConnection, caller: Caller) -> Principal:
         if not at_least(caller.role, role):
             raise HTTPException(403, f"{caller.name} is {caller.role}; this needs {role}")
-        _vm_visible(conn, caller)
-        _network_visible(conn, caller)
+        if caller.projects is not None:  # looking up whose a VM or network is asks libvirt: a worker thread
+            await run_in_threadpool(_visible, conn, caller)
         return caller
 
     return check
+
+
+def _visible(conn: HTTPConnection, caller: Principal) -> None:
+    _vm_visible(conn, caller)
+    _network_visible(conn, caller)
 
 
 def _on_route(conn: HTTPConnection, caller: Principal, prefix: str) -> str | None:

@@ -13,17 +13,18 @@ from kvmhub.server.bus import EventBus
 from kvmhub.server.runner import CallerRunner, Runner
 
 
-def hypervisor(request: HTTPConnection) -> Hypervisor:
+# async: plain lookups, not worth a thread hop each (FastAPI runs a sync dependency on a worker thread)
+async def hypervisor(request: HTTPConnection) -> Hypervisor:
     hv: Hypervisor = request.app.state.hv
     return hv
 
 
-def runner(request: HTTPConnection, caller: Caller) -> CallerRunner:
+async def runner(request: HTTPConnection, caller: Caller) -> CallerRunner:
     r: Runner = request.app.state.runner
     return CallerRunner(r, caller.name, request.app.state.hv)
 
 
-def bus(request: HTTPConnection) -> EventBus:
+async def bus(request: HTTPConnection) -> EventBus:
     b: EventBus = request.app.state.bus
     return b
 
@@ -31,3 +32,11 @@ def bus(request: HTTPConnection) -> EventBus:
 Hv = Annotated[Hypervisor, Depends(hypervisor)]
 Ops = Annotated[CallerRunner, Depends(runner)]
 Bus = Annotated[EventBus, Depends(bus)]
+
+
+async def server_runner(request: HTTPConnection) -> Runner:
+    r: Runner = request.app.state.runner
+    return r
+
+
+Run = Annotated[Runner, Depends(server_runner)]

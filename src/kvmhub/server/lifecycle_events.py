@@ -19,6 +19,7 @@ from kvmhub.server.bus import EventBus, EventType
 from kvmhub.server.runner import Runner
 from kvmhub.services.monitor import events as monitor
 from kvmhub.services.vm import lifecycle as vms
+from kvmhub.services.vm import listing
 from kvmhub.xml.domain import domain_from_xml
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class LifecycleFeed:
 
     def publish(self, event: Event) -> None:
         """Put one libvirt event on the bus (kinds the bus does not carry are left out)."""
+        listing.changed()  # any event, carried or not (balloon, tunables...), may change a VM's row
         classified = classify(event)
         if classified is None:
             return

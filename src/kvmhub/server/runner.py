@@ -29,6 +29,7 @@ from kvmhub.ops.journal import Journal
 from kvmhub.reporting import Reporter
 from kvmhub.server.bus import EventBus
 from kvmhub.services import projects
+from kvmhub.services.vm import listing
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Runner:
     def _run(self, op_id: str, kind: str, target: str, work: Work, report: Reporter, running: _Running,
              vm: str | None, requested_by: str | None, project: str | None = None) -> None:
         state, error, result = OperationState.SUCCEEDED, None, None
+        listing.changed()  # while it runs, listings are read afresh (see routes/vms.py)
         try:
             with self._slots:
                 report.cancel.check()
@@ -123,6 +125,7 @@ class Runner:
             elif current is not None and error is not None:  # the error as the API phrases it, terms kept
                 self.journal.finish(op_id, current.state, error)
         finally:
+            listing.changed()  # before it leaves the running set: a listing read from now on sees its effect
             with self._lock:
                 self._running.pop(op_id, None)
                 running.finished = time.monotonic()

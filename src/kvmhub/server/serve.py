@@ -17,7 +17,6 @@ from typing import Literal
 import uvicorn
 
 from kvmhub.errors import HostProblem, InvalidInput
-from kvmhub.server import tls
 from kvmhub.server.app import create_app
 from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
@@ -76,6 +75,9 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
         host, port = parse_listen(settings.listen)
         cert, key = settings.tls_cert, settings.tls_key
         if not settings.insecure_http:
+            # loaded only here: the certificate library costs a server on the unix socket alone ~8 MiB of memory
+            from kvmhub.server import tls  # noqa: PLC0415
+
             if (cert is None) != (key is None):
                 raise InvalidInput("give both {opt:tls_cert} and {opt:tls_key}, or neither (a self-signed pair)")
             if cert is None:

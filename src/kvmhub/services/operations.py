@@ -1,5 +1,5 @@
-"""The operations journal as library mode reads it: recent operations, one by id prefix, whether any was
-interrupted. Light on imports: the CLI asks :func:`interrupted` before every command."""
+"""The operations journal as library mode reads it: recent operations, one by id prefix (whether any was
+interrupted: :mod:`kvmhub.services.orphans`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,3 @@ def find(prefix: str) -> list[OperationInfo]:
     """The operations whose id starts with ``prefix``."""
     return Journal().find(prefix)
 
-
-def interrupted() -> bool:
-    """Whether an operation's kvmhub process died before it finished (:mod:`kvmhub.services.repair` undoes it)."""
-    return bool(Journal().orphans())

@@ -44,7 +44,7 @@ def ls(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = Fa
 
     found = sorted(remotes.load().values(), key=lambda r: r.name)
     if json_out:
-        output.print_json([{**r.model_dump(exclude={"token"}), "token": r.token is not None} for r in found])
+        output.print_json([{**r.to_json(), "token": r.token is not None} for r in found])
         return
     output.table(["NAME", "URL", "TOKEN", "FINGERPRINT"],
                  [(r.name, r.url, "yes" if r.token else "", r.fingerprint or "") for r in found])

@@ -161,16 +161,9 @@ def ls(json_out: JsonOpt = False) -> None:
     if json_out:
         output.print_json(found)
         return
-    from kvmhub.validate import format_size
+    from kvmhub.cli.vm_rows import ls_table
 
-    rows = [[v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
-             "yes" if v.autostart else ""] for v in found]
-    columns = ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
-    if any(v.project != "default" for v in found):  # projects are in use: say whose each VM is
-        columns.insert(1, "PROJECT")
-        for row, v in zip(rows, found, strict=True):
-            row.insert(1, v.project)
-    output.table(columns, rows)
+    output.table(*ls_table([v.model_dump() for v in found]))
 
 
 def show(name: str, json_out: JsonOpt = False) -> None:

@@ -130,7 +130,7 @@ async def vnc(ws: WebSocket, hv: Hv,
               = None) -> None:
     """The VM's VNC display (RFB over binary messages) for the holder of a token; the token is spent at once."""
     try:
-        grant = tokens(ws).redeem(token, vm=vm, user=_caller_name(ws))
+        grant = tokens(ws).redeem(token, vm=vm, user=await _caller_name(ws))
     except TokenRefused as exc:
         raise HTTPException(401, str(exc)) from None
     sock = await anyio.to_thread.run_sync(console.open_display, hv, grant.vm)
@@ -148,10 +148,10 @@ async def vnc(ws: WebSocket, hv: Hv,
     await close(ws, 1000, f"the display of {grant.vm} closed")
 
 
-def _caller_name(ws: WebSocket) -> str | None:
+async def _caller_name(ws: WebSocket) -> str | None:
     """Who the connection itself names (then the token must be theirs); None when only the token speaks."""
     try:
-        return principal(ws).name
+        return (await principal(ws)).name
     except HTTPException:
         return None
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from kvmhub.errors import Conflict, InvalidInput, NotFound
 from kvmhub.models import (
@@ -28,7 +29,7 @@ from kvmhub.models.nic import IPAddress
 from kvmhub.models.requests_vm import CloneTarget
 from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
-from kvmhub.server.deps import Hv, Ops
+from kvmhub.server.deps import Hv, Ops, Run
 from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.server.scope import project_for, visible_network
 from kvmhub.services import projects
@@ -57,11 +58,15 @@ class StopOptions(BaseModel):
 
 
 @router.get("", response_model=list[VMInfo], dependencies=[VIEWER])
-def list_vms(hv: Hv, caller: Caller) -> Response:
+async def list_vms(hv: Hv, caller: Caller, runner: Run) -> Response:
     """Every VM of the caller's projects (an admin's: every VM on the host), with its state and addresses."""
+    fresh = runner.busy() > 0  # an operation may be changing VMs: the kept listing may be behind it
     if caller.projects is None:  # the shared listing's JSON as it is
-        return Response(listing.list_vms_json(hv), media_type="application/json")
-    mine = [v for v in listing.list_vms(hv) if caller.sees(v.project)]
+        kept = None if fresh else listing.kept(hv)
+        body = kept[1] if kept is not None else await run_in_threadpool(listing.list_vms_json, hv, fresh=fresh)
+        return Response(body, media_type="application/json")
+    found = await run_in_threadpool(listing.list_vms, hv, fresh=fresh)
+    mine = [v for v in found if caller.sees(v.project)]
     return Response(listing.VM_LIST.dump_json(mine), media_type="application/json")
 
 

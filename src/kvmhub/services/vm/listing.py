@@ -1,14 +1,17 @@
-"""The VM listing for many callers at once (the server): concurrent callers share one listing of the host.
+"""The VM listing for many callers at once (the server): concurrent callers share one listing of the host, and
+a listing is kept until the host changes.
 
-A caller is only ever answered by a listing that started after it asked, so sharing never shows it a state
-older than its request; what it saves is the libvirt round trips and row building of the callers that arrive
-while a listing runs (they all take the next one, which starts when the running one ends), and the JSON
-encoding of the rows, made once per listing.
+A listing is answered again, without asking libvirt, until :func:`changed` is called — by the server for each
+libvirt event, each mutating request and each operation's start and end — or until it is ``MAX_AGE_S`` old
+(guest addresses come from DHCP leases, which no event announces). Otherwise a caller is answered by a listing
+that started after it asked: callers that arrive while one runs all take the next one, which starts when the
+running one ends. The JSON encoding of the rows is made once per listing.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -71,28 +74,65 @@ class SharedRun(Generic[T]):
 
 
 VM_LIST: TypeAdapter[list[VMInfo]] = TypeAdapter(list[VMInfo])
-_runs: weakref.WeakKeyDictionary[Hypervisor, SharedRun[tuple[list[VMInfo], bytes]]] = weakref.WeakKeyDictionary()
-_runs_lock = threading.Lock()
+MAX_AGE_S = 1.0
+Listing = tuple[list[VMInfo], bytes]
 
 
-def _listing(hv: Hypervisor) -> tuple[list[VMInfo], bytes]:
+class _Kept:
+    """The shared run of one hypervisor and its last listing, with the change count it was read at."""
+
+    def __init__(self) -> None:
+        self.run: SharedRun[tuple[Listing, int, float]] = SharedRun()
+        self.last: tuple[Listing, int, float] | None = None
+
+
+_kept: weakref.WeakKeyDictionary[Hypervisor, _Kept] = weakref.WeakKeyDictionary()
+_kept_lock = threading.Lock()
+_changes = 0  # bumped by changed(); a listing read before the last bump is not answered again
+
+
+def changed() -> None:
+    """Something on a host may have changed: the next listing of every host is read afresh."""
+    global _changes
+    with _kept_lock:
+        _changes += 1
+
+
+def _listing(hv: Hypervisor) -> tuple[Listing, int, float]:
+    seen, at = _changes, time.monotonic()  # taken before reading: a change during the read makes it stale
     found = lifecycle.list_vms(hv)
-    return found, VM_LIST.dump_json(found)
+    return (found, VM_LIST.dump_json(found)), seen, at
 
 
-def _shared(hv: Hypervisor) -> tuple[list[VMInfo], bytes]:
-    with _runs_lock:
-        run = _runs.get(hv)
-        if run is None:
-            run = _runs[hv] = SharedRun()
-    return run.get(lambda: _listing(hv))
+def kept(hv: Hypervisor) -> Listing | None:
+    """The last listing of ``hv`` while nothing changed since it was read and it is under ``MAX_AGE_S`` old."""
+    entry = _kept.get(hv)
+    last = entry.last if entry is not None else None
+    if last is None or last[1] != _changes or time.monotonic() - last[2] > MAX_AGE_S:
+        return None
+    return last[0]
 
 
-def list_vms(hv: Hypervisor) -> list[VMInfo]:
-    """:func:`kvmhub.services.vm.lifecycle.list_vms`, shared by the callers asking ``hv`` at the same time."""
-    return list(_shared(hv)[0])
+def _shared(hv: Hypervisor, fresh: bool) -> Listing:
+    if not fresh and (hit := kept(hv)) is not None:
+        return hit
+    with _kept_lock:
+        entry = _kept.get(hv)
+        if entry is None:
+            entry = _kept[hv] = _Kept()
+    outcome = entry.run.get(lambda: _listing(hv))
+    with _kept_lock:
+        if entry.last is None or entry.last[2] <= outcome[2]:  # a slower caller must not put back an older one
+            entry.last = outcome
+    return outcome[0]
 
 
-def list_vms_json(hv: Hypervisor) -> bytes:
+def list_vms(hv: Hypervisor, *, fresh: bool = False) -> list[VMInfo]:
+    """:func:`kvmhub.services.vm.lifecycle.list_vms`, shared by the callers asking ``hv`` at the same time (and
+    kept while nothing changed, unless ``fresh``)."""
+    return list(_shared(hv, fresh)[0])
+
+
+def list_vms_json(hv: Hypervisor, *, fresh: bool = False) -> bytes:
     """The same listing as JSON (a list of VMInfo), made once for all the callers that shared it."""
-    return _shared(hv)[1]
+    return _shared(hv, fresh)[1]

@@ -89,7 +89,7 @@ def test_an_environment_keeps_a_usual_path_unless_given_one() -> None:
     ({"argv": ["ls"], "env": ["1A=b"]}, "is not KEY=VALUE"),
     ({"argv": ["ls"], "env": ["NOEQUALS"]}, "is not KEY=VALUE"),
     ({"argv": ["ls"], "timeout": 0}, "greater than 0"),
-    ({"argv": ["ls"], "stdin": "A" * (12 * 1024 * 1024)}, "stdin is over 8 MiB"),
+    ({"argv": ["ls"], "stdin": "A" * (800 * 1024)}, "stdin is over 512 KiB"),
 ])
 def test_bad_exec_requests_are_refused(fields: dict[str, Any], says: str) -> None:
     with pytest.raises(ValueError, match=says.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -147,6 +147,10 @@ class _Guest:
         data = bytes(self.files[path][at:at + 4])  # small reads: several per poll
         self.handles[handle][1] = at + len(data)
         return data, at + len(data) >= len(self.files[path])
+
+    def file_write(self, handle: int, data: bytes) -> int:
+        self.files.setdefault(self.handles[handle][0], bytearray()).extend(data)
+        return len(data)
 
     def file_seek(self, handle: int, offset: int, whence: str = "set") -> int:
         return int(self.handles[handle][1])
@@ -236,3 +240,21 @@ def test_stdin_reaches_the_agent_base64(monkeypatch: pytest.MonkeyPatch) -> None
     guest.exec = exec_  # type: ignore[method-assign]
     _run(monkeypatch, guest, ExecRequest(argv=["cat"], stdin=base64.b64encode(b"input\n").decode()))
     assert sent[0] == b"input\n"
+
+
+def test_stdin_too_big_for_one_request_goes_through_a_guest_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[bytes | None] = []
+    guest = _Guest([])
+    real_exec = guest.exec
+
+    def exec_(argv: list[str], **kw: Any) -> int:
+        sent.append(kw.get("stdin"))
+        return real_exec(argv, **kw)
+
+    guest.exec = exec_  # type: ignore[method-assign]
+    data = bytes(range(256)) * 1024
+    _run(monkeypatch, guest, ExecRequest(argv=["wc", "-c"], stdin=base64.b64encode(data).decode()))
+    stdin_file = f"{guest.private}.in"
+    assert sent[0] is None and guest.started[0][-3:] == [stdin_file, "wc", "-c"]
+    assert guest.files[stdin_file] == data
+    assert guest.started[-1] == ["rm", "-rf", "--", guest.private, stdin_file]

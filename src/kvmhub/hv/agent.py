@@ -18,7 +18,10 @@ from kvmhub.hv.domains import Domain, lookup
 from kvmhub.xml._util import parse
 from kvmhub.xml.chardev import GUEST_AGENT_CHANNEL, has_agent_channel
 
-CHUNK = 1024 * 1024  # bytes per guest-file-read/-write: ~1.4 MB of base64, far under the agent's message limit
+READ_CHUNK = 1024 * 1024  # bytes per guest-file-read (~1.4 MB of base64 in the answer)
+# bytes per guest-file-write: qemu-ga refuses a request of ~260 KB (192 KiB as base64) and then stops answering
+# for a while; 64 KiB (87 KB of base64) stays far under that
+WRITE_CHUNK = 64 * 1024
 CALL_TIMEOUT = 30  # seconds one agent call may take (a guest under emulation can be slow to answer)
 
 _GUEST_SIDE = re.compile(r"unable to execute QEMU agent command '([\w-]+)': (.*)", re.IGNORECASE | re.DOTALL)
@@ -159,13 +162,14 @@ class Agent:
         """A handle on guest file ``path`` opened with fopen ``mode`` (``r``, ``w``...)."""
         return int(self.call("guest-file-open", {"path": path, "mode": mode}))
 
-    def file_read(self, handle: int, count: int = CHUNK) -> tuple[bytes, bool]:
+    def file_read(self, handle: int, count: int = READ_CHUNK) -> tuple[bytes, bool]:
         """Up to ``count`` bytes from the handle's position, and whether the end of the file was reached."""
-        got = self.call("guest-file-read", {"handle": handle, "count": min(count, CHUNK)})
+        got = self.call("guest-file-read", {"handle": handle, "count": min(count, READ_CHUNK)})
         return base64.b64decode(got.get("buf-b64", "")), bool(got.get("eof"))
 
     def file_write(self, handle: int, data: bytes) -> int:
-        """Write ``data`` (at most :data:`CHUNK` bytes) at the handle's position; the bytes written."""
+        """Write ``data`` at the handle's position, at most :data:`WRITE_CHUNK` bytes of it; the bytes written."""
+        data = data[:WRITE_CHUNK]
         got = self.call("guest-file-write", {"handle": handle, "buf-b64": base64.b64encode(data).decode()})
         return int(got.get("count", 0))
 

@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_STDIN = 8 * 1024 * 1024  # bytes of stdin an exec takes: the agent gets them in one message
+MAX_STDIN = 512 * 1024  # bytes of stdin an exec takes (as base64 it fits the API's 1 MiB body limit)
 MAX_TIMEOUT = 86400.0
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
 
@@ -21,7 +21,7 @@ class ExecRequest(_Model):
     argv: list[str] = Field(min_length=1, max_length=4096, description="the program and its arguments")
     env: list[str] = Field(default_factory=list, max_length=1024, description="KEY=VALUE pairs added to its "
                            "environment (PATH defaults to the usual directories)")
-    stdin: str | None = Field(default=None, description="its standard input, base64 (at most 8 MiB once decoded)")
+    stdin: str | None = Field(default=None, description="its standard input, base64 (at most 512 KiB once decoded)")
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT,
                                   description="seconds it may run before it is killed (default: no limit)")
 
@@ -46,7 +46,7 @@ class ExecRequest(_Model):
     @classmethod
     def _stdin(cls, stdin: str | None) -> str | None:
         if stdin is not None and len(stdin) > (MAX_STDIN + 2) // 3 * 4:
-            raise ValueError(f"stdin is over {MAX_STDIN // (1024 * 1024)} MiB")
+            raise ValueError(f"stdin is over {MAX_STDIN // 1024} KiB: copy bigger input into the guest first")
         return stdin
 
 

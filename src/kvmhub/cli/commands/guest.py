@@ -112,20 +112,21 @@ def cp(
                            hint="e.g. `kvmhub cp notes.txt myvm:/root/` or `kvmhub cp myvm:/etc/hostname .`")
     from kvmhub.services.vm.guest_files import check_path
 
-    check_path((into or out_of).group(2))  # type: ignore[union-attr]
+    if into:
+        vm, path = into.group(1), into.group(2)
+        path = check_path(path + Path(src).name if path.endswith("/") else path)
+        with live.report(f"cp {src} {dst}") as report:
+            info = _push(vm, Path(src), path, report)
+        output.say(f"copied {info.size} bytes to {vm}:{info.path}")
+        return
+    assert out_of is not None
+    vm, path = out_of.group(1), check_path(out_of.group(2))
+    target = Path(dst)
+    if target.is_dir():
+        target = target / Path(path).name
     with live.report(f"cp {src} {dst}") as report:
-        if into:
-            vm, path = into.group(1), into.group(2)
-            info = _push(vm, Path(src), path + Path(src).name if path.endswith("/") else path, report)
-            output.say(f"copied {info.size} bytes to {vm}:{info.path}")
-        else:
-            assert out_of is not None
-            vm, path = out_of.group(1), out_of.group(2)
-            target = Path(dst)
-            if target.is_dir():
-                target = target / Path(path).name
-            info = _pull(vm, path, target, report)
-            output.say(f"copied {info.size} bytes from {vm}:{info.path} to {target}")
+        info = _pull(vm, path, target, report)
+    output.say(f"copied {info.size} bytes from {vm}:{info.path} to {target}")
 
 
 def _push(vm: str, src: Path, path: str, report: Reporter) -> GuestFileInfo:

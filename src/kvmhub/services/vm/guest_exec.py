@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from kvmhub.errors import InvalidInput, KvmhubError, NotFound, OperationFailed, OperationTimeout
 from kvmhub.hv import Hypervisor
-from kvmhub.hv.agent import Agent, ExecStatus, GuestError, agent
+from kvmhub.hv.agent import WRITE_CHUNK, Agent, ExecStatus, GuestError, agent
 from kvmhub.models.guest import ExecRequest, ExecResult
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.validate import check_name
@@ -29,10 +30,13 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 _NOT_FOUND = 127
 _NO_DIR = 125
 _MARK = "kvmhub-exec:"
-# $1 the private directory, then the command; a missing program is told apart from one that exits 127
-_WRAPPER = f"""d=$1; shift
+INLINE_STDIN = 32 * 1024  # stdin up to this size goes in the guest-exec request; more is written to a file first
+# $1 the private directory, $2 a file to read stdin from (or ""), then the command; a missing program is told
+# apart from one that exits 127
+_WRAPPER = f"""d=$1; i=$2; shift 2
 command -v "$1" >/dev/null 2>&1 || {{ echo "{_MARK} not found" >&2; exit {_NOT_FOUND}; }}
 mkdir -m 700 "$d" || exit {_NO_DIR}
+[ -z "$i" ] || exec <"$i"
 exec "$@" >"$d/out" 2>"$d/err"
 """
 
@@ -81,6 +85,29 @@ def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0) -> Exec
     raise AssertionError("unreachable")
 
 
+def _write_stdin(ag: Agent, path: str, data: bytes) -> str:
+    """``data`` written into a new guest file ``path`` (its path), for a command's stdin too big to send inline."""
+    try:
+        handle = ag.file_open(path, "w")
+    except GuestError as exc:
+        if re.search(r"no such file", exc.guest_message, re.IGNORECASE):
+            raise NotFound("no /tmp in the guest", code="guest.not_found") from None  # no sh either, most likely
+        raise
+    try:
+        for at in range(0, len(data), WRITE_CHUNK):
+            ag.file_write(handle, data[at:at + WRITE_CHUNK])
+    finally:
+        ag.file_close(handle)
+    return path
+
+
+def _remove(ag: Agent, *paths: str) -> None:
+    """Remove guest files and directories without waiting (what is left behind is only in /tmp)."""
+    if any(paths):
+        with suppress(KvmhubError):
+            ag.exec(["rm", "-rf", "--", *(p for p in paths if p)], env=[DEFAULT_PATH], capture=False)
+
+
 def _kill(ag: Agent, pid: int) -> None:
     with suppress(KvmhubError):
         ag.exec([SHELL, "-c", 'kill -9 "$1"', "kvmhub", str(pid)], capture=False)
@@ -119,9 +146,11 @@ class _Tail:
             self.handle = None
 
 
-def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink,
+def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink, stream: bool = True,
         report: Reporter = QUIET) -> ExecResult:
     """Run ``req.argv`` in VM ``name``, passing its output to ``out`` and ``err`` as it comes; its exit code.
+    With ``stream=False`` it runs without the guest's shell and its output comes when it ends (for a guest whose
+    /tmp cannot be written).
 
     Raises NotFound ``guest.not_found`` (no such program in the guest), OperationTimeout (it ran past
     ``req.timeout``: it was killed), Conflict ``vm.no_agent`` / ``vm.agent_unresponsive`` / ``vm.wrong_state``.
@@ -130,11 +159,20 @@ def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink,
     stdin = decode_stdin(req.stdin)
     ag = agent(hv, name)
     env = environment(req.env)
+    if not stream:
+        return _run_direct(ag, req, env, stdin, out, err, report)
     private = f"/tmp/kvmhub-exec-{secrets.token_hex(8)}"
+    stdin_file = ""
     try:
-        pid = ag.exec([SHELL, "-c", _WRAPPER, "kvmhub-exec", private, *req.argv], env=env, stdin=stdin)
+        if stdin and len(stdin) > INLINE_STDIN:
+            stdin_file = _write_stdin(ag, f"{private}.in", stdin)
+        pid = ag.exec([SHELL, "-c", _WRAPPER, "kvmhub-exec", private, stdin_file, *req.argv], env=env,
+                      stdin=None if stdin_file else stdin)
     except NotFound:
         return _run_direct(ag, req, env, stdin, out, err, report)
+    except BaseException:
+        _remove(ag, stdin_file)
+        raise
     tails = [_Tail(f"{private}/out", out), _Tail(f"{private}/err", err)]
     try:
         status = _follow(ag, pid, req, tails, report)
@@ -143,8 +181,7 @@ def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink,
     finally:
         for tail in tails:
             tail.close(ag)
-        with suppress(KvmhubError):
-            ag.exec(["rm", "-rf", "--", private], env=env, capture=False)
+        _remove(ag, private, stdin_file)
     said = status.err.decode(errors="replace")
     if status.exit_code == _NOT_FOUND and _MARK in said:
         raise NotFound(f"no program {req.argv[0]!r} in VM {name}", cause="the guest's shell found no such command",
@@ -184,6 +221,9 @@ def _timed_out(name: str, req: ExecRequest) -> OperationTimeout:
 def _run_direct(ag: Agent, req: ExecRequest, env: list[str] | None, stdin: bytes | None, out: Sink, err: Sink,
                 report: Reporter) -> ExecResult:
     """The command run without a shell: its captured output, delivered when it ends."""
+    if stdin and len(stdin) > INLINE_STDIN:
+        raise InvalidInput(f"without a shell in the guest, a command takes at most {INLINE_STDIN // 1024} KiB of "
+                           "stdin", hint="copy the input into the guest first ({cmd:cp}), then name the file")
     pid = ag.exec(req.argv, env=env, stdin=stdin, capture=True)
     deadline = None if req.timeout is None else time.monotonic() + req.timeout
     for delay in _poll_delays():

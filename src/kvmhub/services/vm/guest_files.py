@@ -16,7 +16,7 @@ from typing import BinaryIO, Protocol
 
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound, OperationFailed
 from kvmhub.hv import Hypervisor
-from kvmhub.hv.agent import CHUNK, Agent, GuestError, agent
+from kvmhub.hv.agent import WRITE_CHUNK, Agent, GuestError, agent
 from kvmhub.models.guest import GuestFileInfo
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.vm.guest_exec import run_shell
@@ -132,7 +132,7 @@ def _send(ag: Agent, handle: int, src: Source, length: int, what: str, report: R
     sent = 0
     report.bytes(what, 0, length)
     while sent < length:
-        chunk = src.read(min(CHUNK, length - sent))
+        chunk = src.read(min(16 * WRITE_CHUNK, length - sent))
         if not chunk:
             break
         view = memoryview(chunk)

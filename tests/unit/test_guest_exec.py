@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,3 +259,30 @@ def test_stdin_too_big_for_one_request_goes_through_a_guest_file(monkeypatch: py
     assert sent[0] is None and guest.started[0][-3:] == [stdin_file, "wc", "-c"]
     assert guest.files[stdin_file] == data
     assert guest.started[-1] == ["rm", "-rf", "--", guest.private, stdin_file]
+
+
+def test_the_exec_websocket_streams_output_then_the_exit_code(client: TestClient,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = _Guest([(b"one\n", b""), (b"", b"two\n"), (b"three\n", b"")], exit_code=4)
+    monkeypatch.setattr(guest_exec, "agent", lambda _hv, _name: guest)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    with client.websocket_connect(f"{API}/vms/test/exec") as ws:
+        ws.send_text('{"argv": ["prog"]}')
+        got: list[bytes] = []
+        while (message := ws.receive()).get("bytes") is not None:
+            got.append(message["bytes"])
+    assert b"".join(m[1:] for m in got if m[0] == 1) == b"one\nthree\n"
+    assert b"".join(m[1:] for m in got if m[0] == 2) == b"two\n"
+    assert len(got) > 3 and got[0][0] == 1 and got[-1][0] == 1  # in pieces, in the order they were written
+    assert json.loads(message["text"]) == {"exit_code": 4, "signal": None}
+
+
+def test_the_exec_websocket_answers_refusals_with_the_error_body(client: TestClient) -> None:
+    with client.websocket_connect(f"{API}/vms/test/exec") as ws:
+        ws.send_text('{"argv": ["true"]}')
+        final = ws.receive_json()
+    assert final["status"] == 409 and final["error"]["code"] == "vm.no_agent"
+    with client.websocket_connect(f"{API}/vms/test/exec") as ws:
+        ws.send_text('{"argv": []}')
+        final = ws.receive_json()
+    assert final["status"] == 400 and final["error"]["error"].startswith("argv: List should have at least 1 item")

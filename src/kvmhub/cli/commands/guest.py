@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from kvmhub.reporting import Reporter
 
 _IN_GUEST = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*):(/.*)", re.DOTALL)
-_SLACK = 60.0  # seconds a request through the server may take beyond the command's own timeout
 
 
 def register(app: typer.Typer) -> None:
@@ -78,18 +77,10 @@ def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
 
 
 def _exec_remote(server: Transport, name: str, req: ExecRequest) -> int:
-    import base64
+    from kvmhub.client import guest as guest_client
 
-    from kvmhub.models.guest import ExecResult
-
-    limit = (req.timeout or 86400.0) + _SLACK
-    answer = ExecResult.model_validate(server.request("POST", _route(name, "exec"), req.model_dump(mode="json"),
-                                                      timeout=limit))
-    sys.stdout.buffer.write(base64.b64decode(answer.stdout))
-    sys.stdout.buffer.flush()
-    sys.stderr.buffer.write(base64.b64decode(answer.stderr))
-    sys.stderr.buffer.flush()
-    return answer.exit_code
+    return guest_client.exec_stream(server, _route(name, "exec"), req.model_dump(mode="json"),
+                                    _writer(sys.stdout.buffer), _writer(sys.stderr.buffer))
 
 
 def _route(name: str, *rest: str) -> str:

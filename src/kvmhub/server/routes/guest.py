@@ -1,21 +1,26 @@
-"""``/vms/{name}/exec`` and ``/vms/{name}/files``: a command run in a guest, and a guest file's bytes sent in
-(``PUT``) or read out (``GET``), through the guest agent."""
+"""``/vms/{name}/exec`` and ``/vms/{name}/files``: a command run in a guest (answered when it ends, or streamed
+over a WebSocket), and a guest file's bytes sent in (``PUT``) or read out (``GET``), through the guest agent."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
+from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.models.guest import ExecRequest, ExecResult, GuestFileInfo
 from kvmhub.server.auth import OPERATOR
 from kvmhub.server.deps import Hv
+from kvmhub.server.errors import body_of, status_of
 from kvmhub.server.routes.common import NAME_CHARS
+from kvmhub.server.websocket import close
 from kvmhub.services.storage import volume_streams
 from kvmhub.services.vm import guest_exec, guest_files
 
@@ -26,6 +31,8 @@ GuestPath = Annotated[str, Query(min_length=1, max_length=guest_files.MAX_PATH,
 # request bodies the body limit lets through: the guest's disk bounds them
 STREAMED_BODIES = re.compile(r"^/api/v1/vms/[^/]+/files$")
 READ_TIMEOUT = 300.0  # a client that sends nothing for this long has its upload abandoned
+STDOUT, STDERR = 1, 2  # the first byte of a streamed output message: which stream the rest is from
+SEND_TIMEOUT = 300.0  # a client that takes no output for this long has its command killed
 SIZE_HEADER = "X-Kvmhub-Size"
 MODE_HEADER = "X-Kvmhub-Mode"
 _BINARY: dict[str, Any] = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -37,6 +44,43 @@ def exec_command(name: Name, req: ExecRequest, hv: Hv) -> ExecResult:
     signal N killed it), stdout and stderr as base64. A program the guest lacks is a 404 ``guest.not_found``; a
     command running past ``timeout`` is killed and answered 504; a VM without an answering agent, 409."""
     return guest_exec.run_captured(hv, name, req)
+
+
+@router.websocket("/exec", dependencies=[OPERATOR])
+async def exec_stream(ws: WebSocket, name: Name, hv: Hv) -> None:
+    """The command of the first message (an ExecRequest as JSON), its output streamed: binary messages whose first
+    byte is 1 (stdout) or 2 (stderr), then one text message, ``{"exit_code": N, "signal": S}``, or ``{"status":
+    HTTP status, "error": error body}`` when it could not run or ran past its timeout (it was killed). A client
+    that leaves has the command killed."""
+    await ws.accept()
+    try:
+        req = ExecRequest.model_validate_json(await ws.receive_text())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        problem = InvalidInput(f"{'.'.join(str(p) for p in first['loc']) or 'request'}: {first['msg']}")
+        await ws.send_text(json.dumps({"status": status_of(problem), "error": body_of(problem)}))
+        await close(ws, 1000, "refused")
+        return
+    loop = asyncio.get_running_loop()
+
+    def sender(stream: int) -> guest_exec.Sink:
+        def send(data: bytes) -> None:
+            asyncio.run_coroutine_threadsafe(ws.send_bytes(bytes([stream]) + data), loop).result(SEND_TIMEOUT)
+
+        return send
+
+    def work() -> ExecResult:
+        return guest_exec.run(hv, name, req, out=sender(STDOUT), err=sender(STDERR))
+
+    try:
+        result = await anyio.to_thread.run_sync(work)
+        final: dict[str, Any] = {"exit_code": result.exit_code, "signal": result.signal}
+    except KvmhubError as exc:
+        final = {"status": status_of(exc), "error": body_of(exc)}
+    except Exception:  # the client left: the command was killed on the way out
+        return
+    await ws.send_text(json.dumps(final))
+    await close(ws, 1000, "done")
 
 
 @router.put("/files", response_model=GuestFileInfo, status_code=201, dependencies=[OPERATOR],

@@ -4,6 +4,7 @@ mode; and the same once through a `kvmhub serve` on the test host."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -58,8 +59,12 @@ def test_exec_passes_stdin(prepared_host: TestHost, vm: str) -> None:
 
 
 def test_exec_output_comes_as_it_is_written(prepared_host: TestHost, vm: str) -> None:
-    proc = subprocess.Popen([*KVMHUB, "exec", "-n", vm, "--", "sh", "-c", "echo first; sleep 4; echo second"],
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, **prepared_host.env()})
+    streams_output(prepared_host, vm)
+
+
+def streams_output(host: TestHost, vm: str, *options: str) -> None:
+    proc = subprocess.Popen([*KVMHUB, *options, "exec", "-n", vm, "--", "sh", "-c", "echo first; sleep 4; echo second"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, **host.env()})
     assert proc.stdout is not None
     first = proc.stdout.readline()
     seen_first = time.monotonic()
@@ -121,6 +126,13 @@ def test_exec_and_cp_through_the_server(prepared_host: TestHost, vm: str, workdi
                       stdin="through\n")
         assert (r.code, r.out, r.err) == (5, "through\n", "oops\n")
         assert kvmhub_in(prepared_host, *remote, "exec", vm, "--", "no-such-program").code == 3
+        streams_output(prepared_host, vm, *remote)
+        answer = server.client.post(f"/vms/{vm}/exec", json={"argv": ["sh", "-c", "cat; echo e >&2; exit 2"],
+                                                             "stdin": base64.b64encode(b"posted").decode()})
+        assert answer.status_code == 200, answer.text
+        done = answer.json()
+        assert (done["exit_code"], base64.b64decode(done["stdout"]), base64.b64decode(done["stderr"])) == (
+            2, b"posted", b"e\n")
         src = tmp_path / "srv.bin"
         src.write_bytes(os.urandom(3 * 1024 * 1024))
         assert kvmhub_in(prepared_host, *remote, "cp", str(src), f"{vm}:/root/srv.bin").code == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -286,3 +287,23 @@ def test_the_exec_websocket_answers_refusals_with_the_error_body(client: TestCli
         ws.send_text('{"argv": []}')
         final = ws.receive_json()
     assert final["status"] == 400 and final["error"]["error"].startswith("argv: List should have at least 1 item")
+
+
+def test_a_client_leaving_the_exec_websocket_has_the_command_killed(client: TestClient,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = _Guest([(b"working\n", b"")], never_ends=True)
+    killed = threading.Event()
+    real_exec = guest.exec
+
+    def exec_(argv: list[str], **kw: Any) -> int:
+        if argv[-1] == "1" and "kill" in " ".join(argv):
+            killed.set()
+        return real_exec(argv, **kw)
+
+    guest.exec = exec_  # type: ignore[method-assign]
+    monkeypatch.setattr(guest_exec, "agent", lambda _hv, _name: guest)
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    with client.websocket_connect(f"{API}/vms/test/exec") as ws:
+        ws.send_text('{"argv": ["prog"]}')
+        assert ws.receive_bytes()[:1] == b"\x01"
+    assert killed.wait(10), guest.started

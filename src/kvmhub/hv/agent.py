@@ -118,7 +118,7 @@ class Agent:
                               original=exc.original)
         if _NOT_CONFIGURED.search(text):
             return no_agent(self.name)
-        if _NOT_CONNECTED.search(text) or exc.code == "libvirt.timeout":
+        if _NOT_CONNECTED.search(text):
             return _not_answering(self.name, exc.original)
         if exc.code == "vm.wrong_state":
             exc.hint = f"start it first: {{cmd:start {self.name}}}"

@@ -16,11 +16,12 @@ from pydantic import ValidationError
 
 from kvmhub.errors import InvalidInput, KvmhubError
 from kvmhub.models.guest import ExecRequest, ExecResult, GuestFileInfo
+from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR
 from kvmhub.server.deps import Hv
 from kvmhub.server.errors import body_of, status_of
 from kvmhub.server.routes.common import NAME_CHARS
-from kvmhub.server.websocket import close
+from kvmhub.server.websocket import client_gone, close
 from kvmhub.services.storage import volume_streams
 from kvmhub.services.vm import guest_exec, guest_files
 
@@ -51,7 +52,7 @@ async def exec_stream(ws: WebSocket, name: Name, hv: Hv) -> None:
     """The command of the first message (an ExecRequest as JSON), its output streamed: binary messages whose first
     byte is 1 (stdout) or 2 (stderr), then one text message, ``{"exit_code": N, "signal": S}``, or ``{"status":
     HTTP status, "error": error body}`` when it could not run or ran past its timeout (it was killed). A client
-    that leaves has the command killed."""
+    that leaves (or closes its side) has the command killed."""
     await ws.accept()
     try:
         req = ExecRequest.model_validate_json(await ws.receive_text())
@@ -69,17 +70,27 @@ async def exec_stream(ws: WebSocket, name: Name, hv: Hv) -> None:
 
         return send
 
-    def work() -> ExecResult:
-        return guest_exec.run(hv, name, req, out=sender(STDOUT), err=sender(STDERR))
+    report = Reporter()
 
-    try:
-        result = await anyio.to_thread.run_sync(work)
-        final: dict[str, Any] = {"exit_code": result.exit_code, "signal": result.signal}
-    except KvmhubError as exc:
-        final = {"status": status_of(exc), "error": body_of(exc)}
-    except Exception:  # the client left: the command was killed on the way out
-        return
-    await ws.send_text(json.dumps(final))
+    def work() -> ExecResult:
+        return guest_exec.run(hv, name, req, out=sender(STDOUT), err=sender(STDERR), report=report)
+
+    async def watch() -> None:
+        await client_gone(ws)
+        report.cancel.cancel("stopped: the client left")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(work)
+            final: dict[str, Any] = {"exit_code": result.exit_code, "signal": result.signal}
+        except KvmhubError as exc:
+            final = {"status": status_of(exc), "error": body_of(exc)}
+        except Exception:  # the client left while its output was sent: the command was killed on the way out
+            final = {}
+        group.cancel_scope.cancel()
+    if final and not report.cancel.cancelled:
+        await ws.send_text(json.dumps(final))
     await close(ws, 1000, "done")
 
 

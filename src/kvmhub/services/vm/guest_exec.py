@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kvmhub.errors import InvalidInput, KvmhubError, NotFound, OperationFailed, OperationTimeout
 from kvmhub.hv import Hypervisor
@@ -94,8 +94,13 @@ def _write_stdin(ag: Agent, path: str, data: bytes) -> str:
             raise NotFound("no /tmp in the guest", code="guest.not_found") from None  # no sh either, most likely
         raise
     try:
-        for at in range(0, len(data), WRITE_CHUNK):
-            ag.file_write(handle, data[at:at + WRITE_CHUNK])
+        at = 0
+        while at < len(data):
+            wrote = ag.file_write(handle, data[at:at + WRITE_CHUNK])
+            if wrote <= 0:
+                raise OperationFailed(f"the guest agent of VM {ag.name} wrote nothing into {path}",
+                                      cause="the guest's /tmp may be full")
+            at += wrote
     finally:
         ag.file_close(handle)
     return path
@@ -121,7 +126,6 @@ class _Tail:
     sink: Sink
     handle: int | None = None
     at_end: bool = False
-    done: bool = field(default=False)
 
     def pump(self, ag: Agent) -> None:
         if self.handle is None:

@@ -70,6 +70,10 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     auth.invalid                a wrong password, or an unknown, revoked or expired token or session
     auth.throttled              too many wrong passwords in a row: the user is locked out for a while
     auth.csrf                   a change sent with a session cookie lacks the session's CSRF token
+    vm.no_agent                 the VM's definition has no guest-agent channel
+    vm.agent_unresponsive       the VM's guest agent does not answer (guest booting, qemu-ga not running)
+    guest.not_found             no such program or file in the guest
+    guest.is_directory          a path in the guest is a directory where a file is needed
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
@@ -117,6 +121,7 @@ CODES: frozenset[str] = frozenset({
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
     "auth.invalid", "auth.throttled", "auth.csrf",
     "project.not_found", "project.not_empty", "project.quota_exceeded",
+    "vm.no_agent", "vm.agent_unresponsive", "guest.not_found", "guest.is_directory",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -146,6 +151,7 @@ API_COMMANDS: dict[str, str] = {
     "vol clone": "POST /pools/{pool}/volumes/{name}/clone", "vol upload": "PUT /pools/{pool}/volumes/{name}/data",
     "user ls": "GET /users", "token ls": "GET /tokens", "project ls": "GET /projects",
     "project show": "GET /projects/{name}", "project add": "POST /projects", "project set": "PATCH /projects/{name}",
+    "exec": "POST /vms/{name}/exec",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -1,4 +1,5 @@
-"""Running commands inside a test guest through its guest agent (qemu-ga's guest-exec): the tests' one helper.
+"""Running commands inside a test guest through its guest agent: the tests' one helper, over kvmhub's own
+(`kvmhub.hv.agent`, `kvmhub.services.vm.guest_exec`).
 
 `guest_start` starts a command and returns its guest PID, `guest_run` waits for it and returns its exit code and
 output, `guest_sh` runs a shell script, waiting for the agent of a guest that is still booting.
@@ -6,13 +7,14 @@ output, `guest_sh` runs a shell script, waiting for the agent of a guest that is
 
 from __future__ import annotations
 
-import base64
 import time
 from dataclasses import dataclass
 
-from kvmhub.errors import KvmhubError
+from kvmhub.errors import KvmhubError, OperationTimeout
 from kvmhub.hv import Hypervisor
-from kvmhub.hv import domains as hv_domains
+from kvmhub.hv.agent import agent
+from kvmhub.models.guest import ExecRequest
+from kvmhub.services.vm import guest_exec
 from kvmhub.testing import TestHost
 
 
@@ -26,32 +28,22 @@ class GuestResult:
 def guest_start(host: TestHost, vm: str, argv: list[str]) -> int:
     """Start argv in the guest without waiting for it; returns its PID in the guest."""
     with Hypervisor(host.uri) as hv:
-        started = hv_domains.lookup(hv, vm).agent_command(
-            {"execute": "guest-exec", "arguments": {"path": argv[0], "arg": argv[1:], "capture-output": True}},
-            timeout=30,
-        )
-    return int(started["pid"])
+        return agent(hv, vm).exec(argv)
 
 
 def guest_run(host: TestHost, vm: str, argv: list[str], timeout: float = 60) -> GuestResult:
-    """Run argv in the guest and wait for it; raises AssertionError if it does not finish in time."""
-    pid = guest_start(host, vm, argv)
-    hv = Hypervisor(host.uri)
-    try:
-        dom = hv_domains.lookup(hv, vm)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status = dom.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}}, timeout=10)
-            if status.get("exited"):
-                return GuestResult(
-                    int(status.get("exitcode", -1)),
-                    base64.b64decode(status.get("out-data", "")).decode(errors="replace"),
-                    base64.b64decode(status.get("err-data", "")).decode(errors="replace"),
-                )
-            time.sleep(0.2)
-        raise AssertionError(f"{argv} did not finish in {vm} within {timeout} s")
-    finally:
-        hv.close()
+    """Run argv in the guest and wait for it (its output captured, not streamed: a full guest disk does not
+    matter); raises AssertionError if it does not finish in time."""
+    outs: list[bytes] = []
+    errs: list[bytes] = []
+    with Hypervisor(host.uri) as hv:
+        try:
+            done = guest_exec.run(hv, vm, ExecRequest(argv=argv, timeout=timeout), out=outs.append,
+                                  err=errs.append, stream=False)
+        except OperationTimeout:
+            raise AssertionError(f"{argv} did not finish in {vm} within {timeout} s") from None
+    return GuestResult(done.exit_code, b"".join(outs).decode(errors="replace"),
+                       b"".join(errs).decode(errors="replace"))
 
 
 def guest_sh(host: TestHost, vm: str, script: str, wait: float = 180, timeout: float = 60) -> str:

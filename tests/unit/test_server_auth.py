@@ -29,6 +29,7 @@ ADMIN_PATHS = (f"{API}/users", f"{API}/audit")
 # routes that name directories on the server's host (it runs as root)
 HOST_PATHS = {("POST", f"{API}/vms/{{name}}/backups"), ("POST", f"{API}/backups/restore"),
               ("POST", f"{API}/backups/verify")}
+GUEST_READS = {("GET", f"{API}/vms/{{name}}/files")}  # reads any guest file as the guest's root: an operator's right
 SELF_SERVICE = {("POST", f"{API}/users/{{name}}/tokens"), ("DELETE", f"{API}/tokens/{{token_id}}"),
                 ("DELETE", f"{API}/session")}
 
@@ -37,6 +38,8 @@ def needed(method: str, path: str) -> Role:
     """The documented rule: viewers read, operators also change VMs and operations, admins everything."""
     if (method, path) in SELF_SERVICE:
         return Role.VIEWER
+    if (method, path) in GUEST_READS:
+        return Role.OPERATOR
     if path.startswith(ADMIN_PATHS) or (method, path) in HOST_PATHS:
         return Role.ADMIN
     if path.startswith(f"{API}/projects"):  # members read their own projects; admins change them

@@ -15,6 +15,7 @@ from kvmhub.cli.commands import backup as backup_cmd
 from kvmhub.cli.commands import clone as clone_cmd
 from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
+from kvmhub.cli.commands import guest as guest_cmd
 from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
 from kvmhub.cli.commands import ops as ops_cmd
 from kvmhub.cli.commands import os as os_cmd
@@ -53,6 +54,7 @@ ops_cmd.register(app)
 serve_cmd.register(app)
 remote_cmd.register(app)
 accounts_cmd.register(app)
+guest_cmd.register(app)
 
 
 @app.callback()

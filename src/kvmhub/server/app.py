@@ -28,6 +28,7 @@ from kvmhub.server.routes import (
     events,
     exports,
     forwards,
+    guest,
     host,
     images,
     metrics,
@@ -76,13 +77,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                   dependencies=[Depends(known_query)])
     errors.install(app)
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
-    for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, vms, operations, events,
+    for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, guest, vms, operations, events,
                    images, networks, pools, volumes, metrics, accounts, audit, projects):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
     app.include_router(consoles.token_router, prefix=API)  # its single-use token is the credential
     # logging in needs no credentials yet; its other routes ask for them themselves
     app.include_router(session.router, prefix=API, responses=errors.RESPONSES)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, streamed=volumes.STREAMED_BODIES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES,
+                       streamed=re.compile(f"{volumes.STREAMED_BODIES.pattern}|{guest.STREAMED_BODIES.pattern}"))
     app.add_middleware(AuditLog)  # outermost: it sees refused and oversized requests too
     return app
 

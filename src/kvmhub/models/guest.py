@@ -1,0 +1,68 @@
+"""Wire types for running commands in a guest and copying files to and from it (through its guest agent)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_STDIN = 512 * 1024  # bytes of stdin an exec takes (as base64 it fits the API's 1 MiB body limit)
+MAX_TIMEOUT = 86400.0
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExecRequest(_Model):
+    """A command to run in a guest: its argv, environment additions, stdin and how long it may take."""
+
+    argv: list[str] = Field(min_length=1, max_length=4096, description="the program and its arguments")
+    env: list[str] = Field(default_factory=list, max_length=1024, description="KEY=VALUE pairs added to its "
+                           "environment (PATH defaults to the usual directories)")
+    stdin: str | None = Field(default=None, description="its standard input, base64 (at most 512 KiB once decoded)")
+    timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT,
+                                  description="seconds it may run before it is killed (default: no limit)")
+
+    @field_validator("argv")
+    @classmethod
+    def _program(cls, argv: list[str]) -> list[str]:
+        if not argv[0]:
+            raise ValueError("the program (argv[0]) is empty")
+        if any("\0" in a for a in argv):
+            raise ValueError("an argument holds a NUL byte")
+        return argv
+
+    @field_validator("env")
+    @classmethod
+    def _pairs(cls, env: list[str]) -> list[str]:
+        for pair in env:
+            if not _ENV.fullmatch(pair) or "\0" in pair:
+                raise ValueError(f"{pair!r} is not KEY=VALUE (KEY: letters, digits, _; not starting with a digit)")
+        return env
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin(cls, stdin: str | None) -> str | None:
+        if stdin is not None and len(stdin) > (MAX_STDIN + 2) // 3 * 4:
+            raise ValueError(f"stdin is over {MAX_STDIN // 1024} KiB: copy bigger input into the guest first")
+        return stdin
+
+
+class ExecResult(_Model):
+    """How the command ended: its exit code (128+N when signal N killed it), and its output as base64 when the
+    caller did not take it as it came."""
+
+    exit_code: int
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+class GuestFileInfo(_Model):
+    """A file copied to or from a guest: its path there, its size and permission bits (when known)."""
+
+    path: str
+    size: int
+    mode: int | None = None

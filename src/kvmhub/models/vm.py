@@ -211,6 +211,7 @@ class VMInfo(_Model):
     name: str
     uuid: str
     state: VMState
+    phase: Phase = Phase.DEFINED  # how far it has come; `ls` judges it from cheap signs only (serial log, lease)
     persistent: bool
     autostart: bool
     vcpus: int

@@ -163,9 +163,9 @@ def ls(json_out: JsonOpt = False) -> None:
         return
     from kvmhub.validate import format_size
 
-    rows = [[v.name, v.state, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
+    rows = [[v.name, v.state, v.phase.value, v.vcpus, format_size(v.memory_mib * 1024**2), ", ".join(v.ips),
              "yes" if v.autostart else ""] for v in found]
-    columns = ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    columns = ["NAME", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
     if any(v.project != "default" for v in found):  # projects are in use: say whose each VM is
         columns.insert(1, "PROJECT")
         for row, v in zip(rows, found, strict=True):

@@ -30,14 +30,13 @@ from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
 from kvmhub.services.vm import cloudinit, installer, osinfo
+from kvmhub.services.vm.readiness import SERIAL_LOG_DIR as SERIAL_LOG_DIR
 from kvmhub.services.vm.tuning import apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
 from kvmhub.xml.network import network_subnet_from_xml
-
-SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
 
 def disk_volume(name: str) -> str:

@@ -20,6 +20,7 @@ from kvmhub.models import PHASE_ORDER, Phase, VMSpec
 from kvmhub.ops.cancel import CancelToken
 from kvmhub.xml.domain import domain_from_xml
 
+SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # where the VMs kvmhub makes log their serial console
 MARK_BOOTED = "KVMHUB-BOOTED"
 MARK_NETWORK = "KVMHUB-NETWORK"
 MARK_READY = "KVMHUB-READY"
@@ -48,8 +49,14 @@ def serial_log(dom: Domain, spec: VMSpec | None = None) -> str | None:
 
 
 def read_log(path: str | None, limit: int = _TAIL) -> str:
+    """The last ``limit`` bytes of the serial log (empty when there is none)."""
+    return read_log_or_none(path, limit) or ""
+
+
+def read_log_or_none(path: str | None, limit: int = _TAIL) -> str | None:
+    """The last ``limit`` bytes of the serial log, None when there is no such file."""
     if not path:
-        return ""
+        return None
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -57,7 +64,7 @@ def read_log(path: str | None, limit: int = _TAIL) -> str:
             fh.seek(max(0, size - limit))
             return fh.read().decode(errors="replace")
     except OSError:
-        return ""
+        return None
 
 
 def addresses(dom: Domain, *, log_text: str = "") -> list[Address]:
@@ -90,7 +97,8 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
     """The phase the VM is in now.
 
     Network evidence must come from this boot: the guest agent or the serial log. A DHCP lease can be
-    left over from the previous boot, so it counts only for guests without an agent.
+    left over from the previous boot, so it counts only for guests without an agent channel that print no
+    kvmhub marker (VMs made by other tools): for them a lease (or ARP entry) says booted and networked.
     """
     state = dom.state()
     if state not in ("running", "paused"):
@@ -98,19 +106,32 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
     text = read_log(log_path)
     agent_up = spec.guest_agent and dom.agent_ping()
     phase = Phase.RUNNING
+    ips: list[Address] = []
     if MARK_BOOTED in text or agent_up:
         phase = Phase.BOOTED
-    ips: list[Address] = []
-    if phase is Phase.BOOTED:
-        ips = dom.addresses("agent") if agent_up else []
-        ips = ips or _serial_addresses(text)
-        if not ips and not agent_up and MARK_BOOTED not in text:
-            ips = dom.addresses("lease") or dom.addresses("arp")
-        if ips or not spec.nics:
-            phase = Phase.NETWORK
-        if phase is Phase.NETWORK and MARK_READY in text:
-            phase = Phase.READY
+        ips = (dom.addresses("agent") if agent_up else []) or _serial_addresses(text)
+    elif not spec.guest_agent:
+        ips = dom.addresses("lease") or dom.addresses("arp")
+        if ips:
+            phase = Phase.BOOTED
+    if phase is Phase.BOOTED and (ips or not spec.nics):
+        phase = Phase.NETWORK
+    if MARK_READY in text:  # cloud-init's end, which comes after boot and network
+        phase = Phase.READY
     return Progress(phase, 0.0, ips)
+
+
+def quick_phase(log_text: str | None, leased: bool) -> Phase:
+    """A running VM's phase judged without asking the guest, from its serial log (None: it has none kvmhub
+    reads) and whether it has a DHCP lease. A lease counts once the log says booted, or for a VM without such a
+    log; it may be left from an earlier boot: this is the listing's cheap guess, :func:`current_phase` decides."""
+    if log_text is None:
+        return Phase.NETWORK if leased else Phase.RUNNING
+    if MARK_READY in log_text:
+        return Phase.READY
+    if MARK_BOOTED not in log_text:
+        return Phase.RUNNING
+    return Phase.NETWORK if leased or MARK_NETWORK in log_text else Phase.BOOTED
 
 
 def wait_for(

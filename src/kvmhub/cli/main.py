@@ -108,6 +108,7 @@ def main() -> None:
     from kvmhub.cli import output
 
     _signals_interrupt()
+    sys.argv[1:] = vm.wait_spelling(sys.argv[1:])
     try:
         app()
     except KvmhubError as exc:

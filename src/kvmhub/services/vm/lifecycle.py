@@ -101,6 +101,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         managed=domain_is_managed(dom.xml(inactive=True)),
         limits=limits_of(spec),
         project=projects.project_of(spec.meta),
+        user=spec.meta.user,
     )
 
 
@@ -243,7 +244,11 @@ def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
 
 
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:
+    """What a bare ``--wait`` waits for: ready for a VM with a cloud-init seed (its keys are in place then),
+    else network for a VM with a NIC, else booted."""
     spec = domain_from_xml(get(hv, name).xml())
+    if any(d.source.volume == f"{spec.name}-seed.iso" for d in spec.disks):
+        return Phase.READY
     return Phase.NETWORK if spec.nics else Phase.BOOTED
 
 

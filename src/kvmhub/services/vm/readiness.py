@@ -8,12 +8,14 @@ Signals, in the order kvmhub trusts them:
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
+from kvmhub.errors import Conflict, KvmhubError, OperationFailed, OperationTimeout
 from kvmhub.hv import host_root, is_local_uri
 from kvmhub.hv.domains import Address, Domain
 from kvmhub.models import PHASE_ORDER, Phase, VMSpec
@@ -81,6 +83,42 @@ class Progress:
     phase: Phase
     elapsed: float
     ips: list[Address] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # cloud-init's, when it ended with errors
+
+
+CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
+
+
+def cloud_init_errors(result: str) -> list[str]:
+    """The errors in cloud-init's result.json (``v1.errors``; newer releases add ``v1.recoverable_errors``,
+    which make it "degraded")."""
+    try:
+        v1 = json.loads(result).get("v1") or {}
+    except (ValueError, AttributeError):
+        return [f"{CLOUD_INIT_RESULT} is not JSON"]
+    errors = [str(e) for e in v1.get("errors") or []]
+    recoverable = v1.get("recoverable_errors") or {}
+    if isinstance(recoverable, dict):
+        errors += [f"{level}: {m}" for level, msgs in recoverable.items() for m in msgs or []]
+    return errors
+
+
+def read_guest_file(dom: Domain, path: str, limit: int = 256 * 1024) -> str | None:
+    """A small file's text read through the guest agent; None when it does not exist (or no agent answers)."""
+    try:
+        handle = dom.agent_command({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
+    except KvmhubError:
+        return None
+    try:
+        chunk = dom.agent_command({"execute": "guest-file-read", "arguments": {"handle": handle, "count": limit}})
+        return base64.b64decode(chunk.get("buf-b64", "")).decode(errors="replace")
+    except KvmhubError:
+        return None
+    finally:
+        try:
+            dom.agent_command({"execute": "guest-file-close", "arguments": {"handle": handle}})
+        except KvmhubError:
+            pass  # the handle dies with the agent
 
 
 def _serial_addresses(log_text: str) -> list[Address]:
@@ -116,9 +154,14 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
             phase = Phase.BOOTED
     if phase is Phase.BOOTED and (ips or not spec.nics):
         phase = Phase.NETWORK
+    errors: list[str] = []
     if MARK_READY in text:  # cloud-init's end, which comes after boot and network
         phase = Phase.READY
-    return Progress(phase, 0.0, ips)
+    if agent_up and phase is not Phase.RUNNING:  # a real cloud-init writes its result when it is done
+        result = read_guest_file(dom, CLOUD_INIT_RESULT)
+        if result is not None:
+            phase, errors = Phase.READY, cloud_init_errors(result)
+    return Progress(phase, 0.0, ips, errors)
 
 
 def quick_phase(log_text: str | None, leased: bool) -> Phase:
@@ -167,6 +210,12 @@ def wait_for(
         if on_progress and prog.phase is not last:
             on_progress(prog)
         last = prog.phase
+        if prog.errors and want == PHASE_ORDER.index(Phase.READY):
+            raise OperationFailed(
+                f"cloud-init in VM {dom.name} finished with errors",
+                cause="; ".join(prog.errors),
+                hint=f"read /var/log/cloud-init.log in the guest, or {{cmd:console {dom.name} --log}}",
+            )
         if PHASE_ORDER.index(prog.phase) >= want:
             return prog
         if prog.elapsed > timeout:

@@ -23,6 +23,7 @@ from kvmhub.cli.commands import project as project_cmd
 from kvmhub.cli.commands import remote as remote_cmd
 from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
+from kvmhub.cli.commands import ssh as ssh_cmd
 from kvmhub.cli.commands import vol as vol_cmd
 from kvmhub.errors import KvmhubError, exit_code
 
@@ -53,6 +54,7 @@ ops_cmd.register(app)
 serve_cmd.register(app)
 remote_cmd.register(app)
 accounts_cmd.register(app)
+ssh_cmd.register(app)
 
 
 @app.callback()

@@ -42,7 +42,8 @@ def _ssh_argv(name: str, user: str | None, identity: Path | None, remote: list[s
 
 def ssh(
     name: str,
-    command: Annotated[list[str] | None, typer.Argument(help="command to run in the guest (after --)")] = None,
+    command: Annotated[list[str] | None, typer.Argument(
+        help="command to run in the guest (after --); as with ssh, the guest's shell runs the words joined")] = None,
     user: User = None,
     identity: Identity = None,
 ) -> None:

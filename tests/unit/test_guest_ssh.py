@@ -3,6 +3,7 @@ the user the keys went to, cloud-init's errors, and the refusals (locally and th
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvmhub.errors import Conflict, InvalidInput, NotFound
+from kvmhub.errors import Conflict, InvalidInput, NotFound, OperationFailed, OperationTimeout
+from kvmhub.hv.domains import Address
 from kvmhub.models import Phase, VMInfo
 from kvmhub.models.documents import TextDocument
 from kvmhub.models.requests_vm import CloudInitRequest
@@ -131,3 +133,55 @@ def test_ssh_to_a_stopped_vm_names_its_phase(server: str) -> None:
         assert "`kvmhub start test`" in remote[2]
     finally:
         assert run("--remote", server, "start", "test")[0] == 0
+
+
+class AgentGuest:
+    """A running guest whose agent answers and whose cloud-init left ``result`` (None: not finished yet)."""
+
+    name = "web"
+
+    def __init__(self, result: str | None) -> None:
+        self.result = result
+        self.hv = type("Hv", (), {"uri": "qemu+ssh://elsewhere/system"})()  # no serial log to read here
+
+    def xml(self, *, inactive: bool = False) -> str:
+        return """<domain type='kvm'><name>web</name><memory unit='KiB'>524288</memory><vcpu>1</vcpu>
+          <os><type>hvm</type></os><devices>
+          <interface type='network'><source network='lab'/><mac address='52:54:00:00:00:05'/></interface>
+          <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+          </devices></domain>"""
+
+    def state(self) -> str:
+        return "running"
+
+    def agent_ping(self) -> bool:
+        return True
+
+    def addresses(self, source: str) -> list[Address]:
+        return [Address("52:54:00:00:00:05", "10.77.0.5", 24, "eth0", source)]
+
+    def agent_command(self, command: dict[str, object], timeout: int = 5) -> object:
+        if command["execute"] == "guest-file-open":
+            if self.result is None:
+                raise NotFound("guest-file-open: No such file or directory")
+            return 7
+        if command["execute"] == "guest-file-read" and self.result is not None:
+            return {"buf-b64": base64.b64encode(self.result.encode()).decode(), "eof": True}
+        return {}
+
+
+def test_ready_comes_from_cloud_inits_result_through_the_agent() -> None:
+    guest = AgentGuest(None)
+    assert readiness.wait_for(guest, Phase.NETWORK, timeout=1).phase is Phase.NETWORK  # type: ignore[arg-type]
+    with pytest.raises(OperationTimeout, match="did not become ready"):
+        readiness.wait_for(guest, Phase.READY, timeout=0.3)  # type: ignore[arg-type]
+    guest.result = json.dumps({"v1": {"errors": []}})
+    assert readiness.wait_for(guest, Phase.READY, timeout=1).phase is Phase.READY  # type: ignore[arg-type]
+
+
+def test_cloud_init_errors_end_the_wait_for_ready_with_the_failing_module() -> None:
+    guest = AgentGuest(json.dumps({"v1": {"errors": ["('scripts_user', RuntimeError('Runparts: 1 failures'))"]}}))
+    with pytest.raises(OperationFailed, match="cloud-init in VM web finished with errors") as info:
+        readiness.wait_for(guest, Phase.READY, timeout=1)  # type: ignore[arg-type]
+    assert "scripts_user" in str(info.value)
+    assert readiness.wait_for(guest, Phase.NETWORK, timeout=1).phase is Phase.READY  # type: ignore[arg-type]

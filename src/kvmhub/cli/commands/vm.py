@@ -86,7 +86,7 @@ def create(
     project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
-    from kvmhub.models import CreateRequest, HostMedia, LimitsRequest
+    from kvmhub.models import CreateRequest, HostMedia, LimitsRequest, Phase
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm.cloudinit import password_option, read_document
@@ -119,6 +119,8 @@ def create(
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
     )
+    if target is None and vm_create.wants_seed(req):
+        target = Phase.READY  # its keys are in place then
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:
             through.operation(server, "POST", "/vms", report, req.model_dump(mode="json", exclude_none=True))

@@ -244,11 +244,9 @@ def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
 
 
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:
-    """What a bare ``--wait`` waits for: ready for a VM with a cloud-init seed (its keys are in place then),
-    else network for a VM with a NIC, else booted."""
+    """What a bare ``start --wait`` waits for: network for a VM with a NIC, else booted (`create --wait` on a
+    seeded VM waits for ready)."""
     spec = domain_from_xml(get(hv, name).xml())
-    if any(d.source.volume == f"{spec.name}-seed.iso" for d in spec.disks):
-        return Phase.READY
     return Phase.NETWORK if spec.nics else Phase.BOOTED
 
 

@@ -230,4 +230,4 @@ class VMInfo(_Model):
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
     project: str = "default"  # the project its metadata names (default when none)
     limits: Limits | None = None
-    user: str | None = None  # the guest user that got the SSH keys, when kvmhub knows it
+    user: str | None = None  # the guest user that got the SSH keys, when kvmhub knows it (`show`; not `ls`)

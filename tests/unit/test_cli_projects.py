@@ -76,12 +76,12 @@ def cli(*args: str) -> str:
 
 
 def test_ls_names_the_project_only_once_projects_are_in_use(held: Hypervisor) -> None:
-    assert cli("ls").splitlines()[0].split() == ["NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    assert cli("ls").splitlines()[0].split() == ["NAME", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
     assert [v["project"] for v in json.loads(cli("ls", "--json"))] == ["default"]
     cli("project", "add", "web")
     hv_domains.define(held, vm_xml("w1", "web"))
     lines = cli("ls").splitlines()
-    assert lines[0].split() == ["NAME", "PROJECT", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
+    assert lines[0].split() == ["NAME", "PROJECT", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART"]
     assert [line.split()[:2] for line in lines[1:]] == [["test", "default"], ["w1", "web"]]
     assert [(v["name"], v["project"]) for v in json.loads(cli("ls", "--json"))] == [("test", "default"),
                                                                                   ("w1", "web")]

@@ -24,6 +24,7 @@ from kvmhub.cli.commands import project as project_cmd
 from kvmhub.cli.commands import remote as remote_cmd
 from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
+from kvmhub.cli.commands import ssh as ssh_cmd
 from kvmhub.cli.commands import vol as vol_cmd
 from kvmhub.errors import KvmhubError, exit_code
 
@@ -55,6 +56,7 @@ serve_cmd.register(app)
 remote_cmd.register(app)
 accounts_cmd.register(app)
 guest_cmd.register(app)
+ssh_cmd.register(app)
 
 
 @app.callback()
@@ -110,6 +112,7 @@ def main() -> None:
     from kvmhub.cli import output
 
     _signals_interrupt()
+    sys.argv[1:] = vm.wait_spelling(sys.argv[1:])
     try:
         app()
     except KvmhubError as exc:

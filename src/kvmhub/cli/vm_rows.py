@@ -8,14 +8,14 @@ from typing import Any
 
 from kvmhub.validate import format_size
 
-COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "IP", "AUTOSTART")
+COLUMNS = ("NAME", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART")
 
 
 def ls_table(vms: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[object]]]:
     """Columns and rows for ``vms``; a PROJECT column when any VM is outside the default project."""
     columns = list(COLUMNS)
     rows: list[list[object]] = [
-        [v["name"], v["state"], v["vcpus"], format_size(v["memory_mib"] * 1024**2), ", ".join(v["ips"]),
+        [v["name"], v["state"], str(v["phase"]), v["vcpus"], format_size(v["memory_mib"] * 1024**2), ", ".join(v["ips"]),
          "yes" if v["autostart"] else ""] for v in vms]
     if any(v["project"] != "default" for v in vms):  # projects are in use: say whose each VM is
         columns.insert(1, "PROJECT")

@@ -69,6 +69,7 @@ class CloudInitRequest(_Model):
     runcmd: list[str] = Field(default_factory=list)
     network_config: TextDocument | None = None
     vendor_data: TextDocument | None = None
+    access_key: str | None = None  # kvmhub's own public key, added when the user-data is #cloud-config or none
 
 
 class CreateRequest(_Model):
@@ -97,6 +98,7 @@ class CreateRequest(_Model):
     runcmd: list[str] = Field(default_factory=list)
     network_config: TextDocument | None = None
     vendor_data: TextDocument | None = None
+    access_key: str | None = None  # a public key the CLI adds for `kvmhub ssh` (kept apart from ssh_keys)
     # installer path and direct kernel boot
     iso: HostMedia | None = None  # attached as CD-ROM and booted
     location: HostMedia | None = None  # installer ISO or tree the kernel/initrd come from (unattended)

@@ -141,6 +141,7 @@ class KvmhubMeta(_Model):
     forwards: list[PortForward] = Field(default_factory=list)
     # the installer boot of the first start (then dropped): the installer kernel, or the CD-ROM first
     install_boot: Literal["kernel", "cdrom"] | None = None
+    user: str | None = None  # the guest user the seed gave the SSH keys to (the image's default user)
 
 
 class VMSpec(_Model):
@@ -211,6 +212,7 @@ class VMInfo(_Model):
     name: str
     uuid: str
     state: VMState
+    phase: Phase = Phase.DEFINED  # how far it has come; `ls` judges it from cheap signs only (serial log, lease)
     persistent: bool
     autostart: bool
     vcpus: int
@@ -228,3 +230,4 @@ class VMInfo(_Model):
     managed: bool = False  # made by kvmhub (has kvmhub metadata)
     project: str = "default"  # the project its metadata names (default when none)
     limits: Limits | None = None
+    user: str | None = None  # the guest user that got the SSH keys, when kvmhub knows it (`show`; not `ls`)

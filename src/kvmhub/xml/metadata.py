@@ -58,6 +58,7 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
         ("created", meta.created),
         ("os", meta.os),
         ("install-boot", meta.install_boot),
+        ("user", meta.user),
     )
     for local, value in singles:
         if value is not None:
@@ -107,7 +108,7 @@ def parse_metadata(root: Element) -> KvmhubMeta:
             files.append(text_of(child))
         elif cq.localname == "forward":
             forwards.append(_parse_forward(child))
-        elif cq.localname in ("image", "owner", "project", "stack", "created", "os", "install-boot"):
+        elif cq.localname in ("image", "owner", "project", "stack", "created", "os", "install-boot", "user"):
             singles.setdefault(cq.localname, text_of(child))
     return KvmhubMeta(
         image=singles.get("image"),
@@ -117,6 +118,7 @@ def parse_metadata(root: Element) -> KvmhubMeta:
         created=singles.get("created"),
         os=singles.get("os"),
         install_boot=_install_boot(singles.get("install-boot")),
+        user=singles.get("user"),
         tags=tags,
         owned_volumes=owned,
         owned_secrets=secrets,

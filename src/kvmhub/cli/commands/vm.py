@@ -45,7 +45,10 @@ def create(
     ssh_key: Annotated[list[Path] | None, typer.Option(help="public key file (repeatable)")] = None,
     user_data: Annotated[Path | None, typer.Option(help="cloud-init user-data file")] = None,
     no_start: Annotated[bool, typer.Option("--no-start", help="define only")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="wait until booted (and networked)")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="wait until ready (a VM with a cloud-init seed: its keys are "
+                                       "in place), else networked, else booted; --wait=PHASE picks the phase")] = False,
+    wait_for: Annotated[str | None, typer.Option("--wait-for", help="wait for this phase: booted, network or ready",
+                                                 metavar="PHASE")] = None,
     timeout: Annotated[float, typer.Option(help="seconds --wait may take")] = 300.0,
     max_cpus: Annotated[int | None, typer.Option("--max-cpus", help="vCPU hotplug maximum")] = None,
     max_memory: Annotated[str | None, typer.Option("--max-memory", help="memory hotplug maximum, e.g. 2G")] = None,
@@ -83,11 +86,14 @@ def create(
     project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
-    from kvmhub.models import CreateRequest, HostMedia, LimitsRequest
+    from kvmhub.models import CreateRequest, HostMedia, LimitsRequest, Phase
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm.cloudinit import password_option, read_document
     from kvmhub.services.vm.installer import read_answer_document
+
+    target = _wait_phase(wait_for)
+    wait = wait or target is not None
 
     def media(path: Path | None) -> HostMedia | None:
         return HostMedia(path=str(path)) if path is not None else None
@@ -111,20 +117,58 @@ def create(
         preseed=read_answer_document(preseed, "preseed") if preseed is not None else None,
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
+        access_key=_access_key(),
     )
+    if target is None and vm_create.wants_seed(req):
+        target = Phase.READY  # its keys are in place then
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:
             through.operation(server, "POST", "/vms", report, req.model_dump(mode="json", exclude_none=True))
             if wait and not no_start:
-                _remote_wait(server, name, None, timeout, report)
+                _remote_wait(server, name, target, timeout, report)
                 report.phase("done")
         else:
             hv = state.hv()
             vm_create.create(hv, req, report=report)
             if wait and not no_start:
-                _wait(hv, name, vms.default_wait_target(hv, name), timeout, report)
+                _wait(hv, name, target or vms.default_wait_target(hv, name), timeout, report)
                 report.phase("done")
     output.say(f"VM {name} created" + ("" if no_start else " and started"))
+
+
+def _wait_phase(text: str | None) -> Phase | None:
+    """The phase --wait=PHASE (--wait-for) names; refuses the others."""
+    from kvmhub.errors import InvalidInput
+    from kvmhub.models import Phase
+
+    if text is None:
+        return None
+    allowed = ("booted", "network", "ready")
+    if text not in allowed:
+        raise InvalidInput(f"{{opt:wait}}={text}: no such phase to wait for", hint=f"one of {', '.join(allowed)}")
+    return Phase(text)
+
+
+def _access_key() -> str | None:
+    """kvmhub's public key for the seed (`kvmhub ssh` logs in with it); a warning instead when it cannot be made."""
+    from kvmhub.errors import KvmhubError
+    from kvmhub.services.vm import ssh
+
+    try:
+        return ssh.public_key()
+    except KvmhubError as exc:
+        output.say(f"warning: {exc.message}: `kvmhub ssh` will need a key of yours (--identity)")
+        return None
+
+
+def wait_spelling(args: list[str]) -> list[str]:
+    """``--wait=PHASE`` as ``--wait-for=PHASE`` (a bare ``--wait`` stays a flag); words after ``--`` untouched."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg.startswith("--wait="):
+            args = [*args[:i], "--wait-for=" + arg.removeprefix("--wait="), *args[i + 1:]]
+    return args
 
 
 def _remote_action(server: Transport, name: str, action: str, report: Reporter,

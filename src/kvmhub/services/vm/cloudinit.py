@@ -326,6 +326,9 @@ def _check_mime(text: str, what: str) -> None:
 
 # --------------------------------------------------------------------------- user-data
 
+# cloud-init's last word, on the console (the serial log kvmhub reads): the ready marker, as the tiny appliance's
+READY_MESSAGE = "KVMHUB-READY cloud-init $version finished, up $uptime s"
+
 
 def _user_data(req: CloudInitRequest, keys: list[str], packages: list[str], runcmd: list[str]) -> str:
     wanted = [opt for opt, given in (("{opt:ssh_key}", keys), ("{opt:password}", req.password),
@@ -335,7 +338,7 @@ def _user_data(req: CloudInitRequest, keys: list[str], packages: list[str], runc
         what = f"user-data {req.user_data.name}"
         text = _text(req.user_data, "user-data")
         kind = _check_document(text, what)
-        if kind not in ("cloud-config", "empty"):
+        if kind not in ("cloud-config", "empty"):  # kvmhub's own key and ready marker stay out of it
             if wanted:
                 raise InvalidInput(
                     f"{', '.join(wanted)} cannot be merged into {what}",
@@ -344,14 +347,17 @@ def _user_data(req: CloudInitRequest, keys: list[str], packages: list[str], runc
                     + ("that option" if len(wanted) == 1 else "those options"),
                 )
             return text
-        if not wanted:
-            return text if kind == "cloud-config" else "#cloud-config\n"
         doc = _load_cloud_config(text, what) if kind == "cloud-config" else Map()
+        if not wanted and req.access_key is None:
+            return text if kind == "cloud-config" else "#cloud-config\n"
     else:
         what = "user-data"
         doc = Map()
-        if not wanted:
+        if not wanted and req.access_key is None:
             return "#cloud-config\n"
+    if req.access_key is not None:
+        keys = [*keys, *read_ssh_keys([TextDocument(name="kvmhub's key", text=req.access_key)])]
+        doc.setdefault("final_message", READY_MESSAGE)
     if keys:
         existing = _list_at(doc, "ssh_authorized_keys", what)
         existing.extend(k for k in keys if k not in existing)

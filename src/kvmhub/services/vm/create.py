@@ -29,15 +29,14 @@ from kvmhub.services.network import leases
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
-from kvmhub.services.vm import cloudinit, installer, osinfo
+from kvmhub.services.vm import cloudinit, installer, osinfo, ssh
+from kvmhub.services.vm.readiness import SERIAL_LOG_DIR as SERIAL_LOG_DIR
 from kvmhub.services.vm.tuning import apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
 from kvmhub.xml.network import network_subnet_from_xml
-
-SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
 
 def disk_volume(name: str) -> str:
@@ -77,7 +76,7 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str
     seed = cloudinit.seed_documents(cloudinit.CloudInitRequest(
         hostname=req.name, instance_id=vm_uuid, user_data=req.user_data, ssh_keys=req.ssh_keys,
         password=req.password, packages=req.packages, runcmd=req.runcmd, network_config=req.network_config,
-        vendor_data=req.vendor_data))
+        vendor_data=req.vendor_data, access_key=req.access_key))
     if req.image is None and req.vol is None and req.disk_url is None and not installer.wanted(req):
         raise InvalidInput("{opt:image} is missing", hint="pick one from {cmd:image ls}, or give {opt:vol}, "
                            "{opt:disk_url}, {opt:iso}, {opt:location} or {opt:kernel}")
@@ -189,6 +188,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
         report.warn(f"{accel.TCG_WARNING} ({probe.detail})")
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
+    if wants_seed(req) and image_meta is not None:
+        spec.meta.user = ssh.default_user(req.os or image_meta.os, image_meta.source)
     if req.encrypt and boot is not None:
         raise InvalidInput("{opt:encrypt} makes a new encrypted disk; it cannot encrypt {opt:vol} or {opt:disk_url}",
                            hint="drop {opt:encrypt}, or let kvmhub make the disk ({opt:image}, {opt:disk})")
@@ -256,6 +257,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
         op.add(f"undefine VM {req.name}", undo_actions.undefine_domain(vm_uuid, req.name))
         dom = hv_domains.define(hv, installer.domain_xml(domain_to_xml(spec), plan))
         faults.point("define")
+        if spec.meta.user and (req.ssh_keys or req.access_key):
+            report.note(f"SSH keys for user {spec.meta.user}")
 
         if req.start:
             op.phase("start")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
-from kvmhub.hv import Hypervisor
+from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import DEFAULT_PROJECT, Phase, VMInfo
 from kvmhub.models.nic import IPAddress
@@ -34,21 +34,28 @@ def get(hv: Hypervisor, name: str) -> hv_domains.Domain:
 
 
 def list_vms(hv: Hypervisor) -> list[VMInfo]:
-    """Every VM on the host, in a constant number of libvirt calls plus one per running VM (for IPs)."""
+    """Every VM on the host, in a constant number of libvirt calls plus one per running VM (for IPs). The phase
+    of a running VM is judged from its lease and the serial log kvmhub gives the VMs it makes (never the guest
+    agent, which may take seconds to answer): `show` asks the guest."""
     rows = hv_domains.bulk_stats(hv)
     flags = hv_domains.listing_flags(hv)
     owners = projects.owners(hv)
+    logs = host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
     out = []
     for row in rows:
         ips: list[str] = []
+        phase = Phase.DEFINED
         if row.state in ("running", "paused"):
             dom = hv_domains.lookup(hv, row.name)
             ips = [a.ip for a in dom.addresses("lease")]
+            log_text = readiness.read_log_or_none(f"{logs}/{row.name}-serial.log" if logs is not None else None)
+            phase = readiness.quick_phase(log_text, bool(ips))
         out.append(
             VMInfo(
                 name=row.name,
                 uuid=row.uuid,
                 state=row.state,
+                phase=phase,
                 persistent=row.name not in flags.transient,
                 autostart=row.name in flags.autostart,
                 vcpus=row.vcpus or 0,
@@ -67,13 +74,16 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
     state = dom.state()
     ips: list[str] = []
     log_path = readiness.serial_log(dom, spec)
+    phase = Phase.DEFINED
     if state in ("running", "paused"):
         ips = [a.ip for a in readiness.addresses(dom, log_text=readiness.read_log(log_path))]
+        phase = readiness.current_phase(dom, spec, log_path).phase
     vnc = _vnc(dom, state)
     return VMInfo(
         name=spec.name,
         uuid=dom.uuid,
         state=state,
+        phase=phase,
         persistent=dom.is_persistent(),
         autostart=dom.autostart(),
         vcpus=spec.vcpus,
@@ -91,6 +101,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         managed=domain_is_managed(dom.xml(inactive=True)),
         limits=limits_of(spec),
         project=projects.project_of(spec.meta),
+        user=spec.meta.user,
     )
 
 
@@ -233,6 +244,8 @@ def wait(hv: Hypervisor, name: str, target: Phase, timeout: float,
 
 
 def default_wait_target(hv: Hypervisor, name: str) -> Phase:
+    """What a bare ``start --wait`` waits for: network for a VM with a NIC, else booted (`create --wait` on a
+    seeded VM waits for ready)."""
     spec = domain_from_xml(get(hv, name).xml())
     return Phase.NETWORK if spec.nics else Phase.BOOTED
 

@@ -8,18 +8,21 @@ Signals, in the order kvmhub trusts them:
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
+from kvmhub.errors import Conflict, KvmhubError, OperationFailed, OperationTimeout
 from kvmhub.hv import host_root, is_local_uri
 from kvmhub.hv.domains import Address, Domain
 from kvmhub.models import PHASE_ORDER, Phase, VMSpec
 from kvmhub.ops.cancel import CancelToken
 from kvmhub.xml.domain import domain_from_xml
 
+SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # where the VMs kvmhub makes log their serial console
 MARK_BOOTED = "KVMHUB-BOOTED"
 MARK_NETWORK = "KVMHUB-NETWORK"
 MARK_READY = "KVMHUB-READY"
@@ -48,8 +51,14 @@ def serial_log(dom: Domain, spec: VMSpec | None = None) -> str | None:
 
 
 def read_log(path: str | None, limit: int = _TAIL) -> str:
+    """The last ``limit`` bytes of the serial log (empty when there is none)."""
+    return read_log_or_none(path, limit) or ""
+
+
+def read_log_or_none(path: str | None, limit: int = _TAIL) -> str | None:
+    """The last ``limit`` bytes of the serial log, None when there is no such file."""
     if not path:
-        return ""
+        return None
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)
@@ -57,7 +66,7 @@ def read_log(path: str | None, limit: int = _TAIL) -> str:
             fh.seek(max(0, size - limit))
             return fh.read().decode(errors="replace")
     except OSError:
-        return ""
+        return None
 
 
 def addresses(dom: Domain, *, log_text: str = "") -> list[Address]:
@@ -74,6 +83,42 @@ class Progress:
     phase: Phase
     elapsed: float
     ips: list[Address] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # cloud-init's, when it ended with errors
+
+
+CLOUD_INIT_RESULT = "/run/cloud-init/result.json"
+
+
+def cloud_init_errors(result: str) -> list[str]:
+    """The errors in cloud-init's result.json (``v1.errors``; newer releases add ``v1.recoverable_errors``,
+    which make it "degraded")."""
+    try:
+        v1 = json.loads(result).get("v1") or {}
+    except (ValueError, AttributeError):
+        return [f"{CLOUD_INIT_RESULT} is not JSON"]
+    errors = [str(e) for e in v1.get("errors") or []]
+    recoverable = v1.get("recoverable_errors") or {}
+    if isinstance(recoverable, dict):
+        errors += [f"{level}: {m}" for level, msgs in recoverable.items() for m in msgs or []]
+    return errors
+
+
+def read_guest_file(dom: Domain, path: str, limit: int = 256 * 1024) -> str | None:
+    """A small file's text read through the guest agent; None when it does not exist (or no agent answers)."""
+    try:
+        handle = dom.agent_command({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
+    except KvmhubError:
+        return None
+    try:
+        chunk = dom.agent_command({"execute": "guest-file-read", "arguments": {"handle": handle, "count": limit}})
+        return base64.b64decode(chunk.get("buf-b64", "")).decode(errors="replace")
+    except KvmhubError:
+        return None
+    finally:
+        try:
+            dom.agent_command({"execute": "guest-file-close", "arguments": {"handle": handle}})
+        except KvmhubError:
+            pass  # the handle dies with the agent
 
 
 def _serial_addresses(log_text: str) -> list[Address]:
@@ -90,7 +135,8 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
     """The phase the VM is in now.
 
     Network evidence must come from this boot: the guest agent or the serial log. A DHCP lease can be
-    left over from the previous boot, so it counts only for guests without an agent.
+    left over from the previous boot, so it counts only for guests without an agent channel that print no
+    kvmhub marker (VMs made by other tools): for them a lease (or ARP entry) says booted and networked.
     """
     state = dom.state()
     if state not in ("running", "paused"):
@@ -98,19 +144,37 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
     text = read_log(log_path)
     agent_up = spec.guest_agent and dom.agent_ping()
     phase = Phase.RUNNING
+    ips: list[Address] = []
     if MARK_BOOTED in text or agent_up:
         phase = Phase.BOOTED
-    ips: list[Address] = []
-    if phase is Phase.BOOTED:
-        ips = dom.addresses("agent") if agent_up else []
-        ips = ips or _serial_addresses(text)
-        if not ips and not agent_up and MARK_BOOTED not in text:
-            ips = dom.addresses("lease") or dom.addresses("arp")
-        if ips or not spec.nics:
-            phase = Phase.NETWORK
-        if phase is Phase.NETWORK and MARK_READY in text:
-            phase = Phase.READY
-    return Progress(phase, 0.0, ips)
+        ips = (dom.addresses("agent") if agent_up else []) or _serial_addresses(text)
+    elif not spec.guest_agent:
+        ips = dom.addresses("lease") or dom.addresses("arp")
+        if ips:
+            phase = Phase.BOOTED
+    if phase is Phase.BOOTED and (ips or not spec.nics):
+        phase = Phase.NETWORK
+    errors: list[str] = []
+    if MARK_READY in text:  # cloud-init's end, which comes after boot and network
+        phase = Phase.READY
+    if agent_up and phase is not Phase.RUNNING:  # a real cloud-init writes its result when it is done
+        result = read_guest_file(dom, CLOUD_INIT_RESULT)
+        if result is not None:
+            phase, errors = Phase.READY, cloud_init_errors(result)
+    return Progress(phase, 0.0, ips, errors)
+
+
+def quick_phase(log_text: str | None, leased: bool) -> Phase:
+    """A running VM's phase judged without asking the guest, from its serial log (None: it has none kvmhub
+    reads) and whether it has a DHCP lease. A lease counts once the log says booted, or for a VM without such a
+    log; it may be left from an earlier boot: this is the listing's cheap guess, :func:`current_phase` decides."""
+    if log_text is None:
+        return Phase.NETWORK if leased else Phase.RUNNING
+    if MARK_READY in log_text:
+        return Phase.READY
+    if MARK_BOOTED not in log_text:
+        return Phase.RUNNING
+    return Phase.NETWORK if leased or MARK_NETWORK in log_text else Phase.BOOTED
 
 
 def wait_for(
@@ -146,6 +210,12 @@ def wait_for(
         if on_progress and prog.phase is not last:
             on_progress(prog)
         last = prog.phase
+        if prog.errors and want == PHASE_ORDER.index(Phase.READY):
+            raise OperationFailed(
+                f"cloud-init in VM {dom.name} finished with errors",
+                cause="; ".join(prog.errors),
+                hint=f"read /var/log/cloud-init.log in the guest, or {{cmd:console {dom.name} --log}}",
+            )
         if PHASE_ORDER.index(prog.phase) >= want:
             return prog
         if prog.elapsed > timeout:

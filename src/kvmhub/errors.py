@@ -37,6 +37,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     snapshot.not_found          no such snapshot of the VM
     disk.not_found              the VM has no such disk
     nic.not_found               the VM has no such NIC
+    share.not_found             the VM has no share with that tag
     vm.no_display               the VM has no VNC display
     backup.not_found            no backup (or backup point) where it was looked for
     user.not_found              no such user of the server
@@ -70,6 +71,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     auth.invalid                a wrong password, or an unknown, revoked or expired token or session
     auth.throttled              too many wrong passwords in a row: the user is locked out for a while
     auth.csrf                   a change sent with a session cookie lacks the session's CSRF token
+    share.path_refused          the host directory is outside the roots the admin allows for shares, or never shared
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
@@ -117,6 +119,7 @@ CODES: frozenset[str] = frozenset({
     "timeout", "libvirt.timeout", "op.cancelled", "op.not_found", "lock.timeout",
     "auth.invalid", "auth.throttled", "auth.csrf",
     "project.not_found", "project.not_empty", "project.quota_exceeded",
+    "share.not_found", "share.path_refused",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -146,6 +149,8 @@ API_COMMANDS: dict[str, str] = {
     "vol clone": "POST /pools/{pool}/volumes/{name}/clone", "vol upload": "PUT /pools/{pool}/volumes/{name}/data",
     "user ls": "GET /users", "token ls": "GET /tokens", "project ls": "GET /projects",
     "project show": "GET /projects/{name}", "project add": "POST /projects", "project set": "PATCH /projects/{name}",
+    "share ls": "GET /vms/{name}/shares", "share add": "POST /vms/{name}/shares",
+    "share rm": "DELETE /vms/{name}/shares/{tag}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -213,12 +213,22 @@ def _mount(dom: hv_domains.Domain, share: ShareSpec) -> tuple[str | None, str | 
     try:
         code, err = _guest_run(dom, ["mkdir", "-p", where])
         if code == 0:
-            code, err = _guest_run(dom, ["mount", "-t", "virtiofs", share.tag, where])
+            code, err = _mount_when_known(dom, share.tag, where)
     except KvmhubError as exc:
         return None, f"not mounted: the guest agent did not answer ({exc.message}); {by_hand}"
     if code != 0:
         return None, f"not mounted: mount exited {code}: {err.strip()}; {by_hand}"
     return where, None
+
+
+def _mount_when_known(dom: hv_domains.Domain, tag: str, where: str) -> tuple[int, str]:
+    deadline = time.monotonic() + _AGENT_WAIT
+    while True:
+        code, err = _guest_run(dom, ["mount", "-t", "virtiofs", tag, where])
+        # a device just plugged in: the guest kernel learns its tag a moment later (until then: EINVAL)
+        if code == 0 or "Invalid argument" not in err or time.monotonic() > deadline:
+            return code, err
+        time.sleep(0.5)
 
 
 def _unmount(dom: hv_domains.Domain, tag: str) -> str | None:

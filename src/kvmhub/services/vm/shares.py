@@ -123,18 +123,44 @@ def check(hv: Hypervisor, vm: str, req: ShareAddRequest) -> ShareSpec:
     or Conflict (the tag is taken).
     """
     dom = vms.get(hv, vm)
+    taken = {s.tag for s in shares_from_xml(dom.xml(inactive=True))}
+    share = _spec(req, config.load(), taken)
+    if share.tag in taken:
+        raise Conflict(f"VM {vm} already has a share tagged {share.tag!r}", hint="pick another {opt:tag}",
+                       code="name.taken")
+    return share
+
+
+def plan(requests: list[ShareAddRequest]) -> list[ShareSpec]:
+    """The shares a new VM is made with (`create --share`), each checked as `share add` checks it."""
+    settings = config.load()
+    planned: list[ShareSpec] = []
+    for req in requests:
+        share = _spec(req, settings, {s.tag for s in planned})
+        if share.tag in {s.tag for s in planned}:
+            raise InvalidInput(f"two shares are tagged {share.tag!r}", hint="give each its own tag: HOSTDIR:TAG")
+        planned.append(share)
+    return planned
+
+
+def mount_commands(planned: list[ShareSpec]) -> list[str]:
+    """First-boot commands (the seed's runcmd) mounting each share at /mnt/TAG, unless something mounted it
+    already (an fstab entry). Tags hold only letters, digits, '_', '.' and '-': nothing a shell would read."""
+    commands = []
+    for share in planned:
+        where = guest_dir(share.tag)
+        how = "-t virtiofs" if share.mode == "virtiofs" else "-t 9p -o trans=virtio,version=9p2000.L"
+        commands.append(f"mkdir -p {where} && (grep -qs ' {where} ' /proc/mounts || mount {how} {share.tag} {where})")
+    return commands
+
+
+def _spec(req: ShareAddRequest, settings: config.Config, taken: set[str]) -> ShareSpec:
     if req.readonly and req.mode == "virtiofs":
         raise InvalidInput("a virtiofs share cannot be read-only", cause=_NO_READONLY_VIRTIOFS,
                            hint="share it writable, or use {opt:mode} 9p (its read-only mode is enforced by QEMU; "
                                 "the guest kernel needs 9p)")
-    settings = config.load()
     source = confine(req.source, settings.share_roots, settings.path)
-    taken = {s.tag for s in shares_from_xml(dom.xml(inactive=True))}
-    tag = req.tag or default_tag(source, taken)
-    if tag in taken:
-        raise Conflict(f"VM {vm} already has a share tagged {tag!r}", hint="pick another {opt:tag}",
-                       code="name.taken")
-    return ShareSpec(tag=tag, source=source, mode=req.mode, readonly=req.readonly)
+    return ShareSpec(tag=req.tag or default_tag(source, taken), source=source, mode=req.mode, readonly=req.readonly)
 
 
 def add(hv: Hypervisor, vm: str, req: ShareAddRequest, *, report: Reporter = QUIET) -> ShareChange:

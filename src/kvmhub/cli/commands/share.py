@@ -10,7 +10,7 @@ from kvmhub.cli import live as live_view
 from kvmhub.cli import output, state, through
 
 if TYPE_CHECKING:
-    from kvmhub.models.share import ShareChange
+    from kvmhub.models.share import ShareAddRequest, ShareChange
 
 app = typer.Typer(help="A VM's shared folders: host directories under the roots the host's admin allows.",
                   no_args_is_help=True)
@@ -21,6 +21,27 @@ def _route(vm: str, *rest: str) -> str:
 
     check_name(vm, "VM")
     return through.path("vms", vm, "shares", *rest)
+
+
+def request(hostdir: str, tag: str | None, *, mode: str = "virtiofs", readonly: bool = False) -> ShareAddRequest:
+    """A share request from command-line words, refused alike in library mode and through the server."""
+    import re
+
+    from kvmhub.errors import InvalidInput
+    from kvmhub.models.share import TAG_PATTERN, ShareAddRequest
+
+    if mode not in ("virtiofs", "9p"):
+        raise InvalidInput(f"{{opt:mode}} {mode!r}", hint="virtiofs or 9p")
+    if tag is not None and not re.fullmatch(TAG_PATTERN, tag):
+        raise InvalidInput(f"{{opt:tag}} {tag!r} cannot be a mount tag",
+                           hint="1 to 31 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return ShareAddRequest.model_validate({"source": hostdir, "mode": mode, "readonly": readonly, "tag": tag})
+
+
+def from_option(value: str) -> ShareAddRequest:
+    """``create --share HOSTDIR[:TAG]``: a virtiofs share (the tag after the last ':' when no '/' follows it)."""
+    source, sep, tag = value.rpartition(":")
+    return request(source, tag) if sep and "/" not in tag else request(value, None)
 
 
 def _told(vm: str, what: str, change: ShareChange) -> None:
@@ -68,17 +89,9 @@ def add(
     mode: Annotated[str, typer.Option(help="virtiofs, or 9p where the guest kernel has it")] = "virtiofs",
 ) -> None:
     """Share a host directory with a VM (mounted at /mnt/TAG when the running guest takes it live)."""
-    import re
+    from kvmhub.models.share import ShareChange
 
-    from kvmhub.errors import InvalidInput
-    from kvmhub.models.share import TAG_PATTERN, ShareAddRequest, ShareChange
-
-    if mode not in ("virtiofs", "9p"):
-        raise InvalidInput(f"{{opt:mode}} {mode!r}", hint="virtiofs or 9p")
-    if tag is not None and not re.fullmatch(TAG_PATTERN, tag):
-        raise InvalidInput(f"{{opt:tag}} {tag!r} cannot be a mount tag",
-                           hint="1 to 31 letters, digits, '_', '.' or '-', starting with a letter or digit")
-    req = ShareAddRequest.model_validate({"source": hostdir, "mode": mode, "readonly": readonly, "tag": tag})
+    req = request(hostdir, tag, mode=mode, readonly=readonly)
     if (server := state.remote()) is not None:
         change = ShareChange.model_validate(through.operation(server, "POST", _route(vm), live_view.lines(),
                                                               req.model_dump(exclude_none=True)))

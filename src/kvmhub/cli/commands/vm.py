@@ -81,8 +81,11 @@ def create(
     vnc_port: Annotated[int | None, typer.Option(help="VNC port (default: the next free one)")] = None,
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
     project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
+    share: Annotated[list[str] | None, typer.Option(
+        "--share", help="HOSTDIR[:TAG]: share a host directory (virtiofs), mounted at /mnt/TAG (repeatable)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
+    from kvmhub.cli.commands.share import from_option
     from kvmhub.models import CreateRequest, HostMedia, LimitsRequest
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
@@ -111,6 +114,7 @@ def create(
         preseed=read_answer_document(preseed, "preseed") if preseed is not None else None,
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
+        shares=[from_option(s) for s in share or []],
     )
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:

@@ -1,15 +1,17 @@
-"""Shared folders on one tiny guest: a virtiofs share is added (a restart when the VM's memory was not shared yet,
-live after it), files cross both ways, read-only is refused for virtiofs, and `share rm` unmounts and unplugs it."""
+"""Shared folders on one tiny guest: made with `create --share` (mounted at first boot), another share added live
+and mounted, files crossing both ways, read-only refused for virtiofs, and `share rm` unmounting and unplugging it.
+(A share added to a VM whose memory is not shared yet asks for a restart: tests/unit/test_shares.py.)"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kvmhub.testing import TestHost
-from tests.integration.conftest import Result, Runner
+from tests.integration.conftest import LAB_NET, Result, Runner
 from tests.integration.guest import guest_run, guest_sh
 
 
@@ -24,26 +26,37 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     return root, {"KVMHUB_CONFIG": str(conf)}
 
 
+@pytest.fixture(scope="module")
+def shared_vm(prepared_host: TestHost, kvmhub: Runner, roots: tuple[Path, dict[str, str]]) -> Iterator[str]:
+    """A tiny VM made with ``first`` shared (a file already in it), up to ready; removed after the module."""
+    root, env = roots
+    (root / "first" / "seeded.txt").write_text("there before the VM\n")
+    name = "vm-shares"
+    _ok(kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "256M", "--wait", "--timeout",
+               "240", "--share", f"{root / 'first'}:first", env=env))
+    try:
+        yield name
+    finally:
+        kvmhub("rm", name)
+
+
 def _ok(r: Result) -> Result:
     assert r.code == 0, r.err + r.out
     return r
 
 
-def test_a_virtiofs_share_crosses_both_ways_and_goes(prepared_host: TestHost, kvmhub: Runner, booted_vm: str,
+def test_a_virtiofs_share_crosses_both_ways_and_goes(prepared_host: TestHost, kvmhub: Runner, shared_vm: str,
                                                      roots: tuple[Path, dict[str, str]]) -> None:
     root, env = roots
-    vm = booted_vm
-    # the VM started without shared memory: the share waits for a restart, and says so
-    said = _ok(kvmhub("share", "add", vm, str(root / "first"), env=env)).err
-    assert f"{vm}: share first ({root / 'first'}, virtiofs) added in the definition" in said
-    assert f"`kvmhub stop {vm}` then `kvmhub start {vm}`" in said and "memory shared with virtiofsd" in said
-    _ok(kvmhub("stop", vm))
-    _ok(kvmhub("start", vm, "--wait", "--timeout", "240"))
-    guest_sh(prepared_host, vm, "true")  # its agent answers
+    vm = shared_vm
+    # made with the VM: mounted by the seed at first boot
+    seen = guest_sh(prepared_host, vm, "i=0; while [ $i -lt 30 ] && ! [ -e /mnt/first/seeded.txt ]; do sleep 1; "
+                                       "i=$((i + 1)); done; cat /mnt/first/seeded.txt")  # runcmd may still run
+    assert seen == "there before the VM\n"
     listed = json.loads(_ok(kvmhub("share", "ls", vm, "--json")).out)
     assert [(s["tag"], s["mode"], s["attached"]) for s in listed] == [("first", "virtiofs", True)]
 
-    # now the memory is shared: the next share is plugged in live and mounted by kvmhub
+    # its memory is shared: the next share is plugged in live and mounted by kvmhub
     said = _ok(kvmhub("share", "add", vm, str(root / "data"), "--tag", "data", env=env)).err
     assert "(applied live)" in said and f"{vm}: mounted in the guest at /mnt/data" in said
     (root / "data" / "from-host.txt").write_text("written on the host\n")
@@ -66,10 +79,10 @@ def test_a_virtiofs_share_crosses_both_ways_and_goes(prepared_host: TestHost, kv
     assert (root / "data" / "from-guest.txt").is_file()  # the host directory itself is left alone
 
 
-def test_a_read_only_9p_share_refuses_guest_writes(prepared_host: TestHost, kvmhub: Runner, booted_vm: str,
+def test_a_read_only_9p_share_refuses_guest_writes(prepared_host: TestHost, kvmhub: Runner, shared_vm: str,
                                                    roots: tuple[Path, dict[str, str]]) -> None:
     root, env = roots
-    vm = booted_vm
+    vm = shared_vm
     has_9p = guest_run(prepared_host, vm, ["sh", "-c", "modprobe 9pnet_virtio; modprobe 9p; grep -qw 9p "
                                                        "/proc/filesystems"])
     if has_9p.code != 0:

@@ -184,3 +184,26 @@ def test_the_cli_says_the_same_locally_and_through_the_server(roots: Path, tmp_p
         assert listed[0] == 0 and "d " in listed[1] and str(roots / "data") in listed[1] and "virtiofs" in listed[1]
         assert run("--remote", server, "share", "rm", "test", "d")[0] == 0
         assert run("--remote", server, "share", "ls", "test", "--json")[1].strip() == "[]"
+
+
+def test_create_shares_are_checked_tagged_and_mounted_at_first_boot(roots: Path) -> None:
+    planned = shares.plan([ShareAddRequest(source=str(roots / "data")), ShareAddRequest(source=str(roots),
+                                                                                        tag="all")])
+    assert [(s.tag, s.source) for s in planned] == [("data", str(roots / "data")), ("all", str(roots))]
+    assert shares.mount_commands(planned)[0] == ("mkdir -p /mnt/data && (grep -qs ' /mnt/data ' /proc/mounts || "
+                                                 "mount -t virtiofs data /mnt/data)")
+    twice = shares.plan([ShareAddRequest(source=str(roots / "data"))] * 2)
+    assert [s.tag for s in twice] == ["data", "data-1"]
+    with pytest.raises(InvalidInput, match="two shares are tagged 'x'"):
+        shares.plan([ShareAddRequest(source=str(roots / "data"), tag="x")] * 2)
+    with pytest.raises(InvalidInput, match="outside the roots"):
+        shares.plan([ShareAddRequest(source="/tmp")])
+
+
+def test_the_create_option_splits_a_tag_off_only_after_the_last_colon(tmp_path: Path) -> None:
+    from kvmhub.cli.commands.share import from_option
+
+    assert (from_option("/srv/a:web").source, from_option("/srv/a:web").tag) == ("/srv/a", "web")
+    assert (from_option("/srv/a:b/c").source, from_option("/srv/a:b/c").tag) == ("/srv/a:b/c", None)
+    with pytest.raises(InvalidInput, match="cannot be a mount tag"):
+        from_option("/srv/a:no way")

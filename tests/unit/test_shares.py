@@ -163,6 +163,9 @@ def test_routes_refuse_bad_input_with_4xx_and_change_nothing(roots: Path, client
     assert client.post("/api/v1/vms/nope/shares", json={"source": str(roots)}).status_code == 404
     assert client.delete(f"{base}/nope").json()["code"] == "share.not_found"
     assert client.get(base).json() == []
+    r = client.post("/api/v1/vms", json={"name": "made", "image": "tiny", "shares": [{"source": "/etc"}]})
+    assert r.status_code == 400 and r.json()["code"] == "share.path_refused"
+    assert client.get("/api/v1/vms/made").status_code == 404
     r = client.post(base, json={"source": str(roots / "data"), "tag": "d1"})
     assert r.status_code == 202
     op = client.get(f"/api/v1/operations/{r.json()['id']}/wait?timeout=10").json()

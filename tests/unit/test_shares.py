@@ -121,6 +121,8 @@ def test_add_to_a_running_vm_without_shared_memory_asks_for_a_restart(roots: Pat
     change = shares.add(hv, "test", ShareAddRequest(source=str(roots / "data")))
     assert (change.live, change.restart, change.share.tag) == (False, True, "data")
     assert "memory shared with virtiofsd" in (change.reason or "")
+    assert change.note == ("once the VM has it, mount it in the guest: mkdir -p /mnt/data && "
+                           "mount -t virtiofs data /mnt/data")
     dom = hv.conn.lookupByName("test")
     assert has_shared_memory(dom.XMLDesc(2)) and not has_shared_memory(dom.XMLDesc(0))
     listed = shares.list_shares(hv, "test")

@@ -149,9 +149,13 @@ def mount_commands(planned: list[ShareSpec]) -> list[str]:
     commands = []
     for share in planned:
         where = guest_dir(share.tag)
-        how = "-t virtiofs" if share.mode == "virtiofs" else "-t 9p -o trans=virtio,version=9p2000.L"
-        commands.append(f"mkdir -p {where} && (grep -qs ' {where} ' /proc/mounts || mount {how} {share.tag} {where})")
+        commands.append(f"mkdir -p {where} && (grep -qs ' {where} ' /proc/mounts || {_mount_command(share)})")
     return commands
+
+
+def _mount_command(share: ShareSpec) -> str:
+    how = "-t virtiofs" if share.mode == "virtiofs" else "-t 9p -o trans=virtio,version=9p2000.L"
+    return f"mount {how} {share.tag} {guest_dir(share.tag)}"
 
 
 def _spec(req: ShareAddRequest, settings: config.Config, taken: set[str]) -> ShareSpec:
@@ -187,7 +191,8 @@ def add(hv: Hypervisor, vm: str, req: ShareAddRequest, *, report: Reporter = QUI
         mounted, note = _mount(dom, share)
         return ShareChange(share=share, live=True, mounted=mounted, note=note)
     reason = (_RESTART_9P if share.mode == "9p" else _RESTART_MEMORY) if running else None
-    return ShareChange(share=share, live=False, restart=running, reason=reason)
+    note = f"once the VM has it, mount it in the guest: mkdir -p {guest_dir(share.tag)} && {_mount_command(share)}"
+    return ShareChange(share=share, live=False, restart=running, reason=reason, note=note)
 
 
 def remove(hv: Hypervisor, vm: str, tag: str, *, report: Reporter = QUIET) -> ShareChange:
@@ -235,7 +240,7 @@ def check_live_migration(hv: Hypervisor, vm: str) -> None:
 def _mount(dom: hv_domains.Domain, share: ShareSpec) -> tuple[str | None, str | None]:
     """Mount the share in the running guest through its agent: (where, None), or (None, why not)."""
     where = guest_dir(share.tag)
-    by_hand = f"in the guest: mkdir -p {where} && mount -t virtiofs {share.tag} {where}"
+    by_hand = f"in the guest: mkdir -p {where} && {_mount_command(share)}"
     try:
         code, err = _guest_run(dom, ["mkdir", "-p", where])
         if code == 0:

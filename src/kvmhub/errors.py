@@ -37,6 +37,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     snapshot.not_found          no such snapshot of the VM
     disk.not_found              the VM has no such disk
     nic.not_found               the VM has no such NIC
+    share.not_found             the VM has no share with that tag
     vm.no_display               the VM has no VNC display
     backup.not_found            no backup (or backup point) where it was looked for
     user.not_found              no such user of the server
@@ -74,6 +75,7 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     vm.agent_unresponsive       the VM's guest agent does not answer (guest booting, qemu-ga not running)
     guest.not_found             no such program or file in the guest
     guest.is_directory          a path in the guest is a directory where a file is needed
+    share.path_refused          the host directory is outside the roots the admin allows for shares, or never shared
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
@@ -122,6 +124,7 @@ CODES: frozenset[str] = frozenset({
     "auth.invalid", "auth.throttled", "auth.csrf",
     "project.not_found", "project.not_empty", "project.quota_exceeded",
     "vm.no_agent", "vm.agent_unresponsive", "guest.not_found", "guest.is_directory",
+    "share.not_found", "share.path_refused",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -152,6 +155,8 @@ API_COMMANDS: dict[str, str] = {
     "user ls": "GET /users", "token ls": "GET /tokens", "project ls": "GET /projects",
     "project show": "GET /projects/{name}", "project add": "POST /projects", "project set": "PATCH /projects/{name}",
     "exec": "POST /vms/{name}/exec",
+    "share ls": "GET /vms/{name}/shares", "share add": "POST /vms/{name}/shares",
+    "share rm": "DELETE /vms/{name}/shares/{tag}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -23,6 +23,7 @@ from kvmhub.cli.commands import pool as pool_cmd
 from kvmhub.cli.commands import project as project_cmd
 from kvmhub.cli.commands import remote as remote_cmd
 from kvmhub.cli.commands import serve as serve_cmd
+from kvmhub.cli.commands import share as share_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
 from kvmhub.cli.commands import ssh as ssh_cmd
 from kvmhub.cli.commands import vol as vol_cmd
@@ -45,6 +46,7 @@ app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(pool_cmd.app, name="pool")
 app.add_typer(vol_cmd.app, name="vol")
 app.add_typer(project_cmd.app, name="project")
+app.add_typer(share_cmd.app, name="share")
 vm.register(app)
 tune.register(app)
 monitor.register(app)

@@ -34,6 +34,7 @@ from kvmhub.models.requests_vm import (
     LimitsRequest,
     SetRequest,
 )
+from kvmhub.models.share import ShareAddRequest, ShareChange, ShareInfo, ShareSpec
 from kvmhub.models.snapshot import SnapshotRequest
 from kvmhub.models.storage import (
     PoolInfo,
@@ -121,6 +122,10 @@ __all__ = [
     "RestoreRequest",
     "SerialSpec",
     "SetRequest",
+    "ShareAddRequest",
+    "ShareChange",
+    "ShareInfo",
+    "ShareSpec",
     "SnapshotRequest",
     "StepInfo",
     "StepState",

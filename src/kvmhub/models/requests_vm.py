@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kvmhub.models.documents import HostMedia, TextDocument
 from kvmhub.models.export import ExportManifest
+from kvmhub.models.share import ShareAddRequest
 
 
 class _Model(BaseModel):
@@ -112,6 +113,7 @@ class CreateRequest(_Model):
     vnc_port: int | None = None
     vnc_listen: str = "127.0.0.1"
     project: str | None = None  # the owning project; None: the caller's only project, else default
+    shares: list[ShareAddRequest] = Field(default_factory=list)  # host directories, mounted at first boot
 
 
 class CloneTarget(_Model):

@@ -84,8 +84,11 @@ def create(
     vnc_port: Annotated[int | None, typer.Option(help="VNC port (default: the next free one)")] = None,
     vnc_listen: Annotated[str, typer.Option(help="address VNC listens on")] = "127.0.0.1",
     project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
+    share: Annotated[list[str] | None, typer.Option(
+        "--share", help="HOSTDIR[:TAG]: share a host directory (virtiofs), mounted at /mnt/TAG (repeatable)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
+    from kvmhub.cli.commands.share import from_option
     from kvmhub.models import CreateRequest, HostMedia, LimitsRequest, Phase
     from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
@@ -118,6 +121,7 @@ def create(
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
+        shares=[from_option(s) for s in share or []],
     )
     if target is None and vm_create.wants_seed(req):
         target = Phase.READY  # its keys are in place then

@@ -39,6 +39,7 @@ from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.services.vm import listing, saves, tuning
 from kvmhub.services.vm import remove as vm_remove
+from kvmhub.services.vm import shares as vm_shares
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 
 router = APIRouter(prefix="/vms", tags=["vms"])
@@ -104,6 +105,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
         if text is not None:
             parse_size(text, what=what, default_unit=unit)
     projects.check(hv, req.project or DEFAULT_PROJECT, vm_create.requested_use(req))  # again under its lock
+    vm_shares.plan(req.shares)  # a directory outside the allowed roots is a 400 now
 
     def work(report: Reporter) -> VMInfo:
         vm_create.create(hv, req, report=report)

@@ -29,13 +29,14 @@ from kvmhub.services.network import leases
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
-from kvmhub.services.vm import cloudinit, installer, osinfo, ssh
+from kvmhub.services.vm import cloudinit, installer, osinfo, shares, ssh
 from kvmhub.services.vm.readiness import SERIAL_LOG_DIR as SERIAL_LOG_DIR
 from kvmhub.services.vm.tuning import apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import MAX_VCPUS, check_name, parse_size
 from kvmhub.xml import volume as xml_volume
 from kvmhub.xml.domain import domain_to_xml
+from kvmhub.xml.filesystem import with_share
 from kvmhub.xml.network import network_subnet_from_xml
 
 
@@ -168,6 +169,9 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong.
     """
     vm_uuid = str(uuidlib.uuid4())
+    planned = shares.plan(req.shares)
+    if planned and wants_seed(req):  # the seed mounts them at first boot
+        req = req.model_copy(update={"runcmd": [*req.runcmd, *shares.mount_commands(planned)]})
     memory_mib, disk_bytes, seed_docs, image_meta, image_path = _validate(hv, req, vm_uuid)
     plan = installer.check(hv, req)
     if plan.detected_os is not None:
@@ -255,7 +259,10 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
 
         op.phase("define")
         op.add(f"undefine VM {req.name}", undo_actions.undefine_domain(vm_uuid, req.name))
-        dom = hv_domains.define(hv, installer.domain_xml(domain_to_xml(spec), plan))
+        xml = domain_to_xml(spec)
+        for share in planned:
+            xml = with_share(xml, share)
+        dom = hv_domains.define(hv, installer.domain_xml(xml, plan))
         faults.point("define")
         if spec.meta.user and (req.ssh_keys or req.access_key):
             report.note(f"SSH keys for user {spec.meta.user}")

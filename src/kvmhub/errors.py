@@ -146,6 +146,7 @@ API_COMMANDS: dict[str, str] = {
     "vol clone": "POST /pools/{pool}/volumes/{name}/clone", "vol upload": "PUT /pools/{pool}/volumes/{name}/data",
     "user ls": "GET /users", "token ls": "GET /tokens", "project ls": "GET /projects",
     "project show": "GET /projects/{name}", "project add": "POST /projects", "project set": "PATCH /projects/{name}",
+    "image customize": "POST /images/{name}/customize", "disk edit": "POST /vms/{name}/edit",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -13,6 +13,7 @@ from kvmhub.cli import state
 from kvmhub.cli.commands import accounts as accounts_cmd
 from kvmhub.cli.commands import backup as backup_cmd
 from kvmhub.cli.commands import clone as clone_cmd
+from kvmhub.cli.commands import customize as customize_cmd
 from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
 from kvmhub.cli.commands import host, image, monitor, net, nic, saves, tune, vm
@@ -53,6 +54,7 @@ ops_cmd.register(app)
 serve_cmd.register(app)
 remote_cmd.register(app)
 accounts_cmd.register(app)
+customize_cmd.register(image.app, disk_cmd.app)
 
 
 @app.callback()

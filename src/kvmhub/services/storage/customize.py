@@ -12,6 +12,7 @@ import time
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root
+from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.customize import CustomizeRequest, CustomizeResult, DiskEditRequest
 from kvmhub.models.vm import DiskSpec
@@ -76,6 +77,14 @@ def _disk(spec_disks: list[DiskSpec], vm: str, target: str | None) -> DiskSpec:
     raise NotFound(f"VM {vm} has no disk {target!r}", hint=f"{{cmd:disk ls {vm}}} lists them", code="disk.not_found")
 
 
+def check_shut_off(dom: hv_domains.Domain) -> None:
+    """Conflict (naming ``kvmhub stop``) unless the VM is shut off."""
+    if dom.is_active():
+        raise Conflict(f"cannot edit the disks of {dom.name}: it is {dom.state()}",
+                       cause="a disk must not change under a running guest (its file systems are mounted)",
+                       hint=f"stop it first: {{cmd:stop {dom.name}}}", code="vm.wrong_state")
+
+
 def edit_disk(hv: Hypervisor, vm: str, req: DiskEditRequest, *, report: Reporter = QUIET) -> CustomizeResult:
     """Apply ``req`` to disk ``req.disk`` (default: the first) of VM ``vm``, which must be shut off.
 
@@ -85,10 +94,7 @@ def edit_disk(hv: Hypervisor, vm: str, req: DiskEditRequest, *, report: Reporter
     _local(hv, f"the disks of {vm}")
     dom = vms.get(hv, vm)  # checks the name
     with Operation(hv, "disk.edit", vm, locks=[LockSpec("vm", vm)], report=report) as op:
-        if dom.is_active():
-            raise Conflict(f"cannot edit the disks of {vm}: it is {dom.state()}",
-                           cause="a disk must not change under a running guest (its file systems are mounted)",
-                           hint=f"stop it first: {{cmd:stop {vm}}}", code="vm.wrong_state")
+        check_shut_off(dom)
         disk = _disk(domain_from_xml(dom.xml(inactive=True)).disks, vm, req.disk)
         label = f"{disk.target} of {vm}"
         src = disk.source

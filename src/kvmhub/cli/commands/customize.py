@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -40,6 +41,14 @@ def _split(value: str, flag: str, form: str, *, last: bool = False) -> tuple[str
     return left, right
 
 
+def _user(user: str, flag: str) -> str:
+    from kvmhub.models.customize import USER_PATTERN
+
+    if not re.fullmatch(USER_PATTERN, user):
+        raise typer.BadParameter(f"{user!r} is not a user name (lower case, e.g. root or debian)", param_hint=flag)
+    return user
+
+
 def _text(path: Path, flag: str) -> str:
     try:
         return path.read_bytes().decode()
@@ -70,17 +79,18 @@ def build_request(*, password: list[str] | None = None, password_file: list[str]
         passwords = []
         for value in password or []:
             user, secret = _split(value, "--password", "USER:PASSWORD")
-            passwords.append({"user": user, "password": secret})
+            passwords.append({"user": _user(user, "--password"), "password": secret})
         for value in password_file or []:
             user, file = _split(value, "--password-file", "USER:FILE")
             lines = _text(Path(file), "--password-file").splitlines()
             if not lines or not lines[0]:
                 raise typer.BadParameter(f"{file} has no password on its first line", param_hint="--password-file")
-            passwords.append({"user": user, "password": lines[0]})
+            passwords.append({"user": _user(user, "--password-file"), "password": lines[0]})
         keys = []
         for value in ssh_key or []:
             user, file = _split(value, "--ssh-key", "USER:PUBKEYFILE")
-            keys.append(UserKey(user=user, key=TextDocument(name=file, text=_text(Path(file), "--ssh-key"))))
+            text = _text(Path(file), "--ssh-key")
+            keys.append(UserKey(user=_user(user, "--ssh-key"), key=TextDocument(name=file, text=text)))
         files = []
         for value in upload or []:
             local, guest = _split(value, "--upload", "LOCALFILE:GUESTPATH", last=True)

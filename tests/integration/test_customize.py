@@ -155,5 +155,11 @@ def test_customized_tiny_image_boots_with_its_hostname_file_and_key(prepared_hos
         assert "KvmhubCustomizeTestKey" in out
         refused = kvmhub("image", "customize", "gold", "--hostname", "other")
         assert refused.code == 4 and f"image 'gold' is the base of VM {vm}" in refused.err
+        running = kvmhub("disk", "edit", vm, "--write", "/etc/issue:edited")
+        assert running.code == 4 and f"`kvmhub stop {vm}`" in running.err
+        assert kvmhub("stop", vm).code == 0
+        edited = kvmhub("disk", "edit", vm, "--write", "/etc/issue:edited", "--json")
+        assert edited.code == 0, edited.err
+        assert (edited.json()["target"], edited.json()["changes"]) == (f"vda of {vm}", ["/etc/issue written (6 bytes)"])
     finally:
         kvmhub("rm", vm)

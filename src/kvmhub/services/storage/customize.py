@@ -7,8 +7,11 @@ directory and journalled for removal. Only when every edit succeeded is the over
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, host_root
@@ -118,6 +121,24 @@ def edit_disk(hv: Hypervisor, vm: str, req: DiskEditRequest, *, report: Reporter
     return result
 
 
+def _chain_spec(path: str, fmt: str, root: str) -> str:
+    """``path`` with its backing chain as a qemu ``json:`` name, each backing file seen through ``root``.
+
+    A disk's backing file names a path of its host; where that host's files are seen under a root (a test host),
+    QEMU must be told where each one is, or it looks for them here.
+    """
+    def node(seen: str, node_fmt: str, depth: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"driver": node_fmt, "file": {"driver": "file", "filename": seen}}
+        info = qemu_img.info(Path(seen), node_fmt)
+        backing = info.get("backing-filename")
+        if backing and depth < 16:
+            below = f"{root}{backing}" if backing.startswith("/") else os.path.join(os.path.dirname(seen), backing)
+            spec["backing"] = node(below, info.get("backing-filename-format") or "qcow2", depth + 1)
+        return spec
+
+    return "json:" + json.dumps(node(path, fmt, 0))
+
+
 def _edit(op: Operation, host_path: str, fmt: str, label: str, req: CustomizeRequest) -> CustomizeResult:
     """Edit ``host_path`` through a journalled overlay; commit it only when every edit succeeded."""
     start = time.monotonic()
@@ -127,7 +148,9 @@ def _edit(op: Operation, host_path: str, fmt: str, label: str, req: CustomizeReq
     overlay = str(work / f"{op.id}.qcow2")
     op.phase("overlay")
     op.add(f"remove the overlay {overlay}", undo_actions.remove_file(overlay, seen_here=True))
-    qemu_img.run(["create", "-q", "-f", "qcow2", "-b", base, "-F", fmt, overlay], what=f"making an overlay on {label}")
+    backing = _chain_spec(base, fmt, host_root()) if host_root() else base
+    qemu_img.run(["create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt, overlay],
+                 what=f"making an overlay on {label}")
     op.made(inode=os.stat(overlay).st_ino)
     tcg = accel.accelerator().accelerator == "tcg"
     op.phase("launch")

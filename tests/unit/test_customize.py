@@ -4,6 +4,7 @@ tests/integration/test_customize.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,17 @@ def test_disk_edit_of_a_running_vm_is_refused_naming_stop(server: str) -> None:
     assert local[0] == remote[0] == 4, (local, remote)
     for _, _, err in (local, remote):
         assert "cannot edit the disks of test: it is running" in err and "`kvmhub stop test`" in err
+
+
+def test_passwords_given_on_the_command_line_stay_out_of_the_journal(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMHUB_STATE_DIR", str(tmp_path))
+    code, _, err = run("--local", "disk", "edit", "test", "--password", "root:hunter2", "--password=debian:hunter3")
+    assert code == 4 and "hunter" not in err
+    code, out, _ = run("--local", "ops", "ls", "--json")
+    edits = [op for op in json.loads(out) if op["kind"] == "disk.edit"]
+    assert len(edits) == 1 and "root:***" in edits[0]["command"] and "debian:***" in edits[0]["command"]
+    assert "hunter" not in out
 
 
 def test_missing_vm_and_missing_options_answer_alike(server: str) -> None:

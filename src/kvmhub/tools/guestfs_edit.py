@@ -115,7 +115,7 @@ class GuestEditor:
         self.tiny = False
         self.found = ""
         self.launch_seconds = 0.0
-        self.g: Any = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+        self.g: Any = guestfs.GuestFS(python_return_dict=True)
         if tcg:  # KVM unusable here (the accelerator probe said so): QEMU would abort under it
             self.g.set_backend_settings(["force_tcg"])
         self.g.set_network(False)
@@ -124,16 +124,15 @@ class GuestEditor:
     def __enter__(self) -> GuestEditor:
         start = time.monotonic()
         try:
-            self.g.launch()
-        except RuntimeError as exc:
-            self.g.close()
-            raise HostProblem(f"libguestfs could not start its appliance to edit {self.label}",
-                              cause="libguestfs-test-tool shows the details", hint="run libguestfs-test-tool",
-                              original=str(exc)) from exc
-        self.launch_seconds = time.monotonic() - start
-        try:
+            try:
+                self.g.launch()
+            except RuntimeError as exc:
+                raise HostProblem(f"libguestfs could not start its appliance to edit {self.label}",
+                                  cause="libguestfs-test-tool shows the details", hint="run libguestfs-test-tool",
+                                  original=str(exc)) from exc
+            self.launch_seconds = time.monotonic() - start
             self._mount_root()
-        except BaseException:
+        except BaseException:  # Ctrl-C included: the appliance is never left running
             self.g.close()
             raise
         return self

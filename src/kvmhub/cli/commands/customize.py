@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -113,6 +114,17 @@ def build_request(*, password: list[str] | None = None, password_file: list[str]
         raise typer.BadParameter(f"{where}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+def _hide_passwords() -> None:
+    """Blank the passwords in ``sys.argv``: the journal records the command line of each operation."""
+    args = sys.argv
+    for i, arg in enumerate(args):
+        if arg == "--password" and i + 1 < len(args):
+            user = args[i + 1].partition(":")[0]
+            args[i + 1] = f"{user}:***"
+        elif arg.startswith("--password="):
+            args[i] = f"--password={arg.removeprefix('--password=').partition(':')[0]}:***"
+
+
 def _show(result: CustomizeResult, json_out: bool) -> None:
     if json_out:
         output.print_json(result)
@@ -147,6 +159,7 @@ def register(image_app: typer.Typer, disk_app: typer.Typer) -> None:
 
         req = build_request(password=password, password_file=password_file, ssh_key=ssh_key, hostname=hostname,
                             upload=upload, write=write, run=run, firstboot=firstboot, sysprep=sysprep)
+        _hide_passwords()
         with live_view.report(f"image customize {image}") as report:
             if (server := state.remote()) is not None:
                 from kvmhub.validate import check_name
@@ -174,6 +187,7 @@ def register(image_app: typer.Typer, disk_app: typer.Typer) -> None:
 
         req = build_request(password=password, password_file=password_file, ssh_key=ssh_key, hostname=hostname,
                             upload=upload, write=write, run=run, firstboot=firstboot, sysprep=sysprep, disk=disk)
+        _hide_passwords()
         assert isinstance(req, DiskEditRequest)
         with live_view.report(f"disk edit {vm}") as report:
             if (server := state.remote()) is not None:

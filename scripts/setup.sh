@@ -19,6 +19,7 @@ PACKAGES=(
   tgt nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common
   qemu-block-extra swtpm swtpm-tools
   iptables mount lvm2 openssh-client
+  libguestfs-tools python3-guestfs linux-image-cloud-amd64
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -53,6 +54,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+
+# libguestfs's Python bindings are Debian's (python3-guestfs), linked into the venv when its Python can load them;
+# linux-image-cloud-amd64 is only read from /boot by supermin, to build the appliance libguestfs boots.
+site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for f in /usr/lib/python3/dist-packages/guestfs.py \
+         /usr/lib/python3/dist-packages/libguestfsmod.cpython-"$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"-*.so; do
+  if [ -e "$f" ]; then
+    ln -sfn "$f" "$site/$(basename "$f")"
+  else
+    echo "setup: $f missing: image customize and disk edit will say libguestfs is unavailable" >&2
+  fi
+done
 
 # /dev/kvm as udev leaves it on ordinary hosts; without it libvirtd re-probes QEMU on every start.
 if [ -e /dev/kvm ]; then

@@ -157,6 +157,7 @@ API_COMMANDS: dict[str, str] = {
     "exec": "POST /vms/{name}/exec",
     "share ls": "GET /vms/{name}/shares", "share add": "POST /vms/{name}/shares",
     "share rm": "DELETE /vms/{name}/shares/{tag}",
+    "image customize": "POST /images/{name}/customize", "disk edit": "POST /vms/{name}/edit",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -13,6 +13,7 @@ from kvmhub.cli import state
 from kvmhub.cli.commands import accounts as accounts_cmd
 from kvmhub.cli.commands import backup as backup_cmd
 from kvmhub.cli.commands import clone as clone_cmd
+from kvmhub.cli.commands import customize as customize_cmd
 from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
 from kvmhub.cli.commands import guest as guest_cmd
@@ -59,6 +60,7 @@ remote_cmd.register(app)
 accounts_cmd.register(app)
 guest_cmd.register(app)
 ssh_cmd.register(app)
+customize_cmd.register(image.app, disk_cmd.app)
 
 
 @app.callback()

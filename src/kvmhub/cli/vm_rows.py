@@ -15,8 +15,8 @@ def ls_table(vms: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[obj
     """Columns and rows for ``vms``; a PROJECT column when any VM is outside the default project."""
     columns = list(COLUMNS)
     rows: list[list[object]] = [
-        [v["name"], v["state"], str(v["phase"]), v["vcpus"], format_size(v["memory_mib"] * 1024**2), ", ".join(v["ips"]),
-         "yes" if v["autostart"] else ""] for v in vms]
+        [v["name"], v["state"], str(v["phase"]), v["vcpus"], format_size(v["memory_mib"] * 1024**2),
+         ", ".join(v["ips"]), "yes" if v["autostart"] else ""] for v in vms]
     if any(v["project"] != "default" for v in vms):  # projects are in use: say whose each VM is
         columns.insert(1, "PROJECT")
         for row, v in zip(rows, vms, strict=True):

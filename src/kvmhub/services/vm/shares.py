@@ -8,7 +8,6 @@ can take it live is mounted in the guest at ``/mnt/TAG`` through the guest agent
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
+from kvmhub.hv.agent import Agent
 from kvmhub.models.share import ShareAddRequest, ShareChange, ShareInfo, ShareSpec
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
@@ -274,15 +274,13 @@ def _unmount(dom: hv_domains.Domain, tag: str) -> str | None:
 
 
 def _guest_run(dom: hv_domains.Domain, argv: list[str]) -> tuple[int, str]:
-    """Run ``argv`` in the guest through the agent's guest-exec and wait for it: (exit code, stderr)."""
-    started = dom.agent_command({"execute": "guest-exec", "arguments": {
-        "path": argv[0], "arg": argv[1:], "capture-output": True}}, timeout=10)
-    pid = int(started["pid"])
+    """Run ``argv`` in the guest through its agent and wait for it: (exit code, stderr)."""
+    ag = Agent(dom)
+    pid = ag.exec(argv)
     deadline = time.monotonic() + _AGENT_WAIT
     while time.monotonic() < deadline:
-        status = dom.agent_command({"execute": "guest-exec-status", "arguments": {"pid": pid}}, timeout=10)
-        if status.get("exited"):
-            err = base64.b64decode(status.get("err-data", "")).decode(errors="replace")
-            return int(status.get("exitcode", -1)), err
+        status = ag.exec_status(pid)
+        if status.exited:
+            return status.shell_code, status.err.decode(errors="replace")
         time.sleep(0.1)
     return -1, f"{argv[0]} did not finish within {_AGENT_WAIT:.0f} s"

@@ -5,26 +5,32 @@ The library face: open a host with :class:`Hypervisor`, then use the service mod
 Errors are :class:`KvmhubError`s.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from __future__ import annotations
 
-from kvmhub.errors import (
-    Conflict,
-    HostProblem,
-    InvalidInput,
-    KvmhubError,
-    NotFound,
-    OperationFailed,
-    OperationTimeout,
-)
+import importlib
+
+TYPE_CHECKING = False  # not typing's: `kvmhub ls` through a server loads nothing it does not use, typing included
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from kvmhub.errors import (
+        Conflict,
+        HostProblem,
+        InvalidInput,
+        KvmhubError,
+        NotFound,
+        OperationFailed,
+        OperationTimeout,
+    )
     from kvmhub.hv import Hypervisor
     from kvmhub.models import DiskSpec, ImageInfo, NICSpec, Phase, VMInfo, VMSpec
 
 # Loaded on first use: the CLI's short commands should not pay for libvirt and pydantic they don't use.
 _LAZY = {"Hypervisor": "kvmhub.hv", **dict.fromkeys(
-    ("DiskSpec", "ImageInfo", "NICSpec", "Phase", "VMInfo", "VMSpec"), "kvmhub.models")}
+    ("DiskSpec", "ImageInfo", "NICSpec", "Phase", "VMInfo", "VMSpec"), "kvmhub.models"), **dict.fromkeys(
+    ("Conflict", "HostProblem", "InvalidInput", "KvmhubError", "NotFound", "OperationFailed", "OperationTimeout"),
+    "kvmhub.errors")}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from kvmhub.errors import InvalidInput
+from kvmhub.units import format_size as format_size  # kept here for its many callers
 
 NAME_MAX = 63
 MAX_VCPUS = 512  # the most vCPUs kvmhub lets a VM have (QEMU q35/pc accept more; hosts rarely do)
@@ -72,17 +73,6 @@ def parse_size(text: str | int, *, what: str = "size", default_unit: str = "") -
     if value_bytes <= 0:
         raise InvalidInput(f"invalid {what} {text!r}: must be greater than zero", code="input.invalid_size")
     return value_bytes
-
-
-def format_size(n: int) -> str:
-    """Human-readable binary size: 1536 -> '1.5K', 10737418240 -> '10G'."""
-    value = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
-            text = f"{value:.1f}".rstrip("0").rstrip(".")
-            return f"{text}{'' if unit == 'B' else unit}"
-        value /= 1024
-    return f"{n}"
 
 
 def parse_cpuset(text: str, host_cpus: int, *, what: str = "cpuset") -> set[int]:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.cli_server import run, serving
 
-HEAVY = ("typer", "rich", "pydantic", "libvirt")
+HEAVY = ("typer", "rich", "pydantic", "libvirt", "http.client", "typing", "pathlib")
 
 
 @pytest.fixture(scope="module")

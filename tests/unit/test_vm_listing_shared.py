@@ -122,9 +122,16 @@ def test_a_listing_is_kept_until_a_change_or_its_age_and_a_fresh_one_is_read_on_
         hv.conn.lookupByName("test").suspend()
         listing.changed()
         assert b'"paused"' in listing.list_vms_json(hv) and len(reads) == 3
-        monkeypatch.setattr(listing, "MAX_AGE_S", 0.0)
+        kept = listing.list_vms_json(hv)
+        monkeypatch.setattr(listing, "MAX_AGE_S", 0.0)  # old: still answered, and read again in the background
+        assert listing.list_vms_json(hv) is kept
+        deadline = time.monotonic() + 5
+        while len(reads) < 4:
+            assert time.monotonic() < deadline, "no listing was read in the background"
+            time.sleep(0.01)
+        monkeypatch.setattr(listing, "STALE_S", 0.0)  # too old to answer at all: read before answering
         listing.list_vms_json(hv)
-        assert len(reads) == 4  # too old to answer again
+        assert len(reads) == 5
     finally:
         hv.close()
 

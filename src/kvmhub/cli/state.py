@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from kvmhub.client.local import DEFAULT_SOCKET
+
 if TYPE_CHECKING:
     from kvmhub.client.transport import Transport
     from kvmhub.services.connect import Hypervisor
@@ -18,7 +20,7 @@ URI: str | None = None
 TIMEOUT: float = 30.0
 REMOTE: str | None = None
 LOCAL: bool = False
-SERVER_SOCKET = "/run/kvmhub/kvmhub.sock"
+SERVER_SOCKET = DEFAULT_SOCKET
 _chosen: list[Transport | None] = []
 
 

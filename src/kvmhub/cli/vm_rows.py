@@ -4,9 +4,12 @@ full command and its fast path."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from kvmhub.validate import format_size
+from kvmhub.units import format_size
+
+TYPE_CHECKING = False  # not typing's: the fast `ls` does not load typing
+if TYPE_CHECKING:
+    from typing import Any
 
 COLUMNS = ("NAME", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART")
 

@@ -15,9 +15,9 @@ import ssl
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
+from kvmhub.client.local import DEFAULT_SOCKET as DEFAULT_SOCKET
 from kvmhub.errors import HostProblem, InvalidInput, KvmhubError, from_dict
 
-DEFAULT_SOCKET = "/run/kvmhub/kvmhub.sock"
 API = "/api/v1"
 
 

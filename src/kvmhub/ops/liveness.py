@@ -1,12 +1,12 @@
 """Whether the process that wrote an operation still runs, and whether any operation lost its process.
 
-Light on imports (no models): the CLI asks :func:`orphaned` before every command.
+Light on imports (no models, no pathlib): the CLI asks :func:`orphaned` before every command.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from pathlib import Path
 
 # OperationState.RUNNING and RECOVERING (kvmhub.models.operation.ACTIVE_STATES), by value
 ACTIVE = ("running", "recovering")
@@ -15,7 +15,8 @@ ACTIVE = ("running", "recovering")
 def process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (clock ticks since boot), or None when it does not exist."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as stat:
+            raw = stat.read()
     except OSError:
         return None
     # the command name in field 2 may hold spaces and parentheses: split after its closing one
@@ -28,10 +29,10 @@ def alive(pid: int, started: str | None) -> bool:
     return now is not None and (started is None or now == started)
 
 
-def orphaned(db: Path) -> bool:
+def orphaned(db: str | os.PathLike[str]) -> bool:
     """True when the journal at ``db`` has an active operation whose process is gone (read-only; a missing or
     not yet migrated journal has none)."""
-    if not db.exists():
+    if not os.path.exists(db):
         return False
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=15.0)

@@ -12,23 +12,18 @@ import stat
 from pathlib import Path
 
 from kvmhub.errors import HostProblem
-
-DB_NAME = "kvmhub.db"
+from kvmhub.ops.location import DB_NAME as DB_NAME
+from kvmhub.ops.location import db_file, state_dir_text
 
 
 def db_path() -> Path:
     """The journal's database file."""
-    return state_dir() / DB_NAME
+    return Path(db_file())
 
 
 def state_dir() -> Path:
     """The directory holding ``kvmhub.db``."""
-    if env := os.environ.get("KVMHUB_STATE_DIR"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/kvmhub")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "kvmhub"
+    return Path(state_dir_text())
 
 
 def locks_dir() -> Path:

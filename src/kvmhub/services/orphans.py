@@ -6,9 +6,9 @@ Light on imports: the CLI asks before every command.
 from __future__ import annotations
 
 from kvmhub.ops.liveness import orphaned
-from kvmhub.ops.paths import db_path
+from kvmhub.ops.location import db_file
 
 
 def interrupted() -> bool:
     """True when the journal holds an operation still marked active whose process is gone."""
-    return orphaned(db_path())
+    return orphaned(db_file())

@@ -2,14 +2,18 @@
 a listing is kept until the host changes.
 
 A listing is answered again, without asking libvirt, until :func:`changed` is called — by the server for each
-libvirt event, each mutating request and each operation's start and end — or until it is ``MAX_AGE_S`` old
-(guest addresses come from DHCP leases, which no event announces). Otherwise a caller is answered by a listing
-that started after it asked: callers that arrive while one runs all take the next one, which starts when the
-running one ends. The JSON encoding of the rows is made once per listing.
+libvirt event, each mutating request and each operation's start and end. Guest addresses come from DHCP leases,
+which no event announces: past ``MAX_AGE_S`` a new listing is read in the background while the kept one is still
+answered, and past ``STALE_S`` (the background read failed or is stuck) callers wait for a new one.
+
+Otherwise a caller is answered by a listing that started after it asked: callers that arrive while one runs all
+take the next one, which starts when the running one ends. The JSON encoding of the rows is made once per
+listing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -23,6 +27,7 @@ from kvmhub.models import VMInfo
 from kvmhub.services.vm import lifecycle
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SharedRun(Generic[T]):
@@ -74,7 +79,8 @@ class SharedRun(Generic[T]):
 
 
 VM_LIST: TypeAdapter[list[VMInfo]] = TypeAdapter(list[VMInfo])
-MAX_AGE_S = 1.0
+MAX_AGE_S = 1.0  # past this, a kept listing is still answered while a new one is read in the background
+STALE_S = 5.0  # past this, it is not answered: the caller waits for a new one
 Listing = tuple[list[VMInfo], bytes]
 
 
@@ -84,6 +90,32 @@ class _Kept:
     def __init__(self) -> None:
         self.run: SharedRun[tuple[Listing, int, float]] = SharedRun()
         self.last: tuple[Listing, int, float] | None = None
+        self.refreshing = False
+
+    def read(self, hv: Hypervisor) -> Listing:
+        """A listing read now (or by a caller's run that began after this call), kept as the last one."""
+        outcome = self.run.get(lambda: _listing(hv))
+        with _kept_lock:
+            if self.last is None or self.last[2] <= outcome[2]:  # a slower caller must not put back an older one
+                self.last = outcome
+        return outcome[0]
+
+    def refresh(self, hv: Hypervisor) -> None:
+        """Read a new listing on a thread of its own (one at a time); callers keep the last one meanwhile."""
+        with _kept_lock:
+            if self.refreshing:
+                return
+            self.refreshing = True
+
+        def work() -> None:
+            try:
+                self.read(hv)
+            except Exception:  # the next caller past STALE_S reads it itself, and sees the error
+                log.debug("refreshing the VM listing failed", exc_info=True)
+            finally:
+                self.refreshing = False
+
+        threading.Thread(target=work, name="vm-listing", daemon=True).start()
 
 
 _kept: weakref.WeakKeyDictionary[Hypervisor, _Kept] = weakref.WeakKeyDictionary()
@@ -105,11 +137,17 @@ def _listing(hv: Hypervisor) -> tuple[Listing, int, float]:
 
 
 def kept(hv: Hypervisor) -> Listing | None:
-    """The last listing of ``hv`` while nothing changed since it was read and it is under ``MAX_AGE_S`` old."""
+    """The last listing of ``hv`` while nothing changed since it was read and it is under ``STALE_S`` old; past
+    ``MAX_AGE_S`` a new one is read in the background for the callers after this one."""
     entry = _kept.get(hv)
     last = entry.last if entry is not None else None
-    if last is None or last[1] != _changes or time.monotonic() - last[2] > MAX_AGE_S:
+    if entry is None or last is None or last[1] != _changes:
         return None
+    age = time.monotonic() - last[2]
+    if age > STALE_S:
+        return None
+    if age > MAX_AGE_S:
+        entry.refresh(hv)
     return last[0]
 
 
@@ -120,11 +158,7 @@ def _shared(hv: Hypervisor, fresh: bool) -> Listing:
         entry = _kept.get(hv)
         if entry is None:
             entry = _kept[hv] = _Kept()
-    outcome = entry.run.get(lambda: _listing(hv))
-    with _kept_lock:
-        if entry.last is None or entry.last[2] <= outcome[2]:  # a slower caller must not put back an older one
-            entry.last = outcome
-    return outcome[0]
+    return entry.read(hv)
 
 
 def list_vms(hv: Hypervisor, *, fresh: bool = False) -> list[VMInfo]:

@@ -225,3 +225,13 @@ def test_a_vm_on_another_projects_network_is_refused_as_missing(tcp: TestClient,
     assert answer.status_code == 404 and answer.json()["error"] == "no network 'nb'"
     added = tcp.post(f"{API}/vms/va/nics", headers=nets["alice"], json={"network": "nb"})
     assert added.status_code == 404 and added.json()["error"] == "no network 'nb'"
+
+
+def test_a_reservation_for_another_projects_vm_is_refused_as_a_missing_vm(app: FastAPI, tcp: TestClient,
+                                                                          nets: dict[str, dict[str, str]]) -> None:
+    missing = tcp.post(f"{API}/networks/na/leases", headers=nets["alice"], json={"vm": "nope", "ip": "10.81.0.9"})
+    answer = tcp.post(f"{API}/networks/na/leases", headers=nets["alice"], json={"vm": "vb", "ip": "10.81.0.9"})
+    assert answer.status_code == 404 == missing.status_code
+    assert answer.json() == json.loads(missing.text.replace("'nope'", "'vb'"))
+    hv: Hypervisor = app.state.hv
+    assert "10.81.0.9" not in hv.conn.networkLookupByName("na").XMLDesc(0)  # nothing reserved

@@ -31,3 +31,9 @@ def visible_network(hv: Hypervisor, caller: Principal, name: str | None) -> None
     """404 ``network.not_found`` when a request names a network the caller may not see (or none exists)."""
     if name is not None and not caller.sees(projects.network_project(hv, name)):
         raise projects.network_not_found(name)
+
+
+def visible_vm(hv: Hypervisor, caller: Principal, name: str) -> None:
+    """404 ``vm.not_found`` when a request's body names a VM the caller may not see, as for a missing one."""
+    if caller.projects is not None and not caller.sees(projects.vm_project(hv, name)):
+        raise projects.vm_not_found(name)

@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from kvmhub.models import BackupRequest, OperationInfo, RestoreRequest, VMInfo
 from kvmhub.models.backup import BackupInfo, BackupOptions
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import ADMIN, VIEWER
+from kvmhub.server.auth import ADMIN, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import visible_vm
 from kvmhub.services.snapshots import backups
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.validate import check_name
@@ -46,11 +47,12 @@ def take_backup(name: Name, options: BackupOptions, hv: Hv, ops: Ops, response: 
 
 @router.post("/backups/restore", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[ADMIN])
-def restore_backup(req: RestoreRequest, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def restore_backup(req: RestoreRequest, hv: Hv, ops: Ops, response: Response, caller: Caller) -> OperationInfo:
     """Rebuild a shut-off VM's disks from the backups in ``directory`` (up to ``at``, default the latest), or
     with ``as_name`` a new VM beside it. The operation's result is the restored VM."""
     check_name(req.vm, "VM")
     if req.as_name is None:
+        visible_vm(hv, caller, req.vm)
         vms.get(hv, req.vm)
     else:
         check_name(req.as_name, "VM")

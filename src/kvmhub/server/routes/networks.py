@@ -10,7 +10,7 @@ from kvmhub.models import LeaseRequest, NetworkCreateRequest
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv
 from kvmhub.server.routes.common import NAME_CHARS
-from kvmhub.server.scope import project_for
+from kvmhub.server.scope import project_for, visible_vm
 from kvmhub.services.network import leases, networks
 from kvmhub.services.network.leases import LeaseInfo
 from kvmhub.services.network.networks import NetworkInfo
@@ -84,9 +84,10 @@ def list_leases(name: Name, hv: Hv) -> list[LeaseInfo]:
 
 
 @router.post("/{name}/leases", response_model=LeaseInfo, status_code=201, dependencies=[OPERATOR])
-def add_lease(name: Name, req: LeaseRequest, hv: Hv) -> LeaseInfo:
+def add_lease(name: Name, req: LeaseRequest, hv: Hv, caller: Caller) -> LeaseInfo:
     """Reserve ``ip`` for VM ``vm``'s NIC on this network (applied live; the guest takes it at its next DHCP
     request)."""
+    visible_vm(hv, caller, req.vm)
     return leases.reserve_for_vm(hv, name, req.vm, req.ip)
 
 

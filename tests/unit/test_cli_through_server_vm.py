@@ -21,6 +21,7 @@ from websockets.sync.server import ServerConnection, unix_serve
 
 from kvmhub.client import console as remote_console
 from kvmhub.client.transport import Transport
+from kvmhub.client.websocket import open_websocket
 from tests.unit.cli_server import Result, run, serving
 
 
@@ -171,7 +172,7 @@ def test_console_keystrokes_go_both_ways_until_the_escape_key(tmp_path: Path) ->
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         read_fd, write_fd = os.pipe()
         out = io.BytesIO()
-        conn = remote_console.open_console(Transport(f"unix:{sock}"), "/vms/guest/console")
+        conn = open_websocket(Transport(f"unix:{sock}"), "/vms/guest/console")
         done = threading.Thread(target=remote_console.attach, args=(conn, "guest"),
                                 kwargs={"stdin_fd": read_fd, "stdout": out})
         done.start()

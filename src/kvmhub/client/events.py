@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-from websockets.sync.client import ClientConnection, connect, unix_connect
+from websockets.exceptions import ConnectionClosed
 
-from kvmhub.client.transport import API, DEFAULT_SOCKET, Transport, cert_fingerprint
-from kvmhub.errors import HostProblem, KvmhubError, NotFound, from_dict
+from kvmhub.client.transport import Transport
+from kvmhub.client.websocket import open_websocket
+from kvmhub.errors import HostProblem, NotFound
 from kvmhub.models.stats import Event
 
 POLL_S = 0.5
@@ -31,7 +30,7 @@ def watch(transport: Transport, vm: str | None = None, *, stop: threading.Event 
     query = [("type", "lifecycle"), ("type", "device"), *([("vm", vm)] if vm is not None else [])]
     deadline = None if duration is None else time.monotonic() + duration
     seen = 0
-    with _open(transport, f"{API}/events?{urlencode(query)}") as ws:
+    with open_websocket(transport, f"/events?{urlencode(query)}") as ws:
         if on_ready is not None:
             on_ready()
         while (stop is None or not stop.is_set()) and (count is None or seen < count):
@@ -85,40 +84,3 @@ def _uuid(transport: Transport, vm: str, *, missing_ok: bool) -> str:
     return str(found.get("uuid", "")) if isinstance(found, dict) else ""
 
 
-def _open(transport: Transport, route: str) -> ClientConnection:
-    headers = {"Authorization": f"Bearer {transport.token}"} if transport.token else None
-    parts = urlsplit(transport.url)
-    try:
-        if parts.scheme == "unix":
-            return unix_connect(parts.path or DEFAULT_SOCKET, f"ws://localhost{route}", additional_headers=headers,
-                                open_timeout=transport.timeout)
-        if parts.scheme == "http":
-            return connect(f"ws://{parts.netloc}{route}", additional_headers=headers, open_timeout=transport.timeout)
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the pin below replaces the CA check
-        ws = connect(f"wss://{parts.netloc}{route}", ssl=context, additional_headers=headers,
-                     open_timeout=transport.timeout)
-    except InvalidStatus as exc:
-        raise _refused(exc) from None
-    except (OSError, WebSocketException) as exc:
-        raise HostProblem(f"cannot reach the kvmhub server at {transport.url}: {exc}",
-                          hint="is it running? or run the command with {opt:local}", code="host.problem") from None
-    sock = ws.socket
-    seen = cert_fingerprint(sock.getpeercert(binary_form=True) or b"") if isinstance(sock, ssl.SSLSocket) else ""
-    if transport.fingerprint is not None and seen != transport.fingerprint:
-        ws.close()
-        raise HostProblem(f"the server at {parts.hostname} presented another certificate than the one pinned",
-                          cause=f"pinned {transport.fingerprint}, presented {seen}",
-                          hint="if its certificate was replaced on purpose, remove the remote and add it again",
-                          code="host.access_denied")
-    return ws
-
-
-def _refused(exc: InvalidStatus) -> KvmhubError:
-    status, body = exc.response.status_code, exc.response.body or b""
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        payload = None
-    return from_dict(payload if isinstance(payload, dict) else {"error": body.decode(errors="replace")}, status)

@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 
 from websockets.exceptions import ConnectionClosed
 
-from kvmhub.client import console, streams
+from kvmhub.client import streams
 from kvmhub.client.transport import Transport
+from kvmhub.client.websocket import open_websocket
 from kvmhub.errors import HostProblem, from_dict
 from kvmhub.models.guest import GuestFileInfo
 from kvmhub.reporting import QUIET, Reporter
@@ -27,7 +28,7 @@ def exec_stream(transport: Transport, route: str, request: dict[str, Any], out: 
                 err: Callable[[bytes], None]) -> int:
     """Run ``request`` (an ExecRequest as JSON data) over the WebSocket at ``API+route``, its output passed to
     ``out`` and ``err`` as it comes; the command's exit code (an error the server answered raised as it was)."""
-    conn = console.open_console(transport, route)
+    conn = open_websocket(transport, route)
     with conn:
         try:
             conn.send(json.dumps(request))

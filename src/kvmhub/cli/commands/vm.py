@@ -335,8 +335,9 @@ def console(
             sys.stdout.write(through.get(server, "vms", name, "console", "log")["text"])
             return
         from kvmhub.client import console as remote_console
+        from kvmhub.client.websocket import open_websocket
 
-        remote_console.attach(remote_console.open_console(server, through.path("vms", name, "console")), name)
+        remote_console.attach(open_websocket(server, through.path("vms", name, "console")), name)
         return
     from kvmhub.services.vm import console as svc
 

@@ -40,7 +40,9 @@ LAZY_ALLOWED_PATHS = ("src/kvmhub/cli/**", "src/kvmhub/testing/**", "tests/**", 
 
 # The one list of known exceptions, to be emptied as these modules are reworked (they were being changed on
 # other branches when the rule came in): (importer, imported) -> why the import is still inside a function.
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("kvmhub.server.serve", "kvmhub.server.tls"): "the certificate library costs a unix-socket-only server ~8 MiB",
+}
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
         cert, key = settings.tls_cert, settings.tls_key
         if not settings.insecure_http:
             # loaded only here: the certificate library costs a server on the unix socket alone ~8 MiB of memory
-            from kvmhub.server import tls  # noqa: PLC0415
+            from kvmhub.server import tls
 
             if (cert is None) != (key is None):
                 raise InvalidInput("give both {opt:tls_cert} and {opt:tls_key}, or neither (a self-signed pair)")

@@ -28,6 +28,7 @@ def regenerate_output(request: pytest.FixtureRequest) -> bool:
 
 
 _PRISTINE: list[Any] = []  # the test VM's definition, inactive and as it runs, before any test changed it
+_PRISTINE_AUTOSTART: list[bool] = []  # and whether it started with the host
 
 
 def _definition(dom: Any) -> tuple[str, VMSpec]:
@@ -37,10 +38,12 @@ def _definition(dom: Any) -> tuple[str, VMSpec]:
 @pytest.fixture(autouse=True)
 def test_driver_vm_left_running() -> Iterator[None]:
     """libvirt's test driver keeps its state for the whole process: after each test, its VM "test" is running
-    again with its first definition, and the VMs a test defined are gone, as the tests after it expect."""
+    again with its first definition and autostart setting, and the VMs a test defined are gone, as the tests
+    after it expect."""
     if not _PRISTINE:
         with Hypervisor("test:///default") as hv:
             _PRISTINE.extend(_definition(hv.conn.lookupByName("test")))
+            _PRISTINE_AUTOSTART.append(bool(hv.conn.lookupByName("test").autostart()))
     yield
     with Hypervisor("test:///default") as hv:
         for other in hv.conn.listAllDomains():
@@ -55,6 +58,8 @@ def test_driver_vm_left_running() -> Iterator[None]:
                 dom.destroy()
             hv.conn.defineXML(_PRISTINE[0])
             dom = hv.conn.lookupByName("test")
+        if bool(dom.autostart()) != _PRISTINE_AUTOSTART[0]:
+            dom.setAutostart(int(_PRISTINE_AUTOSTART[0]))
         if dom.state()[0] == PAUSED:
             dom.resume()
         elif not dom.isActive():

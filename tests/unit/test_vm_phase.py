@@ -83,9 +83,18 @@ def test_a_vm_made_by_another_tool_is_networked_once_leased(held: Hypervisor) ->
 
 
 def test_phase_through_the_server_reads_as_locally(tmp_path: Path) -> None:
+    def without_ips(text: str) -> object:  # the test driver's address follows its domain id, which restarts change
+        found = json.loads(text)
+        for vm in found if isinstance(found, list) else [found]:
+            vm.pop("ips")
+        return found
+
     with serving(tmp_path) as server:
-        for args in (("ls", "--json"), ("show", "test", "--json"), ("ls",)):
+        for args in (("ls", "--json"), ("show", "test", "--json")):
             local, remote = run("--local", *args), run("--remote", server, *args)
             assert local[0] == remote[0] == 0, (local, remote)
-            assert local[1] == remote[1], (local, remote)
-        assert "network" in remote[1].splitlines()[1].split()
+            assert without_ips(local[1]) == without_ips(remote[1]), (local, remote)
+        local, remote = run("--local", "ls"), run("--remote", server, "ls")
+        assert [line.split()[:3] for line in local[1].splitlines()] == [
+            line.split()[:3] for line in remote[1].splitlines()]  # NAME STATE PHASE
+        assert remote[1].splitlines()[1].split()[2] == "network"

@@ -11,6 +11,7 @@ The tiny appliance runs from an initramfs; its disk is one FAT file system holdi
 
 from __future__ import annotations
 
+import importlib.util
 import posixpath
 import subprocess
 import time
@@ -19,11 +20,6 @@ from typing import Any
 
 from kvmhub.errors import HostProblem, InvalidInput, OperationFailed
 from kvmhub.models.customize import CustomizeRequest, GuestFile
-
-try:
-    import guestfs
-except ImportError:  # pragma: no cover - depends on the host's packages
-    guestfs = None
 
 TINY_STAMP = "/kvmhub-tiny"
 TINY_OVERLAY = "/overlay"
@@ -71,7 +67,7 @@ WantedBy=multi-user.target
 
 def unavailable() -> str | None:
     """Why libguestfs cannot be used from this Python (None when it can be imported)."""
-    if guestfs is None:
+    if importlib.util.find_spec("guestfs") is None:
         return ("the Python module guestfs is missing: install libguestfs-tools and python3-guestfs and run "
                 "scripts/setup.sh (it links Debian's bindings into kvmhub's virtualenv)")
     return None
@@ -115,6 +111,9 @@ class GuestEditor:
         self.tiny = False
         self.found = ""
         self.launch_seconds = 0.0
+        # loaded here, not with this module: libguestfs costs the server ~12 MiB it needs only while editing
+        import guestfs
+
         self.g: Any = guestfs.GuestFS(python_return_dict=True)
         if tcg:  # KVM unusable here (the accelerator probe said so): QEMU would abort under it
             self.g.set_backend_settings(["force_tcg"])

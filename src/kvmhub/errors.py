@@ -358,6 +358,19 @@ def _lookup(table: dict[type[KvmhubError], int], err: KvmhubError, default: int)
     return default
 
 
+def report_lines(err: KvmhubError) -> list[str]:
+    """An error as the command line shows it: ``error: MESSAGE``, then its cause, its fix and libvirt's own words
+    when they add something."""
+    lines = [f"error: {err.message}"]
+    if err.cause:
+        lines.append(f"  cause: {err.cause}")
+    if err.hint:
+        lines.append(f"  fix:   {err.hint}")
+    if err.original and err.original not in err.message:
+        lines.append(f"  libvirt said: {err.original}")
+    return lines
+
+
 def exit_code(err: KvmhubError) -> int:
     """The CLI exit code for an error (README.md, "Exit codes": 1 failure .. 6 timeout; the tree above)."""
     return _lookup(_EXIT_CODES, err, 1)

@@ -8,6 +8,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from kvmhub.errors import OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.models import VMInfo
 from kvmhub.services.vm import lifecycle, listing
@@ -151,3 +152,16 @@ def test_the_server_s_listing_follows_its_own_calls_and_libvirt_s_events(client:
     while client.get("/api/v1/vms").json()[0]["state"] != "running":
         assert time.monotonic() < deadline, "the listing never showed the change"
         time.sleep(0.05)
+
+
+def test_a_listing_read_before_the_connection_was_given_up_is_not_answered_again() -> None:
+    hv = Hypervisor("test:///default", timeout=0.2)
+    try:
+        listing.changed()
+        listing.list_vms_json(hv)
+        assert listing.kept(hv) is not None
+        with pytest.raises(OperationTimeout):  # as against a stalled libvirtd
+            hv.call(time.sleep, 1, what="waiting")
+        assert listing.kept(hv) is None
+    finally:
+        hv.close()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from kvmhub.cli.table import table as table  # commands print tables through this module
-from kvmhub.errors import KvmhubError
+from kvmhub.errors import KvmhubError, report_lines
 
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
@@ -64,10 +64,7 @@ def say(msg: str) -> None:
 
 def error(exc: KvmhubError) -> None:
     """An error as the CLI shows it: message, then cause, fix and libvirt's own words when they add something."""
-    err.print(Text.assemble(("error:", "bold red"), " ", exc.message))
-    if exc.cause:
-        err.print(f"  cause: {exc.cause}", markup=False)
-    if exc.hint:
-        err.print(f"  fix:   {exc.hint}", markup=False)
-    if exc.original and exc.original not in exc.message:
-        err.print(f"  libvirt said: {exc.original}", markup=False)
+    first, *rest = report_lines(exc)
+    err.print(Text.assemble(("error:", "bold red"), first.removeprefix("error:")))
+    for line in rest:
+        err.print(line, markup=False)

@@ -170,6 +170,7 @@ class Hypervisor:
         self._conn: libvirt.virConnect | None = None
         self._opening: _Attempt | None = None
         self._lock = threading.Lock()
+        self.drops = 0  # connections given up (timed out, lost, closed by libvirtd): what was read may be stale
 
     def __enter__(self) -> Hypervisor:
         return self
@@ -243,6 +244,7 @@ class Hypervisor:
             with self._lock:
                 if self._conn is None or self._conn is closed:  # not a newer connection opened since
                     self._conn = None
+                    self.drops += 1
 
         try:
             conn.registerCloseCallback(on_close, None)
@@ -267,6 +269,7 @@ class Hypervisor:
     def _drop(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
+            self.drops += 1
         if conn is not None:
             try:
                 threading.Thread(target=conn.close, daemon=True).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import grp
 import logging
 import os
@@ -31,6 +32,14 @@ def unix_socket(path: Path) -> socket.socket:
 
     A stale socket file is replaced; anything else at the path, or a live server on it, is refused.
     """
+    try:
+        return _listening(path)
+    except OSError as exc:
+        raise HostProblem(f"cannot listen on {path}: {exc.strerror or exc}",
+                          hint="give a {opt:socket} path in a directory this user may write") from None
+
+
+def _listening(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         st = os.lstat(path)
@@ -60,8 +69,20 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _fewer_malloc_arenas() -> None:
+    """At most two glibc malloc arenas: each worker thread would otherwise get one of its own, which the server's
+    memory keeps long after the thread's work (a few MiB; the same as MALLOC_ARENA_MAX=2)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
+
+
 def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
     """Serve until SIGINT/SIGTERM."""
+    address = parse_listen(settings.listen) if settings.listen is not None else None  # refused before any socket
+    _fewer_malloc_arenas()
     app = create_app(settings)
     servers: list[tuple[uvicorn.Server, list[socket.socket] | None]] = []
     lifespan: Literal["on", "off"] = "on"
@@ -71,8 +92,8 @@ def serve(settings: ServerSettings, say: Callable[[str], None] = print) -> None:
         servers.append((_Server(config), [sock]))
         lifespan = "off"  # one app, one start-up: the first listener runs it
         say(f"kvmhub server on unix socket {settings.socket}")
-    if settings.listen is not None:
-        host, port = parse_listen(settings.listen)
+    if settings.listen is not None and address is not None:
+        host, port = address
         cert, key = settings.tls_cert, settings.tls_key
         if not settings.insecure_http:
             # loaded only here: the certificate library costs a server on the unix socket alone ~8 MiB of memory

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kvmhub.hv.connection import DEFAULT_TIMEOUT, resolve_uri
 
 DEFAULT_SOCKET = Path("/run/kvmhub/kvmhub.sock")
+SETTINGS_ENV = "KVMHUB_SERVE_SETTINGS"  # how `kvmhub serve` hands its settings to the server process
 MAX_BODY_BYTES = 1 << 20  # request bodies are settings and small documents; images travel as uploads
 
 
@@ -23,3 +25,14 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         self.uri = resolve_uri(self.uri or None)
+
+    def to_json(self) -> str:
+        """These settings as JSON (how `kvmhub serve` hands them to the server's own process)."""
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerSettings:
+        """Settings :meth:`to_json` wrote."""
+        raw = json.loads(text)
+        paths = {k: Path(raw[k]) if raw.get(k) is not None else None for k in ("socket", "tls_cert", "tls_key")}
+        return cls(**{**raw, **paths})

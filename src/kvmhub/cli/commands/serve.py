@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kvmhub.cli import output, state
+from kvmhub.cli import state
 
 
 def serve(
@@ -24,13 +26,16 @@ def serve(
     work answers 202 with an operation to follow; operations a previous server left running are taken back
     at start.
     """
-    from kvmhub.server.serve import serve as run
-    from kvmhub.server.settings import ServerSettings
+    from kvmhub.server.settings import SETTINGS_ENV, ServerSettings
 
     settings = ServerSettings(uri=state.URI or "", socket=None if no_socket else socket, listen=listen,
                               tls_cert=tls_cert, tls_key=tls_key, insecure_http=insecure_http,
                               libvirt_timeout=state.TIMEOUT)
-    run(settings, say=output.say)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the server runs in a process of its own (the same pid): it keeps none of the command line's modules
+    os.execve(sys.executable, [sys.executable, "-m", "kvmhub.server"],  # noqa: S606 (the interpreter: no shell)
+              {**os.environ, SETTINGS_ENV: settings.to_json()})
 
 
 def register(app: typer.Typer) -> None:

@@ -88,8 +88,8 @@ class _Kept:
     """The shared run of one hypervisor and its last listing, with the change count it was read at."""
 
     def __init__(self) -> None:
-        self.run: SharedRun[tuple[Listing, int, float]] = SharedRun()
-        self.last: tuple[Listing, int, float] | None = None
+        self.run: SharedRun[tuple[Listing, tuple[int, int], float]] = SharedRun()
+        self.last: tuple[Listing, tuple[int, int], float] | None = None
         self.refreshing = False
 
     def read(self, hv: Hypervisor) -> Listing:
@@ -130,8 +130,14 @@ def changed() -> None:
         _changes += 1
 
 
-def _listing(hv: Hypervisor) -> tuple[Listing, int, float]:
-    seen, at = _changes, time.monotonic()  # taken before reading: a change during the read makes it stale
+def _seen(hv: Hypervisor) -> tuple[int, int]:
+    """What a kept listing must still match: the changes so far, and the connections the host's hv gave up
+    (libvirtd stalled or gone: a listing read before is not answered as if it were current)."""
+    return _changes, hv.drops
+
+
+def _listing(hv: Hypervisor) -> tuple[Listing, tuple[int, int], float]:
+    seen, at = _seen(hv), time.monotonic()  # taken before reading: a change during the read makes it stale
     found = lifecycle.list_vms(hv)
     return (found, VM_LIST.dump_json(found)), seen, at
 
@@ -141,7 +147,7 @@ def kept(hv: Hypervisor) -> Listing | None:
     ``MAX_AGE_S`` a new one is read in the background for the callers after this one."""
     entry = _kept.get(hv)
     last = entry.last if entry is not None else None
-    if entry is None or last is None or last[1] != _changes:
+    if entry is None or last is None or last[1] != _seen(hv):
         return None
     age = time.monotonic() - last[2]
     if age > STALE_S:

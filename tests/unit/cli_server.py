@@ -59,3 +59,14 @@ def run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> Result
 def both(server: str, *args: str) -> tuple[Result, Result]:
     """The command in library mode, then through ``server``."""
     return run("--local", *args), run("--remote", server, *args)
+
+
+def cli(*args: str) -> str:
+    """The command's output, run in this process in library mode over the test driver (exit code 0 asserted)."""
+    from typer.testing import CliRunner
+
+    from kvmhub.cli.main import app
+
+    result = CliRunner().invoke(app, ["--local", "--connect", URI, *args])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.output

@@ -14,7 +14,7 @@ from kvmhub.cli.main import app
 from kvmhub.errors import QuotaExceeded
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from tests.unit.cli_server import both, run, serving
+from tests.unit.cli_server import both, cli, run, serving
 
 from .test_projects import vm_xml
 
@@ -69,10 +69,6 @@ def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor
         yield hv
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, ["--local", "--connect", URI, *args])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
 
 
 def test_ls_names_the_project_only_once_projects_are_in_use(held: Hypervisor) -> None:

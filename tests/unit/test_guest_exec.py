@@ -230,9 +230,9 @@ def test_a_pull_reads_the_file_in_chunks_with_progress(monkeypatch: pytest.Monke
     assert seen[0] == (0, 10) and seen[-1] == (10, 10) and len(seen) > 2 and not guest.handles
 
 
-def test_stdin_reaches_the_agent_base64(monkeypatch: pytest.MonkeyPatch) -> None:
+def _stdin_recorded(guest: _Guest) -> list[bytes | None]:
+    """The stdin each guest-exec of ``guest`` is given, from now on."""
     sent: list[bytes | None] = []
-    guest = _Guest([])
     real_exec = guest.exec
 
     def exec_(argv: list[str], **kw: Any) -> int:
@@ -240,20 +240,19 @@ def test_stdin_reaches_the_agent_base64(monkeypatch: pytest.MonkeyPatch) -> None
         return real_exec(argv, **kw)
 
     guest.exec = exec_  # type: ignore[method-assign]
+    return sent
+
+
+def test_stdin_reaches_the_agent_base64(monkeypatch: pytest.MonkeyPatch) -> None:
+    guest = _Guest([])
+    sent = _stdin_recorded(guest)
     _run(monkeypatch, guest, ExecRequest(argv=["cat"], stdin=base64.b64encode(b"input\n").decode()))
     assert sent[0] == b"input\n"
 
 
 def test_stdin_too_big_for_one_request_goes_through_a_guest_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[bytes | None] = []
     guest = _Guest([])
-    real_exec = guest.exec
-
-    def exec_(argv: list[str], **kw: Any) -> int:
-        sent.append(kw.get("stdin"))
-        return real_exec(argv, **kw)
-
-    guest.exec = exec_  # type: ignore[method-assign]
+    sent = _stdin_recorded(guest)
     data = bytes(range(256)) * 1024
     _run(monkeypatch, guest, ExecRequest(argv=["wc", "-c"], stdin=base64.b64encode(data).decode()))
     stdin_file = f"{guest.private}.in"

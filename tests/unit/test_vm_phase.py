@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from kvmhub.cli.main import app
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
 from kvmhub.services.vm import readiness
-from tests.unit.cli_server import run, serving
+from tests.unit.cli_server import cli, run, serving
 
 URI = "test:///default"
 LOG_DIR = readiness.SERIAL_LOG_DIR
@@ -41,10 +39,6 @@ def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hypervisor
         yield hv
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(app, ["--local", "--connect", URI, *args])
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.output
 
 
 def phases() -> tuple[dict[str, str], dict[str, str], str]:

@@ -14,7 +14,10 @@ from kvmhub.cli import live as live_view
 from kvmhub.cli import output, state, through
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kvmhub.models.customize import CustomizeRequest, CustomizeResult
+    from kvmhub.reporting import Reporter
 
 Password = Annotated[list[str] | None, typer.Option(
     "--password", help="USER:PASSWORD (repeatable; visible to other local users in ps: prefer --password-file)")]
@@ -136,6 +139,24 @@ def _show(result: CustomizeResult, json_out: bool) -> None:
                f"{result.launch_seconds:.1f} s)")
 
 
+def _edit(title: str, named: tuple[str, str], route: tuple[str, ...], body: dict[str, Any],
+          here: Callable[[Reporter], CustomizeResult], json_out: bool) -> None:
+    """Run one edit through the server (an operation at ``route``) or here, with its progress; show its result."""
+    from kvmhub.models.customize import CustomizeResult
+
+    _hide_passwords()
+    with live_view.report(title) as report:
+        if (server := state.remote()) is not None:
+            from kvmhub.validate import check_name
+
+            check_name(*named)
+            result = CustomizeResult.model_validate(through.operation(server, "POST", through.path(*route), report,
+                                                                      body))
+        else:
+            result = here(report)
+    _show(result, json_out)
+
+
 def _body(req: CustomizeRequest, *, disk: bool) -> dict[str, Any]:
     body = req.model_dump(mode="json", exclude_defaults=True)
     if not disk:
@@ -155,23 +176,15 @@ def register(image_app: typer.Typer, disk_app: typer.Typer) -> None:
     ) -> None:
         """Edit an image offline (libguestfs): passwords, SSH keys, hostname, files, commands, first-boot
         scripts, --sysprep. Every edit reaches the image or none does."""
-        from kvmhub.models.customize import CustomizeResult
-
         req = build_request(password=password, password_file=password_file, ssh_key=ssh_key, hostname=hostname,
                             upload=upload, write=write, run=run, firstboot=firstboot, sysprep=sysprep)
-        _hide_passwords()
-        with live_view.report(f"image customize {image}") as report:
-            if (server := state.remote()) is not None:
-                from kvmhub.validate import check_name
+        def here(report: Reporter) -> CustomizeResult:
+            from kvmhub.services.storage import customize
 
-                check_name(image, "image")
-                result = CustomizeResult.model_validate(through.operation(
-                    server, "POST", through.path("images", image, "customize"), report, _body(req, disk=False)))
-            else:
-                from kvmhub.services.storage import customize
+            return customize.customize_image(state.hv(), image, req, report=report)
 
-                result = customize.customize_image(state.hv(), image, req, report=report)
-        _show(result, json_out)
+        _edit(f"image customize {image}", (image, "image"), ("images", image, "customize"), _body(req, disk=False),
+              here, json_out)
 
     @disk_app.command("edit")
     def edit(
@@ -183,21 +196,15 @@ def register(image_app: typer.Typer, disk_app: typer.Typer) -> None:
         firstboot: Firstboot = None, sysprep: Sysprep = False, json_out: JsonOut = False,
     ) -> None:
         """Edit a shut-off VM's disk offline, with the edits of `kvmhub image customize`."""
-        from kvmhub.models.customize import CustomizeResult, DiskEditRequest
+        from kvmhub.models.customize import DiskEditRequest
 
         req = build_request(password=password, password_file=password_file, ssh_key=ssh_key, hostname=hostname,
                             upload=upload, write=write, run=run, firstboot=firstboot, sysprep=sysprep, disk=disk)
-        _hide_passwords()
         assert isinstance(req, DiskEditRequest)
-        with live_view.report(f"disk edit {vm}") as report:
-            if (server := state.remote()) is not None:
-                from kvmhub.validate import check_name
 
-                check_name(vm, "VM")
-                result = CustomizeResult.model_validate(through.operation(
-                    server, "POST", through.path("vms", vm, "edit"), report, _body(req, disk=True)))
-            else:
-                from kvmhub.services.storage import customize
+        def here(report: Reporter) -> CustomizeResult:
+            from kvmhub.services.storage import customize
 
-                result = customize.edit_disk(state.hv(), vm, req, report=report)
-        _show(result, json_out)
+            return customize.edit_disk(state.hv(), vm, req, report=report)
+
+        _edit(f"disk edit {vm}", (vm, "VM"), ("vms", vm, "edit"), _body(req, disk=True), here, json_out)

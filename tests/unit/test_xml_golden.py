@@ -27,6 +27,7 @@ from kvmhub.models import (
     KvmhubMeta,
     NICSpec,
     SerialSpec,
+    TPMSpec,
     VCPUPin,
     VMSpec,
 )
@@ -178,6 +179,13 @@ DOMAINS: dict[str, VMSpec] = {
         nics=[NICSpec(network="default", mac="52:54:00:aa:bb:03",
                       bandwidth=Bandwidth(inbound_kbs=1024, outbound_kbs=512))],
         meta=KvmhubMeta(image="tiny"),
+    ),
+    "tpm": VMSpec(
+        name="tpm-vm",
+        uuid="3c2b1a09-8f7e-4d6c-9b5a-0f1e2d3c4b5a",
+        domain_type="qemu",
+        disks=[DiskSpec(target="vda", source=DiskSource(pool="default", volume="tpm-vm.qcow2"))],
+        tpm=TPMSpec(model="tpm-crb", backend="emulator", version="2.0"),
     ),
     "hostile": VMSpec(
         name="hostile",

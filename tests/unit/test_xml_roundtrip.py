@@ -23,6 +23,7 @@ from kvmhub.models import (
     KvmhubMeta,
     NICSpec,
     SerialSpec,
+    TPMSpec,
     VCPUPin,
     VMSpec,
 )
@@ -159,6 +160,7 @@ base_specs = st.builds(
         cmdline=opt_text,
     ),
     guest_agent=st.booleans(),
+    tpm=st.none() | st.builds(TPMSpec),
     meta=metas,
 )
 specs = base_specs.flatmap(sized)

@@ -83,6 +83,19 @@ class GraphicsSpec(_Model):
     port: int = -1  # -1: libvirt picks a free port
 
 
+class TPMSpec(_Model):
+    """A ``<tpm>`` device: by default QEMU's CRB interface to a TPM 2.0 that libvirt emulates with swtpm, its
+    state kept by libvirt per VM UUID; ``passthrough``/``external`` ones are read, never built by kvmhub."""
+
+    model: Literal["tpm-crb", "tpm-tis", "tpm-spapr", "spapr-tpm-proxy"] = "tpm-crb"
+    backend: Literal["emulator", "passthrough", "external"] = "emulator"
+    version: Literal["1.2", "2.0"] | None = None  # the emulator's TPM version; None: libvirt's default (2.0)
+
+    def text(self) -> str:
+        """How `show` names it, e.g. ``TPM 2.0 (tpm-crb, emulator)``."""
+        return "TPM " + (f"{self.version} " if self.version else "") + f"({self.model}, {self.backend})"
+
+
 BootDevice = Literal["hd", "cdrom", "network"]
 
 
@@ -169,6 +182,7 @@ class VMSpec(_Model):
     graphics: GraphicsSpec | None = None
     boot: BootSpec = Field(default_factory=BootSpec)
     guest_agent: bool = True
+    tpm: TPMSpec | None = None
     meta: KvmhubMeta = Field(default_factory=KvmhubMeta)
 
 
@@ -231,3 +245,4 @@ class VMInfo(_Model):
     project: str = "default"  # the project its metadata names (default when none)
     limits: Limits | None = None
     user: str | None = None  # the guest user that got the SSH keys, when kvmhub knows it (`show`; not `ls`)
+    tpm: TPMSpec | None = None  # its TPM device (`show`; not `ls`)

@@ -23,6 +23,7 @@ from kvmhub.xml.disk import build_disk, parse_disk
 from kvmhub.xml.graphics import build_graphics, parse_graphics
 from kvmhub.xml.interface import build_interface, parse_interface
 from kvmhub.xml.metadata import ROOT_TAG, build_metadata, parse_metadata
+from kvmhub.xml.tpm import build_tpm, parse_tpm
 from kvmhub.xml.tuning import build_dimms, build_numa, build_sizes, parse_sizes
 
 _BOOT_DEVICES = choices(BootSpec, "order")
@@ -59,6 +60,8 @@ def _build_devices(parent: Element, spec: VMSpec) -> None:
         devices.extend(build_serial(spec.serial))
     if spec.guest_agent:
         devices.append(build_agent_channel())
+    if spec.tpm is not None:
+        devices.append(build_tpm(spec.tpm))
     if spec.graphics is not None:
         devices.append(build_graphics(spec.graphics))
     sub(devices, "memballoon", {"model": "virtio"})
@@ -140,6 +143,7 @@ def parse_domain(root: Element) -> VMSpec:
         "graphics": parse_graphics(devices),
         "boot": _parse_boot(os_el),
         "guest_agent": has_agent_channel(devices),
+        "tpm": parse_tpm(devices),
     }
     if os_type is not None and os_type.get("arch") is not None:
         fields["arch"] = os_type.get("arch")

@@ -114,6 +114,7 @@ class CreateRequest(_Model):
     vnc_listen: str = "127.0.0.1"
     project: str | None = None  # the owning project; None: the caller's only project, else default
     shares: list[ShareAddRequest] = Field(default_factory=list)  # host directories, mounted at first boot
+    tpm: bool = False  # an emulated TPM 2.0 (swtpm), its state kept by libvirt with the VM
 
 
 class CloneTarget(_Model):

@@ -86,6 +86,7 @@ def create(
     project: Annotated[str | None, typer.Option(help="the VM's project (default: yours if one, else default)")] = None,
     share: Annotated[list[str] | None, typer.Option(
         "--share", help="HOSTDIR[:TAG]: share a host directory (virtiofs), mounted at /mnt/TAG (repeatable)")] = None,
+    tpm: Annotated[bool, typer.Option("--tpm", help="an emulated TPM 2.0 (swtpm; state kept with the VM)")] = False,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.commands.share import from_option
@@ -121,7 +122,7 @@ def create(
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
-        shares=[from_option(s) for s in share or []],
+        shares=[from_option(s) for s in share or []], tpm=tpm,
     )
     if target is None and vm_create.wants_seed(req):
         target = Phase.READY  # its keys are in place then
@@ -238,6 +239,7 @@ def show(name: str, json_out: JsonOpt = False) -> None:
     ]
     data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
     data.pop("limits", None)
+    data["tpm"] = info.tpm.text() if info.tpm is not None else None
     for key, value in data.items():
         output.field(key, value)
     if info.limits is not None:

@@ -30,6 +30,7 @@ from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
 from kvmhub.services.vm import cloudinit, installer, osinfo, shares, ssh
+from kvmhub.services.vm import tpm as vm_tpm
 from kvmhub.services.vm.readiness import SERIAL_LOG_DIR as SERIAL_LOG_DIR
 from kvmhub.services.vm.tuning import apply_to_spec
 from kvmhub.tools.seed import build_nocloud_seed
@@ -152,6 +153,7 @@ def _base_spec(req: CreateRequest, memory_mib: int, domain_type: str, vm_uuid: s
         disks=disks,
         nics=[NICSpec(network=req.network, mac=mac)] if req.network else [],
         serial=SerialSpec(log_file=f"{SERIAL_LOG_DIR}/{req.name}-serial.log"),
+        tpm=vm_tpm.DEFAULT_TPM if req.tpm else None,
         meta=KvmhubMeta(
             image=req.image,
             project=req.project or DEFAULT_PROJECT,
@@ -190,6 +192,8 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     probe = accel.accelerator()
     if probe.accelerator == "tcg":
         report.warn(f"{accel.TCG_WARNING} ({probe.detail})")
+    if req.tpm:
+        vm_tpm.check_host(hv, accel.domain_type(probe.accelerator))
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     if wants_seed(req) and image_meta is not None:

@@ -102,6 +102,7 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         limits=limits_of(spec),
         project=projects.project_of(spec.meta),
         user=spec.meta.user,
+        tpm=spec.tpm,
     )
 
 

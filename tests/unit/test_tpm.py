@@ -1,7 +1,12 @@
 """`create --tpm` over libvirt's test driver: the domain gets a TPM 2.0 on the CRB interface emulated by swtpm,
-`show` reports it in both modes, and a host whose libvirt offers no emulated TPM is refused with the fix."""
+`show` reports it in both modes, a host whose libvirt offers no emulated TPM is refused with the fix, and a clone
+carries the swtpm state (or says its TPM starts empty)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,10 +15,13 @@ from kvmhub.errors import HostProblem, exit_code, http_status
 from kvmhub.hv import Hypervisor, domcaps
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import CreateRequest, TPMSpec
+from kvmhub.ops import actions
+from kvmhub.ops.actions import Action, Context
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle, tpm
 from kvmhub.xml import domain_from_xml, domain_to_xml
 from kvmhub.xml._util import parse
+from kvmhub.xml.hostbound import clone_warnings
 from kvmhub.xml.tpm import emulator_offered
 from tests.unit.cli_server import cli
 
@@ -97,3 +105,51 @@ def test_a_tpm_that_is_not_a_bool_is_refused_before_anything_starts(client: Test
     assert answer.status_code == 422 and "tpm" in answer.json()["error"]
     assert client.get("/api/v1/operations").json() == []
     assert client.get("/api/v1/vms/t1").status_code == 404
+
+
+class _Steps:
+    """A StepLog that keeps the undo actions, as an operation's journal does."""
+
+    def __init__(self) -> None:
+        self.undos: list[Action] = []
+
+    def add(self, description: str, undo: Action | Callable[[], object] | None = None) -> None:
+        assert isinstance(undo, Action), description
+        self.undos.append(undo)
+
+    def made(self, **params: Any) -> None:
+        self.undos[-1].params.update(params)
+
+
+def test_clone_copies_the_swtpm_state_and_its_undo_removes_the_copy(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KVMHUB_HOST_ROOT", str(tmp_path))
+    src = tmp_path / tpm.state_dir(UUID).lstrip("/")
+    (src / "tpm2").mkdir(parents=True)
+    (src / "tpm2" / "tpm2-00.permall").write_bytes(b"sealed keys")
+    (src / "tpm2" / "tpm2-00.permall").chmod(0o600)
+    copy = "6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d"
+    assert tpm.has_state(UUID) and not tpm.has_state(copy)
+    steps = _Steps()
+    tpm.copy_state(UUID, copy, steps)
+    copied = tmp_path / tpm.state_dir(copy).lstrip("/") / "tpm2" / "tpm2-00.permall"
+    assert copied.read_bytes() == b"sealed keys" and copied.stat().st_mode & 0o777 == 0o600
+    with Hypervisor(URI) as hv:
+        ctx = Context(hv, str(tmp_path))
+        [undo] = steps.undos
+        actions.run(ctx, undo)
+        assert not tpm.has_state(copy) and tpm.has_state(UUID)
+        actions.run(ctx, undo)  # gone already: done
+
+
+@pytest.mark.parametrize(("state", "said"), [
+    ("copied", []),
+    ("none", ["the clone gets an empty emulated TPM: the source's has no state yet (it never ran)"]),
+    ("not copied", ["the clone gets an empty emulated TPM: the source's TPM state (keys, sealed secrets) is not "
+                    "copied"]),
+])
+def test_a_clone_says_when_its_tpm_starts_empty(state: Literal["copied", "none", "not copied"],
+                                                said: list[str]) -> None:
+    tree = parse(_xml(CreateRequest(name="t1", image="tiny", tpm=True)), "domain")
+    assert tpm.emulated(tree)
+    assert clone_warnings(tree, tpm_state=state) == said

@@ -4,7 +4,7 @@ Two uses. Before an export, the devices whose state or hardware cannot travel ar
 is refused up front (:func:`unexportable`): PCI/USB/SCSI ``<hostdev>`` (hardware of this host) and
 ``<tpm>`` (an emulator's state lives in the host's swtpm directory, keyed by UUID; passthrough is a host
 device). A clone on the same host keeps both with a warning (:func:`clone_warnings`): a host device can
-be used by one running VM at a time, and the clone's TPM starts empty.
+be used by one running VM at a time, and the clone's TPM starts empty unless its state is copied.
 
 On import or restore-as-new the definition comes from a file anyone could have written; it may hold only
 what kvmhub's own export or backup writes (:func:`untrusted_refusals`). Refused: network disks, disk
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from lxml import etree
 
@@ -87,15 +88,18 @@ def unexportable(xml_root: Element) -> list[HostTie]:
     return host_devices(xml_root)
 
 
-def clone_warnings(root: Element) -> list[str]:
-    """Warnings for a same-host clone that keeps host devices and TPMs."""
+def clone_warnings(root: Element, *, tpm_state: Literal["copied", "none", "not copied"] = "not copied") -> list[str]:
+    """Warnings for a same-host clone that keeps host devices and TPMs; ``tpm_state``: what becomes of the source's
+    emulated TPM state (copied to the clone, none yet as the source never ran, or left behind)."""
     out = []
     for tie in host_devices(root):
         if tie.kind == "hostdev":
             out.append(f"the clone keeps the {tie.what}: only one of the two VMs can run at a time")
         elif tie.what == "TPM passthrough":
             out.append("the clone keeps TPM passthrough: only one of the two VMs can run at a time")
-        else:
+        elif tpm_state == "none":
+            out.append("the clone gets an empty emulated TPM: the source's has no state yet (it never ran)")
+        elif tpm_state == "not copied":
             out.append("the clone gets an empty emulated TPM: the source's TPM state (keys, sealed secrets) "
                        "is not copied")
     return out

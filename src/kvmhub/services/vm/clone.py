@@ -10,8 +10,8 @@ installer has not run yet is refused.
 The clone's definition is the source's own XML with only its identity changed (:mod:`kvmhub.xml.rewrite`),
 so what kvmhub does not model (UEFI firmware, TPM, video, shares, tuning, other tools' metadata) is kept.
 A UEFI VM's NVRAM file is copied to ``<nvram dir>/<clone>_VARS.fd``. Host devices (PCI/USB) stay with a
-warning that only one of the two VMs can run at a time; an emulated TPM's state (per UUID) is not copied,
-so the clone's TPM starts empty (:mod:`kvmhub.xml.hostbound`).
+warning that only one of the two VMs can run at a time; an emulated TPM's state (per UUID) is copied to the
+clone's UUID on a host whose files kvmhub reaches, else the clone's TPM starts empty, with a warning.
 
 * Full clone: each writable disk is copied by libvirt into a new, self-contained volume (its backing
   chain, the image included, merged in). Encrypted disks are refused: libvirt hands qemu-img a volume's
@@ -59,6 +59,7 @@ from kvmhub.reporting import QUIET, BytesFn, Reporter
 from kvmhub.services import projects, undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.storage import nvram as nvram_files
+from kvmhub.services.vm import tpm as vm_tpm
 from kvmhub.services.vm.clone_seed import new_seed, read_seed
 from kvmhub.services.vm.create import SERIAL_LOG_DIR, seed_volume
 from kvmhub.services.vm.lifecycle import get as get_vm
@@ -433,8 +434,8 @@ def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> Clo
     """Clone shut-off VM `req.source` as `req.name` (full, or linked with `req.linked`), optionally start it.
 
     The clone's definition is the source's own, changed only in identity (see :mod:`kvmhub.xml.rewrite`);
-    host devices and a TPM are kept with a warning (see :mod:`kvmhub.xml.hostbound`), a UEFI VM's NVRAM
-    file is copied. Raises InvalidInput / NotFound / Conflict before anything is made when the request
+    host devices and a TPM are kept (see :mod:`kvmhub.xml.hostbound`), a UEFI VM's NVRAM file and an emulated
+    TPM's state are copied. Raises InvalidInput / NotFound / Conflict before anything is made when the request
     cannot be done; HostProblem when the disk fills mid-copy. Any failure, Ctrl-C or ``report.cancel`` undoes every
     finished step.
     """
@@ -442,9 +443,12 @@ def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> Clo
     dom, spec, plan, boot_files = _check(hv, req, report)
     source_xml = dom.xml(inactive=True)
     tree = parse(source_xml, "domain")
-    for warning in clone_warnings(tree):
+    local = _host_prefix(hv) is not None
+    copy_tpm = local and vm_tpm.emulated(tree) and vm_tpm.has_state(dom.uuid)
+    tpm_state: Literal["copied", "none", "not copied"] = "copied" if copy_tpm else "none" if local else "not copied"
+    for warning in clone_warnings(tree, tpm_state=tpm_state):
         report.warn(f"{warning}")
-    nvram = nvram_files.clone_plan(tree, req.name, local=_host_prefix(hv) is not None, report=report)
+    nvram = nvram_files.clone_plan(tree, req.name, local=local, report=report)
     vm_uuid = str(uuidlib.uuid4())
     result = CloneResult(name=req.name, linked=req.linked)
     sources: dict[str, NewSource] = {}
@@ -469,6 +473,9 @@ def clone(hv: Hypervisor, req: CloneRequest, *, report: Reporter = QUIET) -> Clo
         if nvram is not None:
             report.phase("copy the NVRAM (UEFI variables)")
             nvram_files.copy(nvram[0], nvram[1], undo)
+        if copy_tpm:
+            report.phase("copy the TPM state")
+            vm_tpm.copy_state(dom.uuid, vm_uuid, undo)
         nics = _nics(hv, req, spec.nics)
         filter_ips: dict[str, str] = {}
         if nics:

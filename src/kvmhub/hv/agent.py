@@ -158,13 +158,13 @@ class Agent:
                           out=base64.b64decode(got.get("out-data", "")), err=base64.b64decode(got.get("err-data", "")),
                           truncated=bool(got.get("out-truncated") or got.get("err-truncated")))
 
-    def file_open(self, path: str, mode: str) -> int:
+    def file_open(self, path: str, mode: str, *, timeout: int = CALL_TIMEOUT) -> int:
         """A handle on guest file ``path`` opened with fopen ``mode`` (``r``, ``w``...)."""
-        return int(self.call("guest-file-open", {"path": path, "mode": mode}))
+        return int(self.call("guest-file-open", {"path": path, "mode": mode}, timeout=timeout))
 
-    def file_read(self, handle: int, count: int = READ_CHUNK) -> tuple[bytes, bool]:
+    def file_read(self, handle: int, count: int = READ_CHUNK, *, timeout: int = CALL_TIMEOUT) -> tuple[bytes, bool]:
         """Up to ``count`` bytes from the handle's position, and whether the end of the file was reached."""
-        got = self.call("guest-file-read", {"handle": handle, "count": min(count, READ_CHUNK)})
+        got = self.call("guest-file-read", {"handle": handle, "count": min(count, READ_CHUNK)}, timeout=timeout)
         return base64.b64decode(got.get("buf-b64", "")), bool(got.get("eof"))
 
     def file_write(self, handle: int, data: bytes) -> int:
@@ -177,6 +177,6 @@ class Agent:
         """Move the handle's position (``whence``: set, cur or end); the new position."""
         return int(self.call("guest-file-seek", {"handle": handle, "offset": offset, "whence": whence})["position"])
 
-    def file_close(self, handle: int) -> None:
+    def file_close(self, handle: int, *, timeout: int = CALL_TIMEOUT) -> None:
         """Close the handle."""
-        self.call("guest-file-close", {"handle": handle})
+        self.call("guest-file-close", {"handle": handle}, timeout=timeout)

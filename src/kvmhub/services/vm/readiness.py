@@ -8,7 +8,7 @@ Signals, in the order kvmhub trusts them:
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import json
 import os
 import time
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from kvmhub.errors import Conflict, KvmhubError, OperationFailed, OperationTimeout
 from kvmhub.hv import host_root, is_local_uri
+from kvmhub.hv.agent import Agent
 from kvmhub.hv.domains import Address, Domain
 from kvmhub.models import PHASE_ORDER, Phase, VMSpec
 from kvmhub.ops.cancel import CancelToken
@@ -104,21 +105,20 @@ def cloud_init_errors(result: str) -> list[str]:
 
 
 def read_guest_file(dom: Domain, path: str, limit: int = 256 * 1024) -> str | None:
-    """A small file's text read through the guest agent; None when it does not exist (or no agent answers)."""
+    """A small file's text read through the guest agent; None when it does not exist (or no agent answers).
+    Short timeouts: readiness asks this while it polls."""
+    agent = Agent(dom)
     try:
-        handle = dom.agent_command({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}})
+        handle = agent.file_open(path, "r", timeout=5)
     except KvmhubError:
         return None
     try:
-        chunk = dom.agent_command({"execute": "guest-file-read", "arguments": {"handle": handle, "count": limit}})
-        return base64.b64decode(chunk.get("buf-b64", "")).decode(errors="replace")
+        return agent.file_read(handle, limit, timeout=5)[0].decode(errors="replace")
     except KvmhubError:
         return None
     finally:
-        try:
-            dom.agent_command({"execute": "guest-file-close", "arguments": {"handle": handle}})
-        except KvmhubError:
-            pass  # the handle dies with the agent
+        with contextlib.suppress(KvmhubError):  # the handle dies with the agent
+            agent.file_close(handle, timeout=5)
 
 
 def _serial_addresses(log_text: str) -> list[Address]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,14 @@ def prepared_host(test_host: TestHost, kvmhub: Runner, tiny_image_file: Path) ->
 def booted_vm(prepared_host: TestHost, kvmhub: Runner, request: pytest.FixtureRequest) -> Iterator[str]:
     """A tiny VM on `lab`, created with --wait (booted and networked); removed after the module."""
     name = f"vm-{request.module.__name__.rsplit('.', 1)[-1].removeprefix('test_')}".replace("_", "-")[:60]
-    r = kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "256M", "--wait",
+    with tiny_vm(kvmhub, name):
+        yield name
+
+
+@contextmanager
+def tiny_vm(kvmhub: Runner, name: str, *options: str) -> Iterator[str]:
+    """A tiny VM on `lab` created with --wait and ``options`` (booted and networked); removed afterwards."""
+    r = kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "256M", *options, "--wait",
                "--timeout", "240")
     assert r.code == 0, r.err
     try:

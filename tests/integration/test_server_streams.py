@@ -27,7 +27,7 @@ from kvmhub.server.settings import ServerSettings
 from kvmhub.server.transport import Marked
 from kvmhub.testing import TestHost
 from kvmhub.xml._util import parse, serialize
-from tests.integration.conftest import LAB_NET, Runner
+from tests.integration.conftest import Runner, tiny_vm
 
 
 @dataclass
@@ -44,13 +44,8 @@ class Server:
 def vnc_vm(prepared_host: TestHost, kvmhub: Runner) -> Iterator[str]:
     """A tiny VM with a VNC display on loopback, booted; removed after the module."""
     name = "vm-server-streams"
-    r = kvmhub("create", name, "--image", "tiny", "--network", LAB_NET, "--memory", "256M", "--vnc", "--wait",
-               "--timeout", "240")
-    assert r.code == 0, r.err
-    try:
+    with tiny_vm(kvmhub, name, "--vnc"):
         yield name
-    finally:
-        kvmhub("rm", name)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvmhub.testing import TestHost
-from tests.integration.conftest import LAB_NET, Runner
+from tests.integration.conftest import Runner, tiny_vm
 from tests.integration.guest import guest_sh
 
 VM = "vm-tpm"
@@ -21,14 +21,11 @@ SWTPM = "var/lib/libvirt/swtpm"
 
 @pytest.fixture(scope="module")
 def tpm_vm(prepared_host: TestHost, kvmhub: Runner) -> Iterator[str]:
-    r = kvmhub("create", VM, "--image", "tiny", "--network", LAB_NET, "--memory", "256M", "--tpm", "--wait",
-               "--timeout", "240")
-    assert r.code == 0, r.err
-    try:
-        yield VM
-    finally:
-        kvmhub("rm", CLONE)
-        kvmhub("rm", VM)
+    with tiny_vm(kvmhub, VM, "--tpm"):
+        try:
+            yield VM
+        finally:
+            kvmhub("rm", CLONE)
 
 
 def _state(host: TestHost, kvmhub: Runner, vm: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ can boot (no disk). ``kvmhub serve --socket`` runs on it. Measured in one run, i
   previous round changed the host (~15-20 ms with 500 VMs; ``first-after-change`` reports it).
 - ``kvmhub ls`` through the server (``KVMHUB_REMOTE=unix:SOCK``, the whole process) vs ``virsh list --all``.
 - start and kill of the bootable domain through the API (the request until its operation has finished)
-  vs ``virsh start`` and ``virsh destroy`` (whole processes).
+  vs ``virsh start`` and ``virsh destroy`` (whole processes). These rows run PROC_REPEATS times per round,
+  the order of kvmhub and virsh alternating, and their medians are compared.
 
 Run from the repo root: ``.venv/bin/python benchmarks/bench_api.py [--runs N] [--json] [--domains N]``.
 """
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ REQUESTS = 400
 CONCURRENCY = 8
 PATH = "/api/v1/vms"
 RUNNER = "ba-run"
+PROC_REPEATS = 5  # whole processes and start/kill pairs per round
 TARGETS = {
     "kvmhub-api/floor": 2.0,
     "kvmhub-api-median/floor-median": 2.0,
@@ -359,17 +361,22 @@ def main() -> int:
                         if not warm:
                             rss.add("server-rss", rss_mib(server.pid))
                             rss.add("floor-rss", rss_mib(floor.pid))
-                        row = {
-                            "kvmhub-ls": timed([KVMHUB, "ls"], remote_env)[0],
-                            "virsh-list": timed([*virsh, "list", "--all"], env)[0],
-                            "kvmhub-start": api_action(client, "start"),
-                            "kvmhub-kill": api_action(client, "kill"),
-                            "virsh-start": timed([*virsh, "start", RUNNER], env)[0],
-                            "virsh-destroy": timed([*virsh, "destroy", RUNNER], env)[0],
-                        }
-                        if not warm:
-                            for name, seconds in row.items():
-                                procs.add(name, seconds)
+                        row: dict[str, float] = {}
+                        for rep in range(PROC_REPEATS):  # each a few times: a start's own spread is ~±25 %
+                            kvmhub_first = (i + rep) % 2 == 0
+                            steps: list[tuple[str, Callable[[], float]]] = [
+                                ("kvmhub-ls", lambda: timed([KVMHUB, "ls"], remote_env)[0]),
+                                ("virsh-list", lambda: timed([*virsh, "list", "--all"], env)[0]),
+                                ("kvmhub-start", lambda: api_action(client, "start")),
+                                ("kvmhub-kill", lambda: api_action(client, "kill")),
+                                ("virsh-start", lambda: timed([*virsh, "start", RUNNER], env)[0]),
+                                ("virsh-destroy", lambda: timed([*virsh, "destroy", RUNNER], env)[0]),
+                            ]
+                            order = steps if kvmhub_first else [steps[1], steps[0], *steps[4:], *steps[2:4]]
+                            for name, step in order:
+                                row[name] = step()
+                                if not warm:
+                                    procs.add(name, row[name])
                         shown = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in row.items())
                         log(("warm-up: " if warm else f"run {i - args.warmup + 1}/{args.runs}: ") + shown)
                     server_rss = rss_mib(server.pid)

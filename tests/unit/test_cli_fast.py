@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from kvmhub.cli.fast import parse_json
 from tests.unit.cli_server import run, serving
 
-HEAVY = ("typer", "rich", "pydantic", "libvirt", "http.client", "typing", "pathlib")
+HEAVY = ("typer", "rich", "pydantic", "libvirt", "http.client", "typing", "pathlib", "json", "re", "enum", "socket",
+         "collections")
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,17 @@ def test_a_server_that_does_not_answer_is_reported_as_the_full_cli_reports_it(tm
     code, out, err = run("--remote", gone, "ls")
     assert (code, out, err) == full("--remote", gone, "ls")
     assert code == 5 and "cannot reach the kvmhub server" in err
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b'[{"name":"a\\u00e9","ips":[],"memory_mib":1.5,"autostart":true,"x":null}]',
+     [{"name": "a\u00e9", "ips": [], "memory_mib": 1.5, "autostart": True, "x": None}]),
+    (b"[]", []),
+])
+def test_the_fast_reader_decodes_json_as_the_json_module_does(body: bytes, expected: object) -> None:
+    assert parse_json(body) == expected
+
+
+@pytest.mark.parametrize("body", [b" [1]", b"[1] x", b"[1", b"", b"\xff[]", b'["a\x01"]'])
+def test_the_fast_reader_leaves_anything_but_one_whole_document_to_the_full_cli(body: bytes) -> None:
+    assert parse_json(body) is None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # not typing's: the fast `ls` loads neither typing nor collections
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

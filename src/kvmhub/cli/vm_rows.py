@@ -3,12 +3,11 @@ full command and its fast path."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from kvmhub.units import format_size
 
-TYPE_CHECKING = False  # not typing's: the fast `ls` does not load typing
+TYPE_CHECKING = False  # not typing's: the fast `ls` loads neither typing nor collections
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
 COLUMNS = ("NAME", "STATE", "PHASE", "CPUS", "MEMORY", "IP", "AUTOSTART")

@@ -2,7 +2,8 @@
 a listing is kept until the host changes.
 
 A listing is answered again, without asking libvirt, until :func:`changed` is called — by the server for each
-libvirt event, each mutating request and each operation's start and end. Guest addresses come from DHCP leases,
+libvirt event, each mutating request and each operation's start and end; a new one is then read in the
+background, so the caller after the change rarely waits for it. Guest addresses come from DHCP leases,
 which no event announces: past ``MAX_AGE_S`` a new listing is read in the background while the kept one is still
 answered, and past ``STALE_S`` (the background read failed or is stuck) callers wait for a new one.
 
@@ -91,6 +92,7 @@ class _Kept:
         self.run: SharedRun[tuple[Listing, tuple[int, int], float]] = SharedRun()
         self.last: tuple[Listing, tuple[int, int], float] | None = None
         self.refreshing = False
+        self.again = False  # asked again while a refresh ran: read once more after it
 
     def read(self, hv: Hypervisor) -> Listing:
         """A listing read now (or by a caller's run that began after this call), kept as the last one."""
@@ -100,20 +102,30 @@ class _Kept:
                 self.last = outcome
         return outcome[0]
 
-    def refresh(self, hv: Hypervisor) -> None:
-        """Read a new listing on a thread of its own (one at a time); callers keep the last one meanwhile."""
+    def refresh(self, hv: Hypervisor, settle: float = 0.0) -> None:
+        """Read a new listing on a thread of its own, ``settle`` seconds from now (one at a time; asked while one
+        runs, it runs once more after); callers keep the last one meanwhile."""
         with _kept_lock:
             if self.refreshing:
+                self.again = True
                 return
             self.refreshing = True
 
         def work() -> None:
             try:
-                self.read(hv)
-            except Exception:  # the next caller past STALE_S reads it itself, and sees the error
-                log.debug("refreshing the VM listing failed", exc_info=True)
+                while True:
+                    time.sleep(settle)  # a change comes in bursts (events, the operation's end): read after it
+                    try:
+                        self.read(hv)
+                    except Exception:  # the next caller reads it itself, and sees the error
+                        log.debug("refreshing the VM listing failed", exc_info=True)
+                    with _kept_lock:
+                        if not self.again:
+                            return
+                        self.again = False
             finally:
-                self.refreshing = False
+                with _kept_lock:
+                    self.refreshing = False
 
         threading.Thread(target=work, name="vm-listing", daemon=True).start()
 
@@ -123,11 +135,20 @@ _kept_lock = threading.Lock()
 _changes = 0  # bumped by changed(); a listing read before the last bump is not answered again
 
 
+SETTLE_S = 0.01  # after a change, how long the listing waits for the rest of its burst before it is read again
+
+
 def changed() -> None:
-    """Something on a host may have changed: the next listing of every host is read afresh."""
+    """Something on a host may have changed: the kept listings are not answered again, and each host's is read
+    again in the background, so the next caller (often a moment later, e.g. `kvmhub ls` after `kvmhub start`)
+    finds it ready."""
     global _changes
     with _kept_lock:
         _changes += 1
+        entries = list(_kept.items())
+    for hv, entry in entries:
+        if entry.last is not None:  # hosts nobody listed yet are read when someone asks
+            entry.refresh(hv, SETTLE_S)
 
 
 def _seen(hv: Hypervisor) -> tuple[int, int]:

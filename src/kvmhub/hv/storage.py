@@ -154,10 +154,7 @@ class Pool:
         try:
             vol = self._call(f"looking up volume {name!r}", self._pool.storageVolLookupByName, name)
         except NotFound:
-            raise NotFound(
-                f"no volume {name!r} in pool {self.name}",
-                hint=f"list them: `virsh vol-list {self.name}`", code="volume.not_found",
-            ) from None
+            raise volume_not_found(self.name, name) from None
         return Volume(self.hv, vol, self.name)
 
     def has_volume(self, name: str) -> bool:
@@ -325,3 +322,8 @@ def volume_by_path(hv: Hypervisor, path: str) -> Volume | None:
     pool = hv.call(vol.storagePoolLookupByVolume, what="finding the pool of a volume")
     return Volume(hv, vol, str(pool.name()))
 
+
+def volume_not_found(pool: str, name: str) -> NotFound:
+    """The error for a missing volume, also given for one the caller may not see (the same words)."""
+    return NotFound(f"no volume {name!r} in pool {pool}", hint=f"list them: `virsh vol-list {pool}`",
+                    code="volume.not_found")

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kvmhub.models.project import DEFAULT_PROJECT
+
 PoolType = Literal["dir", "fs", "netfs", "logical", "iscsi", "iscsi-direct", "rbd"]
 
 
@@ -65,6 +67,7 @@ class VolumeInfo(BaseModel):
     backing_volume: str | None = None  # the backing file as POOL/VOL when libvirt knows it
     used_by: list[str] = Field(default_factory=list)  # VMs with this volume (or an overlay of it) as a disk
     backs: list[str] = Field(default_factory=list)  # POOL/VOL overlays backed by this volume
+    project: str = DEFAULT_PROJECT  # whose it is (kvmhub.services.storage.volume_projects)
 
 
 VolumeFormat = Literal["qcow2", "raw"]
@@ -82,6 +85,7 @@ class VolumeCreateRequest(BaseModel):
     format: VolumeFormat | None = None  # default qcow2 in file pools
     backing: str | None = None
     allocate: bool = False  # allocate the whole size now (not sparse)
+    project: str | None = None  # the owning project; None: the caller's only project, else default
 
 
 class VolumeCloneRequest(BaseModel):
@@ -93,6 +97,7 @@ class VolumeCloneRequest(BaseModel):
     target: str
     linked: bool = False
     format: VolumeFormat | None = None  # full copies: default the source's
+    project: str | None = None  # the copy's project; None: the caller's only project, else default
 
 
 class VolumeResizeRequest(BaseModel):

@@ -172,6 +172,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (uri, name)
     );
     """,
+    # the project of each volume kvmhub made with `vol create|clone|upload`: libvirt keeps no metadata on
+    # volumes either; a row whose path is not the live volume's is stale and ignored
+    """
+    CREATE TABLE volume_projects (
+        uri TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        project TEXT NOT NULL,
+        PRIMARY KEY (uri, pool, name)
+    );
+    """,
 )
 
 _local = threading.local()

@@ -17,10 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from kvmhub.hv import Hypervisor
+from kvmhub.hv import storage as hv_storage
 from kvmhub.server import accounts
 from kvmhub.server.accounts import LOCAL_NAME, Role, at_least
 from kvmhub.server.transport import transport_of
 from kvmhub.services import projects
+from kvmhub.services.storage import volumes
 
 __all__ = ["ADMIN", "LOCAL", "OPERATOR", "VIEWER", "Caller", "Principal", "Role", "principal", "require"]
 
@@ -29,6 +31,7 @@ CSRF_HEADER = "X-CSRF-Token"
 API_PREFIX = "/api/v1"
 VM_PATH = "/vms/{name}"  # the routes whose VM the caller must be allowed to see
 NETWORK_PATH = "/networks/{name}"  # the routes whose network the caller must be allowed to see
+VOLUME_PATH = "/pools/{pool}/volumes/{name}"  # the routes whose volume the caller must be allowed to see
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CALLER_KEY = "kvmhub.caller"  # a dict the audit middleware puts in the scope; principal() names the caller in it
 
@@ -123,6 +126,7 @@ def require(role: Role) -> Callable[[HTTPConnection, Principal], Awaitable[Princ
 def _visible(conn: HTTPConnection, caller: Principal) -> None:
     _vm_visible(conn, caller)
     _network_visible(conn, caller)
+    _volume_visible(conn, caller)
 
 
 def _on_route(conn: HTTPConnection, caller: Principal, prefix: str) -> str | None:
@@ -153,6 +157,17 @@ def _network_visible(conn: HTTPConnection, caller: Principal) -> None:
     hv: Hypervisor = conn.app.state.hv
     if not caller.sees(projects.network_project(hv, name)):
         raise projects.network_not_found(name)
+
+
+def _volume_visible(conn: HTTPConnection, caller: Principal) -> None:
+    """On a ``/pools/{pool}/volumes/{name}...`` route, 404 ``volume.not_found`` unless the volume belongs to one of
+    the caller's projects, exactly as a missing one answers."""
+    if _on_route(conn, caller, VOLUME_PATH) is None:
+        return
+    hv: Hypervisor = conn.app.state.hv
+    pool, name = str(conn.path_params.get("pool", "")), str(conn.path_params.get("name", ""))
+    if not caller.sees(volumes.show_volume(hv, f"{pool}/{name}").project):
+        raise hv_storage.volume_not_found(pool, name)
 
 
 # what routes declare: reads need a viewer, changes an operator, accounts an admin

@@ -1,12 +1,14 @@
-"""Which project a caller's request acts in (the VM and network routes' own checks are ``auth._vm_visible`` and
-``auth._network_visible``)."""
+"""Which project a caller's request acts in, and the checks of what its body names (the VM, network and volume
+routes' own checks are in :mod:`kvmhub.server.auth`)."""
 
 from __future__ import annotations
 
 from kvmhub.hv import Hypervisor
+from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DEFAULT_PROJECT
 from kvmhub.server.auth import Principal
 from kvmhub.services import projects
+from kvmhub.services.storage import volumes
 
 
 def project_for(caller: Principal, wanted: str | None) -> str:
@@ -37,3 +39,13 @@ def visible_vm(hv: Hypervisor, caller: Principal, name: str) -> None:
     """404 ``vm.not_found`` when a request's body names a VM the caller may not see, as for a missing one."""
     if caller.projects is not None and not caller.sees(projects.vm_project(hv, name)):
         raise projects.vm_not_found(name)
+
+
+def visible_volume(hv: Hypervisor, caller: Principal, ref: str | None) -> None:
+    """404 ``volume.not_found`` when a request's body names a volume (POOL/VOL) the caller may not see, in the
+    words a missing one gets."""
+    if ref is None or caller.projects is None:
+        return
+    info = volumes.show_volume(hv, ref)  # a missing one raises its own NotFound
+    if not caller.sees(info.project):
+        raise hv_storage.volume_not_found(info.pool, info.name)

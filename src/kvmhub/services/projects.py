@@ -4,8 +4,10 @@ A VM belongs to the project its kvmhub metadata names (``<kvmhub:project>``); on
 (made by other tools or an older kvmhub) belongs to ``default``, which always exists. A network belongs to the
 project kvmhub recorded for it in the state database when it made it (libvirt keeps no metadata on networks),
 by name and UUID: one with no record, or whose record names another UUID (it was remade by another tool), belongs
-to ``default``. A project's use is what it holds: its VMs' count, maximum vCPUs, maximum memory and the capacity
-of their disks, and its networks' count. Creates, clones, imports and resizes check it against the quotas under
+to ``default``. Volumes made with ``vol create|clone|upload`` are recorded the same way, by pool, name and path
+(see :mod:`kvmhub.services.storage.volume_projects` for whose the others are). A project's use is what it holds:
+its VMs' count, maximum vCPUs, maximum memory and the capacity of their disks, the capacity of its recorded
+volumes no VM uses, and its networks' count. Creates, clones, imports and resizes check it against the quotas under
 the project's lock (:func:`lock`), held by the caller through the define, so two requests never both slip under
 the same quota.
 """
@@ -26,6 +28,7 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DEFAULT_PROJECT, KvmhubMeta, ProjectInfo, ProjectQuota, ProjectRequest, ProjectUse, VMSpec
 from kvmhub.ops.journal import connect, transaction
 from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.services.storage import usage as storage_usage
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.metadata import metadata_from_xml
@@ -36,6 +39,8 @@ _USE_OF = {"max_vms": "vms", "max_cpus": "cpus", "max_memory": "memory", "max_di
 _WHAT = {"max_vms": "VMs", "max_cpus": "vCPUs", "max_memory": "memory", "max_disk": "disk",
          "max_networks": "networks"}
 _BYTES = frozenset({"max_memory", "max_disk"})
+_HELD = {"max_vms": "VMs", "max_cpus": "VMs", "max_memory": "VMs", "max_disk": "VMs or volumes",
+         "max_networks": "networks"}  # what the quota's hint says to remove
 
 
 def not_found(name: str) -> NotFound:
@@ -154,8 +159,14 @@ def remove_project(hv: Hypervisor, name: str) -> None:
         if nets:
             raise Conflict(f"project {name!r} still owns {len(nets)} network(s): {', '.join(nets[:5])}",
                            hint="remove them first with {cmd:net rm}", code="project.not_empty")
+        vols = sorted(ref for ref, (_path, owner) in volume_rows(hv).items() if owner == name
+                      and _live_volume(hv, ref, _path) is not None)
+        if vols:
+            raise Conflict(f"project {name!r} still owns {len(vols)} volume(s): {', '.join(vols[:5])}",
+                           hint="remove them first with {cmd:vol rm}", code="project.not_empty")
         with transaction(connect()) as db:
             db.execute("DELETE FROM network_projects WHERE project=?", (name,))  # stale ones only: none is live
+            db.execute("DELETE FROM volume_projects WHERE project=?", (name,))
             db.execute("DELETE FROM projects WHERE name=?", (name,))
 
 
@@ -291,6 +302,8 @@ def use_by_project(hv: Hypervisor) -> dict[str, ProjectUse]:
         out[project] = add(out.get(project, ProjectUse()), use_of_spec(hv, spec))
     for project in network_owners(hv).values():
         out[project] = add(out.get(project, ProjectUse()), ProjectUse(networks=1))
+    for project, size in unused_volume_bytes(hv).items():
+        out[project] = add(out.get(project, ProjectUse()), ProjectUse(disk=size))
     return out
 
 
@@ -331,7 +344,7 @@ def check(hv: Hypervisor, project: str, more: ProjectUse) -> None:
                 cause=f"{_WHAT[field]} quota ({field}) {_amount(field, limit)}; use {_amount(field, used)} "
                       f"+ {_amount(field, adding)} requested",
                 hint=f"raise the quota ({{cmd:project set {project}}} {opt}), or remove "
-                     f"{'networks' if field == 'max_networks' else 'VMs'} of the project")
+                     f"{_HELD[field]} of the project")
 
 
 # -- networks -----------------------------------------------------------------------------------------------
@@ -375,3 +388,51 @@ def forget_network(uri: str, name: str, uuid: str) -> None:
     """Drop the record of network ``name`` (``uuid``) only: a newer network of that name keeps its own."""
     with transaction(connect()) as db:
         db.execute("DELETE FROM network_projects WHERE uri=? AND name=? AND uuid=?", (uri, name, uuid))
+
+
+# -- volumes ------------------------------------------------------------------------------------------------
+
+def volume_rows(hv: Hypervisor) -> dict[str, tuple[str, str]]:
+    """``POOL/NAME`` -> (path, project) of the volumes recorded for ``hv``'s host, stale rows included."""
+    return {f"{r[0]}/{r[1]}": (str(r[2]), str(r[3])) for r in connect().execute(
+        "SELECT pool, name, path, project FROM volume_projects WHERE uri=?", (hv.uri,))}
+
+
+def record_volume(uri: str, ref: str, path: str, project: str) -> None:
+    """Remember that volume ``ref`` (POOL/NAME, at ``path``) on host ``uri`` belongs to ``project``."""
+    pool, name = ref.split("/", 1)
+    with transaction(connect()) as db:
+        db.execute("INSERT OR REPLACE INTO volume_projects (uri, pool, name, path, project) VALUES (?,?,?,?,?)",
+                   (uri, pool, name, path, project))
+
+
+def forget_volume(uri: str, ref: str) -> None:
+    """Drop the record of volume ``ref`` (it was deleted)."""
+    pool, name = ref.split("/", 1)
+    with transaction(connect()) as db:
+        db.execute("DELETE FROM volume_projects WHERE uri=? AND pool=? AND name=?", (uri, pool, name))
+
+
+def _live_volume(hv: Hypervisor, ref: str, path: str) -> hv_storage.Volume | None:
+    """The volume a record names while it is still the one recorded (same path), else None."""
+    pool, name = ref.split("/", 1)
+    try:
+        vol = hv_storage.lookup_pool(hv, pool).volume(name)
+    except KvmhubError:
+        return None  # deleted by another tool, or its pool is stopped: nothing to count
+    return vol if vol.path == path else None
+
+
+def unused_volume_bytes(hv: Hypervisor) -> dict[str, int]:
+    """By project: the capacity of its recorded volumes that no VM has as a disk (a VM's disks count with it)."""
+    rows = volume_rows(hv)
+    if not rows:
+        return {}
+    usage = storage_usage.scan(hv)
+    out: dict[str, int] = {}
+    for ref, (path, project) in rows.items():
+        vol = _live_volume(hv, ref, path)
+        if vol is None or usage.vms_using(vol.pool, vol.name, path):
+            continue
+        out[project] = out.get(project, 0) + vol.info().capacity
+    return out

@@ -31,6 +31,8 @@ def create(
     backing: Annotated[str | None, typer.Option(help="POOL/VOL: a qcow2 overlay backed by that volume")] = None,
     allocate: Annotated[bool, typer.Option("--allocate", help="allocate the whole size now (not sparse)")]
     = False,
+    project: Annotated[str | None, typer.Option(help="the volume's project (default: yours if one, else "
+                                                     "default)")] = None,
 ) -> None:
     """Create an empty volume, or a qcow2 overlay of another volume."""
     capacity = parse_size(size, what="--size") if size is not None else None
@@ -41,13 +43,14 @@ def create(
         _check_new(pool, name)
         _check_format(fmt)
         req = VolumeCreateRequest(name=name, capacity_bytes=capacity, format=fmt,  # type: ignore[arg-type]
-                                  backing=backing, allocate=allocate)
+                                  backing=backing, allocate=allocate, project=project)
         info = VolumeInfo.model_validate(server.request("POST", through.path("pools", pool, "volumes"),
                                                         req.model_dump(mode="json", exclude_none=True)))
     else:
         from kvmhub.services.storage import volumes
 
-        info = volumes.create_volume(state.hv(), ref, capacity, fmt=fmt, backing=backing, allocate=allocate)
+        info = volumes.create_volume(state.hv(), ref, capacity, fmt=fmt, backing=backing, allocate=allocate,
+                                     project=project)
     output.say(_said(info))
 
 
@@ -72,7 +75,13 @@ def ls(pool: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> 
     if json_out:
         output.print_json(found)
         return
-    output.table(["NAME", "FORMAT", "CAPACITY", "ALLOCATED", "BACKING", "USED BY"], [_row(v) for v in found])
+    columns = ["NAME", "FORMAT", "CAPACITY", "ALLOCATED", "BACKING", "USED BY"]
+    rows = [list(_row(v)) for v in found]
+    if any(v.project != "default" for v in found):  # projects are in use: say whose each volume is
+        columns.insert(1, "PROJECT")
+        for row, v in zip(rows, found, strict=True):
+            row.insert(1, v.project)
+    output.table(columns, rows)
 
 
 @app.command()
@@ -123,6 +132,8 @@ def clone(
     linked: Annotated[bool, typer.Option("--linked", help="a qcow2 overlay backed by SRC instead of a copy")]
     = False,
     fmt: Annotated[str | None, typer.Option("--format", help="qcow2 | raw (full copies; default SRC's)")] = None,
+    project: Annotated[str | None, typer.Option(help="the copy's project (default: yours if one, else "
+                                                     "default)")] = None,
 ) -> None:
     """Copy a volume in full, or make a linked clone (qcow2 overlay) of it."""
     with live.report(f"vol clone {src}") as report:
@@ -131,13 +142,14 @@ def clone(
             from kvmhub.models import VolumeInfo
 
             _check_format(fmt)
-            body = {"target": dst, "linked": linked, **({"format": fmt} if fmt is not None else {})}
+            body = {"target": dst, "linked": linked, **({"format": fmt} if fmt is not None else {}),
+                    **({"project": project} if project is not None else {})}
             info = VolumeInfo.model_validate(
                 through.operation(server, "POST", through.path(*_route(src), "clone"), report, body))
         else:
             from kvmhub.services.storage import volumes
 
-            info = volumes.clone_volume(state.hv(), src, dst, linked=linked, fmt=fmt)
+            info = volumes.clone_volume(state.hv(), src, dst, linked=linked, fmt=fmt, project=project)
     output.say(_said(info))
 
 
@@ -159,15 +171,17 @@ def upload(
     file: Annotated[Path, typer.Argument(help="a local qcow2 or raw file")],
     fmt: Annotated[str | None, typer.Option("--format", help="qcow2 | raw (default: read from the header)")]
     = None,
+    project: Annotated[str | None, typer.Option(help="the volume's project (default: yours if one, else "
+                                                     "default)")] = None,
 ) -> None:
     """Upload a file into a new volume sized to it (hostile qcow2 headers are refused)."""
     with live.report(f"vol upload {ref}") as report:
         if (server := state.remote()) is not None:
-            info = send_file(server, ref, file, fmt, report)
+            info = send_file(server, ref, file, fmt, report, project)
         else:
             from kvmhub.services.storage import volumes
 
-            info = volumes.upload(state.hv(), ref, file, fmt=fmt, report=report)
+            info = volumes.upload(state.hv(), ref, file, fmt=fmt, report=report, project=project)
     output.say(_said(info))
 
 
@@ -220,7 +234,8 @@ def _route(ref: str) -> tuple[str, str, str, str]:
     return "pools", pool, "volumes", name
 
 
-def send_file(server: Transport, ref: str, file: Path, fmt: str | None, report: Reporter) -> VolumeInfo:
+def send_file(server: Transport, ref: str, file: Path, fmt: str | None, report: Reporter,
+              project: str | None = None) -> VolumeInfo:
     """Upload a file of this machine into a new volume of the server's host, with a progress bar."""
     from urllib.parse import quote
 
@@ -243,7 +258,8 @@ def send_file(server: Transport, ref: str, file: Path, fmt: str | None, report: 
                            hint=f"convert it: `qemu-img convert -f {fmt} -O qcow2 {file} out.qcow2`, "
                            "or {cmd:image import} it")
     with open(file, "rb") as fh:
-        route = through.path(*_route(ref), "data") + (f"?format={quote(fmt)}" if fmt is not None else "")
+        query = "&".join(f"{k}={quote(v)}" for k, v in (("format", fmt), ("project", project)) if v is not None)
+        route = through.path(*_route(ref), "data") + (f"?{query}" if query else "")
         answer = streams.upload(server, route, fh, length, what=f"uploading {file.name}", report=report)
     return VolumeInfo.model_validate(answer)
 

@@ -11,9 +11,10 @@ from kvmhub.hv import Hypervisor
 from kvmhub.models import OperationInfo
 from kvmhub.models.disk import DiskAddRequest, DiskChange, DiskInfo, DiskResize, DiskResizeRequest
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
+from kvmhub.server.scope import visible_volume
 from kvmhub.services.storage import disks
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.validate import parse_size
@@ -37,10 +38,12 @@ def list_disks(name: Name, hv: Hv) -> list[DiskInfo]:
 
 
 @router.post("", response_model=OperationInfo, status_code=202, responses=ACCEPTED, dependencies=[OPERATOR])
-def add_disk(name: Name, req: DiskAddRequest, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def add_disk(name: Name, req: DiskAddRequest, hv: Hv, ops: Ops, response: Response,
+             caller: Caller) -> OperationInfo:
     """Add a disk: a new volume of ``size``, an existing volume ``vol`` (POOL/VOLUME) or a network export
     ``url``; hot-plugged when the VM runs, always persisted. The result is the disk and whether it was live."""
     vms.get(hv, name)
+    visible_volume(hv, caller, req.vol)
     if req.size is not None:
         parse_size(req.size, what="disk size", default_unit="G")
 

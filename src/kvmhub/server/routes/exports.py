@@ -19,7 +19,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
-from kvmhub.server.scope import project_for
+from kvmhub.server.scope import project_for, visible_volume
 from kvmhub.services.vm import export as vm_export
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.validate import check_name
@@ -41,6 +41,7 @@ def import_vm(req: ImportRequest, hv: Hv, ops: Ops, response: Response, caller: 
     shut off. The operation's result is the VM. An archive named by its path on the server's host needs an
     admin."""
     admin_for_host_paths(caller, "an archive", req.media.path)
+    visible_volume(hv, caller, req.media.volume)
     if req.as_name is not None:
         check_name(req.as_name, "VM")
     req = req.model_copy(update={"project": project_for(caller, req.project)})

@@ -11,7 +11,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, NAME_CHARS, accepted
-from kvmhub.server.scope import project_for
+from kvmhub.server.scope import project_for, visible_volume
 from kvmhub.services.storage import images
 from kvmhub.services.storage.media import media_path
 from kvmhub.validate import check_name
@@ -42,6 +42,7 @@ def import_image(req: ImageImportRequest, hv: Hv, ops: Ops, response: Response, 
     check_name(req.name, "image")
     req = req.model_copy(update={"project": project_for(caller, req.project)})
     if req.media is not None and req.media.volume is not None:
+        visible_volume(hv, caller, req.media.volume)
         media_path(hv, req.media, "media.volume")  # a missing volume is a 404 now, not a failed operation later
 
     def work(report: Reporter) -> ImageInfo:

@@ -31,7 +31,7 @@ from kvmhub.reporting import Reporter
 from kvmhub.server.auth import OPERATOR, VIEWER, Caller, admin_for_host_paths
 from kvmhub.server.deps import Hv, Ops, Run
 from kvmhub.server.routes.common import ACCEPTED, accepted
-from kvmhub.server.scope import project_for, visible_network
+from kvmhub.server.scope import project_for, visible_network, visible_volume
 from kvmhub.services import projects
 from kvmhub.services.network import firewall
 from kvmhub.services.vm import clone as vm_clone
@@ -98,6 +98,8 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     _name_free(hv, req.name)
     req = req.model_copy(update={"project": project_for(caller, req.project)})
     visible_network(hv, caller, req.network)
+    for ref in (req.vol, *(m.volume for m in (req.iso, req.location, req.kernel, req.initrd) if m is not None)):
+        visible_volume(hv, caller, ref)
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     for text, what, unit in ((req.memory, "memory", "M"), (req.max_memory, "maximum memory", "M"),

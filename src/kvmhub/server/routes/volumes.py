@@ -20,9 +20,10 @@ from kvmhub.models import (
     VolumeResizeRequest,
 )
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import OPERATOR, VIEWER
+from kvmhub.server.auth import OPERATOR, VIEWER, Caller
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, NAME_CHARS, accepted
+from kvmhub.server.scope import project_for, visible_volume
 from kvmhub.services.storage import volume_streams, volumes
 
 router = APIRouter(prefix="/pools/{pool}/volumes", tags=["volumes"])
@@ -37,16 +38,20 @@ _BINARY: dict[str, Any] = {"application/octet-stream": {"schema": {"type": "stri
 
 
 @router.get("", response_model=list[VolumeInfo], dependencies=[VIEWER])
-def list_volumes(pool: Pool, hv: Hv) -> list[VolumeInfo]:
-    """The volumes of an active pool: format, capacity, allocation, backing volume, the VMs using each."""
-    return volumes.list_volumes(hv, pool)
+def list_volumes(pool: Pool, hv: Hv, caller: Caller) -> list[VolumeInfo]:
+    """The volumes of an active pool the caller may see: format, capacity, allocation, backing volume, the VMs
+    using each, its project."""
+    return volumes.list_volumes(hv, pool, only=caller.projects)
 
 
 @router.post("", response_model=VolumeInfo, status_code=201, dependencies=[OPERATOR])
-def create_volume(pool: Pool, req: VolumeCreateRequest, hv: Hv, response: Response) -> VolumeInfo:
-    """Create an empty volume, or a qcow2 overlay of ``backing`` (POOL/VOL)."""
+def create_volume(pool: Pool, req: VolumeCreateRequest, hv: Hv, response: Response, caller: Caller) -> VolumeInfo:
+    """Create an empty volume, or a qcow2 overlay of ``backing`` (POOL/VOL), in ``project`` (default: the
+    caller's only project, else ``default``); 403 ``project.quota_exceeded`` past its disk quota."""
+    project = project_for(caller, req.project)
+    visible_volume(hv, caller, req.backing)
     info = volumes.create_volume(hv, f"{pool}/{req.name}", req.capacity_bytes, fmt=req.format,
-                                 backing=req.backing, allocate=req.allocate)
+                                 backing=req.backing, allocate=req.allocate, project=project)
     response.headers["Location"] = f"/api/v1/pools/{info.pool}/volumes/{info.name}"
     return info
 
@@ -67,7 +72,7 @@ def remove_volume(pool: Pool, name: Name, hv: Hv) -> Response:
 @router.post("/{name}/clone", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
 def clone_volume(pool: Pool, name: Name, req: VolumeCloneRequest, hv: Hv, ops: Ops,
-                 response: Response) -> OperationInfo:
+                 response: Response, caller: Caller) -> OperationInfo:
     """Copy the volume in full as ``target`` (NAME in this pool, or POOL/NAME), or make a linked clone (a qcow2
     overlay backed by it)."""
     src = f"{pool}/{name}"
@@ -75,9 +80,10 @@ def clone_volume(pool: Pool, name: Name, req: VolumeCloneRequest, hv: Hv, ops: O
     dst = req.target if "/" in req.target else f"{pool}/{req.target}"
     dst_pool, dst_name = volumes.split_ref(dst)
     volumes.check_volume_name(dst_name, dst_pool)
+    project = project_for(caller, req.project)
 
     def work(_report: Reporter) -> VolumeInfo:
-        return volumes.clone_volume(hv, src, dst, linked=req.linked, fmt=req.format)
+        return volumes.clone_volume(hv, src, dst, linked=req.linked, fmt=req.format, project=project)
 
     return accepted(response, ops.submit("volume.clone", src, work))
 
@@ -91,9 +97,12 @@ def resize_volume(pool: Pool, name: Name, req: VolumeResizeRequest, hv: Hv) -> V
 
 @router.put("/{name}/data", response_model=VolumeInfo, status_code=201, dependencies=[OPERATOR],
             openapi_extra={"requestBody": {"required": True, "content": _BINARY}})
-async def upload_volume(pool: Pool, name: Name, request: Request, hv: Hv,
+async def upload_volume(pool: Pool, name: Name, request: Request, hv: Hv, caller: Caller,
                         format: Annotated[VolumeFormat | None, Query(
-                            description="qcow2 or raw (default: read from the header)")] = None) -> VolumeInfo:
+                            description="qcow2 or raw (default: read from the header)")] = None,
+                        project: Annotated[str | None, Query(
+                            max_length=64, description="the volume's project (default: the caller's only "
+                            "project, else default)")] = None) -> VolumeInfo:
     """Send a file (an ISO, a qcow2 or raw disk image) as the body into a new volume of the body's length,
     e.g. to import it then with ``POST /images`` and ``media: {volume: "POOL/NAME"}``. The length
     (``Content-Length``, required) must fit the pool's free space; qcow2 headers naming a backing or data file,
@@ -101,6 +110,7 @@ async def upload_volume(pool: Pool, name: Name, request: Request, hv: Hv,
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
         raise HTTPException(411, "send the body's length in Content-Length: it sizes the volume")
+    owner = await anyio.to_thread.run_sync(project_for, caller, project)
     loop = asyncio.get_running_loop()
     body = request.stream().__aiter__()
 
@@ -109,7 +119,7 @@ async def upload_volume(pool: Pool, name: Name, request: Request, hv: Hv,
 
     def upload() -> VolumeInfo:
         return volume_streams.upload_stream(hv, f"{pool}/{name}", volume_streams.Reader(next_chunk), int(declared),
-                                            fmt=format)
+                                            fmt=format, project=owner)
 
     info = await anyio.to_thread.run_sync(upload)
     return info

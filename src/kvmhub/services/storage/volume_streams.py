@@ -111,7 +111,7 @@ def _check_qcow2(head: bytes, label: str) -> None:
 
 
 def upload_stream(hv: Hypervisor, ref: str, src: Reader, length: int, *, fmt: str | None = None,
-                  report: Reporter = QUIET) -> VolumeInfo:
+                  report: Reporter = QUIET, project: str | None = None) -> VolumeInfo:
     """Fill a new volume ``ref`` (POOL/NAME) of ``length`` bytes from ``src``.
 
     Refused before anything is made: bad names, pools that are not active file pools, a name taken, a length
@@ -159,7 +159,8 @@ def upload_stream(hv: Hypervisor, ref: str, src: Reader, length: int, *, fmt: st
         volumes.check_chain(hv, pool, uploaded, fmt)  # what libvirt now reads from it must be as checked
         return uploaded
 
-    return volumes.make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
+    return volumes.make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report,
+                               project=project, capacity=length)
 
 
 def download_stream(hv: Hypervisor, ref: str) -> tuple[VolumeInfo, Iterator[bytes]]:

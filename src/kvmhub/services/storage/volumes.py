@@ -22,13 +22,14 @@ from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import storage as hv_storage
-from kvmhub.models import VolumeInfo
+from kvmhub.models import ProjectUse, VolumeInfo
 from kvmhub.ops.actions import StepLog
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import undo_actions
+from kvmhub.services import projects, undo_actions
 from kvmhub.services.storage import usage as storage_usage
+from kvmhub.services.storage import volume_projects
 from kvmhub.services.storage.pools import local_root, resolve
 from kvmhub.tools import qemu_img
 from kvmhub.validate import format_size
@@ -222,25 +223,31 @@ def _is_enospc(exc: BaseException) -> bool:
 
 
 def _info(vol: hv_storage.Volume, usage: storage_usage.Usage | None = None,
-          backs: list[str] | None = None) -> VolumeInfo:
+          backs: list[str] | None = None, *, owners: volume_projects.Owners | None = None,
+          project: str | None = None) -> VolumeInfo:
     vi = vol.info()
     facts = xml_volume.volume_from_xml(vol.xml())
     backing_volume = None
     if facts.backing_path:
         below = hv_storage.volume_by_path(vol.hv, facts.backing_path)
         backing_volume = f"{below.pool}/{below.name}" if below is not None else None
-    return VolumeInfo(
+    info = VolumeInfo(
         pool=vol.pool, name=vol.name, path=vi.path, format=facts.format, capacity_bytes=vi.capacity,
         allocation_bytes=vi.allocation, backing=facts.backing_path, backing_volume=backing_volume,
         used_by=usage.vms_using(vol.pool, vol.name, vi.path) if usage else [], backs=backs or [],
     )
+    info.project = project or (owners or volume_projects.Owners(vol.hv)).of(info)
+    return info
 
 
-def list_volumes(hv: Hypervisor, pool_name: str) -> list[VolumeInfo]:
-    """The volumes of an active pool, with format, sizes, backing file and the VMs using each."""
+def list_volumes(hv: Hypervisor, pool_name: str, *, only: frozenset[str] | None = None) -> list[VolumeInfo]:
+    """The volumes of an active pool, with format, sizes, backing file, the VMs using each and its project (only
+    those of ``only``'s projects when given)."""
     pool = _active_pool(hv, pool_name)
     usage = storage_usage.scan(hv)
-    return [_info(pool.volume(n), usage) for n in sorted(pool.volume_names())]
+    owners = volume_projects.Owners(hv)
+    return volume_projects.visible([_info(pool.volume(n), usage, owners=owners)
+                                    for n in sorted(pool.volume_names())], only)
 
 
 def show_volume(hv: Hypervisor, ref: str) -> VolumeInfo:
@@ -264,10 +271,12 @@ def _set_allocation(xml: str, allocation: int) -> str:
 
 
 def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None = None,
-                  backing: str | None = None, allocate: bool = False) -> VolumeInfo:
-    """A new empty volume (or a qcow2 overlay of ``backing``, POOL/VOL); sparse unless ``allocate``.
+                  backing: str | None = None, allocate: bool = False, project: str | None = None) -> VolumeInfo:
+    """A new empty volume (or a qcow2 overlay of ``backing``, POOL/VOL) of ``project`` (default: ``default``);
+    sparse unless ``allocate``.
 
-    Raises InvalidInput (name, size, format), NotFound, Conflict (name taken), HostProblem (no space).
+    Raises InvalidInput (name, size, format), NotFound, Conflict (name taken), HostProblem (no space),
+    QuotaExceeded (the project's disk quota).
     """
     pool_name, name = split_ref(ref)
     check_volume_name(name, pool_name)
@@ -305,33 +314,43 @@ def create_volume(hv: Hypervisor, ref: str, size: int | None, *, fmt: str | None
     reads = [LockSpec("volume", backing, shared=True)] if backing is not None else []
     return make_volume(hv, "volume.create", pool, name, size if allocate else QCOW2_OVERHEAD,
                  lambda op: created_with_undo(op, pool, name, lambda: pool.create_volume(xml, what=what)),
-                 reads=reads, fault="vol-create")
+                 reads=reads, fault="vol-create", project=project, capacity=size)
 
 
 Make = Callable[[Operation], hv_storage.Volume]
 
 
 def make_volume(hv: Hypervisor, kind: str, pool: hv_storage.Pool, name: str, needed: int, make: Make, *,
-          reads: list[LockSpec] | None = None, fault: str, report: Reporter = QUIET) -> VolumeInfo:
+                reads: list[LockSpec] | None = None, fault: str, report: Reporter = QUIET,
+                project: str | None = None, capacity: int = 0) -> VolumeInfo:
     """Run ``make(op)`` as a journalled operation; whatever fails after the volume exists (no space, Ctrl-C, a
-    crash) removes it again. The name is checked again under the volume's lock, so the undo journalled before
-    libvirt makes it can only ever remove the volume this operation made.
+    crash, the project's disk quota) removes it again. The name is checked again under the volume's lock, so the
+    undo journalled before libvirt makes it can only ever remove the volume this operation made. The volume is
+    recorded as ``project``'s; ``capacity`` (what it is expected to hold) is checked against the project's disk
+    quota before, the capacity it has after.
     """
+    owner = projects.resolve(project)
     ref = f"{pool.name}/{name}"
-    locks = [LockSpec("volume", ref), LockSpec("pool", pool.name, shared=True), *(reads or [])]
+    locks = [LockSpec("volume", ref), LockSpec("pool", pool.name, shared=True), *(reads or []),
+             projects.lock(owner)]
     with Operation(hv, kind, ref, locks=locks, report=report) as op:
         if pool.has_volume(name):
             raise Conflict(f"volume {name!r} already exists in pool {pool.name}",
                            hint=f"pick another name, or {{cmd:vol rm {ref}}} first", code="name.taken")
+        projects.check(hv, owner, ProjectUse(disk=capacity))
         try:
             vol = make(op)
         except (KvmhubError, OSError) as exc:
             if _is_enospc(exc):
                 raise _no_space(pool, needed) from exc
             raise
+        made = vol.info().capacity
+        if made > capacity:  # an uploaded qcow2 holds more than its length
+            projects.check(hv, owner, ProjectUse(disk=made))
         faults.point(fault)
+        projects.record_volume(hv.uri, ref, vol.path, owner)
         op.success()
-    return _info(vol)
+    return _info(vol, project=owner)
 
 
 def created_with_undo(op: StepLog, pool: hv_storage.Pool, name: str, create: Callable[[], hv_storage.Volume], *,
@@ -346,8 +365,9 @@ def created_with_undo(op: StepLog, pool: hv_storage.Pool, name: str, create: Cal
 
 
 def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = False,
-                 fmt: str | None = None) -> VolumeInfo:
-    """Copy a volume (full, through libvirt), or make a qcow2 overlay backed by it (``linked``).
+                 fmt: str | None = None, project: str | None = None) -> VolumeInfo:
+    """Copy a volume (full, through libvirt), or make a qcow2 overlay backed by it (``linked``), as a volume of
+    ``project`` (default: ``default``).
 
     ``dst_ref`` is POOL/NAME or a NAME in the source's pool. Refused while a running VM writes the
     source (a full copy would be torn; an overlay's base must not change).
@@ -382,7 +402,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
         check_space(dpool, QCOW2_OVERHEAD)
         return make_volume(hv, "volume.clone", dpool, dname, QCOW2_OVERHEAD, lambda op: created_with_undo(
             op, dpool, dname, lambda: dpool.create_volume(xml, what=f"creating {dname}")), reads=reads,
-            fault="vol-clone")
+            fault="vol-clone", project=project, capacity=info.capacity)
     out_fmt = fmt or (src_fmt if dkind in FILE_POOLS and src_fmt in FORMATS else "raw")
     if out_fmt not in FORMATS:
         raise InvalidInput(f"unknown volume format {out_fmt!r}", hint="qcow2 or raw")
@@ -393,7 +413,7 @@ def clone_volume(hv: Hypervisor, src_ref: str, dst_ref: str, *, linked: bool = F
     return make_volume(hv, "volume.clone", dpool, dname, max(needed, info.capacity), lambda op: created_with_undo(
         op, dpool, dname,
         lambda: dpool.create_volume_from(xml, src, what=f"copying {spool.name}/{src.name} to {dname}"),
-        building=True), reads=reads, fault="vol-clone")
+        building=True), reads=reads, fault="vol-clone", project=project, capacity=info.capacity)
 
 
 def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False, shrink: bool = False) -> VolumeInfo:
@@ -406,7 +426,7 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
     current = vol.info().capacity
     new = current + size if grow_by else size
     if new == current:
-        return _info(vol)
+        return _info(vol, storage_usage.scan(hv))
     if new < current and not shrink:
         raise InvalidInput(
             f"{pool.name}/{vol.name} is {format_size(current)}; {format_size(new)} would shrink it",
@@ -422,7 +442,9 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
                        hint=f"resize it live: {{cmd:disk resize {running[0]} TARGET SIZE}}, or stop the VM",
                        code="volume.in_use")
     ref = f"{pool.name}/{vol.name}"
-    with Operation(hv, "volume.resize", ref, locks=[LockSpec("volume", ref)]) as op:
+    owner = _info(vol, usage).project
+    with Operation(hv, "volume.resize", ref, locks=[LockSpec("volume", ref), projects.lock(owner)]) as op:
+        projects.check(hv, owner, ProjectUse(disk=max(0, new - current)))
         op.add(f"resize volume {ref} from {current} to {new} bytes")  # a resize has no undo
         try:
             vol.resize(new, shrink=new < current)
@@ -431,7 +453,7 @@ def resize_volume(hv: Hypervisor, ref: str, size: int, *, grow_by: bool = False,
                 raise _no_space(pool, new - current) from exc
             raise
         op.success()
-    return _info(vol)
+    return _info(vol, usage, project=owner)
 
 
 def remove_volume(hv: Hypervisor, ref: str) -> None:
@@ -452,11 +474,12 @@ def remove_volume(hv: Hypervisor, ref: str) -> None:
     with Operation(hv, "volume.rm", ref, locks=[LockSpec("volume", ref)]) as op:
         op.add(f"delete volume {ref}")  # deleted data cannot come back: no undo
         vol.delete()
+        projects.forget_volume(hv.uri, ref)
         op.success()
 
 
-def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
-           report: Reporter = QUIET) -> VolumeInfo:
+def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None, report: Reporter = QUIET,
+           project: str | None = None) -> VolumeInfo:
     """Upload a file on this host into a new volume sized to the file (hostile headers refused).
 
     A failed, interrupted or cancelled (``report.cancel``) upload leaves no volume behind.
@@ -502,7 +525,8 @@ def upload(hv: Hypervisor, ref: str, src: Path, *, fmt: str | None = None,
         pool.refresh()
         return pool.volume(name)
 
-    return make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report)
+    return make_volume(hv, "volume.upload", pool, name, length, make, fault="vol-upload", report=report,
+                       project=project, capacity=length)
 
 
 def download_target(dest: Path, name: str, *, overwrite: bool) -> Path:
@@ -552,4 +576,4 @@ def download(hv: Hypervisor, ref: str, dest: Path, *, overwrite: bool = False,
                               f"{format_size(shutil.disk_usage(parent).free)}",
                               hint="free space there, or download elsewhere") from exc
         raise
-    return _info(vol)
+    return _info(vol, storage_usage.scan(hv))

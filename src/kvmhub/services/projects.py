@@ -216,23 +216,32 @@ _owners: dict[str, tuple[str, float]] = {}
 _owners_lock = threading.Lock()
 
 
-def owners(hv: Hypervisor) -> dict[str, str]:
-    """Every VM's name and the project it belongs to."""
+def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str, str]:
+    """Every VM's name and the project it belongs to (``transient``: the transient VMs' names, when known)."""
     out: dict[str, str] = {}
     now = time.monotonic()
+    unknown: list[hv_domains.Domain] = []
     for dom in hv_domains.list_all(hv):
         uuid = dom.uuid  # known to the handle: no libvirt round trip
         with _owners_lock:
             known = _owners.get(uuid)
         if known is not None and now - known[1] < OWNER_TTL_S:
             out[dom.name] = known[0]
-            continue
+        else:
+            unknown.append(dom)
+    if not unknown:
+        return out
+    if transient is None:
+        transient = hv_domains.listing_flags(hv).transient
+    texts = hv_domains.metadata_of(hv, unknown, transient)
+    for dom in unknown:
+        text = texts.get(dom.uuid)
         try:
-            project = project_of(_meta(dom))
-        except NotFound:
-            continue  # undefined meanwhile
+            project = project_of(metadata_from_xml(text) if text else KvmhubMeta())
+        except InvalidInput:
+            project = DEFAULT_PROJECT  # unreadable metadata: the VM is treated as one kvmhub did not make
         with _owners_lock:
-            _owners[uuid] = (project, now)
+            _owners[dom.uuid] = (project, now)
         out[dom.name] = project
     return out
 

@@ -39,7 +39,7 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
     agent, which may take seconds to answer): `show` asks the guest."""
     rows = hv_domains.bulk_stats(hv)
     flags = hv_domains.listing_flags(hv)
-    owners = projects.owners(hv)
+    owners = projects.owners(hv, flags.transient)
     logs = host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
     out = []
     for row in rows:

@@ -25,13 +25,15 @@ def build_tiny(
     name: Annotated[str, typer.Option(help="image name in the store")] = TINY_NAME,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when cached")] = False,
     cache: Annotated[Path, typer.Option(help="where the build is cached")] = Path("/var/cache/kvmhub"),
+    kernel: Annotated[str, typer.Option(help="Debian's kernel: cloud (small) or generic (also 9p, vmgenid)")]
+    = "cloud",
 ) -> None:
     """Build the tiny appliance image offline from Debian packages and import it into the store."""
     from kvmhub.models import HostMedia, ImageImportRequest
     from kvmhub.services.storage.tiny import build_tiny_image
 
     with live.report("build-tiny") as report:
-        path = build_tiny_image(cache, force=force, progress=report.phase)
+        path = build_tiny_image(cache, force=force, progress=report.phase, kernel=kernel)
         existing = {i.name: i for i in _list()}
         if name in existing and not force:
             report.phase("already in the image store")

@@ -39,10 +39,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from kvmhub.errors import HostProblem
+from kvmhub.errors import HostProblem, InvalidInput
 from kvmhub.tools.tiny._proc import run
 from kvmhub.tools.tiny.cpio import CpioEntry, entries_from_tree, write_initramfs
-from kvmhub.tools.tiny.debs import Deb, dpkg_extract, fetch, print_uris, resolve_debs, resolve_packages
+from kvmhub.tools.tiny.debs import KERNELS, Deb, dpkg_extract, fetch, print_uris, resolve_debs, resolve_packages
 from kvmhub.tools.tiny.stage import FILES_DIR, find_kernel, stage_modules, stage_userland
 
 __all__ = [
@@ -103,30 +103,36 @@ def build_tiny_image(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    kernel: str = "cloud",
 ) -> Path:
     """Build (or reuse) the tiny appliance and return the path of its qcow2.
 
     The image is ``<cache_dir>/tiny/tiny-<key>.qcow2`` where ``key`` hashes the exact Debian packages and
-    this builder's files; ``<cache_dir>/tiny/tiny.qcow2`` is a symlink to the newest one. The image is a
+    this builder's files; ``<cache_dir>/tiny/tiny.qcow2`` is a symlink to the newest one. ``kernel`` picks
+    Debian's kernel (:data:`KERNELS`): ``cloud`` (small, the default) or ``generic`` (it also has 9p and
+    vmgenid), whose images are ``tiny-generic-<key>.qcow2`` and ``tiny-generic.qcow2``. The image is a
     base image: boot it through an overlay (``qemu-img create -f qcow2 -b ... -F qcow2``), never directly.
     ``progress`` is called with each phase name ("resolve packages", "fetch packages", "extract
     packages", "kernel modules", "initramfs", "disk image", "done").
     """
     report: Progress = progress or _no_progress
     _require_tools(_HOST_TOOLS)
+    if kernel not in KERNELS:
+        raise InvalidInput(f"unknown kernel flavour {kernel!r}", hint=f"one of: {', '.join(KERNELS)}")
+    prefix = "tiny" if kernel == "cloud" else f"tiny-{kernel}"
     tiny_dir = _prepare_dir(Path(cache_dir) / "tiny")
     with _locked(tiny_dir):
         report("resolve packages")
-        debs = resolve_debs()
+        debs = resolve_debs(KERNELS[kernel])
         key = _cache_key(debs)
-        image = tiny_dir / f"tiny-{key}.qcow2"
+        image = tiny_dir / f"{prefix}-{key}.qcow2"
         if image.is_file() and not force:
-            _point_latest(tiny_dir, image)
+            _point_latest(tiny_dir, image, prefix)
             report("done")
             return image
 
         report("fetch packages")
-        deb_paths = fetch(tiny_dir / "debs", debs)
+        deb_paths = fetch(tiny_dir / ("debs" if kernel == "cloud" else f"debs-{kernel}"), debs)
         with tempfile.TemporaryDirectory(prefix="build-", dir=tiny_dir) as tmp:
             work = Path(tmp)
             report("extract packages")
@@ -150,7 +156,7 @@ def build_tiny_image(
 
             report("disk image")
             _make_disk(work, vmlinuz, initrd, image)
-        _point_latest(tiny_dir, image)
+        _point_latest(tiny_dir, image, prefix)
     report("done")
     return image
 
@@ -320,9 +326,9 @@ def _make_disk(work: Path, vmlinuz: Path, initrd: Path, image: Path) -> None:
     os.replace(tmp_image, image)
 
 
-def _point_latest(tiny_dir: Path, image: Path) -> None:
-    link = tiny_dir / "tiny.qcow2"
-    tmp = tiny_dir / ".tiny.qcow2.link"
+def _point_latest(tiny_dir: Path, image: Path, prefix: str = "tiny") -> None:
+    link = tiny_dir / f"{prefix}.qcow2"
+    tmp = tiny_dir / f".{prefix}.qcow2.link"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(image.name)
     os.replace(tmp, link)

@@ -1,6 +1,7 @@
 """The Debian packages behind the tiny appliance: resolving them with apt, fetching and extracting them.
 
-Which packages: the kernel that ``linux-image-cloud-amd64`` stands for, busybox-static, qemu-guest-agent,
+Which packages: the kernel that ``linux-image-cloud-amd64`` stands for (``linux-image-amd64`` for the generic
+flavour, whose kernel also has 9p and vmgenid), busybox-static, qemu-guest-agent,
 dropbear-bin and the library packages (lib*) that qemu-guest-agent and dropbear-bin depend on. Each is
 pinned by file name and SHA-256 as apt announces them, so the builder's cache key follows the archive.
 """
@@ -17,6 +18,7 @@ from kvmhub.errors import OperationFailed
 from kvmhub.tools.tiny._proc import run
 
 __all__ = [
+    "KERNELS",
     "KERNEL_META_PACKAGE",
     "Deb",
     "dpkg_extract",
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
+KERNELS = {"cloud": KERNEL_META_PACKAGE, "generic": "linux-image-amd64"}  # flavour -> Debian's kernel package
 _BASE_PACKAGES = ("busybox-static", "qemu-guest-agent", "dropbear-bin")
 # Only these get their library dependencies followed (and only into lib* packages).
 _LIB_ROOTS = ("qemu-guest-agent", "dropbear-bin")
@@ -82,15 +85,16 @@ def _is_library(package: str) -> bool:
     return (package.startswith("lib") or package.startswith("zlib")) and "perl" not in package
 
 
-def resolve_packages() -> list[str]:
-    """The kernel package, the base packages and the library packages qemu-ga and dropbear need."""
-    deps = _depends([KERNEL_META_PACKAGE, *_BASE_PACKAGES])
-    kernel = next((d for d in deps.get(KERNEL_META_PACKAGE, []) if d.startswith("linux-image-")), None)
+def resolve_packages(meta: str = KERNEL_META_PACKAGE) -> list[str]:
+    """The kernel package ``meta`` stands for, the base packages and the library packages qemu-ga and dropbear
+    need."""
+    deps = _depends([meta, *_BASE_PACKAGES])
+    kernel = next((d for d in deps.get(meta, []) if d.startswith("linux-image-")), None)
     if kernel is None:
         raise OperationFailed(
-            f"cannot tell which kernel {KERNEL_META_PACKAGE} stands for",
+            f"cannot tell which kernel {meta} stands for",
             cause="apt-cache depends listed no linux-image-* dependency",
-            hint="run: apt-get update, then apt-cache depends " + KERNEL_META_PACKAGE,
+            hint="run: apt-get update, then apt-cache depends " + meta,
         )
     libs: list[str] = []
     todo = list(_LIB_ROOTS)
@@ -121,8 +125,8 @@ def print_uris(packages: Sequence[str]) -> list[Deb]:
     return [found[p] for p in packages]
 
 
-def resolve_debs() -> list[Deb]:
-    return print_uris(resolve_packages())
+def resolve_debs(meta: str = KERNEL_META_PACKAGE) -> list[Deb]:
+    return print_uris(resolve_packages(meta))
 
 
 def _sha256(path: Path) -> str:

@@ -84,8 +84,8 @@ def host_devices(root: Element) -> list[HostTie]:
 
 
 def unexportable(xml_root: Element) -> list[HostTie]:
-    """What refuses an export: host devices and TPMs."""
-    return host_devices(xml_root)
+    """What refuses an export: host devices and TPM passthrough (an emulated TPM's state travels in the archive)."""
+    return [t for t in host_devices(xml_root) if t.what != "emulated TPM"]
 
 
 def clone_warnings(root: Element, *, tpm_state: Literal["copied", "none", "not copied"] = "not copied") -> list[str]:

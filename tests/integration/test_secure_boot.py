@@ -1,6 +1,7 @@
 """`create --secure-boot` on a real libvirtd: libvirt's firmware autoselection picks OVMF's Secure Boot build with
 Microsoft's keys enrolled (OVMF_CODE_4M.ms.fd, its variables template OVMF_VARS_4M.ms.fd), QEMU runs it under
-TCG, the VM's NVRAM file is made from that template, `show` reports it, and `rm` removes the NVRAM file.
+TCG, the VM's NVRAM file is made from that template, `show` reports it, export and import carry the NVRAM
+(libvirt names none in the definition of such a VM), and `rm` removes the NVRAM file.
 
 The tiny appliance boots with SYSLINUX (BIOS) only, so the test gives a copy of its FAT disk the boot chain a
 Debian system boots through under Secure Boot: Debian's shim (signed by Microsoft's UEFI CA, which the enrolled
@@ -24,6 +25,7 @@ from tests.integration.conftest import LAB_NET, Runner
 from tests.integration.guest import guest_sh
 
 VM = "vm-sb"
+COPY = "vm-sb-copy"
 NVRAM = f"/var/lib/libvirt/qemu/nvram/{VM}_VARS.fd"
 IMAGE = "tiny-sb"
 SHIM = "usr/lib/shim/shimx64.efi.signed"
@@ -102,6 +104,25 @@ def test_show_reports_uefi_with_secure_boot(kvmhub: Runner, sb_vm: str) -> None:
     assert (shown["firmware"], shown["secure_boot"]) == ("uefi", True)
     r = kvmhub("show", sb_vm)
     assert "firmware: uefi (Secure Boot)" in r.out
+
+
+def test_export_and_import_carry_the_nvram(prepared_host: TestHost, kvmhub: Runner, sb_vm: str,
+                                           tmp_path: Path) -> None:
+    r = kvmhub("stop", sb_vm, "--force", "--timeout", "60")
+    assert r.code == 0, r.err
+    archive = tmp_path / "sb.tar.gz"
+    r = kvmhub("export", sb_vm, "--to", str(archive))
+    assert r.code == 0, r.err
+    r = kvmhub("import", str(archive), "--as", COPY)
+    assert r.code == 0, r.err
+    try:
+        copy = prepared_host.inside(f"/var/lib/libvirt/qemu/nvram/{COPY}_VARS.fd")
+        assert copy.read_bytes() == prepared_host.inside(NVRAM).read_bytes()
+        shown = json.loads(kvmhub("show", COPY, "--json").out)
+        assert (shown["firmware"], shown["secure_boot"]) == ("uefi", True)
+    finally:
+        assert kvmhub("rm", COPY).code == 0
+    assert not copy.exists()
 
 
 def test_rm_removes_the_nvram_file(prepared_host: TestHost, kvmhub: Runner, sb_vm: str) -> None:

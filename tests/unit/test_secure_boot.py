@@ -15,6 +15,7 @@ from kvmhub.errors import HostProblem, InvalidInput, exit_code, http_status
 from kvmhub.hv import Hypervisor, domcaps
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import CreateRequest, HostMedia
+from kvmhub.services.storage.nvram import nvram_path
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import firmware, lifecycle
 from kvmhub.xml import domain_from_xml, domain_to_xml
@@ -193,3 +194,10 @@ def test_show_reports_the_firmware_in_both_modes(client: TestClient) -> None:
     assert "firmware: uefi (Secure Boot)" in cli("show", "sb1")
     assert "firmware: bios" in cli("show", "test")  # the test driver's own VM
     assert "secure_boot" not in cli("show", "sb1")
+
+
+def test_the_nvram_of_autoselected_firmware_is_libvirts_own_file() -> None:
+    # libvirt 9.0 names no <nvram> in the definition until it starts; export and clone carry the file it makes
+    assert nvram_path(parse(_xml(SECURE), "domain")) == "/var/lib/libvirt/qemu/nvram/sb1_VARS.fd"
+    assert nvram_path(parse(_xml(CreateRequest(name="b1", image="tiny")), "domain")) is None
+    assert nvram_path(parse(LIVE.format(secure="yes"), "domain")) == "/var/lib/libvirt/qemu/nvram/x_VARS.fd"

@@ -76,6 +76,9 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     guest.not_found             no such program or file in the guest
     guest.is_directory          a path in the guest is a directory where a file is needed
     share.path_refused          the host directory is outside the roots the admin allows for shares, or never shared
+    vm.firmware_conflict        the firmware asked for cannot go with another option (Secure Boot with BIOS, ...)
+    host.no_uefi                the host's libvirt finds no UEFI firmware (OVMF) for the VM
+    host.no_secure_boot         the host's libvirt finds no UEFI firmware with Secure Boot for the VM
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
@@ -125,6 +128,7 @@ CODES: frozenset[str] = frozenset({
     "project.not_found", "project.not_empty", "project.quota_exceeded",
     "vm.no_agent", "vm.agent_unresponsive", "guest.not_found", "guest.is_directory",
     "share.not_found", "share.path_refused",
+    "vm.firmware_conflict", "host.no_uefi", "host.no_secure_boot",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")

@@ -88,9 +88,10 @@ def test_stock_uefi_firmware_is_accepted() -> None:
     assert untrusted_refusals(root) == []
 
 
-def test_tpm_and_host_devices_refuse_an_export_but_an_emulated_tpm_may_be_restored() -> None:
+def test_tpm_passthrough_and_host_devices_refuse_an_export_but_an_emulated_tpm_travels() -> None:
     tpm = with_device("<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>")
-    assert [t.kind for t in unexportable(tpm)] == ["tpm"]
+    assert unexportable(tpm) == []  # its swtpm state goes in the archive
+    assert [t.kind for t in unexportable(with_device("<tpm><backend type='passthrough'/></tpm>"))] == ["tpm"]
     assert untrusted_refusals(tpm, allow_tpm_emulator=True) == []
     assert [t.kind for t in unexportable(with_device(HOSTILE["pci hostdev"][0]))] == ["hostdev"]
 

@@ -6,11 +6,11 @@ from kvmhub.errors import HostProblem
 from kvmhub.hv.connection import Hypervisor
 
 
-def domain_capabilities(hv: Hypervisor, virttype: str) -> str | None:
-    """``virsh domcapabilities --virttype`` for the host's default emulator and machine; None when the driver
-    cannot tell (libvirt's test driver)."""
+def domain_capabilities(hv: Hypervisor, virttype: str, machine: str | None = None) -> str | None:
+    """``virsh domcapabilities --virttype`` for the host's default emulator and ``machine`` (default: the
+    emulator's); None when the driver cannot tell (libvirt's test driver)."""
     try:
-        return str(hv.call(hv.conn.getDomainCapabilities, None, None, None, virttype, 0,
+        return str(hv.call(hv.conn.getDomainCapabilities, None, None, machine, virttype, 0,
                            what="reading the domain capabilities", retry=True))
     except HostProblem as exc:
         if exc.code == "hv.unsupported":

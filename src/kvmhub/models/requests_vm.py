@@ -7,6 +7,7 @@ them, so a refusal names the option as the user gave it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,6 +116,8 @@ class CreateRequest(_Model):
     project: str | None = None  # the owning project; None: the caller's only project, else default
     shares: list[ShareAddRequest] = Field(default_factory=list)  # host directories, mounted at first boot
     tpm: bool = False  # an emulated TPM 2.0 (swtpm), its state kept by libvirt with the VM
+    firmware: Literal["bios", "uefi"] | None = None  # None: bios, or uefi with secure_boot
+    secure_boot: bool = False  # UEFI with Secure Boot on and Microsoft's keys enrolled (implies uefi)
 
 
 class CloneTarget(_Model):

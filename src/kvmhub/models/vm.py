@@ -97,6 +97,7 @@ class TPMSpec(_Model):
 
 
 BootDevice = Literal["hd", "cdrom", "network"]
+Firmware = Literal["bios", "uefi"]
 
 
 def _boot_from_disk() -> list[BootDevice]:
@@ -183,6 +184,8 @@ class VMSpec(_Model):
     boot: BootSpec = Field(default_factory=BootSpec)
     guest_agent: bool = True
     tpm: TPMSpec | None = None
+    firmware: Firmware = "bios"  # uefi: libvirt picks OVMF from the host's firmware descriptors
+    secure_boot: bool = False  # uefi only: firmware with Secure Boot on and Microsoft's keys enrolled, SMM on
     meta: KvmhubMeta = Field(default_factory=KvmhubMeta)
 
 
@@ -246,3 +249,5 @@ class VMInfo(_Model):
     limits: Limits | None = None
     user: str | None = None  # the guest user that got the SSH keys, when kvmhub knows it (`show`; not `ls`)
     tpm: TPMSpec | None = None  # its TPM device (`show`; not `ls`)
+    firmware: Firmware = "bios"  # `show`; not `ls`
+    secure_boot: bool = False  # UEFI Secure Boot on (`show`; not `ls`)

@@ -20,6 +20,7 @@ from kvmhub.xml._util import (
 )
 from kvmhub.xml.chardev import build_agent_channel, build_serial, has_agent_channel, parse_serial
 from kvmhub.xml.disk import build_disk, parse_disk
+from kvmhub.xml.firmware import build_firmware, parse_firmware
 from kvmhub.xml.graphics import build_graphics, parse_graphics
 from kvmhub.xml.interface import build_interface, parse_interface
 from kvmhub.xml.metadata import ROOT_TAG, build_metadata, parse_metadata
@@ -86,6 +87,9 @@ def build_domain(spec: VMSpec) -> Element:
     sub(features, "acpi")
     if spec.arch in _X86:
         sub(features, "apic")
+    os_el = root.find("os")
+    assert os_el is not None
+    build_firmware(os_el, features, spec)
     # host-passthrough needs KVM; under TCG QEMU's default CPU model is the portable choice.
     if spec.domain_type == "kvm" or spec.max_memory_mib is not None:
         cpu = sub(root, "cpu", {"mode": "host-passthrough"} if spec.domain_type == "kvm" else None)
@@ -145,6 +149,7 @@ def parse_domain(root: Element) -> VMSpec:
         "guest_agent": has_agent_channel(devices),
         "tpm": parse_tpm(devices),
     }
+    fields["firmware"], fields["secure_boot"] = parse_firmware(root)
     if os_type is not None and os_type.get("arch") is not None:
         fields["arch"] = os_type.get("arch")
     parse_sizes(root, fields)

@@ -1,10 +1,10 @@
 """What in a domain definition ties it to one host, or would reach into the host that defines it.
 
-Two uses. Before an export, the devices whose state or hardware cannot travel are named so the export
-is refused up front (:func:`unexportable`): PCI/USB/SCSI ``<hostdev>`` (hardware of this host) and
-``<tpm>`` (an emulator's state lives in the host's swtpm directory, keyed by UUID; passthrough is a host
-device). A clone on the same host keeps both with a warning (:func:`clone_warnings`): a host device can
-be used by one running VM at a time, and the clone's TPM starts empty unless its state is copied.
+Two uses. Before an export, the devices whose hardware cannot travel are named so the export is refused
+up front (:func:`unexportable`): PCI/USB/SCSI ``<hostdev>`` and TPM passthrough (hardware of this host); an
+emulated ``<tpm>``'s state, kept in the host's swtpm directory by UUID, travels in the archive. A clone on
+the same host keeps host devices and TPMs with a warning (:func:`clone_warnings`): a host device can be used
+by one running VM at a time, and the clone's TPM starts empty unless its state is copied.
 
 On import or restore-as-new the definition comes from a file anyone could have written; it may hold only
 what kvmhub's own export or backup writes (:func:`untrusted_refusals`). Refused: network disks, disk
@@ -84,8 +84,8 @@ def host_devices(root: Element) -> list[HostTie]:
 
 
 def unexportable(xml_root: Element) -> list[HostTie]:
-    """What refuses an export: host devices and TPMs."""
-    return host_devices(xml_root)
+    """What refuses an export: host devices and TPM passthrough (an emulated TPM's state travels in the archive)."""
+    return [t for t in host_devices(xml_root) if t.what != "emulated TPM"]
 
 
 def clone_warnings(root: Element, *, tpm_state: Literal["copied", "none", "not copied"] = "not copied") -> list[str]:

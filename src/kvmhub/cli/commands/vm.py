@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -87,6 +87,10 @@ def create(
     share: Annotated[list[str] | None, typer.Option(
         "--share", help="HOSTDIR[:TAG]: share a host directory (virtiofs), mounted at /mnt/TAG (repeatable)")] = None,
     tpm: Annotated[bool, typer.Option("--tpm", help="an emulated TPM 2.0 (swtpm; state kept with the VM)")] = False,
+    firmware: Annotated[str | None, typer.Option(
+        "--firmware", help="bios (default) or uefi (OVMF, picked by libvirt)")] = None,
+    secure_boot: Annotated[bool, typer.Option(
+        "--secure-boot", help="UEFI with Secure Boot on and Microsoft's keys enrolled (implies uefi)")] = False,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.commands.share import from_option
@@ -123,6 +127,7 @@ def create(
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
         shares=[from_option(s) for s in share or []], tpm=tpm,
+        firmware=_firmware_option(firmware), secure_boot=secure_boot,
     )
     if target is None and vm_create.wants_seed(req):
         target = Phase.READY  # its keys are in place then
@@ -152,6 +157,19 @@ def _wait_phase(text: str | None) -> Phase | None:
     if text not in allowed:
         raise InvalidInput(f"{{opt:wait}}={text}: no such phase to wait for", hint=f"one of {', '.join(allowed)}")
     return Phase(text)
+
+
+def _firmware_option(text: str | None) -> Literal["bios", "uefi"] | None:
+    """The firmware --firmware names; refuses the others."""
+    from kvmhub.errors import InvalidInput
+
+    if text == "bios":
+        return "bios"
+    if text == "uefi":
+        return "uefi"
+    if text is None:
+        return None
+    raise InvalidInput(f"{{opt:firmware}} {text}: no such firmware", hint="bios or uefi")
 
 
 def _access_key() -> str | None:
@@ -240,6 +258,8 @@ def show(name: str, json_out: JsonOpt = False) -> None:
     data["nics"] = [f"{n.network or n.bridge} {n.mac or ''} {n.model}" for n in info.nics]
     data.pop("limits", None)
     data["tpm"] = info.tpm.text() if info.tpm is not None else None
+    data["firmware"] = info.firmware + (" (Secure Boot)" if info.secure_boot else "")
+    data.pop("secure_boot")
     for key, value in data.items():
         output.field(key, value)
     if info.limits is not None:

@@ -36,6 +36,7 @@ from kvmhub.services import projects
 from kvmhub.services.network import firewall
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
+from kvmhub.services.vm import firmware as vm_firmware
 from kvmhub.services.vm import lifecycle as vms
 from kvmhub.services.vm import listing, saves, tuning
 from kvmhub.services.vm import remove as vm_remove
@@ -108,6 +109,7 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
             parse_size(text, what=what, default_unit=unit)
     projects.check(hv, req.project or DEFAULT_PROJECT, vm_create.requested_use(req))  # again under its lock
     vm_shares.plan(req.shares)  # a directory outside the allowed roots is a 400 now
+    vm_firmware.check_request(req)
 
     def work(report: Reporter) -> VMInfo:
         vm_create.create(hv, req, report=report)

@@ -24,13 +24,20 @@ LIMIT = NVRAM_MAX_BYTES
 
 
 def nvram_path(tree: Element) -> str | None:
-    """The NVRAM file a ``<domain>`` names (``<os><nvram>`` text or its ``<source file>``), if any."""
+    """The NVRAM file a ``<domain>`` names (``<os><nvram>`` text or its ``<source file>``), if any; for firmware
+    libvirt autoselects (``<os firmware='efi'>``), whose definition names none until it starts, libvirt's own."""
     el = tree.find("os/nvram")
     if el is None:
-        return None
+        name = (tree.findtext("name") or "").strip()
+        return new_path(name) if name and _autoselected_efi(tree) else None
     src = el.find("source")
     path = (src.get("file") if src is not None else el.text) or ""
     return path.strip() or None
+
+
+def _autoselected_efi(tree: Element) -> bool:
+    os_el = tree.find("os")
+    return os_el is not None and os_el.get("firmware") == "efi"
 
 
 def on_this_machine(uri: str) -> bool:

@@ -30,6 +30,7 @@ from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import disks as disks_svc
 from kvmhub.services.storage import encryption, images
 from kvmhub.services.vm import cloudinit, installer, osinfo, shares, ssh
+from kvmhub.services.vm import firmware as vm_firmware
 from kvmhub.services.vm import tpm as vm_tpm
 from kvmhub.services.vm.readiness import SERIAL_LOG_DIR as SERIAL_LOG_DIR
 from kvmhub.services.vm.tuning import apply_to_spec
@@ -68,6 +69,7 @@ def _validate(hv: Hypervisor, req: CreateRequest, vm_uuid: str
     """Check everything before touching the host; returns (memory MiB, disk bytes, seed, image record, image
     path)."""
     check_name(req.name, "VM")
+    vm_firmware.check_request(req)
     if not 1 <= req.cpus <= MAX_VCPUS:
         raise InvalidInput(f"{{opt:cpus}} {req.cpus} is out of range", hint=f"1 to {MAX_VCPUS}")
     memory_mib = parse_size(req.memory, what="memory", default_unit="M") // 1024**2
@@ -124,7 +126,8 @@ def build_spec(
     host_cpus: int = 1,
 ) -> VMSpec:
     """The VMSpec for ``req``, limits included. Raises InvalidInput for out-of-range limits."""
-    return apply_to_spec(_base_spec(req, memory_mib, domain_type, vm_uuid, mac), req.limits, host_cpus)
+    spec = vm_firmware.apply(_base_spec(req, memory_mib, domain_type, vm_uuid, mac), req)
+    return apply_to_spec(spec, req.limits, host_cpus)
 
 
 def wants_seed(req: CreateRequest) -> bool:
@@ -194,6 +197,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
         report.warn(f"{accel.TCG_WARNING} ({probe.detail})")
     if req.tpm:
         vm_tpm.check_host(hv, accel.domain_type(probe.accelerator))
+    vm_firmware.check_host(hv, accel.domain_type(probe.accelerator), req)
     mac = leases.new_mac(hv, req.network) if req.network else None
     spec = build_spec(req, memory_mib, accel.domain_type(probe.accelerator), vm_uuid, mac, host_cpus)
     if wants_seed(req) and image_meta is not None:
@@ -204,7 +208,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     if boot is not None:
         spec = disks_svc.with_boot_disk(spec, boot, pools.DISKS_POOL, disk_volume(req.name))
     if profile is not None:
-        spec = osinfo.apply_profile(spec, profile)
+        spec = vm_firmware.apply(osinfo.apply_profile(spec, profile), req)  # the profile's machine may be pc
     disks = pools.disks_pool(hv)
     project = projects.resolve(req.project)
     locks = [LockSpec("vm", req.name), projects.lock(project)]

@@ -8,13 +8,15 @@ The archive is a gzip-compressed tar holding, in this order:
   came from included) merged into one self-contained file, so the archive needs nothing on the other host
   (``compress``: with zlib-compressed clusters, which stay compressed in the imported volume);
 * ``disk-<target>.raw``: raw disks (the cloud-init seed) byte for byte;
-* ``nvram.fd``: a UEFI VM's NVRAM file (its firmware variables), when its host is this machine.
+* ``nvram.fd``: a UEFI VM's NVRAM file (its firmware variables), when its host is this machine;
+* ``tpm/<path>``: an emulated TPM's swtpm state files (its keys and sealed secrets), when its host is this
+  machine and the VM has run (:mod:`kvmhub.services.vm.export_tpm`).
 
 Disks are read through libvirt's volume download API and written through its upload API, so the archive
 is a file where kvmhub runs, whichever host the VM is on. Only the VM's current state travels: snapshots,
 checkpoints and saved memory state do not. The VM must be shut off (its disks must not change while
 copied); a VM with an encrypted disk is refused (its key is a private libvirt secret), and so is one with
-a PCI/USB host device or a TPM (hardware of this host; an emulated TPM's state is not in any disk). An export is
+a PCI/USB host device or TPM passthrough (hardware of this host). An export is
 written to ``FILE.partial`` and renamed at the end, so an interrupted one never leaves a file under the
 final name.
 
@@ -68,6 +70,7 @@ from kvmhub.services.snapshots.backups import upload_volume
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import nvram as nvram_files
 from kvmhub.services.storage.media import media_path
+from kvmhub.services.vm import export_tpm
 from kvmhub.services.vm.lifecycle import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.validate import check_name
@@ -266,13 +269,15 @@ def export(hv: Hypervisor, name: str, to: str | Path, *, compress: bool = False,
                                     volume=src.chain[0][0].name))
         domain_xml = dom.xml(inactive=True)
         nvram = _read_nvram(hv, domain_xml, report)
+        tpm = export_tpm.read_state(hv, parse(domain_xml, "domain"), dom.uuid, report)
         manifest = ExportManifest(vm=name, uuid=dom.uuid, domain_xml=domain_xml, disks=disks,
+                                  tpm=export_tpm.manifest_of(tpm),
                                   created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                   nvram=ExportNvram(bytes=len(nvram), sha256=hashlib.sha256(nvram).hexdigest())
                                   if nvram is not None else None)
         report.phase("writing the archive")
         # compressed clusters leave gzip little to win: its cheapest level then
-        _write_archive(fh, manifest, files, undo.progress, level=1 if compress else 6, nvram=nvram)
+        _write_archive(fh, manifest, files, undo.progress, level=1 if compress else 6, nvram=nvram, tpm=tpm)
         os.replace(partial, dest)
         undo.success()
     return ExportResult(file=dest, bytes=dest.stat().st_size, manifest=manifest,
@@ -298,7 +303,7 @@ def _offset(progress: BytesFn, base: int, total: int, done: int) -> None:
 
 
 def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], progress: BytesFn,
-                   level: int = 6, nvram: bytes | None = None) -> None:
+                   level: int = 6, nvram: bytes | None = None, tpm: export_tpm.State | None = None) -> None:
     total = sum(p.stat().st_size for p in files)
     sent = 0
     with raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=level) as tar:
@@ -314,6 +319,7 @@ def _write_archive(raw: IO[bytes], manifest: ExportManifest, files: list[Path], 
             faults.point("export-disk")
         if manifest.nvram is not None and nvram is not None:
             tar.addfile(_member(manifest.nvram.file, len(nvram)), io.BytesIO(nvram))
+        export_tpm.add_members(tar, tpm or [])
         raw.flush()
         os.fsync(raw.fileno())
 
@@ -456,7 +462,7 @@ def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, report:
 def _refuse_host_ties(manifest: ExportManifest, path: Path, network: str | None) -> None:
     """Refuse a definition holding what kvmhub's export never writes (a NIC's host side goes with --network)."""
     tree = parse(manifest.domain_xml, "domain")
-    ties = untrusted_refusals(tree)
+    ties = untrusted_refusals(tree, allow_tpm_emulator=True)  # its state comes from the archive, or starts empty
     if network is not None:
         ties = [t for t in ties if not (t.kind == "nic" and t.what.startswith("NIC of type"))]
     if ties:
@@ -550,11 +556,15 @@ def _import(hv: Hypervisor, tar: tarfile.TarFile, path: Path, as_name: str | Non
         if missing := sorted(set(expected) - seen):
             raise _refuse(path, f"it lacks {', '.join(missing)} (truncated?)")
         nvram = _read_nvram_member(tar, manifest, path) if manifest.nvram is not None else None
+        tpm = export_tpm.read_members(tar, manifest.tpm, parse(manifest.domain_xml, "domain"),
+                                      functools.partial(_refuse, path)) if manifest.tpm else {}
         if (extra := tar.next()) is not None:
             raise _refuse(path, f"member {extra.name!r} is not named in its manifest")
         if nvram is not None and plan.nvram is not None and plan.write_nvram:
             report.phase("writing the NVRAM (UEFI variables)")
             nvram_files.write(plan.nvram, nvram, undo)
+        assert new_uuid is not None
+        export_tpm.restore(hv, new_uuid, tpm, undo, report)
         xml = _definition(hv, manifest, plan, pool, made, undo, report, new_uuid)
         faults.point("vm-import-address")
         report.phase(f"defining VM {name}")

@@ -103,6 +103,8 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         project=projects.project_of(spec.meta),
         user=spec.meta.user,
         tpm=spec.tpm,
+        firmware=spec.firmware,
+        secure_boot=spec.secure_boot,
     )
 
 

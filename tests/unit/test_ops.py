@@ -223,6 +223,13 @@ def test_shared_locks_coexist_and_names_cannot_escape(state: Path) -> None:
     assert locks.lock_timeout() == locks.DEFAULT_TIMEOUT
 
 
+def test_a_name_too_long_for_a_file_name_still_gets_its_own_lock(state: Path) -> None:
+    long_a, long_b = "\u00e9" * 200 + "a", "\u00e9" * 200 + "b"  # each quotes to ~1200 characters
+    with hold("test:///default", [LockSpec("network", long_a)]), hold("test:///default", [LockSpec("network", long_b)]):
+        files = [p.name for p in (state / "locks").rglob("network.*.lock")]
+    assert len(files) == 2 and all(len(f) < 255 for f in files)
+
+
 def test_old_finished_operations_are_dropped(hv: Hypervisor) -> None:
     with Operation(hv, "test.op", "old") as old:
         old.success()

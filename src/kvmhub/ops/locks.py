@@ -59,9 +59,15 @@ def _host_dir(uri: str) -> Path:
     return private_dir(locks_dir() / digest)
 
 
+MAX_QUOTED = 200  # a file name holds 255 bytes; a longer quoted name is replaced by its hash
+
+
 def _path(uri: str, spec: LockSpec) -> Path:
     # quote() leaves only [A-Za-z0-9_.~-] and %XX: no separators, no dot-only names after the kind prefix
-    return _host_dir(uri) / f"{spec.kind}.{quote(spec.name, safe='')}.lock"
+    quoted = quote(spec.name, safe="")
+    if len(quoted) > MAX_QUOTED:  # names nothing accepts (they are refused later) still get a lock to be refused under
+        quoted = "sha256-" + hashlib.sha256(spec.name.encode("utf-8", "surrogatepass")).hexdigest()
+    return _host_dir(uri) / f"{spec.kind}.{quoted}.lock"
 
 
 def _holder(fd: int) -> str:

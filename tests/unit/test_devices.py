@@ -6,13 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, NotFound
 from kvmhub.hv import Hypervisor, nodedevs
+from kvmhub.hv import domains as hv_domains
+from kvmhub.models import ProjectRequest
+from kvmhub.server import accounts
+from kvmhub.server.accounts import Role
+from kvmhub.server.transport import Marked
+from kvmhub.services import projects
 from kvmhub.services.host import devices, passthrough
 from kvmhub.xml.hostdev import given_devices, hostdev_to_xml, node_device_from_xml
 from tests.unit.cli_server import run, serving
+from tests.unit.test_projects import vm_xml
 
 
 def pci(addr: tuple[int, int, int], name: str, cls: str, driver: str | None = None,
@@ -173,3 +181,23 @@ def test_the_cli_says_the_same_through_the_server(tmp_path_factory: pytest.TempP
             said = {0: "[]", 3: "error: "}[code]
             assert said in (local[1] if code == 0 else local[2])
         assert "VM test has no host device 046d:c52b" in local[2]
+
+
+def test_another_projects_vm_is_not_named_in_listings_or_refusals(
+        app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodedevs, "node_device_xmls", lambda _hv: list(NODES))
+    with TestClient(Marked(app, "tcp")) as tcp:
+        for p in ("a", "b"):
+            projects.create_project(ProjectRequest(name=p))
+        hv: Hypervisor = app.state.hv
+        hv_domains.define(hv, vm_xml("va", "a"))
+        hv_domains.define(hv, vm_xml("vb", "b").replace("</domain>", "<devices>" + HOLDER.split("<devices>")[1]))
+        accounts.add_user("alice", Role.OPERATOR, "correct horse battery")
+        projects.add_member("a", "alice")
+        alice = {"Authorization": f"Bearer {accounts.add_token('alice').secret}"}
+        listed = {d["id"]: d["vm"] for d in tcp.get("/api/v1/hosts/local/devices", headers=alice).json()}
+        assert listed["0000:02:00.0"] == "(another project's VM)"
+        refused = tcp.post("/api/v1/vms/va/devices", headers=alice, json={"device": "02:00.0"})
+        assert refused.status_code == 409 and refused.json()["code"] == "device.in_use"
+        assert "vb" not in refused.text and "another project's VM" in refused.json()["error"]
+        assert tcp.get("/api/v1/hosts/local/devices").status_code == 401  # tcp callers need a token

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
+from kvmhub.errors import Conflict
 from kvmhub.models import OperationInfo
 from kvmhub.models.device import DEVICE_PATTERN, DeviceAttachRequest, DeviceChange, HostDevice
 from kvmhub.reporting import Reporter
@@ -38,14 +39,20 @@ def list_host_devices(hv: Hv, caller: Caller) -> list[HostDevice]:
 
 @router.post("/vms/{name}/devices", response_model=OperationInfo, status_code=202, responses=ACCEPTED,
              dependencies=[OPERATOR])
-def attach_device(name: Name, req: DeviceAttachRequest, hv: Hv, ops: Ops, response: Response) -> OperationInfo:
+def attach_device(name: Name, req: DeviceAttachRequest, hv: Hv, ops: Ops, response: Response,
+                  caller: Caller) -> OperationInfo:
     """Give the host device ``device`` to the VM (managed: libvirt binds a PCI device to VFIO), live when it
     runs, always persisted. Refused now, with nothing changed, when the host has no such device (404), it is
     given to a VM or the host uses it (409), the IOMMU is off (503 ``host.iommu_off``) or its group is not
     viable (409)."""
     vms.get(hv, name)
     all_nodes = devices.nodes(hv)
-    passthrough.check_passable(hv, name, devices.resolve(all_nodes, req.device), all_nodes, devices.given(hv))
+    dev, given = devices.resolve(all_nodes, req.device), devices.given(hv)
+    owner = devices.user_of(dev, given)
+    if owner not in (None, name) and not caller.sees(projects.vm_project(hv, owner)):
+        raise Conflict(f"{passthrough.dev_id(dev)} is given to {HIDDEN}", code="device.in_use",
+                       cause="a host device is given to one VM at a time")
+    passthrough.check_passable(hv, name, dev, all_nodes, given)
 
     def work(report: Reporter) -> DeviceChange:
         return passthrough.attach(hv, name, req.device, report=report)

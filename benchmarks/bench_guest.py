@@ -244,6 +244,8 @@ def main() -> int:
     conf = work / "kvmhub.toml"
     conf.write_text(f'[shares]\nroots = ["{work}"]\n')
     os.environ["KVMHUB_CONFIG"] = str(conf)
+    # a state directory of its own: its journal, and the SSH key kvmhub makes and injects
+    os.environ["KVMHUB_STATE_DIR"] = str(work / "state")
     try:
         with private_host() as host:
             bench = setup(host, work, args.cp_mib, args.read_mib)

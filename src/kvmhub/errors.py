@@ -79,6 +79,11 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     vm.firmware_conflict        the firmware asked for cannot go with another option (Secure Boot with BIOS, ...)
     host.no_uefi                the host's libvirt finds no UEFI firmware (OVMF) for the VM
     host.no_secure_boot         the host's libvirt finds no UEFI firmware with Secure Boot for the VM
+    device.not_found            the host has no such device, or the VM was not given it
+    device.in_use               the host device is given to a VM already
+    device.host_in_use          the host itself uses the device (a NIC with an address, the disk holding /)
+    device.group_not_viable     other devices of the device's IOMMU group are bound to host drivers
+    host.iommu_off              the host has no IOMMU (or it is off), so no PCI device can be given to a VM
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start
@@ -129,6 +134,7 @@ CODES: frozenset[str] = frozenset({
     "vm.no_agent", "vm.agent_unresponsive", "guest.not_found", "guest.is_directory",
     "share.not_found", "share.path_refused",
     "vm.firmware_conflict", "host.no_uefi", "host.no_secure_boot",
+    "device.not_found", "device.in_use", "device.host_in_use", "device.group_not_viable", "host.iommu_off",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -162,6 +168,8 @@ API_COMMANDS: dict[str, str] = {
     "share ls": "GET /vms/{name}/shares", "share add": "POST /vms/{name}/shares",
     "share rm": "DELETE /vms/{name}/shares/{tag}",
     "image customize": "POST /images/{name}/customize", "disk edit": "POST /vms/{name}/edit",
+    "host devices": "GET /hosts/local/devices", "device attach": "POST /vms/{name}/devices",
+    "device detach": "DELETE /vms/{name}/devices/{device}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

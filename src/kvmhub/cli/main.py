@@ -14,6 +14,7 @@ from kvmhub.cli.commands import accounts as accounts_cmd
 from kvmhub.cli.commands import backup as backup_cmd
 from kvmhub.cli.commands import clone as clone_cmd
 from kvmhub.cli.commands import customize as customize_cmd
+from kvmhub.cli.commands import device as device_cmd
 from kvmhub.cli.commands import disk as disk_cmd
 from kvmhub.cli.commands import export as export_cmd
 from kvmhub.cli.commands import guest as guest_cmd
@@ -48,6 +49,8 @@ app.add_typer(pool_cmd.app, name="pool")
 app.add_typer(vol_cmd.app, name="vol")
 app.add_typer(project_cmd.app, name="project")
 app.add_typer(share_cmd.app, name="share")
+app.add_typer(device_cmd.app, name="device")
+host.app.command("devices")(device_cmd.host_devices)
 vm.register(app)
 tune.register(app)
 monitor.register(app)

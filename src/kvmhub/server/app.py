@@ -26,6 +26,7 @@ from kvmhub.server.routes import (
     backups,
     consoles,
     customize,
+    devices,
     disks,
     events,
     exports,
@@ -84,7 +85,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                   dependencies=[Depends(known_query)])
     errors.install(app)
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
-    for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, guest, shares, customize, vms,
+    for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, guest, shares, customize,
+                   devices, vms,
                    operations, events, images, networks, pools, volumes, metrics, accounts, audit, projects):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
     app.include_router(consoles.token_router, prefix=API)  # its single-use token is the credential

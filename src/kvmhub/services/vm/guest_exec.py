@@ -202,10 +202,10 @@ def _follow(ag: Agent, pid: int, req: ExecRequest, tails: list[_Tail], report: R
     try:
         for delay in _poll_delays():
             status = ag.exec_status(pid)
+            if status.exited:
+                return status  # the caller reads what is left, once
             for tail in tails:
                 tail.pump(ag)
-            if status.exited:
-                return status
             report.cancel.check()
             if deadline is not None and time.monotonic() > deadline:
                 _kill(ag, pid)

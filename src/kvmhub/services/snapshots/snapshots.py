@@ -33,7 +33,7 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
-from kvmhub.services.vm.lifecycle import get as get_vm
+from kvmhub.services.vm.lookup import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 URI = "test:///default"
-HEAVY = ("typer", "rich", "kvmhub.cli.main", "kvmhub.server")
+HEAVY = ("typer", "rich", "pydantic", "kvmhub.cli.main", "kvmhub.server")
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

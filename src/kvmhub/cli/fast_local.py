@@ -1,7 +1,8 @@
 """`kvmhub top --once` in library mode, answered before the full CLI loads.
 
-One sample of every VM is one getAllDomainStats call (~15 ms for 500 VMs); the full CLI adds ~0.3 s of Typer, Rich
-and command set-up around it. Only these forms are answered here, with the output the full command prints:
+One sample of every VM is one getAllDomainStats call (~15 ms for 500 VMs); the full CLI adds ~0.3 s of Typer, Rich,
+pydantic and command set-up around it. The rows here are plain ones (:mod:`kvmhub.services.monitor.usage`). Only
+these forms are answered here, with the output the full command prints:
 ``[--local] [--connect URI] [--timeout S] top --once [--json] [--interval S] [--sort KEY] [--reverse]``, when the
 full CLI would run them in library mode and has no interrupted operation to recover first. Anything else (other
 options, a server to go through, a value it would refuse) is left to the full CLI, which says it with its usual
@@ -70,12 +71,12 @@ def run(argv: Sequence[str]) -> int | None:
         return None  # the full CLI recovers interrupted operations first
     from kvmhub.errors import KvmhubError
     from kvmhub.services.connect import open_hypervisor
-    from kvmhub.services.monitor import top as stats
+    from kvmhub.services.monitor import usage
 
     sort = opts.get("--sort", "cpu")
     try:
-        stats.sort_rows([], sort)
-        rows = stats.sort_rows(stats.top_once(open_hypervisor(main.get("--connect"), timeout), interval), sort,
+        usage.sort_rows([], sort)
+        rows = usage.sort_rows(usage.once(open_hypervisor(main.get("--connect"), timeout), interval), sort,
                                reverse="--reverse" in opts)
     except KvmhubError as exc:  # said as the full CLI says it: trying again would reach libvirt twice
         from kvmhub.cli import output
@@ -90,8 +91,9 @@ def run(argv: Sequence[str]) -> int | None:
         return 130
     if "--json" in opts:
         import json
+        from dataclasses import asdict
 
-        sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in rows], indent=2) + "\n")
+        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
         return 0
     from kvmhub.cli.table import table
     from kvmhub.cli.top_rows import COLUMNS, cells

@@ -8,6 +8,7 @@ from kvmhub.units import format_size
 
 if TYPE_CHECKING:
     from kvmhub.models.stats import VMStats
+    from kvmhub.services.monitor.usage import Usage
 
 COLUMNS = ["NAME", "STATE", "CPU%", "MEM USED", "MEM AVAIL", "RSS", "DISK R/s", "DISK W/s", "R IOPS", "W IOPS",
            "NET RX/s", "NET TX/s"]  # fmt: skip
@@ -23,7 +24,7 @@ def num(n: float | None, digits: int = 1) -> str:
     return "-" if n is None else f"{n:.{digits}f}"
 
 
-def cells(v: VMStats) -> list[str]:
+def cells(v: VMStats | Usage) -> list[str]:
     """One VM's row, in the order of :data:`COLUMNS`."""
     mib = 1024**2
     return [

@@ -201,7 +201,7 @@ def measure(host: TestHost, env: dict[str, str], samples: Samples, suffix: str, 
     startups = {  # process start-up and imports alone, to tell them from the collection itself
         # what `top --once` loads (answered before the full CLI, see kvmhub.cli.fast_local)
         f"kvmhub-startup{suffix}": [PYTHON, "-c", "import kvmhub.cli.entry, kvmhub.cli.fast, kvmhub.cli.fast_local, "
-                                    "kvmhub.services.connect, kvmhub.services.monitor.top"],
+                                    "kvmhub.services.connect, kvmhub.services.monitor.usage"],
         f"getAllDomainStats-startup{suffix}": [PYTHON, "-c", "import json, sys, libvirt"],
     }
     refresh, bare, close = in_process(host)

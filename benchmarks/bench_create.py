@@ -57,7 +57,7 @@ IMAGE_NAME = "tiny"
 IMAGES_DIR = "/var/lib/libvirt/images"  # the private daemon's default pool
 LOG_DIR = "/var/log/libvirt/qemu"
 CONTENDERS = ("kvmhub", "virsh", "virt-install", "qemu")
-TARGETS = {"kvmhub/virsh": 1.05, "kvmhub/virt-install": 0.75}
+TARGETS = {"kvmhub/virsh": 1.0, "kvmhub/virt-install": 0.75}
 COMPARE = (
     "no NIC on any guest; time from the first command until KVMHUB-BOOTED on ttyS0 "
     "(kvmhub: until `create --wait` exits; others: clone + start, marker seen by 20 ms log polling). "

@@ -199,7 +199,9 @@ def measure(host: TestHost, env: dict[str, str], samples: Samples, suffix: str, 
         f"getAllDomainStats{suffix}": [PYTHON, "-c", BARE, host.uri, str(STATS_GROUPS)],
     }
     startups = {  # process start-up and imports alone, to tell them from the collection itself
-        f"kvmhub-startup{suffix}": [PYTHON, "-c", "import kvmhub.cli.main, kvmhub.services.monitor.top"],
+        # what `top --once` loads (answered before the full CLI, see kvmhub.cli.fast_local)
+        f"kvmhub-startup{suffix}": [PYTHON, "-c", "import kvmhub.cli.entry, kvmhub.cli.fast, kvmhub.cli.fast_local, "
+                                    "kvmhub.services.connect, kvmhub.services.monitor.usage"],
         f"getAllDomainStats-startup{suffix}": [PYTHON, "-c", "import json, sys, libvirt"],
     }
     refresh, bare, close = in_process(host)

@@ -15,7 +15,8 @@ On a private test host, each round, interleaved:
   (qemu-img convert) ends by flushing the new file to disk, cp leaves it in the page cache.
 
 ``kvmhub/qemu-img-convert``, ``kvmhub/cp``, ``libvirt/cp`` and ``kvmhub/cp+sync`` are throughput ratios
-(anchor time / kvmhub time; higher is better, target >= 0.8); the others are time ratios.
+(anchor time / kvmhub time; higher is better, target >= 0.9 for the import, 0.8 for the copies); the
+others are time ratios.
 
 Run from the repo root: ``.venv/bin/python benchmarks/bench_storage.py [--runs N] [--json] [--data-mib M]``.
 """
@@ -57,7 +58,7 @@ SIZES_GIB = (1, 10, 100)
 DISKS = "/var/lib/libvirt/images"
 FULL_SRC = "bfull-src"
 FULL_FLAT = "bfull"
-TARGETS = {"linked_ms": 50.0, "kvmhub/qemu-img-convert": 0.8, "kvmhub/cp": 0.8,
+TARGETS = {"linked_ms": 50.0, "kvmhub/qemu-img-convert": 0.9, "kvmhub/cp": 0.8,
            "kvmhub/cp+sync": 0.8}
 COMPARE = (
     "linked-*: the overlay of a linked clone on images of 1/10/100 GiB virtual size (lib = the library's "

@@ -208,3 +208,12 @@ def test_events_stream_on_the_test_driver() -> None:
 def test_events_of_an_unknown_vm() -> None:
     with Hypervisor("test:///default") as hv, pytest.raises(NotFound):
         next(events.stream(hv, "nope", duration=1))
+
+
+def test_the_plain_rows_have_the_wire_models_fields_in_its_order() -> None:
+    from dataclasses import fields
+
+    from kvmhub.models.stats import VMStats
+    from kvmhub.services.monitor.usage import Usage
+
+    assert [f.name for f in fields(Usage)] == list(VMStats.model_fields)

@@ -1,4 +1,5 @@
-"""The console script: `kvmhub ls` through a server is answered without loading the whole CLI."""
+"""The console script: `kvmhub ls` through a server, and `kvmhub top --once` here, are answered without loading
+the whole CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ def main() -> None:
     from kvmhub.cli import fast
 
     code = fast.run(sys.argv[1:])
+    if code is None:
+        from kvmhub.cli import fast_local
+
+        code = fast_local.run(sys.argv[1:])
     if code is not None:
         sys.stdout.flush()
         sys.exit(code)

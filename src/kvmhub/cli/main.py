@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
@@ -111,6 +113,42 @@ def _signals_interrupt() -> None:
         signal.signal(sig, signal.default_int_handler)
 
 
+# the main options that take a value (the command's name is the first other word)
+_VALUED = frozenset(("--connect", "-c", "--timeout", "--remote"))
+
+
+def _command_word(args: list[str]) -> str | None:
+    """The command (or group) named on the command line; None for none, or when help for all is asked."""
+    expect_value = False
+    for arg in args:
+        if expect_value:
+            expect_value = False
+        elif arg in _VALUED:
+            expect_value = True
+        elif arg in ("--help", "--") or not arg.startswith("-"):
+            return None if arg in ("--help", "--") else arg
+    return None
+
+
+@contextmanager
+def only_named(args: list[str]) -> Iterator[None]:
+    """While in the block, the app holds only the command or group `args` name, when it names one: typer builds
+    (and inspects the signature of) every registered command on each run, which costs more than most commands."""
+    word = _command_word(args)
+    groups = [g for g in app.registered_groups if g.name == word]
+    commands = [c for c in app.registered_commands
+                if (c.name or typer.main.get_command_name(c.callback.__name__ if c.callback else "")) == word]
+    if not (groups or commands):  # none, or an unknown word: keep them all (typer suggests the near ones)
+        yield
+        return
+    all_groups, all_commands = app.registered_groups, app.registered_commands
+    app.registered_groups, app.registered_commands = groups, commands
+    try:
+        yield
+    finally:
+        app.registered_groups, app.registered_commands = all_groups, all_commands
+
+
 def main() -> None:
     """Console-script entry: run the app, mapping kvmhub errors to messages and exit codes.
 
@@ -123,7 +161,8 @@ def main() -> None:
     code: int | str | None = 0
     try:
         try:
-            app()
+            with only_named(sys.argv[1:]):
+                app()
         except KvmhubError as exc:
             output.error(exc)
             code = exit_code(exc)

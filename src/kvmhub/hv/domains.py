@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 import libvirt_qemu
 
 from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import Hypervisor
-from kvmhub.models.vm import VMState
+
+if TYPE_CHECKING:  # a type only: loading the VM models costs a command that does not use them
+    from kvmhub.models.vm import VMState
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
 KVMHUB_NS_PREFIX = "kvmhub"

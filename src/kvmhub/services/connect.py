@@ -4,7 +4,7 @@ check before acting on the machine they run on (a bridge, KSM, the image builder
 from __future__ import annotations
 
 from kvmhub.hv import Hypervisor, host_root, is_local_uri, resolve_uri
-from kvmhub.tools.download import is_url
+from kvmhub.tools.urls import is_url
 
 __all__ = ["Hypervisor", "host_root", "is_local_uri", "is_url", "open_hypervisor", "resolve_uri", "runs_here"]
 

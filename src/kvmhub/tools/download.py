@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from kvmhub.errors import HostProblem, InvalidInput, KvmhubError, NotFound, OperationFailed
 from kvmhub.tools.filecopy import copy_file
+from kvmhub.tools.urls import is_url
 
 __all__ = ["CHUNK", "Checksum", "Fetched", "Progress", "compression_of", "fetch", "is_url", "open_url"]
 
@@ -34,7 +35,6 @@ CHUNK = 4 * 1024 * 1024
 HTTP_TIMEOUT = 60.0
 _SPARSE_BLOCK = 64 * 1024
 _ZERO_BLOCK = bytes(_SPARSE_BLOCK)
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 _HEX = re.compile(r"^[0-9a-f]+$")
 _DIGEST_LENGTH = {"sha256": 64, "sha512": 128}
 _COMPRESSED = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gz"))
@@ -113,11 +113,6 @@ class Fetched:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def is_url(src: str) -> bool:
-    """True when `src` names a URL (any scheme) rather than a local path."""
-    return bool(_SCHEME.match(src)) and "://" in src
 
 
 def _check_url(url: str) -> str:

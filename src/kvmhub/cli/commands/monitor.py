@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kvmhub.cli import output, state, through
+from kvmhub.cli.top_rows import COLUMNS
+from kvmhub.cli.top_rows import cells as _cells
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,8 +32,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 SORT_HELP = "cpu, memory, disk, iops, net, name or state"
 # keys accepted while `top` runs, and the sort each picks
 _KEYS = {"c": "cpu", "m": "memory", "d": "disk", "i": "iops", "n": "net", "a": "name", "s": "state"}
-COLUMNS = ["NAME", "STATE", "CPU%", "MEM USED", "MEM AVAIL", "RSS", "DISK R/s", "DISK W/s", "R IOPS", "W IOPS",
-           "NET RX/s", "NET TX/s"]  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -39,34 +39,6 @@ def register(app: typer.Typer) -> None:
     app.command()(top)
     app.command()(events)
     app.command()(metrics)
-
-
-def _size(n: float | None, suffix: str = "") -> str:
-    from kvmhub.validate import format_size
-
-    return "-" if n is None else format_size(int(n)) + suffix
-
-
-def _num(n: float | None, digits: int = 1) -> str:
-    return "-" if n is None else f"{n:.{digits}f}"
-
-
-def _cells(v: VMStats) -> list[str]:
-    mib = 1024**2
-    return [
-        v.name,
-        v.state,
-        _num(v.cpu_percent),
-        _size(None if v.memory_used_mib is None else v.memory_used_mib * mib),
-        _size(None if v.memory_available_mib is None else v.memory_available_mib * mib),
-        _size(None if v.memory_rss_mib is None else v.memory_rss_mib * mib),
-        _size(v.disk_read_bps),
-        _size(v.disk_write_bps),
-        _num(v.disk_read_iops, 0),
-        _num(v.disk_write_iops, 0),
-        _size(v.net_rx_bps),
-        _size(v.net_tx_bps),
-    ]
 
 
 def _render(rows: list[VMStats], sort: str, reverse: bool, interval: float) -> Table:

@@ -53,7 +53,7 @@ from kvmhub.services import undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.storage import default_pools as pools
 from kvmhub.services.storage import nvram as nvram_files
-from kvmhub.services.vm.lifecycle import get as get_vm
+from kvmhub.services.vm.lookup import get as get_vm
 from kvmhub.tools import qemu_img
 from kvmhub.validate import check_name
 from kvmhub.xml import backup as xml_backup

@@ -33,7 +33,7 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
-from kvmhub.services.vm.lifecycle import get as get_vm
+from kvmhub.services.vm.lookup import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
 from kvmhub.xml import volume as xml_volume
@@ -253,7 +253,7 @@ def create(hv: Hypervisor, req: SnapshotRequest, *, report: Reporter = QUIET) ->
     report.phase(f"taking {'an external' if external else 'an internal'} snapshot"
         + (" with memory" if with_memory else " of the disks"))
     with Operation(hv, "snapshot.create", f"{vm}/{name}", locks=[LockSpec("vm", vm)], report=report) as op:
-        if name in _infos(dom):  # again under the lock
+        if name in {s.name for s in hv_snap.list_all(dom)}:  # again under the lock
             raise Conflict(f"VM {vm} already has a snapshot {name!r}", hint="pick another name", code="name.taken")
         refs = [r for r in (_owned_ref(hv, f) for f in new_files) if r]
         op.add("forget the snapshot's files", Action("snapshot.forget_files", {"uuid": dom.uuid, "refs": refs}))
@@ -383,8 +383,8 @@ def remove(
         raise InvalidInput("{opt:children} and {opt:keep_children} contradict each other", hint="pick one")
     dom = get_vm(hv, vm)
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
-    infos = _infos(dom)
-    info = infos[target.name]
+    # the others are read only when they matter: each costs two libvirt calls and a parse
+    info = xml_snap.snapshot_from_xml(target.xml(), vm=vm, children=target.children())
     if info.children and not (children or keep_children):
         raise Conflict(
             f"snapshot {snap} of {vm} has children: {', '.join(info.children)}",
@@ -400,6 +400,7 @@ def remove(
         order.append(name)
 
     if children:
+        infos = _infos(dom)
         post_order(target.name)
     else:
         order = [target.name]

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
+from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import DEFAULT_PROJECT, Phase, VMInfo
@@ -16,21 +16,15 @@ from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import projects
 from kvmhub.services.network import forwards
-from kvmhub.services.vm import installer, readiness
+from kvmhub.services.vm import installer, lookup, readiness
 from kvmhub.services.vm.limits import limits_of
-from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 from kvmhub.xml.graphics import vnc_address
 
 REPRESS_SECONDS = 10.0
 
 
-def get(hv: Hypervisor, name: str) -> hv_domains.Domain:
-    check_name(name, "VM")
-    try:
-        return hv_domains.lookup(hv, name)
-    except NotFound:
-        raise NotFound(f"no VM named {name!r}", hint="list them: {cmd:ls}", code="vm.not_found") from None
+get = lookup.get
 
 
 def list_vms(hv: Hypervisor) -> list[VMInfo]:

@@ -1,0 +1,68 @@
+"""`kvmhub top --once` in library mode answered before the full CLI loads: the same text and exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+URI = "test:///default"
+HEAVY = ("typer", "rich", "pydantic", "kvmhub.cli.main", "kvmhub.server")
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": "", "COLUMNS": "200",
+            "KVMHUB_STATE_DIR": str(tmp_path / "state")}
+
+
+def entry(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """The console script (which answers the forms it knows before loading the full CLI)."""
+    done = subprocess.run([sys.executable, "-m", "kvmhub.cli", *args], capture_output=True, text=True,
+                          env=_env(tmp_path), timeout=90, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+def full(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """The command run by the full CLI, never the fast path."""
+    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *args], capture_output=True, text=True,
+                          env=_env(tmp_path), timeout=90, check=False)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("--connect", URI, "top", "--once", "--json", "--interval", "0"),
+    ("--local", "-c", URI, "--timeout=10", "top", "--once", "--interval=0", "--sort", "name", "--reverse"),
+    ("-c", URI, "top", "--once", "--interval", "0"),
+], ids=["json", "options", "table"])
+def test_the_fast_sample_prints_what_the_full_cli_prints(tmp_path: Path, args: tuple[str, ...]) -> None:
+    fast = entry(tmp_path, *args)
+    assert fast == full(tmp_path, *args)
+    assert fast[0] == 0 and "test" in fast[1]
+
+
+def test_the_fast_sample_loads_none_of_the_full_cli(tmp_path: Path) -> None:
+    probe = ("import sys; sys.argv = ['kvmhub', '-c', 'test:///default', 'top', '--once', '--json', '--interval', "
+             "'0']\nfrom kvmhub.cli import entry\n"
+             "try:\n    entry.main()\nexcept SystemExit as e:\n    code = e.code\n"
+             f"print(code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90, check=False,
+                          env=_env(tmp_path))
+    assert done.stderr.strip() == "0 []", done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("-c", URI, "top", "--once", "--sort", "bogus"),
+    ("-c", URI, "top", "--once", "--interval", "-1"),
+    ("-c", URI, "top", "--once", "--bogus"),
+    ("-c", URI, "top", "--once", "extra"),
+    ("-c", "test:///nowhere/such", "top", "--once", "--interval", "0"),
+], ids=["sort", "interval", "option", "word", "uri"])
+def test_other_forms_and_errors_are_left_to_the_full_cli(tmp_path: Path, args: tuple[str, ...]) -> None:
+    code, out, err = entry(tmp_path, *args)
+    full_code, full_out, full_err = full(tmp_path, *args)
+    assert code == full_code != 0
+    assert out == full_out
+    assert err.splitlines()[2:] == full_err.splitlines()[2:]  # the usage lines name the module each ran as

@@ -62,10 +62,13 @@ _HOST_TOOLS = {
 
 # Files written into the root, relative to it.
 _FILES = {
+    # C.UTF-8 is built in: no locales package, no locale-gen at first boot. First boot under TCG is kept short:
+    # no RSA/DSA host keys to generate, no grub (syslinux boots it), no host keys printed to the console.
     "etc/cloud/cloud.cfg.d/90-kvmhub.cfg": "datasource_list: [ NoCloud, ConfigDrive, None ]\n"
-    "locale: C.UTF-8\n",  # built in: no locales package, no locale-gen at first boot
+    "locale: C.UTF-8\nssh_genkeytypes: [ ed25519, ecdsa ]\ngrub_dpkg:\n  enabled: false\n"
+    "ssh:\n  emit_keys_to_console: false\n",
     "etc/default/locale": "LANG=C.UTF-8\n",
-    "etc/fstab": f"LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 1\n",
+    "etc/fstab": f"LABEL={ROOT_LABEL} / ext4 errors=remount-ro 0 0\n",  # no fsck: each VM's root is a new overlay
     "etc/hostname": "debian\n",
     "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
     "etc/machine-id": "",
@@ -80,6 +83,9 @@ _REMOVE = (
     "usr/share/info/*", "var/log/*.log", "var/log/apt/*", "debootstrap",
 )  # fmt: skip
 _KEEP_LOCALES = {"locale.alias"}
+# Units masked: e2fsprogs' scrubbing and the spare text consoles only cost a TCG guest's first minute.
+_MASKED = ("e2scrub_reap.service", "e2scrub_all.timer", "getty-static.service", "apt-daily.timer",
+           "apt-daily-upgrade.timer")
 
 Progress = Callable[[str], None]
 
@@ -162,6 +168,10 @@ def configure_root(root: Path) -> None:
                 shutil.rmtree(path)
             else:
                 path.unlink()
+    for unit in _MASKED:
+        masked = root / "etc/systemd/system" / unit
+        masked.unlink(missing_ok=True)
+        masked.symlink_to("/dev/null")
     locales = root / "usr/share/locale"
     for path in locales.iterdir() if locales.is_dir() else ():
         if path.name not in _KEEP_LOCALES:

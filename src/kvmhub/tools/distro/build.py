@@ -170,6 +170,7 @@ def configure_root(root: Path) -> None:
                 path.unlink()
     for unit in _MASKED:
         masked = root / "etc/systemd/system" / unit
+        masked.parent.mkdir(parents=True, exist_ok=True)
         masked.unlink(missing_ok=True)
         masked.symlink_to("/dev/null")
     locales = root / "usr/share/locale"

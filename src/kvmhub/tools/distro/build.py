@@ -127,10 +127,15 @@ def build_debian_image(
                 report("debootstrap")
                 debs = (out_dir / "debs").resolve()  # kept: a rebuild downloads only what changed
                 debs.mkdir(exist_ok=True)
-                run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", "--include=" + ",".join(PACKAGES),
-                     SUITE, str(root), mirror],
-                    what="debootstrap", timeout=1200,
-                    hint=f"check that {mirror} is reachable; the log is in the target's debootstrap/debootstrap.log")
+                log = out_dir / "debootstrap.log"
+                try:
+                    run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}",
+                         "--include=" + ",".join(PACKAGES), SUITE, str(root), mirror],
+                        what="debootstrap", timeout=1200, hint=f"check that {mirror} is reachable; read {log}")
+                except OperationFailed:
+                    with contextlib.suppress(OSError):  # the target goes with the temporary directory
+                        shutil.copyfile(root / "debootstrap" / "debootstrap.log", log)
+                    raise
                 report("configure")
                 configure_root(root)
                 report("disk image")

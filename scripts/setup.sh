@@ -20,6 +20,7 @@ PACKAGES=(
   qemu-block-extra swtpm swtpm-tools
   iptables mount lvm2 openssh-client
   libguestfs-tools python3-guestfs linux-image-cloud-amd64
+  debootstrap fdisk e2fsprogs
 )
 
 if [ "$(id -u)" != 0 ]; then

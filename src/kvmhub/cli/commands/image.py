@@ -1,4 +1,4 @@
-"""`kvmhub image build-tiny|import|ls|show|rm`."""
+"""`kvmhub image build-tiny|build-debian|import|ls|show|rm`."""
 
 from __future__ import annotations
 
@@ -139,6 +139,33 @@ def rm(name: str) -> None:
     """Remove an image and its record (refused while a VM's disk is backed by it; the VMs are named)."""
     _remove(name)
     output.say(f"image {name} removed")
+
+
+@app.command("build-debian")
+def build_debian(
+    name: Annotated[str, typer.Option(help="image name in the store")] = "debian12",
+    force: Annotated[bool, typer.Option("--force", help="rebuild even when cached")] = False,
+    cache: Annotated[Path, typer.Option(help="where the build is cached")] = Path("/var/cache/kvmhub"),
+) -> None:
+    """Build a Debian 12 cloud-style image (cloud-init, OpenSSH, qemu-guest-agent; default user debian) with
+    debootstrap from Debian's package mirror, and import it into the store."""
+    from kvmhub.models import HostMedia, ImageImportRequest
+    from kvmhub.services.storage.distro import OS_VARIANT, build_debian_image
+
+    with live.report("build-debian") as report:
+        path = build_debian_image(cache, force=force, progress=report.phase)
+        existing = {i.name: i for i in _list()}
+        if name in existing and not force:
+            report.phase("already in the image store")
+            output.say(f"image {name} is in the store ({existing[name].path})")
+            return
+        if name in existing:
+            report.phase("replacing the stored image")
+            _remove(name)
+        report.phase("importing into the image store")
+        req = ImageImportRequest(name=name, media=HostMedia(path=str(path)), format="qcow2", os=OS_VARIANT)
+        info = _import(req, report)
+    output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
 
 
 def _list() -> list[ImageInfo]:

@@ -3,7 +3,9 @@
 Signals, in the order kvmhub trusts them:
 - booted: the guest agent answers, or the boot marker is on the serial log;
 - network: an IP is known (DHCP lease, guest agent, ARP) or the serial log reports one;
-- ready: cloud-init finished (the appliance's ready marker, or cloud-init's boot-finished file).
+- ready: cloud-init finished: its result.json read through the guest agent (errors included), else a ready
+  marker on the serial log (the appliance's, or the final_message kvmhub puts in the seed; with an agent
+  answering, that one waits for result.json, which cloud-init writes just after it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # where the VMs kvmhub makes log their
 MARK_BOOTED = "KVMHUB-BOOTED"
 MARK_NETWORK = "KVMHUB-NETWORK"
 MARK_READY = "KVMHUB-READY"
+# cloud-init prints the final_message kvmhub puts in the seed just before it writes result.json
+MARK_CLOUD_INIT = MARK_READY + " cloud-init "
 POLL = 0.25
 LOG_POLL = 0.02
 _TAIL = 64 * 1024
@@ -161,6 +165,8 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
         result = read_guest_file(dom, CLOUD_INIT_RESULT)
         if result is not None:
             phase, errors = Phase.READY, cloud_init_errors(result)
+        elif phase is Phase.READY and MARK_CLOUD_INIT in text:  # its errors are not known yet
+            phase = Phase.NETWORK if ips or not spec.nics else Phase.BOOTED
     return Progress(phase, 0.0, ips, errors)
 
 

@@ -125,6 +125,7 @@ CODES: frozenset[str] = frozenset({
     "project.not_found", "project.not_empty", "project.quota_exceeded",
     "vm.no_agent", "vm.agent_unresponsive", "guest.not_found", "guest.is_directory",
     "share.not_found", "share.path_refused",
+    "template.not_found", "template.in_use",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")

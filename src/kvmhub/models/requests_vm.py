@@ -115,6 +115,7 @@ class CreateRequest(_Model):
     project: str | None = None  # the owning project; None: the caller's only project, else default
     shares: list[ShareAddRequest] = Field(default_factory=list)  # host directories, mounted at first boot
     tpm: bool = False  # an emulated TPM 2.0 (swtpm), its state kept by libvirt with the VM
+    template: str | None = None  # a warm template: restored from its saved memory instead of booted
 
 
 class CloneTarget(_Model):

@@ -159,6 +159,8 @@ API_COMMANDS: dict[str, str] = {
     "share ls": "GET /vms/{name}/shares", "share add": "POST /vms/{name}/shares",
     "share rm": "DELETE /vms/{name}/shares/{tag}",
     "image customize": "POST /images/{name}/customize", "disk edit": "POST /vms/{name}/edit",
+    "template ls": "GET /templates", "template show": "GET /templates/{name}",
+    "template rm": "DELETE /templates/{name}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

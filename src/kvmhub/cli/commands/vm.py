@@ -87,6 +87,8 @@ def create(
     share: Annotated[list[str] | None, typer.Option(
         "--share", help="HOSTDIR[:TAG]: share a host directory (virtiofs), mounted at /mnt/TAG (repeatable)")] = None,
     tpm: Annotated[bool, typer.Option("--tpm", help="an emulated TPM 2.0 (swtpm; state kept with the VM)")] = False,
+    template: Annotated[str | None, typer.Option(
+        help="restore the VM from a warm template's saved memory instead of booting (`kvmhub template ls`)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.commands.share import from_option
@@ -122,7 +124,7 @@ def create(
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
-        shares=[from_option(s) for s in share or []], tpm=tpm,
+        shares=[from_option(s) for s in share or []], tpm=tpm, template=template,
     )
     if target is None and vm_create.wants_seed(req):
         target = Phase.READY  # its keys are in place then
@@ -134,7 +136,12 @@ def create(
                 report.phase("done")
         else:
             hv = state.hv()
-            vm_create.create(hv, req, report=report)
+            if template is not None:
+                from kvmhub.services.templates import warm
+
+                warm.create(hv, req, report=report)
+            else:
+                vm_create.create(hv, req, report=report)
             if wait and not no_start:
                 _wait(hv, name, target or vms.default_wait_target(hv, name), timeout, report)
                 report.phase("done")

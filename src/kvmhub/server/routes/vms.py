@@ -34,6 +34,7 @@ from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.server.scope import project_for, visible_network
 from kvmhub.services import projects
 from kvmhub.services.network import firewall
+from kvmhub.services.templates import warm
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import lifecycle as vms
@@ -108,7 +109,10 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     vm_shares.plan(req.shares)  # a directory outside the allowed roots is a 400 now
 
     def work(report: Reporter) -> VMInfo:
-        vm_create.create(hv, req, report=report)
+        if req.template is not None:
+            warm.create(hv, req, report=report)
+        else:
+            vm_create.create(hv, req, report=report)
         return vms.show(hv, req.name)
 
     return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name, project=req.project))

@@ -1,5 +1,5 @@
-"""``/templates``: warm templates (list, show, make from a running VM, remove); VMs are made from one by
-``POST /vms`` with ``template``."""
+"""``/templates``: warm templates (list, show, make from a running VM, remove), an admin's: a template holds a
+VM's memory. VMs are made from one by ``POST /vms`` with ``template``, in the project of the VM it was made from."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Response
 from kvmhub.models import OperationInfo
 from kvmhub.models.template import TemplateCreateRequest, TemplateInfo
 from kvmhub.reporting import Reporter
-from kvmhub.server.auth import ADMIN, VIEWER
+from kvmhub.server.auth import ADMIN
 from kvmhub.server.deps import Hv, Ops
 from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.services.templates import make, store
@@ -21,13 +21,13 @@ router = APIRouter(prefix="/templates", tags=["templates"])
 Name = Annotated[str, Path(min_length=1, max_length=64, description="the template's name")]
 
 
-@router.get("", response_model=list[TemplateInfo], dependencies=[VIEWER])
+@router.get("", response_model=list[TemplateInfo], dependencies=[ADMIN])
 def list_templates(hv: Hv) -> list[TemplateInfo]:
     """Every template on the host, with the sizes of its state and base and the VMs made from it."""
     return store.list_templates(hv)
 
 
-@router.get("/{name}", response_model=TemplateInfo, dependencies=[VIEWER])
+@router.get("/{name}", response_model=TemplateInfo, dependencies=[ADMIN])
 def show_template(name: Name, hv: Hv) -> TemplateInfo:
     """One template."""
     return store.show(hv, name)

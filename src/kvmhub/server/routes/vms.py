@@ -97,6 +97,8 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     admin_for_host_paths(caller, "installer media", *(m.path for m in (req.iso, req.location, req.kernel, req.initrd)
                                                        if m is not None))
     _name_free(hv, req.name)
+    if req.template is not None:
+        warm.check_request(hv, req)
     req = req.model_copy(update={"project": project_for(caller, req.project)})
     visible_network(hv, caller, req.network)
     if not 1 <= req.cpus <= MAX_VCPUS:

@@ -68,6 +68,15 @@ def _refuse_the_rest(req: CreateRequest) -> None:
                            cause="a VM made from a template is restored running")
 
 
+def check_request(hv: Hypervisor, req: CreateRequest) -> TemplateRecord:
+    """Refuse a request a template cannot make (InvalidInput), or for a template that does not exist (NotFound);
+    returns the template's record. Touches nothing."""
+    assert req.template is not None
+    check_name(req.name)
+    _refuse_the_rest(req)
+    return store.get(hv, req.template)
+
+
 def _host_address(hv: Hypervisor, network: str) -> str | None:
     """The host's IPv4 address on ``network`` (the guest pings it from its new address), if it has one."""
     root = parse(hv_networks.lookup_network(hv, network).xml(), "network")
@@ -110,9 +119,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     ``req.network``, definition, restore, NIC, identity. Returns the running VM, its guest answering on its
     address. Raises InvalidInput / NotFound / Conflict before touching anything when the request is wrong."""
     assert req.template is not None
-    check_name(req.name)
-    _refuse_the_rest(req)
-    record = store.get(hv, req.template)
+    record = check_request(hv, req)
     vm_uuid = str(uuidlib.uuid4())
     seed_docs = cloudinit.seed_documents(CloudInitRequest(
         hostname=req.name, instance_id=vm_uuid, ssh_keys=req.ssh_keys, password=req.password,
@@ -127,6 +134,10 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
     pools = [base_pool] + ([seed_pool] if seed_pool is not None and seed_pool.name != base_pool.name else [])
     _check_free(hv, req.name, pools)
     project = projects.resolve(req.project)
+    if record.project is not None and project != record.project:
+        raise InvalidInput(f"template {record.name} belongs to project {record.project}, not {project}",
+                           cause="it holds the memory of a VM of that project; VMs made from it stay there",
+                           hint=f"{{opt:project}} {record.project}")
     locks = [LockSpec("vm", req.name), LockSpec("template", req.template), projects.lock(project)]
     with Operation(hv, "vm.create", req.name, locks=locks, report=report) as op:
         _check_free(hv, req.name, pools)  # again under the lock

@@ -93,6 +93,7 @@ marker READY
 """
 
 IDENTITY_TIMEOUT = 90.0
+AGENT_WAIT = 30.0
 
 
 def _run(ag: Agent, what: str, script: str, *args: str, timeout: float) -> ExecStatus:
@@ -111,10 +112,24 @@ def prepare(ag: Agent) -> None:
     _run(ag, "prepare the guest for a template", PREPARE, timeout=60.0)
 
 
+def _wait_for_agent(ag: Agent) -> None:
+    """Wait until libvirt is connected to the restored guest's agent again (it reconnects a moment after)."""
+    deadline = time.monotonic() + AGENT_WAIT
+    while True:
+        try:
+            ag.ping()
+            return
+        except KvmhubError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def give_identity(ag: Agent, *, name: str, uuid: str, mac: str | None, host_ip: str | None, user: str | None,
                   keys: list[str]) -> None:
     """Give a just-restored guest VM ``name``'s identity and address; returns once the host answered a ping from
     that address (or at once without a NIC). Raises OperationFailed with the guest's words when a step fails."""
+    _wait_for_agent(ag)
     with contextlib.suppress(KvmhubError):  # the clock stood still since the save; a guest may refuse to set it
         ag.call("guest-set-time", {"time": time.time_ns()}, timeout=10)
     entropy = base64.b64encode(os.urandom(64)).decode()

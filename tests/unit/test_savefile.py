@@ -74,3 +74,4 @@ def test_files_that_are_not_save_images_are_refused(tmp_path: Path, kind: str, m
     with pytest.raises(InvalidInput) as err:
         savefile.read_header(str(path))
     assert message in str(err.value) + str(err.value.cause)
+

@@ -93,7 +93,6 @@ def create(
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.commands.share import from_option
     from kvmhub.models import CreateRequest, HostMedia, LimitsRequest, Phase
-    from kvmhub.services.vm import create as vm_create
     from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm.cloudinit import password_option, read_document
     from kvmhub.services.vm.installer import read_answer_document
@@ -126,8 +125,17 @@ def create(
         access_key=_access_key(),
         shares=[from_option(s) for s in share or []], tpm=tpm, template=template,
     )
-    if target is None and vm_create.wants_seed(req):
-        target = Phase.READY  # its keys are in place then
+    if template is not None:
+        from kvmhub.services.templates import warm  # restored, not booted: none of create's imports
+
+        make = warm.create
+        target = target or Phase.READY
+    else:
+        from kvmhub.services.vm import create as vm_create
+
+        make = vm_create.create
+        if target is None and vm_create.wants_seed(req):
+            target = Phase.READY  # its keys are in place then
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:
             through.operation(server, "POST", "/vms", report, req.model_dump(mode="json", exclude_none=True))
@@ -136,12 +144,7 @@ def create(
                 report.phase("done")
         else:
             hv = state.hv()
-            if template is not None:
-                from kvmhub.services.templates import warm
-
-                warm.create(hv, req, report=report)
-            else:
-                vm_create.create(hv, req, report=report)
+            make(hv, req, report=report)
             if wait and not no_start:
                 _wait(hv, name, target or vms.default_wait_target(hv, name), timeout, report)
                 report.phase("done")

@@ -36,7 +36,7 @@ from kvmhub.services import projects, undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.templates import identity, store
 from kvmhub.services.vm import cloudinit
-from kvmhub.services.vm.create import SERIAL_LOG_DIR, disk_volume, seed_volume
+from kvmhub.services.vm.readiness import SERIAL_LOG_DIR
 from kvmhub.tools import savefile
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import check_name
@@ -48,6 +48,16 @@ from kvmhub.xml.network import network_subnet_from_xml
 from kvmhub.xml.rewrite import NewSource, Rewrite, rewrite_domain
 
 MIB = 1024**2
+
+
+def disk_volume(name: str) -> str:
+    """The VM's disk volume, named as `create` names it (services.vm.create, not imported: it is slow to load)."""
+    return f"{name}-disk0.qcow2"
+
+
+def seed_volume(name: str) -> str:
+    """The VM's seed volume, named as `create` names it."""
+    return f"{name}-seed.iso"
 # what a template fixes: a request naming any of these is refused rather than silently ignored
 _FROM_TEMPLATE = ("image", "vol", "disk_url", "disk", "iso", "location", "kernel", "initrd", "kickstart", "preseed",
                   "max_cpus", "max_memory", "os", "network_config", "vendor_data", "user_data")

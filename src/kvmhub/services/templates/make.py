@@ -174,7 +174,7 @@ def remove(hv: Hypervisor, name: str, *, report: Reporter = QUIET) -> list[str]:
         using = store.users(hv, record)
         if using:
             raise Conflict(f"template {name} is in use by VM{'s' if len(using) > 1 else ''} {', '.join(using)}",
-                           cause="their disks sit on the template's base",
+                           cause=f"{'their disks sit' if len(using) > 1 else 'its disk sits'} on the template's base",
                            hint="remove them first ({cmd:rm NAME}), then the template", code="template.in_use")
         removed = []
         op.add(f"forget template {name}")  # removing is not undone; the steps show in `ops show`

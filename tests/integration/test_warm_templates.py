@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from kvmhub.testing import TestHost
-from tests.integration.conftest import LAB_NET, LAB_SUBNET, Runner
+from tests.integration.conftest import LAB_NET, LAB_SUBNET, Result, Runner
 from tests.integration.guest import guest_sh, guest_start
 
 TEMPLATE = "warm-tpl"
@@ -25,6 +25,8 @@ COUNTER = "i=0; while :; do i=$((i + 1)); echo $i >/run/counter; sleep 1; done"
 
 @dataclass
 class Warm:
+    failed: Result  # a template create that failed after freezing the disk (an injected fault)
+    failed_after: str  # the source's `ip -4 -o addr` and counter after that failure was undone
     counted: int  # the source's counter just before the template was made
     ips: dict[str, str]
     seconds: dict[str, float]
@@ -39,6 +41,9 @@ def warm(prepared_host: TestHost, kvmhub: Runner) -> Iterator[Warm]:
     try:
         guest_start(prepared_host, SOURCE, ["sh", "-c", COUNTER])
         time.sleep(2)
+        failed = kvmhub("template", "create", TEMPLATE, "--from", SOURCE,
+                        env={"KVMHUB_INJECT_FAULT": "template-freeze"})
+        failed_after = guest_sh(prepared_host, SOURCE, "sleep 2; ip -4 -o addr; cat /run/counter")
         counted = int(guest_sh(prepared_host, SOURCE, "cat /run/counter"))
         r = kvmhub("template", "create", TEMPLATE, "--from", SOURCE)
         assert r.code == 0, r.err
@@ -51,7 +56,7 @@ def warm(prepared_host: TestHost, kvmhub: Runner) -> Iterator[Warm]:
             assert r.code == 0, r.err
             made.append(name)
             ips[name] = kvmhub("ip", name, "--json").json()[0]["ip"]
-        yield Warm(counted, ips, seconds)
+        yield Warm(failed, failed_after, counted, ips, seconds)
     finally:
         for name in made:
             kvmhub("rm", name)
@@ -102,3 +107,12 @@ def test_template_lists_its_vms_and_is_not_removed_while_they_exist(warm: Warm, 
     assert r.code == 4
     assert "is in use by VMs" in r.err and all(name in r.err for name in CLONES)
     assert kvmhub("template", "show", TEMPLATE).code == 0
+
+
+def test_a_failed_template_create_gives_the_source_back_running_on_its_network(warm: Warm) -> None:
+    assert warm.failed.code != 0
+    assert "injected failure after step 'template-freeze'" in warm.failed.err
+    assert "undo: resume warm-src" in warm.failed.err
+    lines = warm.failed_after.strip().splitlines()
+    assert any("eth0" in line and " inet " in line for line in lines[:-1]), warm.failed_after  # DHCP again
+    assert int(lines[-1]) > 0  # the loop survived: resumed from the state file, not rebooted

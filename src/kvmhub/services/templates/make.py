@@ -42,6 +42,8 @@ from kvmhub.xml.pool import pool_type_from_xml
 
 UNPLUG_TIMEOUT = 30.0
 RENEW_DHCP = r"""
+i=0
+while [ "$(ls /sys/class/net | grep -vcx lo)" -lt "$1" ] && [ $i -lt 100 ]; do usleep 100000; i=$((i + 1)); done
 for d in /sys/class/net/*; do
 	n=${d##*/}
 	[ "$n" = lo ] && continue
@@ -204,7 +206,8 @@ def _renew_dhcp(ctx: Context, p: dict[str, Any]) -> None:
     """Undo of the guest's preparation: it asks for its addresses again (its seed stays unmounted, harmless)."""
     dom = hv_domains.lookup_uuid(ctx.hv, p["uuid"])
     if dom is not None and dom.is_active():
-        run_shell(Agent(dom), RENEW_DHCP, timeout=30.0)
+        nics = len(domain_from_xml(dom.xml()).nics)  # the guest sees NICs plugged back a moment later
+        run_shell(Agent(dom), RENEW_DHCP, str(nics), timeout=30.0)
 
 
 @register("template.replug")

@@ -209,6 +209,7 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
         identity.give_identity(Agent(dom), name=req.name, uuid=vm_uuid, mac=mac,
                                host_ip=_host_address(hv, req.network) if req.network else None,
                                user=domain_from_xml(xml).meta.user, keys=keys)
+        op.phase("ready")
         op.success()
     return dom
 

@@ -75,6 +75,10 @@ def test_each_vm_is_ready_and_answers_on_its_own_address(warm: Warm, kvmhub: Run
         ping = prepared_host.run(["ping", "-n", "-c", "1", "-W", "5", ip], check=False)
         assert ping.returncode == 0, ping.stdout + ping.stderr
     assert len(macs) == len(CLONES)
+    # and they reach each other by name (the network's DNS, asked from their new addresses)
+    for name, other in zip(CLONES, CLONES[1:] + CLONES[:1], strict=True):
+        out = guest_sh(prepared_host, name, f"ping -c 1 -W 5 {other}")
+        assert f"({warm.ips[other]})" in out, out
 
 
 def test_each_vm_has_its_own_hostname_machine_id_and_host_key(warm: Warm, prepared_host: TestHost) -> None:

@@ -2,15 +2,15 @@
 
 Before the save (:func:`prepare`): DHCP clients stop and addresses go (they are the source VM's), the seed disk is
 unmounted (each new VM gets its own under it) and the page cache is dropped (a smaller state file). After a restore
-(:func:`give_identity`): hostname, machine-id, host random pool (bytes from the host written into
-``/dev/urandom``), SSH host keys made anew, the new VM's SSH keys, DHCP on its new NIC, and a ping of the host
-from the new address; then the tiny appliance's markers (``KVMHUB-BOOTED``, ``KVMHUB-READY``) on its console.
+(:func:`give_identity`): the clock (it stood still since the save), hostname, machine-id, host random pool (bytes
+from the host written into ``/dev/urandom``), SSH host keys made anew, the new VM's SSH keys, DHCP on its new NIC,
+and a ping of the host from the new address; then the tiny appliance's markers (``KVMHUB-BOOTED``,
+``KVMHUB-READY``) on its console.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import time
 
@@ -30,7 +30,8 @@ exit 0
 """
 
 IDENTITY = r"""
-name=$1 machine_id=$2 entropy=$3 mac=$4 host_ip=$5 user=$6 keys=$7
+name=$1 machine_id=$2 entropy=$3 mac=$4 host_ip=$5 user=$6 keys=$7 now=$8
+date -u -s "@$now" >/dev/null 2>&1
 marker() { printf '\nKVMHUB-%s\n' "$*" >/dev/console 2>/dev/null; }
 fail() { echo "$*" >&2; exit 1; }
 printf '%s' "$entropy" | base64 -d >/dev/urandom 2>/dev/null
@@ -130,8 +131,6 @@ def give_identity(ag: Agent, *, name: str, uuid: str, mac: str | None, host_ip: 
     """Give a just-restored guest VM ``name``'s identity and address; returns once the host answered a ping from
     that address (or at once without a NIC). Raises OperationFailed with the guest's words when a step fails."""
     _wait_for_agent(ag)
-    with contextlib.suppress(KvmhubError):  # the clock stood still since the save; a guest may refuse to set it
-        ag.call("guest-set-time", {"time": time.time_ns()}, timeout=10)
     entropy = base64.b64encode(os.urandom(64)).decode()
     _run(ag, "give the guest its identity", IDENTITY, name, uuid.replace("-", ""), entropy, (mac or "").lower(),
-         host_ip or "", user or "root", "\n".join(keys), timeout=IDENTITY_TIMEOUT)
+         host_ip or "", user or "root", "\n".join(keys), str(round(time.time())), timeout=IDENTITY_TIMEOUT)

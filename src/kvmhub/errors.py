@@ -135,6 +135,7 @@ CODES: frozenset[str] = frozenset({
     "share.not_found", "share.path_refused",
     "vm.firmware_conflict", "host.no_uefi", "host.no_secure_boot",
     "device.not_found", "device.in_use", "device.host_in_use", "device.group_not_viable", "host.iommu_off",
+    "template.not_found", "template.in_use",
 })  # fmt: skip
 
 _TERM = re.compile(r"\{(opt|cmd):([^{}\n]+)\}")
@@ -170,6 +171,8 @@ API_COMMANDS: dict[str, str] = {
     "image customize": "POST /images/{name}/customize", "disk edit": "POST /vms/{name}/edit",
     "host devices": "GET /hosts/local/devices", "device attach": "POST /vms/{name}/devices",
     "device detach": "DELETE /vms/{name}/devices/{device}",
+    "template ls": "GET /templates", "template show": "GET /templates/{name}",
+    "template rm": "DELETE /templates/{name}",
 }  # fmt: skip
 _PARAM = re.compile(r"\{[a-z_]+\}")
 

@@ -25,7 +25,7 @@ API = "/api/v1"
 # routes anyone may call, credentials or not
 PUBLIC = {("POST", f"{API}/session")}
 # routes whose paths are an admin's, except these, which every user may call about themselves
-ADMIN_PATHS = (f"{API}/users", f"{API}/audit")
+ADMIN_PATHS = (f"{API}/users", f"{API}/audit", f"{API}/templates")
 # routes that name directories on the server's host (it runs as root)
 HOST_PATHS = {("POST", f"{API}/vms/{{name}}/backups"), ("POST", f"{API}/backups/restore"),
               ("POST", f"{API}/backups/verify")}

@@ -30,6 +30,7 @@ from kvmhub.cli.commands import serve as serve_cmd
 from kvmhub.cli.commands import share as share_cmd
 from kvmhub.cli.commands import snapshot as snapshot_cmd
 from kvmhub.cli.commands import ssh as ssh_cmd
+from kvmhub.cli.commands import template as template_cmd
 from kvmhub.cli.commands import vol as vol_cmd
 from kvmhub.errors import KvmhubError, exit_code
 
@@ -53,6 +54,7 @@ app.add_typer(project_cmd.app, name="project")
 app.add_typer(share_cmd.app, name="share")
 app.add_typer(device_cmd.app, name="device")
 host.app.command("devices")(device_cmd.host_devices)
+app.add_typer(template_cmd.app, name="template")
 vm.register(app)
 tune.register(app)
 monitor.register(app)

@@ -158,15 +158,21 @@ class Domain:
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0)
         return flags, live
 
-    def attach_device(self, xml: str) -> bool:
-        """Add a device, live when running and always persistently; True when it was applied live."""
+    def attach_device(self, xml: str, *, live_only: bool = False) -> bool:
+        """Add a device, live when running and always persistently (``live_only``: to the running VM only); True
+        when it was applied live."""
         flags, live = self._device_flags()
+        if live_only:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
         self.call("adding a device to", self._dom.attachDeviceFlags, xml, flags)
         return live
 
-    def detach_device(self, xml: str) -> bool:
-        """Remove a device, live when running and persistently; True when it was removed live."""
+    def detach_device(self, xml: str, *, live_only: bool = False) -> bool:
+        """Remove a device, live when running and persistently (``live_only``: from the running VM only); True
+        when it was removed live."""
         flags, live = self._device_flags()
+        if live_only:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
         self.call("removing a device from", self._dom.detachDeviceFlags, xml, flags)
         return live
 

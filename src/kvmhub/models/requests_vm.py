@@ -118,6 +118,7 @@ class CreateRequest(_Model):
     tpm: bool = False  # an emulated TPM 2.0 (swtpm), its state kept by libvirt with the VM
     firmware: Literal["bios", "uefi"] | None = None  # None: bios, or uefi with secure_boot
     secure_boot: bool = False  # UEFI with Secure Boot on and Microsoft's keys enrolled (implies uefi)
+    template: str | None = None  # a warm template: restored from its saved memory instead of booted
 
 
 class CloneTarget(_Model):

@@ -43,6 +43,7 @@ from kvmhub.server.routes import (
     session,
     shares,
     snapshots,
+    templates,
     vms,
     volumes,
 )
@@ -87,7 +88,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     # routers with paths /vms/{name}/WORD before vms, whose POST /vms/{name}/{action} would take them
     for module in (host, consoles, snapshots, backups, disks, nics, exports, forwards, guest, shares, customize,
                    devices, vms,
-                   operations, events, images, networks, pools, volumes, metrics, accounts, audit, projects):
+                   operations, events, images, networks, pools, volumes, metrics, accounts, audit, projects,
+                   templates):
         app.include_router(module.router, prefix=API, dependencies=[Depends(principal)], responses=errors.RESPONSES)
     app.include_router(consoles.token_router, prefix=API)  # its single-use token is the credential
     # logging in needs no credentials yet; its other routes ask for them themselves

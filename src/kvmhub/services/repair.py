@@ -12,6 +12,7 @@ from kvmhub.services import undo_actions  # noqa: F401
 from kvmhub.services.network import forwards, networks  # noqa: F401
 from kvmhub.services.snapshots import snapshots  # noqa: F401
 from kvmhub.services.storage import bases, pools  # noqa: F401
+from kvmhub.services.templates import make  # noqa: F401
 from kvmhub.services.vm import clone, saves  # noqa: F401
 
 __all__ = ["needing_repair", "recover_orphans", "repair"]

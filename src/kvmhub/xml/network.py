@@ -116,8 +116,8 @@ def network_to_xml(
         _check_range(name, subnet, dhcp_range)
     if mode in _FORWARD:
         sub(root, "forward", {"mode": _FORWARD[mode]})
-    if bridge is not None:
-        sub(root, "bridge", {"name": bridge, "stp": "on", "delay": "0"})
+    # no spanning tree: the ports are VMs' taps, and with STP a new port (a NIC plugged in) waits ~4 s to forward
+    sub(root, "bridge", {**({"name": bridge} if bridge is not None else {}), "stp": "off", "delay": "0"})
     if domain is not None:
         # localOnly: dnsmasq answers for the domain itself instead of forwarding it upstream.
         sub(root, "domain", {"name": domain, "localOnly": "yes"})

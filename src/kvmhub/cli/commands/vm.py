@@ -25,7 +25,7 @@ from kvmhub.cli.commands.tune import (
 
 if TYPE_CHECKING:
     from kvmhub.client.transport import Transport
-    from kvmhub.models import Phase
+    from kvmhub.models import Phase, TextDocument
     from kvmhub.reporting import Reporter
     from kvmhub.services.connect import Hypervisor
 
@@ -91,14 +91,13 @@ def create(
         "--firmware", help="bios (default) or uefi (OVMF, picked by libvirt)")] = None,
     secure_boot: Annotated[bool, typer.Option(
         "--secure-boot", help="UEFI with Secure Boot on and Microsoft's keys enrolled (implies uefi)")] = False,
+    template: Annotated[str | None, typer.Option(
+        help="restore the VM from a warm template's saved memory instead of booting (`kvmhub template ls`)")] = None,
 ) -> None:
     """Create a VM from an image (linked-clone disk, cloud-init seed), an installer ISO, or a kernel."""
     from kvmhub.cli.commands.share import from_option
     from kvmhub.models import CreateRequest, HostMedia, LimitsRequest, Phase
-    from kvmhub.services.vm import create as vm_create
-    from kvmhub.services.vm import lifecycle as vms
     from kvmhub.services.vm.cloudinit import password_option, read_document
-    from kvmhub.services.vm.installer import read_answer_document
 
     target = _wait_phase(wait_for)
     wait = wait or target is not None
@@ -121,16 +120,24 @@ def create(
         network_config=read_document(network_config, "network-config") if network_config is not None else None,
         vendor_data=read_document(vendor_data, "vendor-data") if vendor_data is not None else None,
         iso=media(iso), location=media(location),
-        kickstart=read_answer_document(kickstart, "kickstart") if kickstart is not None else None,
-        preseed=read_answer_document(preseed, "preseed") if preseed is not None else None,
+        kickstart=_answer(kickstart, "kickstart"), preseed=_answer(preseed, "preseed"),
         extra_args=extra_args, kernel=media(kernel), initrd=media(initrd),
         cmdline=cmdline, vnc=vnc, vnc_port=vnc_port, vnc_listen=vnc_listen, project=project,
         access_key=_access_key(),
-        shares=[from_option(s) for s in share or []], tpm=tpm,
+        shares=[from_option(s) for s in share or []], tpm=tpm, template=template,
         firmware=_firmware_option(firmware), secure_boot=secure_boot,
     )
-    if target is None and vm_create.wants_seed(req):
-        target = Phase.READY  # its keys are in place then
+    if template is not None:
+        from kvmhub.services.templates import warm  # restored, not booted: none of create's imports
+
+        make = warm.create
+        target = target or Phase.READY
+    else:
+        from kvmhub.services.vm import create as vm_create
+
+        make = vm_create.create
+        if target is None and vm_create.wants_seed(req):
+            target = Phase.READY  # its keys are in place then
     with live.report(f"create {name}") as report:
         if (server := state.remote()) is not None:
             through.operation(server, "POST", "/vms", report, req.model_dump(mode="json", exclude_none=True))
@@ -139,11 +146,22 @@ def create(
                 report.phase("done")
         else:
             hv = state.hv()
-            vm_create.create(hv, req, report=report)
-            if wait and not no_start:
+            make(hv, req, report=report)
+            if wait and not no_start and template is None:  # a warm create returns with its guest ready
+                from kvmhub.services.vm import lifecycle as vms
+
                 _wait(hv, name, target or vms.default_wait_target(hv, name), timeout, report)
                 report.phase("done")
     output.say(f"VM {name} created" + ("" if no_start else " and started"))
+
+
+def _answer(path: Path | None, what: Literal["kickstart", "preseed"]) -> TextDocument | None:
+    """An installer answer file (--kickstart, --preseed) read for the request."""
+    if path is None:
+        return None
+    from kvmhub.services.vm.installer import read_answer_document
+
+    return read_answer_document(path, what)
 
 
 def _wait_phase(text: str | None) -> Phase | None:

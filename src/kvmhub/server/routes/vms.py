@@ -34,6 +34,7 @@ from kvmhub.server.routes.common import ACCEPTED, accepted
 from kvmhub.server.scope import project_for, visible_network, visible_volume
 from kvmhub.services import projects
 from kvmhub.services.network import firewall
+from kvmhub.services.templates import warm
 from kvmhub.services.vm import clone as vm_clone
 from kvmhub.services.vm import create as vm_create
 from kvmhub.services.vm import firmware as vm_firmware
@@ -97,6 +98,8 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     admin_for_host_paths(caller, "installer media", *(m.path for m in (req.iso, req.location, req.kernel, req.initrd)
                                                        if m is not None))
     _name_free(hv, req.name)
+    if req.template is not None:
+        warm.check_request(hv, req)
     req = req.model_copy(update={"project": project_for(caller, req.project)})
     visible_network(hv, caller, req.network)
     for ref in (req.vol, *(m.volume for m in (req.iso, req.location, req.kernel, req.initrd) if m is not None)):
@@ -112,7 +115,10 @@ def create_vm(req: CreateRequest, hv: Hv, ops: Ops, response: Response, caller: 
     vm_firmware.check_request(req)
 
     def work(report: Reporter) -> VMInfo:
-        vm_create.create(hv, req, report=report)
+        if req.template is not None:
+            warm.create(hv, req, report=report)
+        else:
+            vm_create.create(hv, req, report=report)
         return vms.show(hv, req.name)
 
     return accepted(response, ops.submit("vm.create", req.name, work, vm=req.name, project=req.project))

@@ -1,0 +1,136 @@
+"""What runs in the guest, through its agent, around a warm template's save and each restore.
+
+Before the save (:func:`prepare`): DHCP clients stop and addresses go (they are the source VM's), the seed disk is
+unmounted (each new VM gets its own under it) and the page cache is dropped (a smaller state file). After a restore
+(:func:`give_identity`): the clock (it stood still since the save), hostname, machine-id, host random pool (bytes
+from the host written into ``/dev/urandom``), SSH host keys made anew, the new VM's SSH keys, DHCP on its new NIC,
+and a ping of the host from the new address; then the tiny appliance's markers (``KVMHUB-BOOTED``,
+``KVMHUB-READY``) on its console.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+from kvmhub.errors import KvmhubError, OperationFailed
+from kvmhub.hv.agent import Agent, ExecStatus
+from kvmhub.services.vm.guest_exec import run_shell
+
+PREPARE = r"""
+for p in /run/udhcpc.*.pid; do [ -s "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+killall udhcpc dhclient 2>/dev/null
+for d in /sys/class/net/*; do [ "${d##*/}" = lo ] || ip -4 addr flush dev "${d##*/}" 2>/dev/null; done
+rm -f /run/kvmhub/lease.* /run/kvmhub/static.* 2>/dev/null
+umount /run/seed 2>/dev/null
+sync
+echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+exit 0
+"""
+
+IDENTITY = r"""
+name=$1 machine_id=$2 entropy=$3 mac=$4 host_ip=$5 user=$6 keys=$7 now=$8
+date -u -s "@$now" >/dev/null 2>&1
+marker() { printf '\nKVMHUB-%s\n' "$*" >/dev/console 2>/dev/null; }
+fail() { echo "$*" >&2; exit 1; }
+printf '%s' "$entropy" | base64 -d >/dev/urandom 2>/dev/null
+hostname "$name" 2>/dev/null || echo "$name" >/proc/sys/kernel/hostname
+echo "$name" >/etc/hostname
+if grep -q '^127\.0\.1\.1' /etc/hosts 2>/dev/null; then
+	sed -i "s/^127\.0\.1\.1.*/127.0.1.1	$name/" /etc/hosts
+else
+	printf '127.0.1.1\t%s\n' "$name" >>/etc/hosts
+fi
+printf '%s\n' "$machine_id" >/etc/machine-id
+[ -e /var/lib/dbus/machine-id ] && printf '%s\n' "$machine_id" >/var/lib/dbus/machine-id
+rm -f /etc/dropbear/dropbear_*_host_key
+if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null 2>&1; then
+	rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+	ssh-keygen -A >/dev/null 2>&1
+	command -v systemctl >/dev/null 2>&1 && systemctl try-restart ssh sshd 2>/dev/null
+fi
+killall dropbear 2>/dev/null
+if [ -n "$keys" ]; then
+	home=$(awk -F: -v u="$user" '$1 == u { print $6 }' /etc/passwd)
+	if [ -n "$home" ]; then
+		mkdir -p "$home/.ssh" && printf '%s\n' "$keys" >>"$home/.ssh/authorized_keys"
+		chmod 700 "$home/.ssh"; chmod 600 "$home/.ssh/authorized_keys"; chown -R "$user" "$home/.ssh" 2>/dev/null
+	fi
+fi
+marker "BOOTED (restored from a template as $name)"
+if [ -n "$mac" ]; then
+	iface=""
+	i=0
+	while [ -z "$iface" ] && [ $i -lt 100 ]; do
+		for d in /sys/class/net/*; do [ "$(cat "$d/address" 2>/dev/null)" = "$mac" ] && iface=${d##*/}; done
+		[ -n "$iface" ] || { usleep 100000 2>/dev/null || sleep 1; i=$((i + 1)); }
+	done
+	[ -n "$iface" ] || fail "no NIC with MAC $mac appeared in the guest"
+	ip link set "$iface" up
+	if [ -x /etc/kvmhub/udhcpc ]; then
+		udhcpc -i "$iface" -x "hostname:$name" -s /etc/kvmhub/udhcpc -p "/run/udhcpc.$iface.pid" -t 15 -T 1 -A 3 -n -S \
+			</dev/null >/dev/null 2>&1 || fail "no DHCP lease on $iface ($mac)"
+	elif command -v networkctl >/dev/null 2>&1; then
+		networkctl reconfigure "$iface" >/dev/null 2>&1 || networkctl reload >/dev/null 2>&1
+	elif command -v dhclient >/dev/null 2>&1; then
+		dhclient -1 "$iface" </dev/null >/dev/null 2>&1 || fail "no DHCP lease on $iface ($mac)"
+	fi
+	i=0
+	until ip -4 addr show dev "$iface" 2>/dev/null | grep -q 'inet '; do
+		[ $i -lt 300 ] || fail "$iface ($mac) got no IPv4 address"
+		usleep 100000 2>/dev/null || sleep 1
+		i=$((i + 1))
+	done
+	if [ -n "$host_ip" ]; then
+		i=0
+		until ping -c 1 -W 1 "$host_ip" >/dev/null 2>&1; do
+			[ $i -lt 10 ] || fail "the host ($host_ip) does not answer from $iface's new address"
+			i=$((i + 1))
+		done
+	fi
+fi
+marker READY
+"""
+
+IDENTITY_TIMEOUT = 90.0
+AGENT_WAIT = 30.0
+
+
+def _run(ag: Agent, what: str, script: str, *args: str, timeout: float) -> ExecStatus:
+    status = run_shell(ag, script, *args, timeout=timeout)
+    if status is None:
+        raise OperationFailed(f"cannot {what} in VM {ag.name}: the guest has no /bin/sh",
+                              cause="warm templates need a guest with a shell and its agent")
+    if status.shell_code != 0:
+        said = (status.err or status.out).decode(errors="replace").strip()
+        raise OperationFailed(f"cannot {what} in VM {ag.name}", cause=said or f"exit status {status.shell_code}")
+    return status
+
+
+def prepare(ag: Agent) -> None:
+    """Make the guest forget what belongs to its current VM before its memory is saved."""
+    _run(ag, "prepare the guest for a template", PREPARE, timeout=60.0)
+
+
+def _wait_for_agent(ag: Agent) -> None:
+    """Wait until libvirt is connected to the restored guest's agent again (it reconnects a moment after)."""
+    deadline = time.monotonic() + AGENT_WAIT
+    while True:
+        try:
+            ag.ping()
+            return
+        except KvmhubError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def give_identity(ag: Agent, *, name: str, uuid: str, mac: str | None, host_ip: str | None, user: str | None,
+                  keys: list[str]) -> None:
+    """Give a just-restored guest VM ``name``'s identity and address; returns once the host answered a ping from
+    that address (or at once without a NIC). Raises OperationFailed with the guest's words when a step fails."""
+    _wait_for_agent(ag)
+    entropy = base64.b64encode(os.urandom(64)).decode()
+    _run(ag, "give the guest its identity", IDENTITY, name, uuid.replace("-", ""), entropy, (mac or "").lower(),
+         host_ip or "", user or "root", "\n".join(keys), str(round(time.time())), timeout=IDENTITY_TIMEOUT)

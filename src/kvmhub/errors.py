@@ -84,6 +84,8 @@ gives one with ``code=`` when it means one of these; otherwise the kind's defaul
     device.host_in_use          the host itself uses the device (a NIC with an address, the disk holding /)
     device.group_not_viable     other devices of the device's IOMMU group are bound to host drivers
     host.iommu_off              the host has no IOMMU (or it is off), so no PCI device can be given to a VM
+    template.not_found          no warm template of that name
+    template.in_use             VMs made from the warm template still stand on its base
 
 Messages, causes and hints name CLI flags and commands as data, so each front end phrases them in its own terms:
 ``{opt:max_cpus}`` is ``--max-cpus`` for the CLI and the request field ``max_cpus`` for the API; ``{cmd:start

@@ -10,11 +10,14 @@ run:
 setup:
 	scripts/setup.sh --dev
 
+# real guests first, one module at a time (they share a test host and the 2 cores); then the unit tests, which
+# mostly wait on sockets and subprocesses, three at a time
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/integration
+	$(PY) -m pytest -n 3 tests/unit
 
 unit: setup
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -n 3 tests/unit
 
 integration: setup
 	$(PY) -m pytest tests/integration

@@ -19,11 +19,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from kvmhub.testing import TestHost
 
@@ -315,3 +315,12 @@ class GuestClock:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+
+def script(main: Callable[[], int]) -> NoReturn:
+    """Run a benchmark's ``main`` as a script: its exit code, 130 (and no traceback) on Ctrl-C."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -52,6 +52,7 @@ from benchmarks._common import (
     parse_args,
     private_host,
     require_tools,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -417,8 +418,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

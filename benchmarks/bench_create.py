@@ -46,6 +46,7 @@ from benchmarks._common import (
     report,
     require_tools,
     run,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -311,8 +312,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -45,6 +45,7 @@ from benchmarks._common import (
     report,
     require_tools,
     run,
+    script,
 )
 from kvmhub.services.vm.ssh import private_key
 from kvmhub.testing import TestHost
@@ -274,8 +275,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -39,6 +39,7 @@ from benchmarks._common import (
     private_host,
     report,
     require_tools,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -265,8 +266,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

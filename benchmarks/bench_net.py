@@ -59,6 +59,7 @@ from benchmarks._common import (
     private_host,
     require_tools,
     run,
+    script,
 )
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
@@ -494,8 +495,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.pop("KVMHUB_URI", None)  # the private host is set per command; never the machine's libvirt
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -51,6 +51,7 @@ from benchmarks._common import (
     private_host,
     report,
     run,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -359,8 +360,4 @@ def check_clean(host: TestHost) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -42,6 +42,7 @@ from benchmarks._common import (
     parse_args,
     private_host,
     report,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -308,8 +309,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.pop("KVMHUB_URI", None)  # the private host is set per command; never the machine's libvirt
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -47,6 +47,7 @@ from benchmarks._common import (
     private_host,
     require_tools,
     run,
+    script,
 )
 from kvmhub.hv import Hypervisor
 from kvmhub.services.storage import default_pools as pools
@@ -280,8 +281,4 @@ def _exists(host: TestHost, vm: str) -> bool:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

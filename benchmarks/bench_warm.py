@@ -29,6 +29,7 @@ from benchmarks._common import (
     parse_args,
     private_host,
     report,
+    script,
 )
 from kvmhub.testing import TestHost
 
@@ -139,8 +140,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    script(main)

@@ -29,23 +29,11 @@ def build_tiny(
     = "cloud",
 ) -> None:
     """Build the tiny appliance image offline from Debian packages and import it into the store."""
-    from kvmhub.models import HostMedia, ImageImportRequest
     from kvmhub.services.storage.tiny import build_tiny_image
 
     with live.report("build-tiny") as report:
         path = build_tiny_image(cache, force=force, progress=report.phase, kernel=kernel)
-        existing = {i.name: i for i in _list()}
-        if name in existing and not force:
-            report.phase("already in the image store")
-            output.say(f"image {name} is in the store ({existing[name].path})")
-            return
-        if name in existing:
-            report.phase("replacing the stored image")
-            _remove(name)
-        report.phase("importing into the image store")
-        req = ImageImportRequest(name=name, media=HostMedia(path=str(path)), format="qcow2")
-        info = _import(req, report)
-    output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
+        _store_built(name, path, force, None, report)
 
 
 @app.command("import")
@@ -149,22 +137,28 @@ def build_debian(
 ) -> None:
     """Build a Debian 12 cloud-style image (cloud-init, OpenSSH, qemu-guest-agent; default user debian) with
     debootstrap from Debian's package mirror, and import it into the store."""
-    from kvmhub.models import HostMedia, ImageImportRequest
     from kvmhub.services.storage.distro import OS_VARIANT, build_debian_image
 
     with live.report("build-debian") as report:
         path = build_debian_image(cache, force=force, progress=report.phase)
-        existing = {i.name: i for i in _list()}
-        if name in existing and not force:
-            report.phase("already in the image store")
-            output.say(f"image {name} is in the store ({existing[name].path})")
-            return
-        if name in existing:
-            report.phase("replacing the stored image")
-            _remove(name)
-        report.phase("importing into the image store")
-        req = ImageImportRequest(name=name, media=HostMedia(path=str(path)), format="qcow2", os=OS_VARIANT)
-        info = _import(req, report)
+        _store_built(name, path, force, OS_VARIANT, report)
+
+
+def _store_built(name: str, path: Path, force: bool, os_variant: str | None, report: Reporter) -> None:
+    """Import a built image as ``name`` (kept when already stored, replaced with ``force``) and say where."""
+    from kvmhub.models import HostMedia, ImageImportRequest
+
+    existing = {i.name: i for i in _list()}
+    if name in existing and not force:
+        report.phase("already in the image store")
+        output.say(f"image {name} is in the store ({existing[name].path})")
+        return
+    if name in existing:
+        report.phase("replacing the stored image")
+        _remove(name)
+    report.phase("importing into the image store")
+    req = ImageImportRequest(name=name, media=HostMedia(path=str(path)), format="qcow2", os=os_variant)
+    info = _import(req, report)
     output.say(f"image {info.name}: {format_size(info.allocation_bytes)} at {info.path}")
 
 

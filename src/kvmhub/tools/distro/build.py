@@ -16,17 +16,16 @@ packages apt offers for the list below and on this file, so it is rebuilt only w
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from kvmhub.errors import HostProblem, OperationFailed
-from kvmhub.tools.tiny._proc import run
+from kvmhub.tools.tiny._proc import locked, run
 from kvmhub.tools.tiny.debs import print_uris
 
 __all__ = ["DEBIAN_USER", "DEFAULT_CACHE_DIR", "OS_VARIANT", "PACKAGES", "build_debian_image"]
@@ -116,7 +115,7 @@ def build_debian_image(
     except OSError as exc:
         raise HostProblem(f"cannot create the image cache {out_dir}", cause=exc.strerror,
                           hint="run as root, or pass a writable cache directory") from exc
-    with _locked(out_dir):
+    with locked(out_dir):
         report("resolve packages")
         key = cache_key(mirror)
         image = out_dir / f"{OS_VARIANT}-{key}.qcow2"
@@ -232,12 +231,3 @@ def _run_input(argv: list[str], text: str, *, what: str, hint: str) -> None:
                               cause=(done.stderr or done.stdout).strip()[-400:] or None, hint=hint)
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise builders sharing a cache (parallel test runs, two CLI runs)."""
-    with (directory / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

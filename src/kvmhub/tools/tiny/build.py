@@ -28,8 +28,6 @@ and a root shell on ttyS0.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -40,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from kvmhub.errors import HostProblem, InvalidInput
-from kvmhub.tools.tiny._proc import run
+from kvmhub.tools.tiny._proc import locked, run
 from kvmhub.tools.tiny.cpio import CpioEntry, entries_from_tree, write_initramfs
 from kvmhub.tools.tiny.debs import KERNELS, Deb, dpkg_extract, fetch, print_uris, resolve_debs, resolve_packages
 from kvmhub.tools.tiny.stage import FILES_DIR, find_kernel, stage_modules, stage_userland
@@ -121,7 +119,7 @@ def build_tiny_image(
         raise InvalidInput(f"unknown kernel flavour {kernel!r}", hint=f"one of: {', '.join(KERNELS)}")
     prefix = "tiny" if kernel == "cloud" else f"tiny-{kernel}"
     tiny_dir = _prepare_dir(Path(cache_dir) / "tiny")
-    with _locked(tiny_dir):
+    with locked(tiny_dir):
         report("resolve packages")
         debs = resolve_debs(KERNELS[kernel])
         key = _cache_key(debs)
@@ -176,7 +174,7 @@ def build_probe_initramfs(
     report: Progress = progress or _no_progress
     _require_tools({k: v for k, v in _HOST_TOOLS.items() if k in ("apt-get", "apt-cache", "dpkg-deb")})
     tiny_dir = _prepare_dir(Path(cache_dir) / "tiny")
-    with _locked(tiny_dir):
+    with locked(tiny_dir):
         report("resolve packages")
         kernel_pkg = resolve_packages()[0]
         debs = print_uris([kernel_pkg, "busybox-static"])
@@ -251,15 +249,6 @@ def _prepare_dir(path: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise builders sharing a cache (parallel test workers, two CLI runs)."""
-    with (directory / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- cache key, initramfs

@@ -44,7 +44,7 @@ from benchmarks._common import (
 from kvmhub.testing import TestHost
 
 DOMAINS = 500
-TARGET = 2.0
+TARGET = 1.0  # the speed issue's goal for a local-mode listing
 PHASES_SCRIPT = str(Path(__file__).resolve().with_name("_ls_phases.py"))
 COMPARE = "{} defined (shut off) domains; whole-process wall time, stdout read from a pipe"
 

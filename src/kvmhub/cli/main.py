@@ -180,6 +180,8 @@ def leave(code: int | str | None) -> NoReturn:
     """End the process with ``code`` (as ``sys.exit`` takes it) once the output is out, without the
     interpreter's clean-up: freeing every loaded module's objects takes longer than many commands (~0.1 s).
     Everything a command makes is finished and recorded before it returns."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # a profiler or coverage tool writes its results at the interpreter's exit
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1

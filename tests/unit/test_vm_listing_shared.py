@@ -175,3 +175,28 @@ def test_a_listing_read_before_the_connection_was_given_up_is_not_answered_again
         assert listing.kept(hv) is None
     finally:
         hv.close()
+
+
+def test_while_an_operation_runs_the_listing_is_read_again_only_after_its_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hv = Hypervisor("test:///default")
+    reads: list[int] = []
+    real = lifecycle.list_vms
+
+    def counted(h: Hypervisor) -> list[VMInfo]:
+        reads.append(1)
+        return real(h)
+
+    monkeypatch.setattr(lifecycle, "list_vms", counted)
+    try:
+        listing.list_vms_json(hv, fresh=True)
+        listing.operation_started()
+        read = len(reads)
+        listing.changed()  # e.g. the VM's own lifecycle event, while it starts
+        time.sleep(listing.SETTLE_S * 5)
+        assert len(reads) == read and listing.kept(hv) is None  # nothing read meanwhile, nothing kept answered
+        listing.operation_ended()
+        wait_for(lambda: listing.kept(hv) is not None, "no listing was read after the operation ended")
+        assert len(reads) > read
+    finally:
+        hv.close()

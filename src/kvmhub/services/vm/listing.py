@@ -138,17 +138,39 @@ _changes = 0  # bumped by changed(); a listing read before the last bump is not 
 SETTLE_S = 0.01  # after a change, how long the listing waits for the rest of its burst before it is read again
 
 
+_operations = 0  # operations running: the background read waits for the last one's end
+
+
 def changed() -> None:
     """Something on a host may have changed: the kept listings are not answered again, and each host's is read
     again in the background, so the next caller (often a moment later, e.g. `kvmhub ls` after `kvmhub start`)
-    finds it ready."""
+    finds it ready. While an operation runs the read waits for its end: the operation's own work (a VM
+    starting) comes first, and callers meanwhile read afresh anyway."""
     global _changes
     with _kept_lock:
         _changes += 1
+        if _operations:
+            return
         entries = list(_kept.items())
     for hv, entry in entries:
         if entry.last is not None:  # hosts nobody listed yet are read when someone asks
             entry.refresh(hv, SETTLE_S)
+
+
+def operation_started() -> None:
+    """An operation starts: what it changes is not answered from a kept listing (see :func:`changed`)."""
+    global _operations
+    with _kept_lock:
+        _operations += 1
+    changed()
+
+
+def operation_ended() -> None:
+    """An operation ended: the listing is read again now that its effect is there."""
+    global _operations
+    with _kept_lock:
+        _operations -= 1
+    changed()
 
 
 def _seen(hv: Hypervisor) -> tuple[int, int]:

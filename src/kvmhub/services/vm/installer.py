@@ -340,10 +340,11 @@ def after_start(hv: Hypervisor, dom: hv_domains.Domain) -> str | None:
     return f"installer run: the CD-ROM boots first this time; later starts of {dom.name} boot its disk first"
 
 
-def boot_note(dom: hv_domains.Domain, running: bool) -> str | None:
-    """How an installer or kernel boot runs, for ``show``; None for a plain disk boot."""
-
-    xml = dom.xml() if running else dom.xml(inactive=True)
+def boot_note(dom: hv_domains.Domain, running: bool, xml: str | None = None) -> str | None:
+    """How an installer or kernel boot runs, for ``show``; None for a plain disk boot. ``xml``: the definition
+    it reads (the live one while the VM runs), when the caller has it already."""
+    if xml is None:
+        xml = dom.xml() if running else dom.xml(inactive=True)
     when = "this run" if running else "the next start"
     if lifecycle.install_boot_of(xml) == "cdrom":
         return (f"installer CD-ROM first for {when} only: later starts boot the disk first "

@@ -64,15 +64,18 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
 
 def show(hv: Hypervisor, name: str) -> VMInfo:
     dom = get(hv, name)
-    spec = domain_from_xml(dom.xml())
+    live = dom.xml()
+    spec = domain_from_xml(live)
     state = dom.state()
+    running = state in ("running", "paused")
+    inactive = dom.xml(inactive=True) if running else live  # a VM that does not run has only its definition
     ips: list[str] = []
     log_path = readiness.serial_log(dom, spec)
     phase = Phase.DEFINED
-    if state in ("running", "paused"):
+    if running:
         ips = [a.ip for a in readiness.addresses(dom, log_text=readiness.read_log(log_path))]
         phase = readiness.current_phase(dom, spec, log_path).phase
-    vnc = _vnc(dom, state)
+    vnc = _vnc(live if running else inactive, running)
     return VMInfo(
         name=spec.name,
         uuid=dom.uuid,
@@ -91,8 +94,8 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
         nics=spec.nics,
         serial_log=spec.serial.log_file if spec.serial else None,
         vnc=vnc,
-        boot=installer.boot_note(dom, running=state in ("running", "paused")),
-        managed=domain_is_managed(dom.xml(inactive=True)),
+        boot=installer.boot_note(dom, running=running, xml=live if running else inactive),
+        managed=domain_is_managed(inactive),
         limits=limits_of(spec),
         project=projects.project_of(spec.meta),
         user=spec.meta.user,
@@ -102,11 +105,10 @@ def show(hv: Hypervisor, name: str) -> VMInfo:
     )
 
 
-def _vnc(dom: hv_domains.Domain, state: str) -> str | None:
-    """Where a VNC viewer connects: the live port while the VM runs, else what the definition asks for."""
-
-    running = state in ("running", "paused")
-    found = vnc_address(dom.xml() if running else dom.xml(inactive=True))
+def _vnc(xml: str, running: bool) -> str | None:
+    """Where a VNC viewer connects: the live port while the VM runs (``xml``: its live definition), else what the
+    definition asks for."""
+    found = vnc_address(xml)
     if found is None:
         return None
     listen, port = found

@@ -104,17 +104,23 @@ def test_the_shared_listing_and_its_json_are_those_of_the_host() -> None:
         hv.close()
 
 
-def test_a_listing_is_kept_until_a_change_or_its_age_and_a_fresh_one_is_read_on_demand(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    hv = Hypervisor("test:///default")
-    reads: list[int] = []
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per listing read from libvirt from now on."""
+    counted: list[int] = []
     real = lifecycle.list_vms
 
-    def counted(h: Hypervisor) -> list[VMInfo]:
-        reads.append(1)
+    def counting(h: Hypervisor) -> list[VMInfo]:
+        counted.append(1)
         return real(h)
 
-    monkeypatch.setattr(lifecycle, "list_vms", counted)
+    monkeypatch.setattr(lifecycle, "list_vms", counting)
+    return counted
+
+
+def test_a_listing_is_kept_until_a_change_or_its_age_and_a_fresh_one_is_read_on_demand(
+        monkeypatch: pytest.MonkeyPatch, reads: list[int]) -> None:
+    hv = Hypervisor("test:///default")
     try:
         listing.changed()
         first = listing.list_vms_json(hv)
@@ -177,17 +183,8 @@ def test_a_listing_read_before_the_connection_was_given_up_is_not_answered_again
         hv.close()
 
 
-def test_while_an_operation_runs_the_listing_is_read_again_only_after_its_end(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_while_an_operation_runs_the_listing_is_read_again_only_after_its_end(reads: list[int]) -> None:
     hv = Hypervisor("test:///default")
-    reads: list[int] = []
-    real = lifecycle.list_vms
-
-    def counted(h: Hypervisor) -> list[VMInfo]:
-        reads.append(1)
-        return real(h)
-
-    monkeypatch.setattr(lifecycle, "list_vms", counted)
     try:
         listing.list_vms_json(hv, fresh=True)
         listing.operation_started()

@@ -21,6 +21,7 @@ from kvmhub.reporting import QUIET, Reporter
 
 SIZE_HEADER = "X-Kvmhub-Size"
 MODE_HEADER = "X-Kvmhub-Mode"
+VIA_HEADER = "X-Kvmhub-Via"
 STDOUT = 1
 
 
@@ -63,7 +64,9 @@ def download(transport: Transport, route: str, path: str, dst: BinaryIO, *, what
             dst.write(chunk)
             done += len(chunk)
             report.bytes(what, done, max(size, done))
-        return GuestFileInfo(path=path, size=done, mode=int(mode, 8) if mode else None)
+        via = answer.getheader(VIA_HEADER)
+        return GuestFileInfo(path=path, size=done, mode=int(mode, 8) if mode else None,
+                             via="ssh" if via == "ssh" else "agent" if via == "agent" else None)
     except (OSError, http.client.HTTPException) as exc:
         raise streams._unreachable(transport, exc) from None
     finally:

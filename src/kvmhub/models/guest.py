@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -66,3 +67,6 @@ class GuestFileInfo(_Model):
     path: str
     size: int
     mode: int | None = None
+    via: Literal["agent", "ssh"] | None = Field(
+        default=None, description="how the bytes went: through the guest agent, or over SSH (big files, when the "
+                                  "guest's address is on a network of the host and it takes kvmhub's key)")

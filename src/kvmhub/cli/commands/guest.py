@@ -108,7 +108,7 @@ def cp(
         path = check_path(path + Path(src).name if path.endswith("/") else path)
         with live.report(f"cp {src} {dst}") as report:
             info = _push(vm, Path(src), path, report)
-        output.say(f"copied {info.size} bytes to {vm}:{info.path}")
+        output.say(f"copied {info.size} bytes to {vm}:{info.path}{_how(info)}")
         return
     assert out_of is not None
     vm, path = out_of.group(1), check_path(out_of.group(2))
@@ -117,7 +117,11 @@ def cp(
         target = target / Path(path).name
     with live.report(f"cp {src} {dst}") as report:
         info = _pull(vm, path, target, report)
-    output.say(f"copied {info.size} bytes from {vm}:{info.path} to {target}")
+    output.say(f"copied {info.size} bytes from {vm}:{info.path} to {target}{_how(info)}")
+
+
+def _how(info: GuestFileInfo) -> str:
+    return " over SSH" if info.via == "ssh" else ""
 
 
 def _push(vm: str, src: Path, path: str, report: Reporter) -> GuestFileInfo:

@@ -36,6 +36,7 @@ STDOUT, STDERR = 1, 2  # the first byte of a streamed output message: which stre
 SEND_TIMEOUT = 300.0  # a client that takes no output for this long has its command killed
 SIZE_HEADER = "X-Kvmhub-Size"
 MODE_HEADER = "X-Kvmhub-Mode"
+VIA_HEADER = "X-Kvmhub-Via"
 _BINARY: dict[str, Any] = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -125,8 +126,9 @@ async def _next(body: AsyncIterator[bytes]) -> bytes:
 
 
 @router.get("/files", response_class=StreamingResponse, dependencies=[OPERATOR],
-            responses={200: {"description": "the file's bytes; its size and mode in the X-Kvmhub-Size and "
-                                            "X-Kvmhub-Mode headers", "content": _BINARY}})
+            responses={200: {"description": "the file's bytes; its size, mode and how they are read (agent "
+                                            "or ssh) in the X-Kvmhub-Size, X-Kvmhub-Mode and X-Kvmhub-Via "
+                                            "headers", "content": _BINARY}})
 def get_file(name: Name, path: GuestPath, hv: Hv) -> StreamingResponse:
     """The guest file ``path``, streamed as it is read (404 ``guest.not_found`` when it is missing, 409
     ``guest.is_directory`` for a directory)."""
@@ -134,4 +136,6 @@ def get_file(name: Name, path: GuestPath, hv: Hv) -> StreamingResponse:
     headers = {SIZE_HEADER: str(info.size)}
     if info.mode is not None:
         headers[MODE_HEADER] = f"{info.mode:o}"
+    if info.via is not None:
+        headers[VIA_HEADER] = info.via
     return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)

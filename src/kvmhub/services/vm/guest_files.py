@@ -1,4 +1,5 @@
-"""Copy files to and from a guest through its guest agent (``kvmhub cp``), in chunks, with progress.
+"""Copy files to and from a guest through its guest agent (``kvmhub cp``), in chunks, with progress; the bytes of a
+big file go over SSH when the guest can be reached that way (:mod:`kvmhub.services.vm.guest_ssh_files`).
 
 A file sent in is written beside its destination under a temporary name and moved into place once whole, so a
 transfer that breaks off leaves the old file as it was; its permission bits are set with the guest's ``chmod``
@@ -19,6 +20,7 @@ from kvmhub.hv import Hypervisor
 from kvmhub.hv.agent import WRITE_CHUNK, Agent, GuestError, agent
 from kvmhub.models.guest import GuestFileInfo
 from kvmhub.reporting import QUIET, Reporter
+from kvmhub.services.vm import guest_ssh_files
 from kvmhub.services.vm.guest_exec import run_shell
 from kvmhub.validate import check_name
 
@@ -100,20 +102,17 @@ def push(hv: Hypervisor, name: str, src: Source, length: int, path: str, *, mode
     if checked is not None and checked.exit_code == _NO_PARENT:
         raise _missing(name, path, f"no directory {posixpath.dirname(path)}")
     target = f"{path}.kvmhub-{secrets.token_hex(4)}" if checked is not None else path
-    try:
-        handle = ag.file_open(target, "w")
-    except GuestError as exc:
-        raise _refused(name, path, exc) from None
     what = f"{name}:{path}"
-    try:
-        sent = _send(ag, handle, src, length, what, report)
-    except BaseException:
-        with suppress(KvmhubError):
-            ag.file_close(handle)
-        if checked is not None:
+    sent: int | None = None
+    if checked is not None and length >= guest_ssh_files.SSH_FROM:
+        try:
+            sent = _send_over_ssh(hv, name, src, length, target, what, report)
+        except BaseException:
             run_shell(ag, 'rm -f -- "$1"', target)
-        raise
-    ag.file_close(handle)
+            raise
+    via_agent = sent is None
+    if sent is None:
+        sent = _send_through_agent(ag, name, src, length, path, target, what, report, cleanup=checked is not None)
     if sent < length:
         if checked is not None:
             run_shell(ag, 'rm -f -- "$1"', target)
@@ -125,7 +124,39 @@ def push(hv: Hypervisor, name: str, src: Source, length: int, path: str, *, mode
         if placed is not None and placed.exit_code != 0:
             raise OperationFailed(f"cannot put {path} in place in VM {name}: "
                                   f"{placed.err.decode(errors='replace').strip()}")
-    return GuestFileInfo(path=path, size=sent, mode=mode if checked is not None else None)
+    return GuestFileInfo(path=path, size=sent, mode=mode if checked is not None else None,
+                         via="agent" if via_agent else "ssh")
+
+
+def _send_over_ssh(hv: Hypervisor, name: str, src: Source, length: int, target: str, what: str,
+                   report: Reporter) -> int | None:
+    """The bytes sent into guest file ``target`` over SSH; None when SSH cannot be used (nothing read then)."""
+    address = guest_ssh_files.target(hv, name)
+    if address is None:
+        return None
+    sent = guest_ssh_files.send(address, src, length, target, what, report)
+    if isinstance(sent, str):
+        report.note(f"copying through the guest agent (slower): SSH to {address.ip} failed: {sent}")
+        return None
+    return sent
+
+
+def _send_through_agent(ag: Agent, name: str, src: Source, length: int, path: str, target: str, what: str,
+                        report: Reporter, *, cleanup: bool) -> int:
+    try:
+        handle = ag.file_open(target, "w")
+    except GuestError as exc:
+        raise _refused(name, path, exc) from None
+    try:
+        sent = _send(ag, handle, src, length, what, report)
+    except BaseException:
+        with suppress(KvmhubError):
+            ag.file_close(handle)
+        if cleanup:
+            run_shell(ag, 'rm -f -- "$1"', target)
+        raise
+    ag.file_close(handle)
+    return sent
 
 
 def _send(ag: Agent, handle: int, src: Source, length: int, what: str, report: Reporter) -> int:
@@ -147,7 +178,8 @@ def _send(ag: Agent, handle: int, src: Source, length: int, what: str, report: R
     return sent
 
 
-def open_source(hv: Hypervisor, name: str, path: str) -> tuple[GuestFileInfo, Generator[bytes, None, None]]:
+def open_source(hv: Hypervisor, name: str, path: str, *, report: Reporter = QUIET,
+                ) -> tuple[GuestFileInfo, Generator[bytes, None, None]]:
     """Guest file ``path`` of VM ``name``: its size and mode, and its bytes in chunks (read as they are
     consumed; the handle is closed when the iterator ends or is closed).
 
@@ -169,6 +201,9 @@ def open_source(hv: Hypervisor, name: str, path: str) -> tuple[GuestFileInfo, Ge
             raise OperationFailed(f"{path} in VM {name} cannot be read", cause="the guest agent may not read it")
         if found := _STAT.fullmatch(checked.out.decode(errors="replace")):
             size, mode = int(found.group(1)), int(found.group(2), 8)
+    if size is not None and size >= guest_ssh_files.SSH_FROM and (
+            chunks := _receive_over_ssh(hv, name, path, report)) is not None:
+        return GuestFileInfo(path=path, size=size, mode=mode, via="ssh"), chunks
     try:
         handle = ag.file_open(path, "r")
     except GuestError as exc:
@@ -180,7 +215,18 @@ def open_source(hv: Hypervisor, name: str, path: str) -> tuple[GuestFileInfo, Ge
         except BaseException:
             ag.file_close(handle)
             raise
-    return GuestFileInfo(path=path, size=size, mode=mode), _chunks(ag, handle)
+    return GuestFileInfo(path=path, size=size, mode=mode, via="agent"), _chunks(ag, handle)
+
+
+def _receive_over_ssh(hv: Hypervisor, name: str, path: str, report: Reporter) -> Generator[bytes, None, None] | None:
+    address = guest_ssh_files.target(hv, name)
+    if address is None:
+        return None
+    chunks = guest_ssh_files.receive(address, path, f"{name}:{path}")
+    if isinstance(chunks, str):
+        report.note(f"copying through the guest agent (slower): SSH to {address.ip} failed: {chunks}")
+        return None
+    return chunks
 
 
 def _chunks(ag: Agent, handle: int) -> Generator[bytes, None, None]:
@@ -198,7 +244,7 @@ def _chunks(ag: Agent, handle: int) -> Generator[bytes, None, None]:
 
 def pull(hv: Hypervisor, name: str, path: str, dst: BinaryIO, *, report: Reporter = QUIET) -> GuestFileInfo:
     """Copy guest file ``path`` of VM ``name`` into ``dst``; what was copied (its mode as the guest has it)."""
-    info, chunks = open_source(hv, name, path)
+    info, chunks = open_source(hv, name, path, report=report)
     what = f"{name}:{path}"
     done = 0
     report.bytes(what, 0, info.size)

@@ -8,11 +8,15 @@ operations check it between steps and on every byte report, so a transfer stops 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from kvmhub.models.events import BytesEvent, Event, NoteEvent, PhaseEvent, UndoEvent, WarningEvent
+from kvmhub import models  # its event models load on the first event: a quiet run never builds them
 from kvmhub.ops.cancel import CancelToken
 
-EventSink = Callable[[Event], None]
+if TYPE_CHECKING:
+    from kvmhub.models.events import Event
+
+EventSink = Callable[["Event"], None]
 BytesFn = Callable[[str, int, int], None]
 """What a transfer reports into: (what, bytes done, bytes in all); :meth:`Reporter.bytes` is one."""
 
@@ -42,21 +46,21 @@ class Reporter:
         self.sink(event)
 
     def phase(self, name: str) -> None:
-        self.sink(PhaseEvent(name=name))
+        self.sink(models.PhaseEvent(name=name))
 
     def bytes(self, what: str, done: int, total: int) -> None:
         """Report bytes moved; raises Cancelled when a cancel was asked for, which stops the transfer."""
         self.cancel.check()
-        self.sink(BytesEvent(what=what, done=max(done, 0), total=max(total, done, 0)))
+        self.sink(models.BytesEvent(what=what, done=max(done, 0), total=max(total, done, 0)))
 
     def warn(self, message: str, code: str | None = None) -> None:
-        self.sink(WarningEvent(message=message.removeprefix("warning: "), code=code))
+        self.sink(models.WarningEvent(message=message.removeprefix("warning: "), code=code))
 
     def note(self, message: str) -> None:
-        self.sink(NoteEvent(message=message))
+        self.sink(models.NoteEvent(message=message))
 
     def undone(self, step: str, error: str | None = None) -> None:
-        self.sink(UndoEvent(step=step, ok=error is None, error=error))
+        self.sink(models.UndoEvent(step=step, ok=error is None, error=error))
 
 
 QUIET = Reporter()

@@ -25,7 +25,7 @@ _MAIN = {"--local": False, "--connect": True, "-c": True, "--timeout": True}
 _TOP = {"--once": False, "--json": False, "--reverse": False, "--interval": True, "--sort": True}
 
 
-def _options(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]] | None:
+def options(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]] | None:
     """The leading options of `args` among `known` (flags as ""), and the words after them; None for any other."""
     found: dict[str, str] = {}
     while args and args[0].startswith("-"):
@@ -42,7 +42,7 @@ def _options(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], l
     return found, args
 
 
-def _number(text: str | None, default: float) -> float | None:
+def number(text: str | None, default: float) -> float | None:
     if text is None:
         return default
     try:
@@ -54,16 +54,16 @@ def _number(text: str | None, default: float) -> float | None:
 
 def run(argv: Sequence[str]) -> int | None:
     """The exit code when the command was answered here; None when the full CLI must run it."""
-    parsed = _options(list(argv), _MAIN)
+    parsed = options(list(argv), _MAIN)
     if parsed is None or parsed[1][:1] != ["top"]:
         return None
     main, rest = parsed
-    top = _options(rest[1:], _TOP)
+    top = options(rest[1:], _TOP)
     if top is None or top[1] or "--once" not in top[0]:
         return None
     opts = top[0]
-    timeout, interval = _number(main.get("--timeout"), 30.0), _number(opts.get("--interval"), 1.0)
-    if timeout is None or interval is None or not _library_mode(main):
+    timeout, interval = number(main.get("--timeout"), 30.0), number(opts.get("--interval"), 1.0)
+    if timeout is None or interval is None or not library_mode(main):
         return None
     from kvmhub.services import orphans
 
@@ -102,7 +102,7 @@ def run(argv: Sequence[str]) -> int | None:
     return 0
 
 
-def _library_mode(main: dict[str, str]) -> bool:
+def library_mode(main: dict[str, str]) -> bool:
     """Whether the full CLI would run here through libvirt (see :func:`kvmhub.cli.state.remote`), without having
     to ask whether a server answers on its socket."""
     if "--local" in main:

@@ -116,7 +116,8 @@ def _live(title: str, start: float) -> Iterator[Callable[[Event], None]]:
                 bars.stop()
 
 
-def _line(event: Event) -> None:
+def line(event: Event) -> None:
+    """One event as a plain line on stderr (phases, warnings, notes; bytes are left out)."""
     from kvmhub.models.events import BytesEvent, PhaseEvent
 
     if isinstance(event, PhaseEvent):
@@ -131,4 +132,4 @@ def lines() -> Reporter:
     """A Reporter for short work: every phase, warning, note and undo step one plain line on stderr, no bars."""
     from kvmhub.reporting import Reporter
 
-    return Reporter(_line)
+    return Reporter(line)

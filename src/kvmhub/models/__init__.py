@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kvmhub.models.backup import BackupRequest, RestoreRequest
     from kvmhub.models.documents import HostMedia, TextDocument
+    from kvmhub.models.events import BytesEvent, NoteEvent, PhaseEvent, UndoEvent, WarningEvent
     from kvmhub.models.export import ExportDisk, ExportManifest, ExportNvram
     from kvmhub.models.host import CheckItem, CheckStatus, HostReport, HostSummary
     from kvmhub.models.image import ImageImportRequest, ImageInfo
@@ -79,6 +80,11 @@ if TYPE_CHECKING:
 
 # name -> the module of kvmhub.models that defines it
 _WHERE: dict[str, str] = {
+    "BytesEvent": "events",
+    "NoteEvent": "events",
+    "PhaseEvent": "events",
+    "UndoEvent": "events",
+    "WarningEvent": "events",
     "BackupRequest": "backup",
     "RestoreRequest": "backup",
     "HostMedia": "documents",
@@ -161,6 +167,7 @@ __all__ = [
     "Bandwidth",
     "BootSpec",
     "BridgeResult",
+    "BytesEvent",
     "CPUTune",
     "Change",
     "CheckItem",
@@ -191,11 +198,13 @@ __all__ = [
     "NICSpec",
     "NetworkCreateRequest",
     "NetworkMode",
+    "NoteEvent",
     "OSInfo",
     "OSProfile",
     "OperationInfo",
     "OperationState",
     "Phase",
+    "PhaseEvent",
     "PoolInfo",
     "PoolSpec",
     "PoolType",
@@ -217,6 +226,7 @@ __all__ = [
     "StepState",
     "TPMSpec",
     "TextDocument",
+    "UndoEvent",
     "VCPUPin",
     "VMInfo",
     "VMSpec",
@@ -226,6 +236,7 @@ __all__ = [
     "VolumeFormat",
     "VolumeInfo",
     "VolumeResizeRequest",
+    "WarningEvent",
 ]
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_STDIN = 512 * 1024  # bytes of stdin an exec takes (as base64 it fits the API's 1 MiB body limit)
-MAX_TIMEOUT = 86400.0
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
+from kvmhub.models.guest_rules import (
+    MAX_ARGS,
+    MAX_ENV,
+    MAX_STDIN,
+    MAX_TIMEOUT,
+    argv_problem,
+    env_problem,
+    stdin_problem,
+)
+
+__all__ = ["MAX_STDIN", "ExecRequest", "ExecResult", "GuestFileInfo"]
 
 
 class _Model(BaseModel):
@@ -19,8 +26,8 @@ class _Model(BaseModel):
 class ExecRequest(_Model):
     """A command to run in a guest: its argv, environment additions, stdin and how long it may take."""
 
-    argv: list[str] = Field(min_length=1, max_length=4096, description="the program and its arguments")
-    env: list[str] = Field(default_factory=list, max_length=1024, description="KEY=VALUE pairs added to its "
+    argv: list[str] = Field(min_length=1, max_length=MAX_ARGS, description="the program and its arguments")
+    env: list[str] = Field(default_factory=list, max_length=MAX_ENV, description="KEY=VALUE pairs added to its "
                            "environment (PATH defaults to the usual directories)")
     stdin: str | None = Field(default=None, description="its standard input, base64 (at most 512 KiB once decoded)")
     timeout: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT,
@@ -29,25 +36,22 @@ class ExecRequest(_Model):
     @field_validator("argv")
     @classmethod
     def _program(cls, argv: list[str]) -> list[str]:
-        if not argv[0]:
-            raise ValueError("the program (argv[0]) is empty")
-        if any("\0" in a for a in argv):
-            raise ValueError("an argument holds a NUL byte")
+        if problem := argv_problem(argv):
+            raise ValueError(problem)
         return argv
 
     @field_validator("env")
     @classmethod
     def _pairs(cls, env: list[str]) -> list[str]:
-        for pair in env:
-            if not _ENV.fullmatch(pair) or "\0" in pair:
-                raise ValueError(f"{pair!r} is not KEY=VALUE (KEY: letters, digits, _; not starting with a digit)")
+        if problem := env_problem(env):
+            raise ValueError(problem)
         return env
 
     @field_validator("stdin")
     @classmethod
     def _stdin(cls, stdin: str | None) -> str | None:
-        if stdin is not None and len(stdin) > (MAX_STDIN + 2) // 3 * 4:
-            raise ValueError(f"stdin is over {MAX_STDIN // 1024} KiB: copy bigger input into the guest first")
+        if problem := stdin_problem(stdin):
+            raise ValueError(problem)
         return stdin
 
 

@@ -3,21 +3,29 @@
 Builders take kvmhub models (or plain values) and return XML text for libvirt calls; readers take
 libvirt's XML, kvmhub's own or ``dumpxml`` of any domain, and return models. User values only ever pass
 through lxml, never string formatting. Errors are :class:`kvmhub.errors.InvalidInput`.
+
+Each name is loaded from its module on first use: a caller of one module does not load them all (and their models).
 """
 
-from kvmhub.xml.disk import disk_from_xml, disk_to_xml
-from kvmhub.xml.domain import domain_from_xml, domain_is_managed, domain_to_xml
-from kvmhub.xml.interface import interface_from_xml, interface_to_xml
-from kvmhub.xml.metadata import KVMHUB_NS, KVMHUB_PREFIX, metadata_from_xml, metadata_to_xml
-from kvmhub.xml.network import (
-    NetworkFacts,
-    network_bridge_from_xml,
-    network_from_xml,
-    network_subnet_from_xml,
-    network_to_xml,
-)
-from kvmhub.xml.pool import dir_pool_xml, pool_path_from_xml
-from kvmhub.xml.volume import VolumeFacts, volume_from_xml, volume_xml
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kvmhub.xml.disk import disk_from_xml, disk_to_xml
+    from kvmhub.xml.domain import domain_from_xml, domain_is_managed, domain_to_xml
+    from kvmhub.xml.interface import interface_from_xml, interface_to_xml
+    from kvmhub.xml.metadata import KVMHUB_NS, KVMHUB_PREFIX, metadata_from_xml, metadata_to_xml
+    from kvmhub.xml.network import (
+        NetworkFacts,
+        network_bridge_from_xml,
+        network_from_xml,
+        network_subnet_from_xml,
+        network_to_xml,
+    )
+    from kvmhub.xml.pool import dir_pool_xml, pool_path_from_xml
+    from kvmhub.xml.volume import VolumeFacts, volume_from_xml, volume_xml
 
 __all__ = [
     "KVMHUB_NS",
@@ -42,3 +50,41 @@ __all__ = [
     "volume_from_xml",
     "volume_xml",
 ]
+
+_WHERE = {
+    "disk_from_xml": "disk",
+    "disk_to_xml": "disk",
+    "domain_from_xml": "domain",
+    "domain_is_managed": "domain",
+    "domain_to_xml": "domain",
+    "interface_from_xml": "interface",
+    "interface_to_xml": "interface",
+    "KVMHUB_NS": "metadata",
+    "KVMHUB_PREFIX": "metadata",
+    "metadata_from_xml": "metadata",
+    "metadata_to_xml": "metadata",
+    "NetworkFacts": "network",
+    "network_bridge_from_xml": "network",
+    "network_from_xml": "network",
+    "network_subnet_from_xml": "network",
+    "network_to_xml": "network",
+    "dir_pool_xml": "pool",
+    "pool_path_from_xml": "pool",
+    "VolumeFacts": "volume",
+    "volume_from_xml": "volume",
+    "volume_xml": "volume",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a name from its module on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

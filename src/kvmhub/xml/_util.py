@@ -5,11 +5,14 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from lxml import etree
-from pydantic import BaseModel
 
 from kvmhub.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Element = etree._Element
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from kvmhub.models import SerialSpec
+from typing import TYPE_CHECKING
+
+from kvmhub import models
 from kvmhub.xml._util import Element, make, parse, sub
+
+if TYPE_CHECKING:
+    from kvmhub.models import SerialSpec
 
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -28,7 +33,8 @@ def parse_serial(devices: Element) -> SerialSpec | None:
     if port is None:
         return None
     log = port.find("log")
-    return SerialSpec(log_file=None if log is None else log.get("file"))
+    # through the package, which loads the model on first use: the guest agent's callers never build it
+    return models.SerialSpec(log_file=None if log is None else log.get("file"))
 
 
 def build_agent_channel() -> Element:

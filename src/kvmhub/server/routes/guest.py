@@ -4,6 +4,7 @@ over a WebSocket), and a guest file's bytes sent in (``PUT``) or read out (``GET
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -45,7 +46,9 @@ def exec_command(name: Name, req: ExecRequest, hv: Hv) -> ExecResult:
     """Run ``argv`` in the running VM through its guest agent and answer when it ends: its exit code (128+N when
     signal N killed it), stdout and stderr as base64. A program the guest lacks is a 404 ``guest.not_found``; a
     command running past ``timeout`` is killed and answered 504; a VM without an answering agent, 409."""
-    return guest_exec.run_captured(hv, name, req)
+    ended, out, err = guest_exec.run_captured(hv, name, req)
+    return ExecResult(exit_code=ended.exit_code, signal=ended.signal, stdout=base64.b64encode(out).decode(),
+                      stderr=base64.b64encode(err).decode())
 
 
 @router.websocket("/exec", dependencies=[OPERATOR])
@@ -73,7 +76,7 @@ async def exec_stream(ws: WebSocket, name: Name, hv: Hv) -> None:
 
     report = Reporter()
 
-    def work() -> ExecResult:
+    def work() -> guest_exec.Ended:
         return guest_exec.run(hv, name, req, out=sender(STDOUT), err=sender(STDERR), report=report)
 
     async def watch() -> None:

@@ -15,12 +15,13 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from kvmhub.errors import InvalidInput, KvmhubError, NotFound, OperationFailed, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv.agent import WRITE_CHUNK, Agent, ExecStatus, GuestError, agent
-from kvmhub.models.guest import ExecRequest, ExecResult
+from kvmhub.models.guest_rules import plainly_valid, stdin_problem
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.validate import check_name
 
@@ -46,6 +47,43 @@ def _poll_delays() -> Iterator[float]:
     while True:
         yield delay
         delay = min(delay * 1.5, 0.25)
+
+
+class Command(Protocol):
+    """What :func:`run` runs (an :class:`kvmhub.models.guest.ExecRequest`, or a :class:`PlainCommand`)."""
+
+    @property
+    def argv(self) -> list[str]: ...
+    @property
+    def env(self) -> list[str]: ...
+    @property
+    def stdin(self) -> str | None: ...
+    @property
+    def timeout(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class PlainCommand:
+    """A command checked by the rules ExecRequest applies, without building the model (`exec`'s fast path)."""
+
+    argv: list[str]
+    env: list[str] = field(default_factory=list)
+    stdin: str | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not plainly_valid(self.argv, self.env, self.timeout):
+            raise InvalidInput("the command breaks a rule of ExecRequest", hint="build an ExecRequest to learn which")
+        if problem := stdin_problem(self.stdin):
+            raise InvalidInput(f"stdin: {problem}")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a command ended: its exit code (128+N when signal N killed it) and that signal."""
+
+    exit_code: int
+    signal: int | None = None
 
 
 def decode_stdin(stdin: str | None) -> bytes | None:
@@ -150,8 +188,8 @@ class _Tail:
             self.handle = None
 
 
-def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink, stream: bool = True,
-        report: Reporter = QUIET) -> ExecResult:
+def run(hv: Hypervisor, name: str, req: Command, *, out: Sink, err: Sink, stream: bool = True,
+        report: Reporter = QUIET) -> Ended:
     """Run ``req.argv`` in VM ``name``, passing its output to ``out`` and ``err`` as it comes; its exit code.
     With ``stream=False`` it runs without the guest's shell and its output comes when it ends (for a guest whose
     /tmp cannot be written).
@@ -193,10 +231,10 @@ def run(hv: Hypervisor, name: str, req: ExecRequest, *, out: Sink, err: Sink, st
     if status.exit_code == _NO_DIR and tails[0].handle is None and said:
         raise OperationFailed(f"cannot run the command in VM {name}: {said.strip()}",
                               cause="kvmhub could not make its private directory under /tmp in the guest")
-    return ExecResult(exit_code=status.shell_code, signal=status.signal)
+    return Ended(status.shell_code, status.signal)
 
 
-def _follow(ag: Agent, pid: int, req: ExecRequest, tails: list[_Tail], report: Reporter) -> ExecStatus:
+def _follow(ag: Agent, pid: int, req: Command, tails: list[_Tail], report: Reporter) -> ExecStatus:
     """Read the output files until the process ends; kill it on timeout, cancel or any failure."""
     deadline = None if req.timeout is None else time.monotonic() + req.timeout
     try:
@@ -217,13 +255,13 @@ def _follow(ag: Agent, pid: int, req: ExecRequest, tails: list[_Tail], report: R
     raise AssertionError("unreachable")
 
 
-def _timed_out(name: str, req: ExecRequest) -> OperationTimeout:
+def _timed_out(name: str, req: Command) -> OperationTimeout:
     return OperationTimeout(f"{req.argv[0]} did not finish within {req.timeout:g} s in VM {name}: it was killed",
                             hint="give it longer with {opt:timeout}", code="timeout")
 
 
-def _run_direct(ag: Agent, req: ExecRequest, env: list[str] | None, stdin: bytes | None, out: Sink, err: Sink,
-                report: Reporter) -> ExecResult:
+def _run_direct(ag: Agent, req: Command, env: list[str] | None, stdin: bytes | None, out: Sink, err: Sink,
+                report: Reporter) -> Ended:
     """The command run without a shell: its captured output, delivered when it ends."""
     if stdin and len(stdin) > INLINE_STDIN:
         raise InvalidInput(f"without a shell in the guest, a command takes at most {INLINE_STDIN // 1024} KiB of "
@@ -245,13 +283,12 @@ def _run_direct(ag: Agent, req: ExecRequest, env: list[str] | None, stdin: bytes
         err(status.err)
     if status.truncated:
         report.warn("the guest agent cut the command's output short (it keeps at most 16 MiB)")
-    return ExecResult(exit_code=status.shell_code, signal=status.signal)
+    return Ended(status.shell_code, status.signal)
 
 
-def run_captured(hv: Hypervisor, name: str, req: ExecRequest, report: Reporter = QUIET) -> ExecResult:
-    """:func:`run` with the output gathered and returned base64 in the result (the API's answer)."""
+def run_captured(hv: Hypervisor, name: str, req: Command, report: Reporter = QUIET) -> tuple[Ended, bytes, bytes]:
+    """:func:`run` with the output gathered: how it ended, its stdout and its stderr (the API's answer)."""
     outs: list[bytes] = []
     errs: list[bytes] = []
-    result = run(hv, name, req, out=outs.append, err=errs.append, report=report)
-    return result.model_copy(update={"stdout": base64.b64encode(b"".join(outs)).decode(),
-                                     "stderr": base64.b64encode(b"".join(errs)).decode()})
+    ended = run(hv, name, req, out=outs.append, err=errs.append, report=report)
+    return ended, b"".join(outs), b"".join(errs)

@@ -72,7 +72,7 @@ def test_ssh_runs_a_command_with_kvmhubs_key(created: tuple[Result, float], prep
 def test_cp_of_a_big_file_goes_over_ssh_both_ways(created: tuple[Result, float], prepared_host: TestHost,
                                                   tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    src.write_bytes(os.urandom(20 * 1024 * 1024 + 5))
     src.chmod(0o640)
     r = in_host_net(prepared_host, "cp", str(src), f"{VM}:/root/big.bin")
     assert r.code == 0, r.err

@@ -66,3 +66,23 @@ def test_only_the_plain_form_is_parsed() -> None:
     assert _parse(["--timeout", "1", "--timeout", "2", "vm", "--", "x"]) is None
     assert _parse(["--no-stdin=1", "vm", "--", "x"]) is None
     assert _parse(["vm", "--timeout"]) is None
+
+
+def test_a_plain_command_is_held_to_the_requests_rules() -> None:
+    from kvmhub.errors import InvalidInput
+    from kvmhub.models.guest import ExecRequest
+    from kvmhub.services.vm.guest_exec import PlainCommand
+
+    for argv, env, timeout in ((["true"], ["A=1"], 5.0), ([""], [], None), (["x"], ["1=2"], None),
+                               (["x"], [], 0.0), (["x"], [], 1e9), ([], [], None), (["a\0b"], [], None)):
+        try:
+            ExecRequest(argv=argv, env=env, timeout=timeout)
+            model_ok = True
+        except ValueError:
+            model_ok = False
+        try:
+            PlainCommand(argv, env, None, timeout)
+            plain_ok = True
+        except InvalidInput:
+            plain_ok = False
+        assert plain_ok == model_ok, (argv, env, timeout)

@@ -75,9 +75,9 @@ def run(argv: Sequence[str]) -> int | None:
 
     if orphans.interrupted():
         return None  # the full CLI recovers interrupted operations first
-    from kvmhub.models.guest_rules import MAX_STDIN, plainly_valid
+    from kvmhub.models.guest_rules import MAX_STDIN, command_problem
 
-    if not plainly_valid(argv_in_guest, env, run_timeout):
+    if command_problem(argv_in_guest, env, run_timeout):
         return None  # refused by the full CLI in its words, stdin still unread
     import base64
 

@@ -35,7 +35,16 @@ def stdin_problem(stdin_b64: str | None) -> str | None:
     return None
 
 
-def plainly_valid(argv: list[str], env: list[str], timeout: float | None) -> bool:
-    """Whether an ExecRequest of these would pass every check (stdin aside)."""
-    return (0 < len(argv) <= MAX_ARGS and argv_problem(argv) is None and len(env) <= MAX_ENV
-            and env_problem(env) is None and (timeout is None or 0 < timeout <= MAX_TIMEOUT))
+def command_problem(argv: list[str], env: list[str], timeout: float | None) -> str | None:
+    """Why an ExecRequest of these would be refused (stdin aside), in a few words; None when it would not."""
+    if not 0 < len(argv) <= MAX_ARGS:
+        return f"argv: give the program and at most {MAX_ARGS - 1} arguments"
+    if len(env) > MAX_ENV:
+        return f"env: at most {MAX_ENV} pairs"
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+        return f"timeout: more than 0 and at most {MAX_TIMEOUT:g} s"
+    if problem := argv_problem(argv):
+        return f"argv: {problem}"
+    if problem := env_problem(env):
+        return f"env: {problem}"
+    return None

@@ -21,7 +21,7 @@ from typing import Protocol
 from kvmhub.errors import InvalidInput, KvmhubError, NotFound, OperationFailed, OperationTimeout
 from kvmhub.hv import Hypervisor
 from kvmhub.hv.agent import WRITE_CHUNK, Agent, ExecStatus, GuestError, agent
-from kvmhub.models.guest_rules import plainly_valid, stdin_problem
+from kvmhub.models.guest_rules import command_problem, stdin_problem
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.validate import check_name
 
@@ -72,8 +72,8 @@ class PlainCommand:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if not plainly_valid(self.argv, self.env, self.timeout):
-            raise InvalidInput("the command breaks a rule of ExecRequest", hint="build an ExecRequest to learn which")
+        if problem := command_problem(self.argv, self.env, self.timeout):
+            raise InvalidInput(problem)
         if problem := stdin_problem(self.stdin):
             raise InvalidInput(f"stdin: {problem}")
 

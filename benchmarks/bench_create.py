@@ -5,8 +5,9 @@ with 256 MiB, 1 vCPU, a virtio disk and **no NIC**, on a private test host, inte
 (kvmhub, virsh, virt-install, qemu, kvmhub, ...). "Booted" is the appliance's ``KVMHUB-BOOTED`` line on
 ttyS0:
 
-- kvmhub: the whole ``kvmhub create NAME --image tiny --memory 256M --wait`` process (clone, seed ISO,
-  define, start, wait; without a NIC ``--wait`` stops at booted). The moment the marker reached the serial
+- kvmhub: the whole ``kvmhub create NAME --image tiny --memory 256M --wait=booted`` process (clone, seed ISO,
+  define, start, wait until booted: a seeded VM's bare ``--wait`` goes on to ready, which the others do not
+  wait for). The moment the marker reached the serial
   log is recorded too (``kvmhub-marker``), to separate boot time from kvmhub's own overhead.
 - virsh: ``qemu-img create`` (linked clone) + ``virsh create`` of equivalent XML, then the serial log is polled.
 - virt-install: ``qemu-img create`` + ``virt-install --import ... --noautoconsole``, then the serial log.
@@ -124,7 +125,7 @@ class Bench:
 
     def kvmhub(self, i: int) -> Timing:
         name = f"bk{i}"
-        argv = [KVMHUB, "create", name, "--image", IMAGE_NAME, "--memory", f"{MEMORY_MIB}M", "--wait"]
+        argv = [KVMHUB, "create", name, "--image", IMAGE_NAME, "--memory", f"{MEMORY_MIB}M", "--wait=booted"]
         try:
             start = time.perf_counter()
             clock = self.clock(name, start)

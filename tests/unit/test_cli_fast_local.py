@@ -66,3 +66,12 @@ def test_other_forms_and_errors_are_left_to_the_full_cli(tmp_path: Path, args: t
     assert code == full_code != 0
     assert out == full_out
     assert err.splitlines()[2:] == full_err.splitlines()[2:]  # the usage lines name the module each ran as
+
+
+def test_a_usage_row_as_a_dict_is_what_asdict_gives() -> None:
+    from dataclasses import asdict
+
+    from kvmhub.services.monitor.usage import Usage
+
+    row = Usage(name="a", uuid="u", state="running", vcpus=2, cpu_percent=1.5, net_tx_bytes=7)
+    assert row.as_dict() == asdict(row) and list(row.as_dict()) == list(asdict(row))

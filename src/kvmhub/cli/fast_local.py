@@ -91,9 +91,8 @@ def run(argv: Sequence[str]) -> int | None:
         return 130
     if "--json" in opts:
         import json
-        from dataclasses import asdict
 
-        sys.stdout.write(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
         return 0
     from kvmhub.cli.table import table
     from kvmhub.cli.top_rows import COLUMNS, cells

@@ -50,6 +50,10 @@ class Usage:
     net_rx_bps: float | None = None
     net_tx_bps: float | None = None
 
+    def as_dict(self) -> dict[str, object]:
+        """Its fields in order (all plain values: what ``dataclasses.asdict`` gives, without its deep copies)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
 
 # sort key name -> (value of a row, descending by default); rows are Usage or VMStats
 SORT_KEYS: dict[str, tuple[Callable[[Any], Any], bool]] = {

@@ -197,3 +197,50 @@ def test_while_an_operation_runs_the_listing_is_read_again_only_after_its_end(re
         assert len(reads) > read
     finally:
         hv.close()
+
+
+def test_a_change_of_one_vm_reads_its_row_alone(reads: list[int]) -> None:
+    hv = Hypervisor("test:///default")
+    try:
+        listing.list_vms_json(hv, fresh=True)
+        time.sleep(listing.SETTLE_S * 5)  # whatever other hosts' listings were reading in the background
+        read = len(reads)
+        hv.conn.lookupByName("test").suspend()
+        listing.changed("test")  # as its lifecycle event says
+        assert listing.kept(hv) is None  # not answered as it was, and not read in the background
+        time.sleep(listing.SETTLE_S * 5)
+        assert len(reads) == read
+        assert [(v.name, v.state) for v in listing.list_vms(hv)] == [("test", "paused")]
+        assert len(reads) == read and listing.kept(hv) is not None  # the row was read again, not the host
+        hv.conn.defineXML(NEW_VM)
+        listing.changed("new1")
+        assert [v.name for v in listing.list_vms(hv)] == ["new1", "test"]
+        hv.conn.lookupByName("new1").undefine()
+        listing.changed("new1")
+        assert [v.name for v in listing.list_vms(hv)] == ["test"] and len(reads) == read
+        listing.operation_started("test")
+        hv.conn.lookupByName("test").resume()
+        listing.operation_ended("test")
+        assert [v.state for v in listing.list_vms(hv)] == ["running"] and len(reads) == read
+    finally:
+        hv.close()
+
+
+def test_a_change_of_one_vm_while_another_change_is_pending_reads_the_host(reads: list[int]) -> None:
+    hv = Hypervisor("test:///default")
+    try:
+        listing.list_vms_json(hv, fresh=True)
+        time.sleep(listing.SETTLE_S * 5)  # whatever other hosts' listings were reading in the background
+        read = len(reads)
+        listing.operation_started()
+        listing.changed("test")
+        listing.changed()  # put off while the operation runs
+        assert listing.kept(hv) is None
+        listing.operation_ended("test")  # the last one: the whole read put off is made now
+        wait_for(lambda: listing.kept(hv) is not None, "the read put off was not made when the operations ended")
+        assert len(reads) > read
+    finally:
+        hv.close()
+
+
+NEW_VM = """<domain type='test'><name>new1</name><memory unit='MiB'>64</memory><os><type>hvm</type></os></domain>"""

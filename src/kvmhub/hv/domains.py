@@ -281,29 +281,37 @@ def list_all(hv: Hypervisor) -> list[Domain]:
     return [Domain(hv, d) for d in doms]
 
 
+_LISTING_STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+
+
+def _stats_row(dom: libvirt.virDomain, stats: dict[str, Any]) -> DomainStats:
+    return DomainStats(
+        name=dom.name(),
+        uuid=dom.UUIDString(),
+        state=state_name(int(stats.get("state.state", 0))),
+        persistent=True,
+        vcpus=stats.get("vcpu.current"),
+        memory_kib=stats.get("balloon.current") or stats.get("balloon.maximum"),
+    )
+
+
 def bulk_stats(hv: Hypervisor) -> list[DomainStats]:
     """Every domain's name, state, vCPUs and memory in one libvirt round trip."""
 
     def fetch() -> list[DomainStats]:
-        rows = hv.conn.getAllDomainStats(
-            libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON,
-            0,
-        )
-        out: list[DomainStats] = []
-        for dom, stats in rows:
-            out.append(
-                DomainStats(
-                    name=dom.name(),
-                    uuid=dom.UUIDString(),
-                    state=state_name(int(stats.get("state.state", 0))),
-                    persistent=True,
-                    vcpus=stats.get("vcpu.current"),
-                    memory_kib=stats.get("balloon.current") or stats.get("balloon.maximum"),
-                )
-            )
-        return out
+        return [_stats_row(dom, stats) for dom, stats in hv.conn.getAllDomainStats(_LISTING_STATS, 0)]
 
     return hv.call(fetch, what="listing VMs", retry=True)
+
+
+def stats_of(hv: Hypervisor, dom: Domain) -> DomainStats:
+    """What :func:`bulk_stats` says of one domain, in one round trip."""
+
+    def fetch() -> DomainStats:
+        [(handle, stats)] = hv.conn.domainListGetStats([dom.handle], _LISTING_STATS, 0)
+        return _stats_row(handle, stats)
+
+    return hv.call(fetch, what=f"reading VM {dom.name}", retry=True)
 
 
 def metadata_of(hv: Hypervisor, doms: list[Domain], transient: frozenset[str]) -> dict[str, str | None]:

@@ -3,7 +3,8 @@
 It sees each POST, PUT, PATCH and DELETE — refused ones too (401, 403, 413, 422) — and, once the answer is sent,
 writes who (as :func:`kvmhub.server.auth.principal` named the caller), from where, what, and how it ended.
 Before such an answer goes out, the kept VM listing is dropped (:func:`kvmhub.services.vm.listing.changed`), so
-the caller's next listing shows what its call did.
+the caller's next listing shows what its call did; an answer that started an operation leaves that to the
+operation, which marks the VM it acts on as it starts and ends.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class AuditLog:
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                listing.changed()
                 answer["status"] = message["status"]
                 headers = dict(message.get("headers") or [])
                 location = headers.get(b"location")
                 answer["location"] = location.decode("latin-1") if location else None
+                if not (answer["status"] == 202 and (answer["location"] or "").startswith(OPERATIONS + "/")):
+                    listing.changed()  # an operation marks what it changes itself, as it starts and ends
             await send(message)
 
         try:

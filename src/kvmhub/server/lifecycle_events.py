@@ -72,7 +72,7 @@ class LifecycleFeed:
 
     def publish(self, event: Event) -> None:
         """Put one libvirt event on the bus (kinds the bus does not carry are left out)."""
-        listing.changed()  # any event, carried or not (balloon, tunables...), may change a VM's row
+        listing.changed(event.vm)  # any event, carried or not (balloon, tunables...), may change the VM's row
         classified = classify(event)
         if classified is None:
             return

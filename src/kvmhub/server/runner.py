@@ -104,7 +104,7 @@ class Runner:
     def _run(self, op_id: str, kind: str, target: str, work: Work, report: Reporter, running: _Running,
              vm: str | None, requested_by: str | None, project: str | None = None) -> None:
         state, error, result = OperationState.SUCCEEDED, None, None
-        listing.operation_started()  # while it runs, listings are read afresh (see routes/vms.py)
+        listing.operation_started(vm)  # while it runs, listings are read afresh (see routes/vms.py)
         try:
             with self._slots:
                 report.cancel.check()
@@ -125,7 +125,7 @@ class Runner:
             elif current is not None and error is not None:  # the error as the API phrases it, terms kept
                 self.journal.finish(op_id, current.state, error)
         finally:
-            listing.operation_ended()  # before it leaves the running set: a listing read from now on sees its effect
+            listing.operation_ended(vm)  # before it leaves the running set: a listing read from now on sees its effect
             with self._lock:
                 self._running.pop(op_id, None)
                 running.finished = time.monotonic()

@@ -235,15 +235,29 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
         transient = hv_domains.listing_flags(hv).transient
     texts = hv_domains.metadata_of(hv, unknown, transient)
     for dom in unknown:
-        text = texts.get(dom.uuid)
-        try:
-            project = project_of(metadata_from_xml(text) if text else KvmhubMeta())
-        except InvalidInput:
-            project = DEFAULT_PROJECT  # unreadable metadata: the VM is treated as one kvmhub did not make
-        with _owners_lock:
-            _owners[dom.uuid] = (project, now)
-        out[dom.name] = project
+        out[dom.name] = _remember(dom.uuid, texts.get(dom.uuid), now)
     return out
+
+
+def owner(hv: Hypervisor, dom: hv_domains.Domain, transient: bool) -> str:
+    """The project of one VM, as :func:`owners` gives it (remembered the same way)."""
+    now = time.monotonic()
+    with _owners_lock:
+        known = _owners.get(dom.uuid)
+    if known is not None and now - known[1] < OWNER_TTL_S:
+        return known[0]
+    texts = hv_domains.metadata_of(hv, [dom], frozenset({dom.name}) if transient else frozenset())
+    return _remember(dom.uuid, texts.get(dom.uuid), now)
+
+
+def _remember(uuid: str, text: str | None, now: float) -> str:
+    try:
+        project = project_of(metadata_from_xml(text) if text else KvmhubMeta())
+    except InvalidInput:
+        project = DEFAULT_PROJECT  # unreadable metadata: the VM is treated as one kvmhub did not make
+    with _owners_lock:
+        _owners[uuid] = (project, now)
+    return project
 
 
 def forget_owner(uuid: str) -> None:

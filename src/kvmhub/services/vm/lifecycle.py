@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
+from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
 from kvmhub.hv import Hypervisor, host_root, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models import DEFAULT_PROJECT, Phase, VMInfo
@@ -34,32 +34,35 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
     rows = hv_domains.bulk_stats(hv)
     flags = hv_domains.listing_flags(hv)
     owners = projects.owners(hv, flags.transient)
-    logs = host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
-    out = []
-    for row in rows:
-        ips: list[str] = []
-        phase = Phase.DEFINED
-        if row.state in ("running", "paused"):
-            dom = hv_domains.lookup(hv, row.name)
-            ips = [a.ip for a in dom.addresses("lease")]
-            log_text = readiness.read_log_or_none(f"{logs}/{row.name}-serial.log" if logs is not None else None)
-            phase = readiness.quick_phase(log_text, bool(ips))
-        out.append(
-            VMInfo(
-                name=row.name,
-                uuid=row.uuid,
-                state=row.state,
-                phase=phase,
-                persistent=row.name not in flags.transient,
-                autostart=row.name in flags.autostart,
-                vcpus=row.vcpus or 0,
-                memory_mib=(row.memory_kib or 0) // 1024,
-                domain_type="",
-                ips=ips,
-                project=owners.get(row.name, DEFAULT_PROJECT),
-            )
-        )
-    return sorted(out, key=lambda v: v.name)
+    return sorted((_row(hv, row, persistent=row.name not in flags.transient, autostart=row.name in flags.autostart,
+                        project=owners.get(row.name, DEFAULT_PROJECT)) for row in rows), key=lambda v: v.name)
+
+
+def list_row(hv: Hypervisor, name: str) -> VMInfo | None:
+    """VM ``name``'s row as :func:`list_vms` makes it, in a few calls; None when there is no such VM."""
+    try:
+        dom = hv_domains.lookup(hv, name)
+        row = hv_domains.stats_of(hv, dom)
+        persistent, autostart = dom.is_persistent(), dom.autostart()
+    except NotFound:
+        return None
+    return _row(hv, row, persistent=persistent, autostart=autostart,
+                project=projects.owner(hv, dom, transient=not persistent), dom=dom)
+
+
+def _row(hv: Hypervisor, row: hv_domains.DomainStats, *, persistent: bool, autostart: bool, project: str,
+         dom: hv_domains.Domain | None = None) -> VMInfo:
+    ips: list[str] = []
+    phase = Phase.DEFINED
+    if row.state in ("running", "paused"):
+        dom = dom or hv_domains.lookup(hv, row.name)
+        ips = [a.ip for a in dom.addresses("lease")]
+        logs = host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
+        log_text = readiness.read_log_or_none(f"{logs}/{row.name}-serial.log" if logs is not None else None)
+        phase = readiness.quick_phase(log_text, bool(ips))
+    return VMInfo(name=row.name, uuid=row.uuid, state=row.state, phase=phase, persistent=persistent,
+                  autostart=autostart, vcpus=row.vcpus or 0, memory_mib=(row.memory_kib or 0) // 1024,
+                  domain_type="", ips=ips, project=project)
 
 
 def show(hv: Hypervisor, name: str) -> VMInfo:

@@ -293,7 +293,7 @@ class Hypervisor:
         """
         limit = self.timeout if timeout is None else timeout
         try:
-            return run_bounded(lambda: self._invoke(fn, args, what), limit, what, self._strays)
+            return run_bounded(lambda: self._invoke(fn, args, what, retry), limit, what, self._strays)
         except OperationTimeout:
             self._drop()
             raise
@@ -318,9 +318,18 @@ class Hypervisor:
             return fresh
         return fn
 
-    def _invoke(self, fn: Callable[..., T], args: tuple[Any, ...], what: str) -> T:
+    def _invoke(self, fn: Callable[..., T], args: tuple[Any, ...], what: str, retry: bool = False) -> T:
         try:
-            return fn(*args)
+            try:
+                return fn(*args)
+            except libvirt.libvirtError as lost:
+                if not retry or lost.get_error_code() is not None:
+                    raise
+                # libvirt keeps a call's error per thread, and every libvirt function clears it: a libvirt object
+                # the garbage collector freed in this thread after the call failed took the reason away. A
+                # read-only call is made again for it.
+                del lost
+                return fn(*args)
         except libvirt.libvirtError as exc:
             conn = self._conn
             alive = conn is not None and not _transport_broke(exc)  # None: closed meanwhile by the close callback

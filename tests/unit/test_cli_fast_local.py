@@ -75,3 +75,18 @@ def test_a_usage_row_as_a_dict_is_what_asdict_gives() -> None:
 
     row = Usage(name="a", uuid="u", state="running", vcpus=2, cpu_percent=1.5, net_tx_bytes=7)
     assert row.as_dict() == asdict(row) and list(row.as_dict()) == list(asdict(row))
+
+
+def test_rows_are_indented_as_json_dumps_indents_them() -> None:
+    import json
+
+    from kvmhub.cli.fast_local import indented
+
+    rows: list[dict[str, object]] = [
+        {"name": 'we"ird\\ näme', "cpu": 12.5, "none": None, "n": 3, "nan": float("nan"), "inf": float("inf"),
+         "yes": True},
+        {"name": "b", "cpu": 1e-7},
+        {},
+    ]
+    assert indented(rows) == json.dumps(rows, indent=2)
+    assert indented([]) == json.dumps([], indent=2)

@@ -90,15 +90,24 @@ def run(argv: Sequence[str]) -> int | None:
         output.say("interrupted")
         return 130
     if "--json" in opts:
-        import json
-
-        sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
+        sys.stdout.write(indented([r.as_dict() for r in rows]) + "\n")
         return 0
     from kvmhub.cli.table import table
     from kvmhub.cli.top_rows import COLUMNS, cells
 
     table(COLUMNS, [cells(r) for r in rows])
     return 0
+
+
+def indented(rows: list[dict[str, object]]) -> str:
+    """``json.dumps(rows, indent=2)`` for rows of plain values, made by the C encoder: the indenting encoder is
+    pure Python (~6 ms for 500 rows of `top`)."""
+    import json
+
+    if not rows:
+        return "[]"
+    row = json.JSONEncoder(separators=(",\n    ", ": "))  # a row's fields one per line, as indent=2 nests them
+    return "[\n  " + ",\n  ".join("{\n    " + row.encode(r)[1:-1] + "\n  }" if r else "{}" for r in rows) + "\n]"
 
 
 def library_mode(main: dict[str, str]) -> bool:

@@ -4,28 +4,15 @@ integration tests, through this path.)"""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from kvmhub.cli.fast_exec import _parse
+from tests.unit.test_cli_fast_local import loaded, run_module
 
 URI = "test:///default"
 HEAVY = ("typer", "pydantic", "kvmhub.cli.main", "kvmhub.server", "kvmhub.models.guest")
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": "", "COLUMNS": "200",
-            "KVMHUB_STATE_DIR": str(tmp_path / "state")}
-
-
-def _run(tmp_path: Path, module: str, *args: str) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=_env(tmp_path), timeout=90, check=False, stdin=subprocess.DEVNULL)
-    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.mark.parametrize("args", [
@@ -40,21 +27,16 @@ def _run(tmp_path: Path, module: str, *args: str) -> tuple[int, str, str]:
     ("-c", URI, "exec", "test", "true"),  # left: no --
 ], ids=["no-agent", "options", "script", "bad-name", "bad-env", "zero-timeout", "bogus", "no-dashes"])
 def test_exec_says_what_the_full_cli_says(tmp_path: Path, args: tuple[str, ...]) -> None:
-    fast = _run(tmp_path, "kvmhub.cli", *args)
-    code, out, err = _run(tmp_path, "kvmhub.cli.main", *args)
+    fast = run_module(tmp_path, "kvmhub.cli", *args)
+    code, out, err = run_module(tmp_path, "kvmhub.cli.main", *args)
     assert fast == (code, out, err.replace("kvmhub.cli.main", "kvmhub.cli"))  # usage lines name the module run
     assert fast[0] != 0 and fast[2]
 
 
 def test_the_fast_exec_loads_none_of_the_full_cli(tmp_path: Path) -> None:
-    probe = ("import sys; sys.argv = ['kvmhub', '-c', 'test:///default', 'exec', '-n', 'test', '--', 'true']\n"
-             "from kvmhub.cli import entry\n"
-             "try:\n    entry.main()\nexcept SystemExit as e:\n    code = e.code\n"
-             f"print(code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90, check=False,
-                          env=_env(tmp_path))
-    assert done.stderr.strip().endswith("4 []"), done.stderr  # vm.no_agent is a conflict (4)
-    assert "has no guest agent channel" in done.stderr
+    said = loaded(tmp_path, HEAVY, "-c", URI, "exec", "-n", "test", "--", "true")
+    assert said.strip().endswith("4 []"), said  # vm.no_agent is a conflict (4)
+    assert "has no guest agent channel" in said
 
 
 def test_only_the_plain_form_is_parsed() -> None:

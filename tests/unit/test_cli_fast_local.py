@@ -13,22 +13,25 @@ URI = "test:///default"
 HEAVY = ("typer", "rich", "pydantic", "kvmhub.cli.main", "kvmhub.server")
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def env_of(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "KVMHUB_URI": "", "KVMHUB_REMOTE": "", "COLUMNS": "200",
             "KVMHUB_STATE_DIR": str(tmp_path / "state")}
 
 
 def entry(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """The console script (which answers the forms it knows before loading the full CLI)."""
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli", *args], capture_output=True, text=True,
-                          env=_env(tmp_path), timeout=90, check=False)
-    return done.returncode, done.stdout, done.stderr
+    return run_module(tmp_path, "kvmhub.cli", *args)
 
 
 def full(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     """The command run by the full CLI, never the fast path."""
-    done = subprocess.run([sys.executable, "-m", "kvmhub.cli.main", *args], capture_output=True, text=True,
-                          env=_env(tmp_path), timeout=90, check=False)
+    return run_module(tmp_path, "kvmhub.cli.main", *args)
+
+
+def run_module(tmp_path: Path, module: str, *args: str) -> tuple[int, str, str]:
+    """``python -m module args...`` with no input (a pipe at its end, as from a script), against no server."""
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          env=env_of(tmp_path), timeout=90, check=False, stdin=subprocess.DEVNULL)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -44,13 +47,19 @@ def test_the_fast_sample_prints_what_the_full_cli_prints(tmp_path: Path, args: t
 
 
 def test_the_fast_sample_loads_none_of_the_full_cli(tmp_path: Path) -> None:
-    probe = ("import sys; sys.argv = ['kvmhub', '-c', 'test:///default', 'top', '--once', '--json', '--interval', "
-             "'0']\nfrom kvmhub.cli import entry\n"
+    said = loaded(tmp_path, HEAVY, "-c", URI, "top", "--once", "--json", "--interval", "0")
+    assert said.strip() == "0 []", said
+
+
+def loaded(tmp_path: Path, heavy: tuple[str, ...], *args: str) -> str:
+    """The console script run with ``args`` in a process that then says (on stderr, after what the command said)
+    its exit code and which of the ``heavy`` modules it loaded."""
+    probe = (f"import sys; sys.argv = ['kvmhub', *{list(args)!r}]\nfrom kvmhub.cli import entry\n"
              "try:\n    entry.main()\nexcept SystemExit as e:\n    code = e.code\n"
-             f"print(code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
+             f"print(code, [m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90, check=False,
-                          env=_env(tmp_path))
-    assert done.stderr.strip() == "0 []", done.stderr
+                          env=env_of(tmp_path), stdin=subprocess.DEVNULL)
+    return done.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -5,8 +5,9 @@ Each name is loaded from its module on first use, so that a command needing one 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kvmhub.models.lazy import loader
 
 if TYPE_CHECKING:
     from kvmhub.models.backup import BackupRequest, RestoreRequest
@@ -240,15 +241,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a model on first use (PEP 562)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = loader(__name__, _WHERE, __all__)

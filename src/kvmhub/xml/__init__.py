@@ -9,8 +9,9 @@ Each name is loaded from its module on first use: a caller of one module does no
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kvmhub.models.lazy import loader
 
 if TYPE_CHECKING:
     from kvmhub.xml.disk import disk_from_xml, disk_to_xml
@@ -76,15 +77,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Load a name from its module on first use (PEP 562)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = loader(__name__, _WHERE, __all__)

@@ -69,10 +69,16 @@ def test_ssh_runs_a_command_with_kvmhubs_key(created: tuple[Result, float], prep
         assert fh.read().strip()
 
 
+def random_file(where: Path, size: int) -> Path:
+    """A file of ``size`` random bytes: big enough (512 KiB or more) for cp to send it over SSH."""
+    src = where / "big.bin"
+    src.write_bytes(os.urandom(size))
+    return src
+
+
 def test_cp_of_a_big_file_goes_over_ssh_both_ways(created: tuple[Result, float], prepared_host: TestHost,
                                                   tmp_path: Path) -> None:
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(20 * 1024 * 1024 + 5))
+    src = random_file(tmp_path, 20 * 1024 * 1024 + 5)
     src.chmod(0o640)
     r = in_host_net(prepared_host, "cp", str(src), f"{VM}:/root/big.bin")
     assert r.code == 0, r.err
@@ -88,8 +94,7 @@ def test_cp_of_a_big_file_goes_over_ssh_both_ways(created: tuple[Result, float],
 
 def test_cp_falls_back_to_the_agent_when_ssh_refuses_the_key(created: tuple[Result, float],
                                                              prepared_host: TestHost, tmp_path: Path) -> None:
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(1024 * 1024))
+    src = random_file(tmp_path, 1024 * 1024)
     guest_sh(prepared_host, VM, "mv /root/.ssh/authorized_keys /root/.ssh/off")
     try:
         r = in_host_net(prepared_host, "cp", str(src), f"{VM}:/root/agent.bin")
@@ -103,8 +108,7 @@ def test_cp_falls_back_to_the_agent_when_ssh_refuses_the_key(created: tuple[Resu
 
 def test_cp_over_ssh_that_cannot_write_says_why_and_leaves_nothing(created: tuple[Result, float],
                                                                    prepared_host: TestHost, tmp_path: Path) -> None:
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(1024 * 1024))
+    src = random_file(tmp_path, 1024 * 1024)
     guest_sh(prepared_host, VM, "mkdir -p /root/ro && mount -t tmpfs -o ro,size=1m none /root/ro")
     try:
         r = in_host_net(prepared_host, "cp", str(src), f"{VM}:/root/ro/f.bin")

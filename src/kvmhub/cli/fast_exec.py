@@ -91,7 +91,7 @@ def run(argv: Sequence[str]) -> int | None:
         req = guest_exec.PlainCommand(argv_in_guest, env, base64.b64encode(stdin).decode() if stdin else None,
                                       run_timeout)
         hv = open_hypervisor(main.get("--connect"), connect_timeout)
-        return guest_exec.run(hv, name, req, out=_writer(sys.stdout.buffer), err=_writer(sys.stderr.buffer),
+        return guest_exec.run(hv, name, req, out=writer(sys.stdout.buffer), err=writer(sys.stderr.buffer),
                               report=Reporter(_line)).exit_code
     except KvmhubError as exc:
         from kvmhub.cli import output
@@ -106,7 +106,9 @@ def run(argv: Sequence[str]) -> int | None:
         return 130
 
 
-def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
+def writer(stream: BinaryIO) -> Callable[[bytes], None]:
+    """A sink writing a command's output to ``stream`` as it comes."""
+
     def write(data: bytes) -> None:
         stream.write(data)
         stream.flush()

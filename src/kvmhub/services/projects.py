@@ -222,11 +222,8 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
     now = time.monotonic()
     unknown: list[hv_domains.Domain] = []
     for dom in hv_domains.list_all(hv):
-        uuid = dom.uuid  # known to the handle: no libvirt round trip
-        with _owners_lock:
-            known = _owners.get(uuid)
-        if known is not None and now - known[1] < OWNER_TTL_S:
-            out[dom.name] = known[0]
+        if (known := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
+            out[dom.name] = known
         else:
             unknown.append(dom)
     if not unknown:
@@ -242,12 +239,16 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
 def owner(hv: Hypervisor, dom: hv_domains.Domain, transient: bool) -> str:
     """The project of one VM, as :func:`owners` gives it (remembered the same way)."""
     now = time.monotonic()
-    with _owners_lock:
-        known = _owners.get(dom.uuid)
-    if known is not None and now - known[1] < OWNER_TTL_S:
-        return known[0]
+    if (known := _remembered(dom.uuid, now)) is not None:
+        return known
     texts = hv_domains.metadata_of(hv, [dom], frozenset({dom.name}) if transient else frozenset())
     return _remember(dom.uuid, texts.get(dom.uuid), now)
+
+
+def _remembered(uuid: str, now: float) -> str | None:
+    with _owners_lock:
+        known = _owners.get(uuid)
+    return known[0] if known is not None and now - known[1] < OWNER_TTL_S else None
 
 
 def _remember(uuid: str, text: str | None, now: float) -> str:

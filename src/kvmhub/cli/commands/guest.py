@@ -6,14 +6,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kvmhub.cli import live, output, state, through
+from kvmhub.cli.fast_exec import writer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from kvmhub.client.transport import Transport
     from kvmhub.models.guest import ExecRequest, GuestFileInfo
@@ -49,8 +49,8 @@ def exec_(
     else:
         from kvmhub.services.vm import guest_exec
 
-        code = guest_exec.run(state.hv(), name, req, out=_writer(sys.stdout.buffer),
-                              err=_writer(sys.stderr.buffer), report=live.lines()).exit_code
+        code = guest_exec.run(state.hv(), name, req, out=writer(sys.stdout.buffer),
+                              err=writer(sys.stderr.buffer), report=live.lines()).exit_code
     raise typer.Exit(code)
 
 
@@ -68,19 +68,11 @@ def _request(model: type[ExecRequest], **fields: object) -> ExecRequest:
         raise InvalidInput(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
-def _writer(stream: BinaryIO) -> Callable[[bytes], None]:
-    def write(data: bytes) -> None:
-        stream.write(data)
-        stream.flush()
-
-    return write
-
-
 def _exec_remote(server: Transport, name: str, req: ExecRequest) -> int:
     from kvmhub.client import guest as guest_client
 
     return guest_client.exec_stream(server, _route(name, "exec"), req.model_dump(mode="json"),
-                                    _writer(sys.stdout.buffer), _writer(sys.stderr.buffer))
+                                    writer(sys.stdout.buffer), writer(sys.stderr.buffer))
 
 
 def _route(name: str, *rest: str) -> str:

@@ -34,8 +34,10 @@ def list_vms(hv: Hypervisor) -> list[VMInfo]:
     rows = hv_domains.bulk_stats(hv)
     flags = hv_domains.listing_flags(hv)
     owners = projects.owners(hv, flags.transient)
-    return sorted((_row(hv, row, persistent=row.name not in flags.transient, autostart=row.name in flags.autostart,
-                        project=owners.get(row.name, DEFAULT_PROJECT)) for row in rows), key=lambda v: v.name)
+    logs = _serial_logs(hv)
+    return sorted((_row(hv, row, logs, persistent=row.name not in flags.transient,
+                        autostart=row.name in flags.autostart, project=owners.get(row.name, DEFAULT_PROJECT))
+                   for row in rows), key=lambda v: v.name)
 
 
 def list_row(hv: Hypervisor, name: str) -> VMInfo | None:
@@ -46,18 +48,22 @@ def list_row(hv: Hypervisor, name: str) -> VMInfo | None:
         persistent, autostart = dom.is_persistent(), dom.autostart()
     except NotFound:
         return None
-    return _row(hv, row, persistent=persistent, autostart=autostart,
+    return _row(hv, row, _serial_logs(hv), persistent=persistent, autostart=autostart,
                 project=projects.owner(hv, dom, transient=not persistent), dom=dom)
 
 
-def _row(hv: Hypervisor, row: hv_domains.DomainStats, *, persistent: bool, autostart: bool, project: str,
-         dom: hv_domains.Domain | None = None) -> VMInfo:
+def _serial_logs(hv: Hypervisor) -> str | None:
+    """Where the serial logs of kvmhub's VMs are seen from here; None when the host's files are not."""
+    return host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
+
+
+def _row(hv: Hypervisor, row: hv_domains.DomainStats, logs: str | None, *, persistent: bool, autostart: bool,
+         project: str, dom: hv_domains.Domain | None = None) -> VMInfo:
     ips: list[str] = []
     phase = Phase.DEFINED
     if row.state in ("running", "paused"):
         dom = dom or hv_domains.lookup(hv, row.name)
         ips = [a.ip for a in dom.addresses("lease")]
-        logs = host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
         log_text = readiness.read_log_or_none(f"{logs}/{row.name}-serial.log" if logs is not None else None)
         phase = readiness.quick_phase(log_text, bool(ips))
     return VMInfo(name=row.name, uuid=row.uuid, state=row.state, phase=phase, persistent=persistent,

@@ -39,8 +39,6 @@ def remote() -> Transport | None:
 
 
 def _choose() -> Transport | None:
-    from kvmhub.client.transport import Transport
-
     if LOCAL:
         return None
     if spec := REMOTE or os.environ.get("KVMHUB_REMOTE"):
@@ -48,6 +46,8 @@ def _choose() -> Transport | None:
 
         return resolve(spec).transport()
     if URI is None and not os.environ.get("KVMHUB_URI") and _answers(SERVER_SOCKET):
+        from kvmhub.client.transport import Transport  # library mode never loads the HTTP client (~14 ms)
+
         return Transport(f"unix:{SERVER_SOCKET}")
     return None
 

@@ -42,11 +42,11 @@ exec "$@" >"$d/out" 2>"$d/err"
 """
 
 
-def _poll_delays() -> Iterator[float]:
+def _poll_delays(longest: float = 0.25) -> Iterator[float]:
     delay = 0.02
     while True:
         yield delay
-        delay = min(delay * 1.5, 0.25)
+        delay = min(delay * 1.5, longest)
 
 
 class Command(Protocol):
@@ -103,15 +103,15 @@ def environment(env: list[str]) -> list[str] | None:
     return env if any(e.startswith("PATH=") for e in env) else [DEFAULT_PATH, *env]
 
 
-def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0) -> ExecStatus | None:
+def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0, poll: float = 0.25) -> ExecStatus | None:
     """``sh -c script`` in the guest with ``args`` as $1...; its status once it ended, or None when the guest
-    has no ``/bin/sh``."""
+    has no ``/bin/sh``. Its status is asked at most ``poll`` seconds apart."""
     try:
         pid = ag.exec([SHELL, "-c", script, "kvmhub", *args], capture=True)
     except NotFound:
         return None
     deadline = time.monotonic() + timeout
-    for delay in _poll_delays():
+    for delay in _poll_delays(poll):
         status = ag.exec_status(pid)
         if status.exited:
             return status

@@ -1,4 +1,5 @@
-"""`kvmhub top --once` in library mode answered before the full CLI loads: the same text and exit code."""
+"""`kvmhub top --once` and `kvmhub ls` in library mode answered before the full CLI loads: the same text and exit
+code."""
 
 from __future__ import annotations
 
@@ -46,6 +47,37 @@ def test_the_fast_sample_prints_what_the_full_cli_prints(tmp_path: Path, args: t
     assert fast[0] == 0 and "test" in fast[1]
 
 
+@pytest.mark.parametrize("args", [
+    ("--connect", URI, "ls"),
+    ("--local", "-c", URI, "--timeout=10", "ls", "--json"),
+], ids=["table", "json"])
+def test_the_fast_listing_prints_what_the_full_cli_prints(tmp_path: Path, args: tuple[str, ...]) -> None:
+    fast = entry(tmp_path, *args)
+    assert fast == full(tmp_path, *args)
+    assert fast[0] == 0 and "test" in fast[1] and "192.168.122.3" in fast[1]
+
+
+def test_the_fast_listing_loads_none_of_the_full_cli(tmp_path: Path) -> None:
+    said = loaded(tmp_path, HEAVY, "-c", URI, "ls", "--json")
+    assert said.strip() == "0 []", said
+
+
+def test_a_listing_row_as_json_is_the_models_dump() -> None:
+    from kvmhub.models import Phase, VMInfo
+    from kvmhub.services.vm.listing_rows import Row, as_json
+
+    rows: list[Row] = [
+        {"name": "a", "uuid": "u1", "state": "running", "phase": Phase.NETWORK, "persistent": True,
+         "autostart": True, "vcpus": 2, "memory_mib": 512, "domain_type": "", "ips": ["10.0.0.2", "fd00::2"],
+         "project": "web"},
+        {"name": "b", "uuid": "u2", "state": "shut off", "phase": Phase.DEFINED, "persistent": False,
+         "autostart": False, "vcpus": 0, "memory_mib": 0, "domain_type": "", "ips": [], "project": "default"},
+    ]
+    for row in rows:
+        dumped = VMInfo(**row).model_dump(mode="json")
+        assert as_json(row) == dumped and list(as_json(row)) == list(dumped)
+
+
 def test_the_fast_sample_loads_none_of_the_full_cli(tmp_path: Path) -> None:
     said = loaded(tmp_path, HEAVY, "-c", URI, "top", "--once", "--json", "--interval", "0")
     assert said.strip() == "0 []", said
@@ -68,7 +100,10 @@ def loaded(tmp_path: Path, heavy: tuple[str, ...], *args: str) -> str:
     ("-c", URI, "top", "--once", "--bogus"),
     ("-c", URI, "top", "--once", "extra"),
     ("-c", "test:///nowhere/such", "top", "--once", "--interval", "0"),
-], ids=["sort", "interval", "option", "word", "uri"])
+    ("-c", URI, "ls", "--bogus"),
+    ("-c", URI, "ls", "extra"),
+    ("-c", "test:///nowhere/such", "ls"),
+], ids=["sort", "interval", "option", "word", "uri", "ls-option", "ls-word", "ls-uri"])
 def test_other_forms_and_errors_are_left_to_the_full_cli(tmp_path: Path, args: tuple[str, ...]) -> None:
     code, out, err = entry(tmp_path, *args)
     full_code, full_out, full_err = full(tmp_path, *args)

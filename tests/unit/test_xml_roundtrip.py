@@ -301,6 +301,24 @@ def test_metadata_reads_libvirts_unprefixed_form() -> None:
     assert metadata_from_xml("<vm><image>x</image><tag>a</tag></vm>") == KvmhubMeta(image="x", tags=["a"])
 
 
+@pytest.mark.parametrize(("text", "project"), [
+    (None, "default"),
+    ("<vm><image>x</image></vm>", "default"),
+    ("<vm><project>web</project><project>other</project></vm>", "web"),
+    ("<vm><project></project></vm>", "default"),
+    (f'<kvmhub:vm xmlns:kvmhub="{KVMHUB_NS}"><kvmhub:project>web</kvmhub:project></kvmhub:vm>', "web"),
+    ('<vm><x:project xmlns:x="urn:other">web</x:project></vm>', "default"),
+    ("<other><project>web</project></other>", "default"),
+    ("<vm><project>web", "default"),
+])
+def test_a_vms_project_is_read_from_its_metadata_alone(text: str | None, project: str) -> None:
+    from kvmhub.xml.metadata import project_from_xml
+
+    assert project_from_xml(text) == project
+    if text is not None and project == "web":
+        assert metadata_from_xml(text).project == project
+
+
 @pytest.mark.parametrize(
     ("spec", "cause"),
     [

@@ -1,5 +1,5 @@
-"""The console script: `kvmhub ls` through a server, and `kvmhub top --once` and `kvmhub exec` here, are answered
-without loading the whole CLI."""
+"""The console script: `kvmhub ls` through a server, and `kvmhub top --once`, `kvmhub ls`, `kvmhub exec` and
+`kvmhub snapshot revert|rm` of an internal snapshot here, are answered without loading the whole CLI."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ def main() -> None:
         from kvmhub.cli import fast_exec
 
         code = fast_exec.run(sys.argv[1:])
+    if code is None:
+        from kvmhub.cli import fast_snapshot
+
+        code = fast_snapshot.run(sys.argv[1:])
     if code is not None:
         sys.stdout.flush()
         sys.exit(code)

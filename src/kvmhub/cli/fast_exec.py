@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from kvmhub.cli.fast_local import library_mode, number, options
+from kvmhub.cli.fast_local import MAIN_OPTIONS, library_mode, number, options
 
 TYPE_CHECKING = False  # not typing's: nothing is loaded here that the command does not use
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from kvmhub.models.events import Event
 
-_MAIN = {"--local": False, "--connect": True, "-c": True, "--timeout": True}
 _EXEC = {"--timeout": True, "--env": True, "-e": True, "--no-stdin": False, "-n": False}
 
 
@@ -57,7 +56,7 @@ def _parse(args: list[str]) -> tuple[dict[str, str], str, list[str], list[str]] 
 
 def run(argv: Sequence[str]) -> int | None:
     """The command's exit code when it was answered here; None when the full CLI must run it."""
-    parsed = options(list(argv), _MAIN)
+    parsed = options(list(argv), MAIN_OPTIONS)
     if parsed is None or parsed[1][:1] != ["exec"]:
         return None
     main, rest = parsed

@@ -1,12 +1,13 @@
-"""`kvmhub top --once` in library mode, answered before the full CLI loads.
+"""`kvmhub top --once` and `kvmhub ls` in library mode, answered before the full CLI loads.
 
-One sample of every VM is one getAllDomainStats call (~15 ms for 500 VMs); the full CLI adds ~0.3 s of Typer, Rich,
-pydantic and command set-up around it. The rows here are plain ones (:mod:`kvmhub.services.monitor.usage`). Only
-these forms are answered here, with the output the full command prints:
-``[--local] [--connect URI] [--timeout S] top --once [--json] [--interval S] [--sort KEY] [--reverse]``, when the
+One sample of every VM is one getAllDomainStats call (~15 ms for 500 VMs), and a listing a few more; the full CLI
+adds ~0.3 s of Typer, Rich, pydantic and command set-up around them. The rows here are plain ones
+(:mod:`kvmhub.services.monitor.usage`, :mod:`kvmhub.services.vm.listing_rows`). Only these forms are answered
+here, with the output the full commands print: ``[--local] [--connect URI] [--timeout S] top --once [--json]
+[--interval S] [--sort KEY] [--reverse]`` and ``[--local] [--connect URI] [--timeout S] ls [--json]``, when the
 full CLI would run them in library mode and has no interrupted operation to recover first. Anything else (other
 options, a server to go through, a value it would refuse) is left to the full CLI, which says it with its usual
-message and exit code; errors while sampling are said here as the full CLI says them.
+message and exit code; errors while sampling or listing are said here as the full CLI says them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ TYPE_CHECKING = False  # not typing's: nothing is loaded here that the sample do
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from kvmhub.services.connect import Hypervisor
+
 # main options: name -> takes a value
-_MAIN = {"--local": False, "--connect": True, "-c": True, "--timeout": True}
+MAIN_OPTIONS = {"--local": False, "--connect": True, "-c": True, "--timeout": True}
 _TOP = {"--once": False, "--json": False, "--reverse": False, "--interval": True, "--sort": True}
+_LS = {"--json": False}
 
 
 def options(args: list[str], known: dict[str, bool]) -> tuple[dict[str, str], list[str]] | None:
@@ -54,14 +58,14 @@ def number(text: str | None, default: float) -> float | None:
 
 def run(argv: Sequence[str]) -> int | None:
     """The exit code when the command was answered here; None when the full CLI must run it."""
-    parsed = options(list(argv), _MAIN)
-    if parsed is None or parsed[1][:1] != ["top"]:
+    parsed = options(list(argv), MAIN_OPTIONS)
+    if parsed is None or parsed[1][:1] not in (["top"], ["ls"]):
         return None
     main, rest = parsed
-    top = options(rest[1:], _TOP)
-    if top is None or top[1] or "--once" not in top[0]:
+    command = options(rest[1:], _TOP if rest[0] == "top" else _LS)
+    if command is None or command[1] or (rest[0] == "top" and "--once" not in command[0]):
         return None
-    opts = top[0]
+    opts = command[0]
     timeout, interval = number(main.get("--timeout"), 30.0), number(opts.get("--interval"), 1.0)
     if timeout is None or interval is None or not library_mode(main):
         return None
@@ -71,13 +75,12 @@ def run(argv: Sequence[str]) -> int | None:
         return None  # the full CLI recovers interrupted operations first
     from kvmhub.errors import KvmhubError
     from kvmhub.services.connect import open_hypervisor
-    from kvmhub.services.monitor import usage
 
-    sort = opts.get("--sort", "cpu")
     try:
-        usage.sort_rows([], sort)
-        rows = usage.sort_rows(usage.once(open_hypervisor(main.get("--connect"), timeout), interval), sort,
-                               reverse="--reverse" in opts)
+        hv = open_hypervisor(main.get("--connect"), timeout)
+        if rest[0] == "ls":
+            return _ls(hv, "--json" in opts)
+        return _top(hv, opts, interval)
     except KvmhubError as exc:  # said as the full CLI says it: trying again would reach libvirt twice
         from kvmhub.cli import output
         from kvmhub.errors import exit_code
@@ -89,6 +92,14 @@ def run(argv: Sequence[str]) -> int | None:
 
         output.say("interrupted")
         return 130
+
+
+def _top(hv: Hypervisor, opts: dict[str, str], interval: float) -> int:
+    from kvmhub.services.monitor import usage
+
+    sort = opts.get("--sort", "cpu")
+    usage.sort_rows([], sort)
+    rows = usage.sort_rows(usage.once(hv, interval), sort, reverse="--reverse" in opts)
     if "--json" in opts:
         sys.stdout.write(indented([r.as_dict() for r in rows]) + "\n")
         return 0
@@ -96,6 +107,22 @@ def run(argv: Sequence[str]) -> int | None:
     from kvmhub.cli.top_rows import COLUMNS, cells
 
     table(COLUMNS, [cells(r) for r in rows])
+    return 0
+
+
+def _ls(hv: Hypervisor, json_out: bool) -> int:
+    from kvmhub.services.vm import listing_rows
+
+    rows = listing_rows.rows(hv)
+    if json_out:
+        import json
+
+        sys.stdout.write(json.dumps([listing_rows.as_json(r) for r in rows], indent=2) + "\n")
+        return 0
+    from kvmhub.cli.table import table
+    from kvmhub.cli.vm_rows import ls_table
+
+    table(*ls_table(rows))
     return 0
 
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
         StepState,
     )
     from kvmhub.models.osinfo import OSInfo, OSProfile
+    from kvmhub.models.plain import DEFAULT_PROJECT, PHASE_ORDER, Phase
     from kvmhub.models.project import (
-        DEFAULT_PROJECT,
         MemberRequest,
         ProjectInfo,
         ProjectQuota,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
         SetRequest,
     )
     from kvmhub.models.share import ShareAddRequest, ShareChange, ShareInfo, ShareSpec
-    from kvmhub.models.snapshot import SnapshotRequest
+    from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotRequest
     from kvmhub.models.storage import (
         PoolInfo,
         PoolSpec,
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
         VolumeResizeRequest,
     )
     from kvmhub.models.vm import (
-        PHASE_ORDER,
         Bandwidth,
         BootSpec,
         CPUTune,
@@ -69,7 +68,6 @@ if TYPE_CHECKING:
         KvmhubMeta,
         Limits,
         NICSpec,
-        Phase,
         PortForward,
         SerialSpec,
         TPMSpec,
@@ -111,7 +109,7 @@ _WHERE: dict[str, str] = {
     "StepState": "operation",
     "OSInfo": "osinfo",
     "OSProfile": "osinfo",
-    "DEFAULT_PROJECT": "project",
+    "DEFAULT_PROJECT": "plain",
     "MemberRequest": "project",
     "ProjectInfo": "project",
     "ProjectQuota": "project",
@@ -130,6 +128,8 @@ _WHERE: dict[str, str] = {
     "ShareChange": "share",
     "ShareInfo": "share",
     "ShareSpec": "share",
+    "SnapshotDisk": "snapshot",
+    "SnapshotInfo": "snapshot",
     "SnapshotRequest": "snapshot",
     "PoolInfo": "storage",
     "PoolSpec": "storage",
@@ -139,7 +139,7 @@ _WHERE: dict[str, str] = {
     "VolumeFormat": "storage",
     "VolumeInfo": "storage",
     "VolumeResizeRequest": "storage",
-    "PHASE_ORDER": "vm",
+    "PHASE_ORDER": "plain",
     "Bandwidth": "vm",
     "BootSpec": "vm",
     "CPUTune": "vm",
@@ -150,7 +150,7 @@ _WHERE: dict[str, str] = {
     "KvmhubMeta": "vm",
     "Limits": "vm",
     "NICSpec": "vm",
-    "Phase": "vm",
+    "Phase": "plain",
     "PortForward": "vm",
     "SerialSpec": "vm",
     "TPMSpec": "vm",
@@ -222,6 +222,8 @@ __all__ = [
     "ShareChange",
     "ShareInfo",
     "ShareSpec",
+    "SnapshotDisk",
+    "SnapshotInfo",
     "SnapshotRequest",
     "StepInfo",
     "StepState",

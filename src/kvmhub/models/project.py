@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_PROJECT = "default"
-"""The project that always exists and owns every VM whose metadata names none."""
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")

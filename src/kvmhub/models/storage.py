@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kvmhub.models.project import DEFAULT_PROJECT
+from kvmhub.models.plain import DEFAULT_PROJECT
 
 PoolType = Literal["dir", "fs", "netfs", "logical", "iscsi", "iscsi-direct", "rbd"]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kvmhub.models.plain import Phase
 
 
 class _Model(BaseModel):
@@ -189,17 +190,6 @@ class VMSpec(_Model):
     meta: KvmhubMeta = Field(default_factory=KvmhubMeta)
 
 
-class Phase(enum.StrEnum):
-    """How far a VM has come; each phase implies the ones before it."""
-
-    DEFINED = "defined"
-    RUNNING = "running"
-    BOOTED = "booted"
-    NETWORK = "network"
-    READY = "ready"
-
-
-PHASE_ORDER: list[Phase] = [Phase.DEFINED, Phase.RUNNING, Phase.BOOTED, Phase.NETWORK, Phase.READY]
 
 
 class Limits(_Model):

@@ -15,7 +15,6 @@ the same quota.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from kvmhub.hv import storage as hv_storage
 from kvmhub.models import DEFAULT_PROJECT, KvmhubMeta, ProjectInfo, ProjectQuota, ProjectRequest, ProjectUse, VMSpec
 from kvmhub.ops.journal import connect, transaction
 from kvmhub.ops.locks import LockSpec, hold
+from kvmhub.services import owners as vm_owners
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
@@ -151,7 +151,7 @@ def remove_project(hv: Hypervisor, name: str) -> None:
     if not exists(name):
         raise not_found(name)
     with holding(hv, name):
-        owned = sorted(vm for vm, p in owners(hv).items() if p == name)
+        owned = sorted(vm for vm, p in vm_owners.owners(hv).items() if p == name)
         if owned:
             raise Conflict(f"project {name!r} still owns {len(owned)} VM(s): {', '.join(owned[:5])}",
                            hint="remove them first with {cmd:rm}", code="project.not_empty")
@@ -207,64 +207,6 @@ def _meta(dom: hv_domains.Domain) -> KvmhubMeta:
         return metadata_from_xml(text) if text else KvmhubMeta()
     except InvalidInput:
         return KvmhubMeta()  # unreadable metadata: the VM is treated as one kvmhub did not make
-
-
-# a VM's project, by UUID: kvmhub writes it only when it defines a VM, so one read per VM, checked again after
-# OWNER_TTL_S (an edit by another tool is seen then); a listing of 500 VMs otherwise reads 500 metadata
-OWNER_TTL_S = 60.0
-_owners: dict[str, tuple[str, float]] = {}
-_owners_lock = threading.Lock()
-
-
-def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str, str]:
-    """Every VM's name and the project it belongs to (``transient``: the transient VMs' names, when known)."""
-    out: dict[str, str] = {}
-    now = time.monotonic()
-    unknown: list[hv_domains.Domain] = []
-    for dom in hv_domains.list_all(hv):
-        if (known := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
-            out[dom.name] = known
-        else:
-            unknown.append(dom)
-    if not unknown:
-        return out
-    if transient is None:
-        transient = hv_domains.listing_flags(hv).transient
-    texts = hv_domains.metadata_of(hv, unknown, transient)
-    for dom in unknown:
-        out[dom.name] = _remember(dom.uuid, texts.get(dom.uuid), now)
-    return out
-
-
-def owner(hv: Hypervisor, dom: hv_domains.Domain, transient: bool) -> str:
-    """The project of one VM, as :func:`owners` gives it (remembered the same way)."""
-    now = time.monotonic()
-    if (known := _remembered(dom.uuid, now)) is not None:
-        return known
-    texts = hv_domains.metadata_of(hv, [dom], frozenset({dom.name}) if transient else frozenset())
-    return _remember(dom.uuid, texts.get(dom.uuid), now)
-
-
-def _remembered(uuid: str, now: float) -> str | None:
-    with _owners_lock:
-        known = _owners.get(uuid)
-    return known[0] if known is not None and now - known[1] < OWNER_TTL_S else None
-
-
-def _remember(uuid: str, text: str | None, now: float) -> str:
-    try:
-        project = project_of(metadata_from_xml(text) if text else KvmhubMeta())
-    except InvalidInput:
-        project = DEFAULT_PROJECT  # unreadable metadata: the VM is treated as one kvmhub did not make
-    with _owners_lock:
-        _owners[uuid] = (project, now)
-    return project
-
-
-def forget_owner(uuid: str) -> None:
-    """Drop what :func:`owners` remembers of the VM ``uuid`` (it was removed: its UUID may come back)."""
-    with _owners_lock:
-        _owners.pop(uuid, None)
 
 
 def vm_project(hv: Hypervisor, name: str) -> str:

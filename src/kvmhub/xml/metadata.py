@@ -23,14 +23,16 @@ itself, and refuses an element that already declares that prefix.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lxml import etree
-from pydantic import ValidationError
 
+from kvmhub import models  # its models load on first use: reading a VM's project needs none (`kvmhub ls`)
 from kvmhub.errors import InvalidInput
-from kvmhub.models import KvmhubMeta, PortForward
 from kvmhub.xml._util import Element, parse, serialize, sub, text_of
+
+if TYPE_CHECKING:
+    from kvmhub.models import KvmhubMeta, PortForward
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
 """The namespace URI: the ``uri`` argument of libvirt's ``setMetadata``/``metadata``."""
@@ -77,17 +79,39 @@ def build_metadata(meta: KvmhubMeta, *, namespaced: bool = True) -> Element:
     return root
 
 
-def parse_metadata(root: Element) -> KvmhubMeta:
-    """Read a ``<kvmhub:vm>`` element.
-
-    Also accepts ``<vm>`` with no namespace, which is how libvirt's ``metadata()`` call hands it back.
-    """
+def _check_root(root: Element) -> etree.QName:
     qname = etree.QName(root)
     if qname.localname != "vm" or qname.namespace not in (KVMHUB_NS, None):
         raise InvalidInput(
             "cannot read kvmhub metadata",
             cause=f"expected a <vm> element in {KVMHUB_NS}, found {root.tag}",
         )
+    return qname
+
+
+def project_from_xml(xml: str | None) -> str:
+    """The project a VM's metadata (as ``virDomain.metadata(...)`` returns it; None: it has none) names,
+    ``default`` when it names none or cannot be read (the VM is then treated as one kvmhub did not make)."""
+    if not xml:
+        return models.DEFAULT_PROJECT
+    try:
+        root = parse(xml, "kvmhub metadata")
+        namespace = _check_root(root).namespace
+    except InvalidInput:
+        return models.DEFAULT_PROJECT
+    for child in root.iterchildren(tag=etree.Element):
+        cq = etree.QName(child)
+        if cq.namespace == namespace and cq.localname == "project":
+            return text_of(child) or models.DEFAULT_PROJECT
+    return models.DEFAULT_PROJECT
+
+
+def parse_metadata(root: Element) -> KvmhubMeta:
+    """Read a ``<kvmhub:vm>`` element.
+
+    Also accepts ``<vm>`` with no namespace, which is how libvirt's ``metadata()`` call hands it back.
+    """
+    qname = _check_root(root)
     singles: dict[str, str] = {}
     tags: list[str] = []
     owned: list[str] = []
@@ -110,7 +134,7 @@ def parse_metadata(root: Element) -> KvmhubMeta:
             forwards.append(_parse_forward(child))
         elif cq.localname in ("image", "owner", "project", "stack", "created", "os", "install-boot", "user"):
             singles.setdefault(cq.localname, text_of(child))
-    return KvmhubMeta(
+    return models.KvmhubMeta(
         image=singles.get("image"),
         owner=singles.get("owner"),
         project=singles.get("project"),
@@ -138,13 +162,13 @@ def _install_boot(text: str | None) -> Literal["kernel", "cdrom"] | None:
 
 def _parse_forward(el: Element) -> PortForward:
     try:
-        return PortForward(
+        return models.PortForward(
             host_port=int(el.get("host-port", "")),
             guest_port=int(el.get("guest-port", "")),
             proto=el.get("proto", "tcp"),  # type: ignore[arg-type]
             host_ip=el.get("host-ip"),
         )
-    except (ValueError, ValidationError) as exc:
+    except ValueError as exc:  # pydantic's ValidationError is one
         raise InvalidInput("cannot read a port forward in kvmhub metadata", original=str(exc)) from exc
 
 

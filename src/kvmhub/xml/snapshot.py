@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
+from kvmhub import models  # its models load on first use: telling a snapshot's kind needs none
 from kvmhub.errors import InvalidInput
-from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotSpec
-from kvmhub.models.vm import DiskSource
 from kvmhub.xml._util import Element, child_text, expect_root, make, parse, serialize, sub
+
+if TYPE_CHECKING:
+    from kvmhub.models.snapshot import SnapshotDisk, SnapshotInfo, SnapshotSpec
+    from kvmhub.models.vm import DiskSource
 
 _DISK_MODES = frozenset({"internal", "external", "no"})
 _ABSENT = object()
@@ -53,15 +57,34 @@ def _created(root: Element) -> str | None:
         return None
 
 
+def _disk_mode(el: Element) -> str:
+    mode = el.get("snapshot") or "no"
+    return mode if mode in _DISK_MODES else "no"
+
+
+def _memory_mode(root: Element) -> str:
+    memory_el = root.find("memory")
+    return memory_el.get("snapshot", "no") if memory_el is not None else "no"
+
+
+def _external(root: Element) -> bool:
+    return _memory_mode(root) == "external" or any(_disk_mode(el) == "external" for el in root.iterfind("disks/disk"))
+
+
+def snapshot_kind(xml: str) -> Literal["internal", "external"]:
+    """A snapshot's kind from libvirt's snapshot XML (as :func:`snapshot_from_xml` tells it, without its models)."""
+    root = parse(xml, "snapshot")
+    expect_root(root, "domainsnapshot", "snapshot")
+    return "external" if _external(root) else "internal"
+
+
 def _snapshot_disks(root: Element) -> list[SnapshotDisk]:
     out = []
     for el in root.iterfind("disks/disk"):
-        mode = el.get("snapshot") or "no"
-        if mode not in _DISK_MODES:
-            mode = "no"
+        mode = _disk_mode(el)
         source = el.find("source")
         out.append(
-            SnapshotDisk(
+            models.SnapshotDisk(
                 target=el.get("name") or "",
                 snapshot=mode,  # type: ignore[arg-type]
                 file=None if source is None else source.get("file"),
@@ -123,9 +146,9 @@ def disk_sources(domain: Element) -> dict[str, DiskSource]:
             continue
         kind = el.get("type", "file")
         if kind == "volume" and source.get("pool") and source.get("volume"):
-            out[target.get("dev", "")] = DiskSource(pool=source.get("pool"), volume=source.get("volume"))
+            out[target.get("dev", "")] = models.DiskSource(pool=source.get("pool"), volume=source.get("volume"))
         elif kind in ("file", "block") and (source.get("file") or source.get("dev")):
-            out[target.get("dev", "")] = DiskSource(path=source.get("file") or source.get("dev"))
+            out[target.get("dev", "")] = models.DiskSource(path=source.get("file") or source.get("dev"))
     return out
 
 
@@ -135,16 +158,16 @@ def snapshot_from_xml(xml: str, *, vm: str, current: bool = False, children: lis
     expect_root(root, "domainsnapshot", "snapshot")
     disks = _snapshot_disks(root)
     memory_el = root.find("memory")
-    memory_mode = memory_el.get("snapshot", "no") if memory_el is not None else "no"
+    memory_mode = _memory_mode(root)
     memory_file = memory_el.get("file") if memory_el is not None else None
     state = child_text(root, "state") or ""
-    external = memory_mode == "external" or any(d.snapshot == "external" for d in disks)
+    external = _external(root)
     frozen: dict[str, DiskSource] = {}
     domain = root.find("domain")
     if external and domain is not None:
         external_targets = {d.target for d in disks if d.snapshot == "external"}
         frozen = {t: s for t, s in disk_sources(domain).items() if t in external_targets}
-    return SnapshotInfo(
+    return models.SnapshotInfo(
         vm=vm,
         name=child_text(root, "name") or "",
         kind="external" if external else "internal",

@@ -33,6 +33,7 @@ from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import undo_actions
+from kvmhub.services.snapshots import internal
 from kvmhub.services.vm.lookup import get as get_vm
 from kvmhub.validate import check_name
 from kvmhub.xml import snapshot as xml_snap
@@ -296,14 +297,13 @@ def revert(
     """
     if running and paused:
         raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
+    after = internal.revert(hv, vm, snap, running=running, paused=paused, phase=report.phase)
+    if after is not None:
+        return after
     dom = get_vm(hv, vm)
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
     info = xml_snap.snapshot_from_xml(target.xml(), vm=vm)
-    if info.kind == "internal":
-        report.phase("reverting (internal snapshot)")
-        target.revert(running=running, paused=paused)
-    else:
-        _revert_external(hv, dom, target, info, running=running, paused=paused, report=report)
+    _revert_external(hv, dom, target, info, running=running, paused=paused, report=report)
     return dom.state()
 
 
@@ -381,17 +381,13 @@ def remove(
     """
     if children and keep_children:
         raise InvalidInput("{opt:children} and {opt:keep_children} contradict each other", hint="pick one")
+    if not children and (gone := internal.remove(hv, vm, snap, keep_children=keep_children)) is not None:
+        return gone
     dom = get_vm(hv, vm)
     target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
     # the others are read only when they matter: each costs two libvirt calls and a parse
     info = xml_snap.snapshot_from_xml(target.xml(), vm=vm, children=target.children())
-    if info.children and not (children or keep_children):
-        raise Conflict(
-            f"snapshot {snap} of {vm} has children: {', '.join(info.children)}",
-            cause="removing it alone would change what its children hang from",
-            hint=f"{{cmd:snapshot rm {vm} {snap} --children}} removes them too; "
-                 "`{opt:keep_children}` keeps them (attached to its parent)",
-        )
+    internal.refuse_children(vm, snap, info.children, children or keep_children)
     order: list[str] = []
 
     def post_order(name: str) -> None:

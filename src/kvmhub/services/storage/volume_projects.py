@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kvmhub.hv import Hypervisor
 from kvmhub.models import DEFAULT_PROJECT, VolumeInfo
-from kvmhub.services import projects
+from kvmhub.services import owners, projects
 from kvmhub.services.storage import image_records
 
 
@@ -38,7 +38,7 @@ class Owners:
             return image.meta.project
         if info.used_by:
             if self._vms is None:
-                self._vms = projects.owners(self.hv)
+                self._vms = owners.owners(self.hv)
             for vm in info.used_by:
                 if vm in self._vms:
                     return self._vms[vm]

@@ -37,7 +37,7 @@ from kvmhub.services import projects, undo_actions
 from kvmhub.services.network import leases
 from kvmhub.services.templates import identity, store
 from kvmhub.services.vm import cloudinit
-from kvmhub.services.vm.readiness import SERIAL_LOG_DIR
+from kvmhub.services.vm.serial_marks import SERIAL_LOG_DIR
 from kvmhub.tools import savefile
 from kvmhub.tools.seed import build_nocloud_seed
 from kvmhub.validate import check_name

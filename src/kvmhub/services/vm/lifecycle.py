@@ -6,17 +6,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kvmhub.errors import Conflict, KvmhubError, NotFound, OperationTimeout
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.errors import Conflict, KvmhubError, OperationTimeout
+from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from kvmhub.models import DEFAULT_PROJECT, Phase, VMInfo
+from kvmhub.models import Phase, VMInfo
 from kvmhub.models.nic import IPAddress
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services import projects
 from kvmhub.services.network import forwards
-from kvmhub.services.vm import installer, lookup, readiness
+from kvmhub.services.vm import installer, listing_rows, lookup, readiness
 from kvmhub.services.vm.limits import limits_of
 from kvmhub.xml.domain import domain_from_xml, domain_is_managed
 from kvmhub.xml.graphics import vnc_address
@@ -28,47 +28,14 @@ get = lookup.get
 
 
 def list_vms(hv: Hypervisor) -> list[VMInfo]:
-    """Every VM on the host, in a constant number of libvirt calls plus one per running VM (for IPs). The phase
-    of a running VM is judged from its lease and the serial log kvmhub gives the VMs it makes (never the guest
-    agent, which may take seconds to answer): `show` asks the guest."""
-    rows = hv_domains.bulk_stats(hv)
-    flags = hv_domains.listing_flags(hv)
-    owners = projects.owners(hv, flags.transient)
-    logs = _serial_logs(hv)
-    return sorted((_row(hv, row, logs, persistent=row.name not in flags.transient,
-                        autostart=row.name in flags.autostart, project=owners.get(row.name, DEFAULT_PROJECT))
-                   for row in rows), key=lambda v: v.name)
+    """Every VM on the host (see :func:`kvmhub.services.vm.listing_rows.rows`)."""
+    return [VMInfo(**r) for r in listing_rows.rows(hv)]
 
 
 def list_row(hv: Hypervisor, name: str) -> VMInfo | None:
     """VM ``name``'s row as :func:`list_vms` makes it, in a few calls; None when there is no such VM."""
-    try:
-        dom = hv_domains.lookup(hv, name)
-        row = hv_domains.stats_of(hv, dom)
-        persistent, autostart = dom.is_persistent(), dom.autostart()
-    except NotFound:
-        return None
-    return _row(hv, row, _serial_logs(hv), persistent=persistent, autostart=autostart,
-                project=projects.owner(hv, dom, transient=not persistent), dom=dom)
-
-
-def _serial_logs(hv: Hypervisor) -> str | None:
-    """Where the serial logs of kvmhub's VMs are seen from here; None when the host's files are not."""
-    return host_root() + readiness.SERIAL_LOG_DIR if is_local_uri(hv.uri) else None
-
-
-def _row(hv: Hypervisor, row: hv_domains.DomainStats, logs: str | None, *, persistent: bool, autostart: bool,
-         project: str, dom: hv_domains.Domain | None = None) -> VMInfo:
-    ips: list[str] = []
-    phase = Phase.DEFINED
-    if row.state in ("running", "paused"):
-        dom = dom or hv_domains.lookup(hv, row.name)
-        ips = [a.ip for a in dom.addresses("lease")]
-        log_text = readiness.read_log_or_none(f"{logs}/{row.name}-serial.log" if logs is not None else None)
-        phase = readiness.quick_phase(log_text, bool(ips))
-    return VMInfo(name=row.name, uuid=row.uuid, state=row.state, phase=phase, persistent=persistent,
-                  autostart=autostart, vcpus=row.vcpus or 0, memory_mib=(row.memory_kib or 0) // 1024,
-                  domain_type="", ips=ips, project=project)
+    found = listing_rows.row(hv, name)
+    return None if found is None else VMInfo(**found)
 
 
 def show(hv: Hypervisor, name: str) -> VMInfo:

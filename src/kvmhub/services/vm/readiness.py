@@ -23,17 +23,19 @@ from kvmhub.hv.agent import Agent
 from kvmhub.hv.domains import Address, Domain
 from kvmhub.models import PHASE_ORDER, Phase, VMSpec
 from kvmhub.ops.cancel import CancelToken
+from kvmhub.services.vm.serial_marks import LOG_TAIL as _TAIL
+from kvmhub.services.vm.serial_marks import MARK_BOOTED as MARK_BOOTED
+from kvmhub.services.vm.serial_marks import MARK_NETWORK as MARK_NETWORK
+from kvmhub.services.vm.serial_marks import MARK_READY as MARK_READY
+from kvmhub.services.vm.serial_marks import SERIAL_LOG_DIR as SERIAL_LOG_DIR
+from kvmhub.services.vm.serial_marks import quick_phase as quick_phase
+from kvmhub.services.vm.serial_marks import read_log_or_none as read_log_or_none
 from kvmhub.xml.domain import domain_from_xml
 
-SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # where the VMs kvmhub makes log their serial console
-MARK_BOOTED = "KVMHUB-BOOTED"
-MARK_NETWORK = "KVMHUB-NETWORK"
-MARK_READY = "KVMHUB-READY"
 # cloud-init prints the final_message kvmhub puts in the seed just before it writes result.json
 MARK_CLOUD_INIT = MARK_READY + " cloud-init "
 POLL = 0.25
 LOG_POLL = 0.02
-_TAIL = 64 * 1024
 
 _LOOK_AT = {
     Phase.RUNNING: "the VM never started: {cmd:show NAME} and libvirtd's log",
@@ -58,20 +60,6 @@ def serial_log(dom: Domain, spec: VMSpec | None = None) -> str | None:
 def read_log(path: str | None, limit: int = _TAIL) -> str:
     """The last ``limit`` bytes of the serial log (empty when there is none)."""
     return read_log_or_none(path, limit) or ""
-
-
-def read_log_or_none(path: str | None, limit: int = _TAIL) -> str | None:
-    """The last ``limit`` bytes of the serial log, None when there is no such file."""
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return None
 
 
 def addresses(dom: Domain, *, log_text: str = "") -> list[Address]:
@@ -168,19 +156,6 @@ def current_phase(dom: Domain, spec: VMSpec, log_path: str | None) -> Progress:
         elif phase is Phase.READY and MARK_CLOUD_INIT in text:  # its errors are not known yet
             phase = Phase.NETWORK if ips or not spec.nics else Phase.BOOTED
     return Progress(phase, 0.0, ips, errors)
-
-
-def quick_phase(log_text: str | None, leased: bool) -> Phase:
-    """A running VM's phase judged without asking the guest, from its serial log (None: it has none kvmhub
-    reads) and whether it has a DHCP lease. A lease counts once the log says booted, or for a VM without such a
-    log; it may be left from an earlier boot: this is the listing's cheap guess, :func:`current_phase` decides."""
-    if log_text is None:
-        return Phase.NETWORK if leased else Phase.RUNNING
-    if MARK_READY in log_text:
-        return Phase.READY
-    if MARK_BOOTED not in log_text:
-        return Phase.RUNNING
-    return Phase.NETWORK if leased or MARK_NETWORK in log_text else Phase.BOOTED
 
 
 def wait_for(

@@ -19,7 +19,7 @@ from kvmhub.ops import actions
 from kvmhub.ops.locks import LockSpec
 from kvmhub.ops.operation import Operation
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services import projects, undo_actions
+from kvmhub.services import owners, undo_actions
 from kvmhub.services.storage import bases
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.services.vm import lifecycle as vms
@@ -62,7 +62,7 @@ def remove(hv: Hypervisor, name: str, *, keep_disks: bool = False, report: Repor
             report.warn(f"could not remove {what}: {exc.message}")
 
         op.run_forward(actions.Context(hv, host_root()), failed)
-        projects.forget_owner(uuid)
+        owners.forget(uuid)
         removed = [d for d in op.done_steps() if not d.startswith(("kill VM", "definition of", BASES))]
         removed += [ref for path, ref in bases.items() if hv_storage.volume_by_path(hv, path) is None]
         op.success()

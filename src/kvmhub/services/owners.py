@@ -1,0 +1,67 @@
+"""Which project each VM belongs to, as its kvmhub metadata names it, remembered per UUID.
+
+kvmhub writes a VM's project only when it defines the VM, so each is read once and checked again after
+:data:`OWNER_TTL_S` (an edit by another tool is seen then): a listing of 500 VMs otherwise reads 500 metadata.
+This module loads no pydantic model, so `kvmhub ls`'s fast path uses it too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kvmhub.hv import Hypervisor
+from kvmhub.hv import domains as hv_domains
+from kvmhub.xml.metadata import project_from_xml
+
+OWNER_TTL_S = 60.0
+_owners: dict[str, tuple[str, float]] = {}
+_owners_lock = threading.Lock()
+
+
+def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str, str]:
+    """Every VM's name and the project it belongs to (``transient``: the transient VMs' names, when known)."""
+    out: dict[str, str] = {}
+    now = time.monotonic()
+    unknown: list[hv_domains.Domain] = []
+    for dom in hv_domains.list_all(hv):
+        if (known := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
+            out[dom.name] = known
+        else:
+            unknown.append(dom)
+    if not unknown:
+        return out
+    if transient is None:
+        transient = hv_domains.listing_flags(hv).transient
+    texts = hv_domains.metadata_of(hv, unknown, transient)
+    for dom in unknown:
+        out[dom.name] = _remember(dom.uuid, texts.get(dom.uuid), now)
+    return out
+
+
+def owner(hv: Hypervisor, dom: hv_domains.Domain, transient: bool) -> str:
+    """The project of one VM, as :func:`owners` gives it (remembered the same way)."""
+    now = time.monotonic()
+    if (known := _remembered(dom.uuid, now)) is not None:
+        return known
+    texts = hv_domains.metadata_of(hv, [dom], frozenset({dom.name}) if transient else frozenset())
+    return _remember(dom.uuid, texts.get(dom.uuid), now)
+
+
+def forget(uuid: str) -> None:
+    """Drop what :func:`owners` remembers of the VM ``uuid`` (it was removed: its UUID may come back)."""
+    with _owners_lock:
+        _owners.pop(uuid, None)
+
+
+def _remembered(uuid: str, now: float) -> str | None:
+    with _owners_lock:
+        known = _owners.get(uuid)
+    return known[0] if known is not None and now - known[1] < OWNER_TTL_S else None
+
+
+def _remember(uuid: str, text: str | None, now: float) -> str:
+    project = project_from_xml(text)
+    with _owners_lock:
+        _owners[uuid] = (project, now)
+    return project

@@ -100,3 +100,38 @@ def test_a_failing_user_data_fails_create_with_the_failing_module(created: dict[
     assert "scripts_user" in made.create.err or "scripts-user" in made.create.err, made.create.err
     assert kvmhub("show", BAD, "--json").json()["phase"] == "ready"  # finished, with errors: the VM is kept
 
+
+
+def test_a_warm_template_of_the_real_distribution(created: dict[str, Created], prepared_host: TestHost,
+                                                  kvmhub: Runner) -> None:
+    """Last in the module: the template leaves the good guest shut off. A VM restored from it (ifupdown and
+    dhclient, OpenSSH, no ping: not the tiny appliance's tools) is ready with its own identity and takes SSH."""
+    assert created[GOOD].create.code == 0, created[GOOD].create.err
+    probe = "hostname; cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
+    source = kvmhub("exec", GOOD, "--", "sh", "-c", probe)
+    assert source.code == 0, source.err
+    source_ip = kvmhub("show", GOOD, "--json").json()["ips"]
+    r = kvmhub("template", "create", "debtpl", "--from", GOOD)
+    assert r.code == 0, r.err
+    try:
+        start = time.monotonic()
+        r = kvmhub("create", "deb-warm", "--template", "debtpl", "--network", LAB_NET, "--wait", "--timeout", "180")
+        seconds = time.monotonic() - start
+        try:
+            assert r.code == 0, r.err
+            shown = kvmhub("show", "deb-warm", "--json").json()
+            assert shown["phase"] == "ready" and shown["ips"] and shown["ips"] != source_ip, shown
+            ssh = in_host_net(prepared_host, "ssh", "deb-warm", "--", "hostname; id -un")
+            assert (ssh.code, ssh.out) == (0, f"deb-warm\n{DEBIAN_USER}\n"), ssh
+            mine = kvmhub("exec", "deb-warm", "--", "sh", "-c", probe)
+            assert mine.code == 0, mine.err
+            name, machine_id, host_key = mine.out.splitlines()
+            old_name, old_id, old_key = source.out.splitlines()
+            assert (name, old_name) == ("deb-warm", GOOD)
+            assert machine_id != old_id and host_key.split()[1] != old_key.split()[1]
+            print(f"\nwarm create of the Debian guest -> ready: {seconds:.1f} s "
+                  f"(cold: {created[GOOD].seconds:.1f} s)")
+        finally:
+            kvmhub("rm", "deb-warm")
+    finally:
+        kvmhub("template", "rm", "debtpl")

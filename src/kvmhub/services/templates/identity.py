@@ -3,9 +3,10 @@
 Before the save (:func:`prepare`): DHCP clients stop and addresses go (they are the source VM's), the seed disk is
 unmounted (each new VM gets its own under it) and the page cache is dropped (a smaller state file). After a restore
 (:func:`give_identity`): the clock (it stood still since the save), hostname, machine-id, host random pool (bytes
-from the host written into ``/dev/urandom``), SSH host keys made anew, the new VM's SSH keys, DHCP on its new NIC,
-and a ping of the host from the new address; then the tiny appliance's markers (``KVMHUB-BOOTED``,
-``KVMHUB-READY``) on its console.
+from the host written into ``/dev/urandom``), SSH host keys made anew (RSA and ECDSA ones in the background), the
+new VM's SSH keys, DHCP on its new NIC (through the client the guest runs: udhcpc, systemd-networkd, NetworkManager
+or dhclient), and a check that the host answers from the new address (ping, else a TCP connection to its DNS); then
+the markers kvmhub's VMs print (``KVMHUB-BOOTED``, ``KVMHUB-READY``) on its console.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from kvmhub.hv.agent import Agent, ExecStatus
 from kvmhub.services.vm.guest_exec import run_shell
 
 PREPARE = r"""
-for p in /run/udhcpc.*.pid; do [ -s "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
-killall udhcpc dhclient 2>/dev/null
+for p in /run/udhcpc.*.pid /run/dhclient*.pid; do [ -s "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+killall udhcpc dhclient 2>/dev/null || pkill -x 'udhcpc|dhclient' 2>/dev/null
 for d in /sys/class/net/*; do [ "${d##*/}" = lo ] || ip -4 addr flush dev "${d##*/}" 2>/dev/null; done
 rm -f /run/kvmhub/lease.* /run/kvmhub/static.* 2>/dev/null
 umount /run/seed 2>/dev/null
@@ -56,8 +57,15 @@ for key in /etc/dropbear/dropbear_*_host_key; do
 done
 if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null 2>&1; then
 	rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
-	ssh-keygen -A >/dev/null 2>&1
-	command -v systemctl >/dev/null 2>&1 && systemctl try-restart ssh sshd 2>/dev/null
+	# an ed25519 key now (milliseconds); RSA and ECDSA take seconds under TCG: they follow in the background,
+	# then sshd reloads to offer them too
+	ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key </dev/null >/dev/null 2>&1
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl try-restart ssh sshd 2>/dev/null
+		(ssh-keygen -A; systemctl try-reload-or-restart ssh sshd) </dev/null >/dev/null 2>&1 &
+	else
+		ssh-keygen -A >/dev/null 2>&1
+	fi
 fi
 killall dropbear 2>/dev/null
 if [ -n "$keys" ]; then
@@ -72,6 +80,15 @@ if [ -n "$keys" ]; then
 	fi
 fi
 marker "BOOTED (restored from a template as $name)"
+nap() { usleep 100000 2>/dev/null || sleep 0.1 2>/dev/null || sleep 1; }
+# whether the host answers from the new address: ping, else a TCP connection to its DNS (dnsmasq) through bash
+answers() {
+	if command -v ping >/dev/null 2>&1; then
+		ping -c 1 -W 1 "$1" >/dev/null 2>&1
+	elif command -v bash >/dev/null 2>&1; then
+		timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/53"' "$1" 2>/dev/null
+	fi
+}
 if [ -n "$mac" ]; then
 	iface=""
 	i=0
@@ -79,29 +96,40 @@ if [ -n "$mac" ]; then
 		for d in /sys/class/net/*; do
 			read -r address <"$d/address" 2>/dev/null && [ "$address" = "$mac" ] && iface=${d##*/}
 		done
-		[ -n "$iface" ] || { usleep 100000 2>/dev/null || sleep 1; i=$((i + 1)); }
+		[ -n "$iface" ] || { nap; i=$((i + 1)); }
 	done
 	[ -n "$iface" ] || fail "no NIC with MAC $mac appeared in the guest"
 	ip link set "$iface" up
+	# the new NIC is named after its slot, so the image's own network configuration does not know it
 	if [ -x /etc/kvmhub/udhcpc ]; then
 		udhcpc -i "$iface" -x "hostname:$name" -s /etc/kvmhub/udhcpc -p "/run/udhcpc.$iface.pid" -t 15 -T 1 -A 3 -n -S \
 			</dev/null >/dev/null 2>&1 || fail "no DHCP lease on $iface ($mac)"
-	elif command -v networkctl >/dev/null 2>&1; then
-		networkctl reconfigure "$iface" >/dev/null 2>&1 || networkctl reload >/dev/null 2>&1
+	elif systemctl is-active --quiet systemd-networkd 2>/dev/null; then
+		mkdir -p /run/systemd/network
+		unit="/run/systemd/network/10-kvmhub-$iface.network"
+		printf '[Match]\nMACAddress=%s\n\n[Network]\nDHCP=ipv4\n' "$mac" >"$unit"
+		networkctl reload >/dev/null 2>&1 && networkctl reconfigure "$iface" >/dev/null 2>&1 \
+			|| fail "systemd-networkd did not take $iface ($mac)"
+	elif systemctl is-active --quiet NetworkManager 2>/dev/null; then
+		nmcli device connect "$iface" >/dev/null 2>&1 || fail "NetworkManager did not connect $iface ($mac)"
 	elif command -v dhclient >/dev/null 2>&1; then
-		dhclient -1 "$iface" </dev/null >/dev/null 2>&1 || fail "no DHCP lease on $iface ($mac)"
+		dhclient -1 -pf "/run/dhclient.$iface.pid" "$iface" </dev/null >/dev/null 2>&1 \
+			|| fail "no DHCP lease on $iface ($mac)"
+	else
+		fail "no DHCP client (udhcpc, systemd-networkd, NetworkManager or dhclient) in the guest for $iface"
 	fi
 	i=0
 	until ip -4 addr show dev "$iface" 2>/dev/null | grep -q 'inet '; do
 		[ $i -lt 300 ] || fail "$iface ($mac) got no IPv4 address"
-		usleep 100000 2>/dev/null || sleep 1
+		nap
 		i=$((i + 1))
 	done
 	if [ -n "$host_ip" ]; then
 		i=0
-		until ping -c 1 -W 1 "$host_ip" >/dev/null 2>&1; do
+		until answers "$host_ip"; do
 			[ $i -lt 10 ] || fail "the host ($host_ip) does not answer from $iface's new address"
 			i=$((i + 1))
+			nap
 		done
 	fi
 fi

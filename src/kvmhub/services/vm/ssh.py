@@ -9,6 +9,7 @@ name is a new host and a changed key of the same VM is refused by ssh.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import socket
@@ -69,17 +70,28 @@ def public_key() -> str:
     pub = key.with_name(KEY_FILE + ".pub")
     if not (key.exists() and pub.exists()):
         key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for stale in (key, pub):
-            stale.unlink(missing_ok=True)
+        # two commands started at once on a new host (two creates) make one key: the second waits, then reads it
+        lock = os.open(key.parent / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            done = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmhub", "-f", str(key)],
-                                  capture_output=True, text=True, timeout=30, check=False)
-        except FileNotFoundError:
-            raise HostProblem("cannot make kvmhub's SSH key: ssh-keygen is not installed",
-                              hint="install OpenSSH's client (Debian: `apt install openssh-client`)") from None
-        if done.returncode != 0:
-            raise HostProblem("cannot make kvmhub's SSH key", original=done.stderr.strip())
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (key.exists() and pub.exists()):
+                _make_key(key, pub)
+        finally:
+            os.close(lock)
     return pub.read_text().strip()
+
+
+def _make_key(key: Path, pub: Path) -> None:
+    for stale in (key, pub):
+        stale.unlink(missing_ok=True)
+    try:
+        done = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kvmhub", "-f", str(key)],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        raise HostProblem("cannot make kvmhub's SSH key: ssh-keygen is not installed",
+                          hint="install OpenSSH's client (Debian: `apt install openssh-client`)") from None
+    if done.returncode != 0:
+        raise HostProblem("cannot make kvmhub's SSH key", original=done.stderr.strip())
 
 
 def known_hosts(uuid: str) -> Path:

@@ -7,7 +7,11 @@ ready (``kvmhub template create tpl --from VM``). Interleaved: cold, warm, cold,
 after its run. Then 10 warm creates in a row (3 with ``--smoke``), all kept running until the last is ready, so
 the later ones run beside the earlier ones.
 
-Run from the repo root: ``.venv/bin/python benchmarks/bench_warm.py [--runs N] [--row N] [--json]``.
+With ``--debian`` the same is timed on the Debian 12 image of ``kvmhub image build-debian`` (cloud-init, OpenSSH,
+ifupdown; 1 GiB; built from Debian packages when not cached, which takes minutes): ``debian-cold`` and
+``debian-warm``, ``--runs`` rounds.
+
+Run from the repo root: ``.venv/bin/python benchmarks/bench_warm.py [--runs N] [--row N] [--debian] [--json]``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ TEMPLATE = "tpl"
 MEMORY = "256M"
 TIMEOUT = "240"
 TARGETS = {"kvmhub-warm/kvmhub-cold": 0.2}
+DEBIAN = "debian12"
+DEBIAN_TIMEOUT = "600"
 COMPARE = (
     "whole `kvmhub create NAME ... --wait` processes until they exit with the VM ready: cold = --image tiny (boot, "
     "seed, DHCP), warm = --template (restore of the saved memory, NIC plugged, identity and DHCP through the "
@@ -77,16 +83,44 @@ def setup(host: TestHost) -> None:
     log(f"template {TEMPLATE} made in {took:.2f} s")
 
 
+def debian_rounds(host: TestHost, runs: int, samples: Samples) -> None:
+    """Cold and warm creates of the Debian image, interleaved (the template made once from a ready guest)."""
+    log("building (or reusing) the Debian image, booting the template's source")
+    kvmhub(host, "image", "build-debian", "--name", DEBIAN, timeout=1800)
+    kvmhub(host, "create", "dsrc", "--image", DEBIAN, "--network", NETWORK, "--memory", "1G", "--wait",
+           "--timeout", DEBIAN_TIMEOUT, timeout=float(DEBIAN_TIMEOUT) + 60)
+    kvmhub(host, "template", "create", "dtpl", "--from", "dsrc")
+    try:
+        for i in range(runs):
+            try:
+                cold = _timed(host, "create", f"dc{i}", "--image", DEBIAN, "--network", NETWORK, "--memory", "1G",
+                              "--wait", "--timeout", DEBIAN_TIMEOUT)
+            finally:
+                _quiet_rm(host, f"dc{i}")
+            try:
+                warm = _timed(host, "create", f"dw{i}", "--template", "dtpl", "--network", NETWORK, "--wait",
+                              "--timeout", TIMEOUT)
+            finally:
+                _quiet_rm(host, f"dw{i}")
+            samples.add("debian-cold", cold)
+            samples.add("debian-warm", warm)
+            log(f"debian {i + 1}/{runs}: cold {cold:.2f} s, warm {warm:.2f} s")
+    finally:
+        _quiet_rm(host, "dsrc")
+        kvmhub(host, "template", "rm", "dtpl")
+
+
 def main() -> int:
     args = parse_args(
         __doc__.splitlines()[0] if __doc__ else "bench_warm",
         [(("--warmup",), {"type": int, "default": 1, "help": "untimed rounds first (default 1)"}),
-         (("--row",), {"type": int, "default": 10, "help": "warm creates in a row (default 10)"})],
+         (("--row",), {"type": int, "default": 10, "help": "warm creates in a row (default 10)"}),
+         (("--debian",), {"action": "store_true", "help": "time the Debian 12 image too (see above)"})],
         smoke={"row": 3},
     )
     accel = accelerator_name()
     load_before = os.getloadavg()
-    samples = Samples(order=["kvmhub-cold", "kvmhub-warm", "kvmhub-warm-in-a-row"])
+    samples = Samples(order=["kvmhub-cold", "kvmhub-warm", "kvmhub-warm-in-a-row", "debian-cold", "debian-warm"])
     with private_host() as host:
         setup(host)
         for i in range(args.warmup + args.runs):
@@ -119,6 +153,9 @@ def main() -> int:
             _quiet_rm(host, *made)
         _quiet_rm(host, "tsrc")
         kvmhub(host, "template", "rm", TEMPLATE)
+        if args.debian:
+            debian_rounds(host, args.runs, samples)
+    ratios = [("kvmhub-warm", "kvmhub-cold"), ("kvmhub-warm-in-a-row", "kvmhub-cold")]
     report(
         benchmark="warm",
         runs=args.runs,
@@ -134,7 +171,7 @@ def main() -> int:
             "in_a_row": args.row,
             "loadavg": [load_before, os.getloadavg()],
         },
-        extra_ratios=[("kvmhub-warm", "kvmhub-cold"), ("kvmhub-warm-in-a-row", "kvmhub-cold")],
+        extra_ratios=ratios + ([("debian-warm", "debian-cold")] if args.debian else []),
     )
     return 0
 

@@ -31,7 +31,7 @@ from kvmhub.services import owners as vm_owners
 from kvmhub.services.storage import usage as storage_usage
 from kvmhub.validate import check_name
 from kvmhub.xml.domain import domain_from_xml
-from kvmhub.xml.metadata import metadata_from_xml
+from kvmhub.xml.metadata import project_from_xml
 
 QUOTA_FIELDS = ("max_vms", "max_cpus", "max_memory", "max_disk", "max_networks")
 _USE_OF = {"max_vms": "vms", "max_cpus": "cpus", "max_memory": "memory", "max_disk": "disk",
@@ -201,19 +201,11 @@ def member_of(user: str) -> list[str]:
 
 # -- ownership and use --------------------------------------------------------------------------------------
 
-def _meta(dom: hv_domains.Domain) -> KvmhubMeta:
-    try:
-        text = dom.metadata()
-        return metadata_from_xml(text) if text else KvmhubMeta()
-    except InvalidInput:
-        return KvmhubMeta()  # unreadable metadata: the VM is treated as one kvmhub did not make
-
-
 def vm_project(hv: Hypervisor, name: str) -> str:
     """The project VM ``name`` belongs to; NotFound (``vm.not_found``) when there is no such VM."""
     check_name(name, "VM")
     try:
-        return project_of(_meta(hv_domains.lookup(hv, name)))
+        return project_from_xml(hv_domains.lookup(hv, name).metadata())  # as listings read it
     except NotFound:
         raise vm_not_found(name) from None
 

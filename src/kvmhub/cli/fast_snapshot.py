@@ -45,15 +45,15 @@ def run(argv: Sequence[str]) -> int | None:
 
     vm, snap = names
     try:
-        hv = open_hypervisor(main.get("--connect"), timeout)
+        found = internal.find(open_hypervisor(main.get("--connect"), timeout), vm, snap)
         if verb == "revert":
-            after = internal.revert(hv, vm, snap, running="--running" in flags, paused="--paused" in flags,
+            after = internal.revert(found, running="--running" in flags, paused="--paused" in flags,
                                     phase=_phase_line(f"revert {vm}"))
             if after is None:
                 return None  # external: kvmhub's own work, with its journal
             _say(f"VM {vm} reverted to {snap}; it is {after}")
             return 0
-        gone = internal.remove(hv, vm, snap, keep_children="--keep-children" in flags)
+        gone = internal.remove(vm, snap, found, keep_children="--keep-children" in flags)
         if gone is None:
             return None
         _say(f"removed snapshot{'s' if len(gone) > 1 else ''} {', '.join(gone)} of {vm}")

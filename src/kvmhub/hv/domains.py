@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -44,6 +44,7 @@ class DomainStats:
     persistent: bool
     vcpus: int | None
     memory_kib: int | None
+    handle: Any = field(compare=False, repr=False)  # libvirt's domain object: calls on it need no lookup
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ def _stats_row(dom: libvirt.virDomain, stats: dict[str, Any]) -> DomainStats:
         persistent=True,
         vcpus=stats.get("vcpu.current"),
         memory_kib=stats.get("balloon.current") or stats.get("balloon.maximum"),
+        handle=dom,
     )
 
 

@@ -14,7 +14,6 @@ from kvmhub.cli import live, output, state, through
 from kvmhub.cli.fast_exec import writer
 
 if TYPE_CHECKING:
-
     from kvmhub.client.transport import Transport
     from kvmhub.models.guest import ExecRequest, GuestFileInfo
     from kvmhub.reporting import Reporter

@@ -297,14 +297,13 @@ def revert(
     """
     if running and paused:
         raise InvalidInput("{opt:running} and {opt:paused} contradict each other", hint="pick one")
-    after = internal.revert(hv, vm, snap, running=running, paused=paused, phase=report.phase)
+    found = internal.find(hv, vm, snap)
+    after = internal.revert(found, running=running, paused=paused, phase=report.phase)
     if after is not None:
         return after
-    dom = get_vm(hv, vm)
-    target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
-    info = xml_snap.snapshot_from_xml(target.xml(), vm=vm)
-    _revert_external(hv, dom, target, info, running=running, paused=paused, report=report)
-    return dom.state()
+    info = xml_snap.snapshot_from_xml(found.xml, vm=vm)
+    _revert_external(hv, found.dom, found.target, info, running=running, paused=paused, report=report)
+    return found.dom.state()
 
 
 def _revert_external(
@@ -381,13 +380,12 @@ def remove(
     """
     if children and keep_children:
         raise InvalidInput("{opt:children} and {opt:keep_children} contradict each other", hint="pick one")
-    if not children and (gone := internal.remove(hv, vm, snap, keep_children=keep_children)) is not None:
+    found = internal.find(hv, vm, snap)
+    if not children and (gone := internal.remove(vm, snap, found, keep_children=keep_children)) is not None:
         return gone
-    dom = get_vm(hv, vm)
-    target = hv_snap.lookup(dom, check_name(snap, "snapshot"))
+    dom, target = found.dom, found.target
     # the others are read only when they matter: each costs two libvirt calls and a parse
-    info = xml_snap.snapshot_from_xml(target.xml(), vm=vm, children=target.children())
-    internal.refuse_children(vm, snap, info.children, children or keep_children)
+    info = xml_snap.snapshot_from_xml(found.xml, vm=vm, children=found.children)
     order: list[str] = []
 
     def post_order(name: str) -> None:

@@ -70,7 +70,7 @@ def _row(hv: Hypervisor, stats: hv_domains.DomainStats, logs: str | None, *, per
     ips: list[str] = []
     phase = Phase.DEFINED
     if stats.state in ("running", "paused"):
-        dom = dom or hv_domains.lookup(hv, stats.name)
+        dom = dom or hv_domains.Domain(hv, stats.handle)
         ips = [a.ip for a in dom.addresses("lease")]
         log_text = read_log_or_none(f"{logs}/{stats.name}-serial.log" if logs is not None else None)
         phase = quick_phase(log_text, bool(ips))

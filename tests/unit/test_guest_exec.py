@@ -306,3 +306,61 @@ def test_a_client_leaving_the_exec_websocket_has_the_command_killed(client: Test
         ws.send_text('{"argv": ["prog"]}')
         assert ws.receive_bytes()[:1] == b"\x01"
     assert killed.wait(10), guest.started
+
+
+class _Reconnecting:
+    """A domain whose agent libvirt is not connected to for the first ``refusals`` calls, then answers."""
+
+    name = "vm1"
+
+    def __init__(self, refusals: int, error: str = "Guest agent is not responding: QEMU guest agent is not connected"
+                 ) -> None:
+        self.refusals = refusals
+        self.error = error
+        self.calls: list[str] = []
+
+    def agent_command(self, command: dict[str, Any], timeout: int = 5) -> Any:
+        self.calls.append(command["execute"])
+        if self.refusals:
+            self.refusals -= 1
+            raise KvmhubError("libvirt refused", original=self.error, code="vm.agent_unresponsive")
+        if command["execute"] == "guest-exec":
+            return {"pid": 7}
+        return {"exited": True, "exitcode": 0, "out-data": base64.b64encode(b"done").decode()}
+
+
+def test_a_shell_waits_for_the_agent_libvirt_is_not_yet_connected_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    dom = _Reconnecting(refusals=3)
+    status = guest_exec.run_shell(Agent(dom), "echo done", agent_wait=30.0)  # type: ignore[arg-type]
+    assert status is not None and status.out == b"done"
+    assert dom.calls == ["guest-exec"] * 4 + ["guest-exec-status"]
+
+
+def test_a_shell_gives_up_on_the_agent_after_its_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
+    dom = _Reconnecting(refusals=100)
+    with pytest.raises(Conflict, match="the guest agent of VM vm1 does not answer"):
+        guest_exec.run_shell(Agent(dom), "true", agent_wait=30.0)  # type: ignore[arg-type]
+    assert 2 <= len(dom.calls) <= 5
+
+
+@pytest.mark.parametrize("wait", [0.0, 30.0])
+def test_an_agent_that_got_the_call_and_did_not_answer_is_not_asked_again(monkeypatch: pytest.MonkeyPatch,
+                                                                           wait: float) -> None:
+    # the guest may have started the command: starting it twice could run a script twice
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    dom = _Reconnecting(refusals=1, error="Guest agent is not responding: Guest agent not available for now")
+    with pytest.raises(Conflict, match="does not answer"):
+        guest_exec.run_shell(Agent(dom), "true", agent_wait=wait)  # type: ignore[arg-type]
+    assert dom.calls == ["guest-exec"]
+
+
+def test_without_a_wait_a_shell_does_not_wait_for_the_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    dom = _Reconnecting(refusals=1)
+    with pytest.raises(Conflict, match="does not answer"):
+        guest_exec.run_shell(Agent(dom), "true")  # type: ignore[arg-type]
+    assert dom.calls == ["guest-exec"]

@@ -28,6 +28,7 @@ _GUEST_SIDE = re.compile(r"unable to execute QEMU agent command '([\w-]+)': (.*)
 _NOT_CONFIGURED = re.compile(r"guest agent is not configured", re.IGNORECASE)
 _NOT_CONNECTED = re.compile(r"guest agent is not (connected|responding)|agent unresponsive|not available",
                             re.IGNORECASE)
+_NOT_YET = re.compile(r"guest agent is not connected", re.IGNORECASE)  # libvirt refused before sending anything
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,11 @@ def _not_answering(name: str, original: str | None) -> Conflict:
         original=original,
         code="vm.agent_unresponsive",
     )
+
+
+def never_sent(exc: KvmhubError) -> bool:
+    """Whether an agent call failed before it reached the guest: libvirt was not connected to the agent (yet)."""
+    return exc.code == "vm.agent_unresponsive" and bool(_NOT_YET.search(exc.original or ""))
 
 
 def agent(hv: Hypervisor, name: str) -> Agent:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from kvmhub.errors import KvmhubError, OperationFailed
+from kvmhub.errors import OperationFailed
 from kvmhub.hv.agent import Agent, ExecStatus
 from kvmhub.services.vm.guest_exec import run_shell
 
@@ -80,7 +80,8 @@ if [ -n "$keys" ]; then
 	fi
 fi
 marker "BOOTED (restored from a template as $name)"
-nap() { usleep 100000 2>/dev/null || sleep 0.1 2>/dev/null || sleep 1; }
+# nap [MICROSECONDS]: 0.1 s unless told (sleep 1 where neither usleep nor a fractional sleep exists)
+nap() { usleep "${1:-100000}" 2>/dev/null || sleep "$(printf '0.%06d' "${1:-100000}")" 2>/dev/null || sleep 1; }
 # whether the host answers from the new address: ping, else a TCP connection to its DNS (dnsmasq) through bash
 answers() {
 	if command -v ping >/dev/null 2>&1; then
@@ -92,11 +93,11 @@ answers() {
 if [ -n "$mac" ]; then
 	iface=""
 	i=0
-	while [ -z "$iface" ] && [ $i -lt 100 ]; do
+	while [ -z "$iface" ] && [ $i -lt 500 ]; do
 		for d in /sys/class/net/*; do
 			read -r address <"$d/address" 2>/dev/null && [ "$address" = "$mac" ] && iface=${d##*/}
 		done
-		[ -n "$iface" ] || { nap; i=$((i + 1)); }
+		[ -n "$iface" ] || { nap 20000; i=$((i + 1)); }
 	done
 	[ -n "$iface" ] || fail "no NIC with MAC $mac appeared in the guest"
 	ip link set "$iface" up
@@ -141,8 +142,9 @@ IDENTITY_POLL = 0.03  # the script takes ~0.3 s under TCG: a coarser poll would 
 AGENT_WAIT = 30.0
 
 
-def _run(ag: Agent, what: str, script: str, *args: str, timeout: float, poll: float = 0.25) -> ExecStatus:
-    status = run_shell(ag, script, *args, timeout=timeout, poll=poll)
+def _run(ag: Agent, what: str, script: str, *args: str, timeout: float, poll: float = 0.25,
+         agent_wait: float = 0.0) -> ExecStatus:
+    status = run_shell(ag, script, *args, timeout=timeout, poll=poll, agent_wait=agent_wait)
     if status is None:
         raise OperationFailed(f"cannot {what} in VM {ag.name}: the guest has no /bin/sh",
                               cause="warm templates need a guest with a shell and its agent")
@@ -157,25 +159,11 @@ def prepare(ag: Agent) -> None:
     _run(ag, "prepare the guest for a template", PREPARE, timeout=60.0)
 
 
-def _wait_for_agent(ag: Agent) -> None:
-    """Wait until libvirt is connected to the restored guest's agent again (it reconnects a moment after)."""
-    deadline = time.monotonic() + AGENT_WAIT
-    while True:
-        try:
-            ag.ping()
-            return
-        except KvmhubError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def give_identity(ag: Agent, *, name: str, uuid: str, mac: str | None, host_ip: str | None, user: str | None,
                   keys: list[str]) -> None:
     """Give a just-restored guest VM ``name``'s identity and address; returns once the host answered a ping from
     that address (or at once without a NIC). Raises OperationFailed with the guest's words when a step fails."""
-    _wait_for_agent(ag)
     entropy = "".join(f"\\{b:03o}" for b in os.urandom(64))  # octal escapes: printf writes the bytes itself
     _run(ag, "give the guest its identity", IDENTITY, name, uuid.replace("-", ""), entropy, (mac or "").lower(),
          host_ip or "", user or "root", "\n".join(keys), str(round(time.time())), timeout=IDENTITY_TIMEOUT,
-         poll=IDENTITY_POLL)
+         poll=IDENTITY_POLL, agent_wait=AGENT_WAIT)  # libvirt reconnects to the agent a moment after the restore

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from kvmhub.errors import InvalidInput, KvmhubError, NotFound, OperationFailed, OperationTimeout
 from kvmhub.hv import Hypervisor
-from kvmhub.hv.agent import WRITE_CHUNK, Agent, ExecStatus, GuestError, agent
+from kvmhub.hv.agent import WRITE_CHUNK, Agent, ExecStatus, GuestError, agent, never_sent
 from kvmhub.models.guest_rules import command_problem, stdin_problem
 from kvmhub.reporting import QUIET, Reporter
 from kvmhub.validate import check_name
@@ -103,13 +103,22 @@ def environment(env: list[str]) -> list[str] | None:
     return env if any(e.startswith("PATH=") for e in env) else [DEFAULT_PATH, *env]
 
 
-def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0, poll: float = 0.25) -> ExecStatus | None:
+def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0, poll: float = 0.25,
+              agent_wait: float = 0.0) -> ExecStatus | None:
     """``sh -c script`` in the guest with ``args`` as $1...; its status once it ended, or None when the guest
-    has no ``/bin/sh``. Its status is asked at most ``poll`` seconds apart."""
-    try:
-        pid = ag.exec([SHELL, "-c", script, "kvmhub", *args], capture=True)
-    except NotFound:
-        return None
+    has no ``/bin/sh``. Its status is asked at most ``poll`` seconds apart. For up to ``agent_wait`` seconds
+    the start is tried again while libvirt is not yet connected to the agent (e.g. just after a restore)."""
+    connect_by = time.monotonic() + agent_wait
+    while True:
+        try:
+            pid = ag.exec([SHELL, "-c", script, "kvmhub", *args], capture=True)
+            break
+        except NotFound:
+            return None
+        except KvmhubError as exc:
+            if not never_sent(exc) or time.monotonic() > connect_by:
+                raise
+            time.sleep(0.02)
     deadline = time.monotonic() + timeout
     for delay in _poll_delays(poll):
         status = ag.exec_status(pid)

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -341,6 +341,20 @@ class Hypervisor:
             if not alive:
                 raise _ConnectionLost(exc.get_error_message() or str(exc)) from exc
             raise translate(exc, what) from exc
+
+    @contextlib.contextmanager
+    def twin(self) -> Iterator[Hypervisor]:
+        """A second connection to the same host, closed on leaving, for calls that must not wait behind a long
+        call on this one (measured: while a restore runs, libvirt answers nothing else on its connection). The
+        test driver keeps its state per connection, so there this connection itself is given."""
+        if self.uri.startswith("test:"):
+            yield self
+            return
+        other = Hypervisor(self.uri, timeout=self.timeout)
+        try:
+            yield other
+        finally:
+            other.close()
 
     def close(self) -> None:
         """Close the connection (bounded; a stalled daemon cannot block it)."""

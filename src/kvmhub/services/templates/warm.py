@@ -179,15 +179,15 @@ def create(hv: Hypervisor, req: CreateRequest, *, report: Reporter = QUIET) -> h
             seed.upload(io.BytesIO(iso), len(iso))
 
         mac = leases.new_mac(hv, req.network) if req.network else None
-        # the reservation (~0.2 s of dnsmasq reloads) runs beside the define and restore: the guest asks for its
-        # address only once its NIC is plugged, after both
-        with ThreadPoolExecutor(1, thread_name_prefix="kvmhub-reserve") as beside:
+        # the reservation (~0.3 s: libvirt reloads the network's firewall rules) runs beside the define and restore,
+        # on its own connection: the guest asks for its address only once its NIC is plugged, after both
+        with hv.twin() as other, ThreadPoolExecutor(1, thread_name_prefix="kvmhub-reserve") as beside:
             reserving = None
             if req.network is not None and mac is not None and _has_subnet(hv, req.network):
                 op.phase("reserve address")
                 op.add(f"release the address on {req.network}", undo_actions.release_lease(req.network, mac))
                 ip = cloudinit.address_to_reserve(hv_networks.lookup_network(hv, req.network), req.ip, seed_docs)
-                reserving = beside.submit(_reserve, hv, req.network, req.name, mac, ip)
+                reserving = beside.submit(_reserve, other, req.network, req.name, mac, ip)
 
             op.phase("define")
             xml = _definition(record, req.name, vm_uuid, project, seed_pool.name if seed_pool is not None else None)

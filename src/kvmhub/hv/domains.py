@@ -11,27 +11,13 @@ import libvirt_qemu
 
 from kvmhub.errors import KvmhubError, NotFound
 from kvmhub.hv.connection import Hypervisor
+from kvmhub.hv.states import state_name
 
 if TYPE_CHECKING:  # a type only: loading the VM models costs a command that does not use them
     from kvmhub.models.vm import VMState
 
 KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
 KVMHUB_NS_PREFIX = "kvmhub"
-
-_STATE_NAMES: dict[int, VMState] = {
-    libvirt.VIR_DOMAIN_NOSTATE: "no state",
-    libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "running",
-    libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
-    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed",
-    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
-}
-
-
-def state_name(code: int) -> VMState:
-    return _STATE_NAMES.get(code, "unknown")
 
 
 @dataclass(frozen=True)

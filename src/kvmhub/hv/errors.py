@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import libvirt
 
@@ -18,10 +18,9 @@ from kvmhub.errors import (
 )
 
 
-@dataclass(frozen=True)
-class _Rule:
+class _Rule(NamedTuple):
     """One known failure: matched on libvirt's error numbers (`codes`) and/or a pattern of its message;
-    `code` is the kvmhub error code it becomes."""
+    `code` is the kvmhub error code it becomes. (A named tuple: see :mod:`kvmhub.hv.stats` for why.)"""
 
     kind: type[KvmhubError]
     message: str

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from kvmhub.hv import Hypervisor
 from kvmhub.hv.stats import RawDomainStats, Sample
 from kvmhub.models.stats import VMStats
@@ -15,7 +13,7 @@ __all__ = ["ACTIVE", "SORT_KEYS", "Sampler", "compute", "sort_rows", "top_once",
 
 
 def _model(row: usage.Usage) -> VMStats:
-    return VMStats(**asdict(row))
+    return VMStats(**row._asdict())
 
 
 def totals(raw: RawDomainStats) -> VMStats:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from kvmhub.errors import InvalidInput
 from kvmhub.hv import Hypervisor
@@ -22,9 +21,9 @@ ACTIVE = ("running", "paused", "shutting down")
 Row = TypeVar("Row")
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """One VM's usage; the fields of :class:`kvmhub.models.stats.VMStats`, in its order (a test holds them equal)."""
+class Usage(NamedTuple):
+    """One VM's usage; the fields of :class:`kvmhub.models.stats.VMStats`, in its order (a test holds them equal).
+    A named tuple: see :mod:`kvmhub.hv.stats` for why not a dataclass."""
 
     name: str
     uuid: str
@@ -51,8 +50,8 @@ class Usage:
     net_tx_bps: float | None = None
 
     def as_dict(self) -> dict[str, object]:
-        """Its fields in order (all plain values: what ``dataclasses.asdict`` gives, without its deep copies)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Its fields in order (all plain values)."""
+        return self._asdict()
 
 
 # sort key name -> (value of a row, descending by default); rows are Usage or VMStats
@@ -131,8 +130,7 @@ def compute(before: Sample | None, after: Sample) -> list[Usage]:
         if prev is not None and raw.state in ACTIVE and prev.state in ACTIVE:
             old = totals(prev)
             cpu = _rate(_int(raw.values, "cpu.time"), _int(prev.values, "cpu.time"), seconds)
-            row = replace(
-                row,
+            row = row._replace(
                 cpu_percent=None if cpu is None else round(cpu / 1e9 * 100.0, 1),
                 disk_read_bps=_rate(row.disk_read_bytes, old.disk_read_bytes, seconds),
                 disk_write_bps=_rate(row.disk_write_bytes, old.disk_write_bytes, seconds),

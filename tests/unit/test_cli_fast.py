@@ -47,7 +47,7 @@ def test_the_fast_listing_also_reads_the_remote_from_the_environment(server: str
 def test_the_fast_listing_loads_none_of_the_heavy_modules(server: str) -> None:
     probe = ("import sys; sys.argv = ['kvmhub', '--remote', sys.argv[1], 'ls']\n"
              "from kvmhub.cli import entry\n"
-             "try:\n    entry.main()\nexcept SystemExit as e:\n    code = e.code\n"
+             "code = entry.answered(sys.argv[1:])\n"
              f"print(code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe, server], capture_output=True, text=True, timeout=90,
                           check=False, env={**os.environ, "KVMHUB_REMOTE": ""})

@@ -87,7 +87,7 @@ def loaded(tmp_path: Path, heavy: tuple[str, ...], *args: str) -> str:
     """The console script run with ``args`` in a process that then says (on stderr, after what the command said)
     its exit code and which of the ``heavy`` modules it loaded."""
     probe = (f"import sys; sys.argv = ['kvmhub', *{list(args)!r}]\nfrom kvmhub.cli import entry\n"
-             "try:\n    entry.main()\nexcept SystemExit as e:\n    code = e.code\n"
+             "code = entry.answered(sys.argv[1:])\n"
              f"print(code, [m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90, check=False,
                           env=env_of(tmp_path), stdin=subprocess.DEVNULL)

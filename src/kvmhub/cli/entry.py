@@ -3,29 +3,40 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
-def main() -> None:
-    """Run the command (see :mod:`kvmhub.cli.fast` for the forms answered before the full CLI loads)."""
+def answered(argv: list[str]) -> int | None:
+    """The exit code when a form of :mod:`kvmhub.cli.fast` or its siblings answered the command; None when the
+    full CLI must run it."""
     from kvmhub.cli import fast
 
-    code = fast.run(sys.argv[1:])
+    code = fast.run(argv)
     if code is None:
         from kvmhub.cli import fast_local
 
-        code = fast_local.run(sys.argv[1:])
+        code = fast_local.run(argv)
     if code is None:
         from kvmhub.cli import fast_exec
 
-        code = fast_exec.run(sys.argv[1:])
+        code = fast_exec.run(argv)
     if code is None:
         from kvmhub.cli import fast_snapshot
 
-        code = fast_snapshot.run(sys.argv[1:])
+        code = fast_snapshot.run(argv)
+    return code
+
+
+def main() -> None:
+    """Run the command (see :func:`answered` for the forms answered before the full CLI loads)."""
+    code = answered(sys.argv[1:])
     if code is not None:
         sys.stdout.flush()
-        sys.exit(code)
+        sys.stderr.flush()
+        # no interpreter teardown (~8 ms with 500 VMs: each libvirt object freed, the connection closed through
+        # libvirtd): what the command says is written, and it holds nothing else to flush or finish
+        os._exit(code)
     from kvmhub.cli.main import main as full
 
     full()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,12 @@ import pytest
 from kvmhub.testing import TestHost
 
 KVMHUB = [sys.executable, "-m", "kvmhub.cli"]
+
+
+def ctrl_c_able() -> None:
+    """``preexec_fn`` of a kvmhub process a test stops with SIGINT: a job a shell starts in the background inherits
+    SIGINT ignored (so would the tests, run that way), and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 LAB_NET = "lab"
 LAB_SUBNET = "10.77.0.0/24"
 

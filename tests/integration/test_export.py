@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kvmhub.testing import TestHost
-from tests.integration.conftest import KVMHUB, LAB_NET, Result, Runner, run_kvmhub
+from tests.integration.conftest import KVMHUB, LAB_NET, Result, Runner, ctrl_c_able, run_kvmhub
 from tests.integration.guest import guest_sh
 
 VM = "vm-export"
@@ -119,7 +119,7 @@ def test_interrupted_export_leaves_no_file(prepared_host: TestHost, exported: Pa
 
     env = {**os.environ, **prepared_host.env(), "KVMHUB_INJECT_FAULT": "hang:export-disk"}
     proc = subprocess.Popen([*KVMHUB, "export", VM, "--to", str(target)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_able)
     try:
         assert proc.stdout is not None
         assert "hanging" in proc.stdout.readline()  # mid-archive: the .partial file holds a disk already

@@ -22,7 +22,7 @@ from kvmhub.services.storage import image_records
 from kvmhub.services.storage.default_pools import IMAGES_PATH, IMAGES_POOL
 from kvmhub.testing import TestHost
 from tests.http_files import Reply, serve
-from tests.integration.conftest import KVMHUB, LAB_NET, Runner
+from tests.integration.conftest import KVMHUB, LAB_NET, Runner, ctrl_c_able
 
 IMPORT_TIMEOUT = 300
 
@@ -228,7 +228,7 @@ def test_ctrl_c_during_a_download_leaves_nothing(
     before = store_files(prepared_host)
     proc = subprocess.Popen([*KVMHUB, "image", "import", f"{server}/slow.qcow2", "--name", "cut"],
                             env={**os.environ, **prepared_host.env(), **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_able)
 
     def started() -> None:
         deadline = time.monotonic() + 60
@@ -300,7 +300,7 @@ def test_ctrl_c_while_storing_into_the_pool_leaves_nothing(
     env["KVMHUB_INJECT_FAULT"] = "hang:import-store"
     proc = subprocess.Popen([*KVMHUB, "image", "import", str(src), "--name", "cut-store"],
                             env={**os.environ, **prepared_host.env(), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_able)
     assert proc.stdout is not None
     stdout = proc.stdout
 

@@ -156,12 +156,13 @@ def test_stalled_libvirtd_gives_a_timeout_not_a_hang(prepared_host: TestHost, kv
 def test_ctrl_c_during_create_is_undone(step: str, prepared_host: TestHost) -> None:
     import subprocess
 
-    from tests.integration.conftest import KVMHUB
+    from tests.integration.conftest import KVMHUB, ctrl_c_able
 
     name = f"intr-{step}"
     env = {**os.environ, **prepared_host.env(), "KVMHUB_INJECT_FAULT": f"hang:{step}"}
     proc = subprocess.Popen([*KVMHUB, "create", name, "--image", "tiny", "--network", LAB_NET],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_able)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import libvirt
 import libvirt_qemu
@@ -20,8 +19,8 @@ KVMHUB_NS = "https://kvmhub.dev/xmlns/1"
 KVMHUB_NS_PREFIX = "kvmhub"
 
 
-@dataclass(frozen=True)
-class DomainStats:
+# named tuples, not dataclasses: `kvmhub ls`'s fast path would load dataclasses and inspect for them (~5 ms)
+class DomainStats(NamedTuple):
     """One row of a bulk listing, from a single getAllDomainStats call."""
 
     name: str
@@ -30,11 +29,10 @@ class DomainStats:
     persistent: bool
     vcpus: int | None
     memory_kib: int | None
-    handle: Any = field(compare=False, repr=False)  # libvirt's domain object: calls on it need no lookup
+    handle: Any  # libvirt's domain object: calls on it need no lookup
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     """An IP address of a guest interface, and which source reported it."""
 
     mac: str
@@ -341,8 +339,7 @@ def versions(hv: Hypervisor) -> tuple[str, str]:
     return fmt(int(lib)), fmt(int(hyp))
 
 
-@dataclass(frozen=True)
-class ListingFlags:
+class ListingFlags(NamedTuple):
     autostart: frozenset[str]
     transient: frozenset[str]
 

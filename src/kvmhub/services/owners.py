@@ -2,7 +2,8 @@
 
 kvmhub writes a VM's project only when it defines the VM, so each is read once and checked again after
 :data:`OWNER_TTL_S` (an edit by another tool is seen then): a listing of 500 VMs otherwise reads 500 metadata.
-This module loads no pydantic model, so `kvmhub ls`'s fast path uses it too.
+What one process read is kept on disk for the next (:mod:`kvmhub.services.owners_store`), with the same age
+limit. This module loads no pydantic model, so `kvmhub ls`'s fast path uses it too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 from kvmhub.hv import Hypervisor
 from kvmhub.hv import domains as hv_domains
-from kvmhub.xml.metadata import project_from_xml
+from kvmhub.services import owners_store
 
 OWNER_TTL_S = 60.0
 _owners: dict[str, tuple[str, float]] = {}
@@ -24,7 +25,14 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
     out: dict[str, str] = {}
     now = time.monotonic()
     unknown: list[hv_domains.Domain] = []
-    for dom in hv_domains.list_all(hv):
+    doms = hv_domains.list_all(hv)
+    if doms and owners_store.kept(hv.uri) and any(_remembered(d.uuid, now) is None for d in doms):
+        stored = owners_store.load(hv.uri, OWNER_TTL_S)
+        with _owners_lock:
+            for uuid, entry in stored.items():
+                if uuid not in _owners or _owners[uuid][1] < entry[1]:
+                    _owners[uuid] = entry
+    for dom in doms:
         if (known := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
             out[dom.name] = known
         else:
@@ -34,8 +42,11 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
     if transient is None:
         transient = hv_domains.listing_flags(hv).transient
     texts = hv_domains.metadata_of(hv, unknown, transient)
-    for dom in unknown:
-        out[dom.name] = _remember(dom.uuid, texts.get(dom.uuid), now)
+    found = [(dom.uuid, _remember(dom.uuid, texts.get(dom.uuid), now)) for dom in unknown]
+    for dom, (_, project) in zip(unknown, found, strict=True):
+        out[dom.name] = project
+    if owners_store.kept(hv.uri):
+        owners_store.save(hv.uri, found)
     return out
 
 
@@ -52,6 +63,7 @@ def forget(uuid: str) -> None:
     """Drop what :func:`owners` remembers of the VM ``uuid`` (it was removed: its UUID may come back)."""
     with _owners_lock:
         _owners.pop(uuid, None)
+    owners_store.forget(uuid)
 
 
 def _remembered(uuid: str, now: float) -> str | None:
@@ -61,6 +73,9 @@ def _remembered(uuid: str, now: float) -> str | None:
 
 
 def _remember(uuid: str, text: str | None, now: float) -> str:
+    # lxml is loaded only here: a listing whose owners are all remembered never needs it
+    from kvmhub.xml.metadata import project_from_xml
+
     project = project_from_xml(text)
     with _owners_lock:
         _owners[uuid] = (project, now)

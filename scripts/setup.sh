@@ -11,7 +11,7 @@ DEV=0
 PACKAGES=(
   qemu-system-x86 qemu-utils qemu-guest-agent
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc
-  dnsmasq-base iproute2 iputils-ping util-linux
+  dnsmasq-base dnsmasq-utils iproute2 iputils-ping util-linux
   busybox-static cpio kmod syslinux syslinux-common mtools dosfstools
   python3 python3-venv python3-dev libxml2-utils virtinst ovmf
   osinfo-db libosinfo-bin isolinux xorriso xz-utils

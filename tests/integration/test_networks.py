@@ -134,6 +134,30 @@ def test_bridge_mode_on_an_existing_host_bridge(prepared_host: TestHost, kvmhub:
         prepared_host.run(["ip", "link", "del", "br-lan"], check=False)
 
 
+def test_an_address_freed_by_rm_goes_to_the_next_vm_at_once(lab: dict[str, str], kvmhub: Runner) -> None:
+    """dnsmasq keeps a removed VM's lease for an hour and gives no address leased to another MAC, even a reserved
+    one: `rm` makes it drop the lease, so a VM made next with that address gets it."""
+    ip = "10.78.0.60"
+    try:
+        assert kvmhub("create", "nf", "--image", "tiny", "--network", NET, "--ip", ip, "--memory", "128M").code == 0
+        got = kvmhub("ip", "nf", "--wait", "--timeout", "240", "--json")
+        assert got.code == 0, got.err
+        assert got.json()[0]["ip"] == ip
+        old_mac = got.json()[0]["mac"]
+        assert kvmhub("rm", "nf").code == 0
+        leases = kvmhub("net", "lease", "ls", NET, "--json").json()
+        assert not [x for x in leases if x.get("mac") == old_mac], leases
+        made = kvmhub("create", "ng", "--image", "tiny", "--network", NET, "--ip", ip, "--memory", "128M", "--wait",
+                      "--timeout", "240")
+        assert made.code == 0, made.err
+        got = kvmhub("ip", "ng", "--json")
+        assert got.code == 0, got.err
+        assert [a["ip"] for a in got.json()] == [ip]
+    finally:
+        kvmhub("rm", "nf")
+        kvmhub("rm", "ng")
+
+
 def test_many_create_delete_cycles_leave_no_stale_entries(lab: dict[str, str], prepared_host: TestHost) -> None:
     from kvmhub.hv import Hypervisor
     from kvmhub.hv import networks as hv_networks

@@ -20,6 +20,7 @@ NEEDED = {
     "swtpm (vTPM)": "swtpm",
     "swtpm_setup": "swtpm-tools",
     "dnsmasq": "dnsmasq-base",
+    "dhcp_release (a removed VM's lease dropped)": "dnsmasq-utils",
     "ip, bridge": "iproute2",
     "ping": "iputils-ping",
     "unshare, nsenter, prlimit": "util-linux",

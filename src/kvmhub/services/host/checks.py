@@ -21,7 +21,7 @@ from kvmhub.reporting import QUIET, Reporter
 from kvmhub.services.host import accel
 from kvmhub.services.network import networks
 from kvmhub.services.storage import default_pools as pools
-from kvmhub.tools import iproute, unixsock
+from kvmhub.tools import dhcp_release, iproute, unixsock
 from kvmhub.validate import format_size
 
 DAEMON_WAIT = 30.0
@@ -160,7 +160,7 @@ def check(uri: str | None = None, *, reprobe: bool = False) -> HostReport:
         checks.append(_check_default_network(hv))
     if local:
         checks += [_check_cgroups(), _check_disk("/var/lib/libvirt/images"), *_check_tools()]
-        checks += [_check_dnsmasq(), _check_ip_forward(), _check_forward_policy()]
+        checks += [_check_dnsmasq(), _check_dhcp_release(), _check_ip_forward(), _check_forward_policy()]
     hv.close()
     chosen: accel.Accel = probe.accelerator if probe is not None else "kvm"
     return HostReport(uri=hv.uri, accelerator=chosen, domain_type=accel.domain_type(chosen), checks=checks)
@@ -184,6 +184,18 @@ def _check_dnsmasq() -> CheckItem:
         CheckStatus.FAIL,
         "not installed: libvirt's nat, isolated and open networks cannot give VMs addresses (DHCP) or names (DNS)",
         "`apt-get install dnsmasq-base`",
+    )
+
+
+def _check_dhcp_release() -> CheckItem:
+    if dhcp_release.available():
+        return _item("dhcp_release", CheckStatus.OK, "installed")
+    return _item(
+        "dhcp_release",
+        CheckStatus.WARN,
+        "not installed: a removed VM's address stays leased for up to an hour, and a VM given it meanwhile gets "
+        "another address after a ~3 s wait",
+        f"`apt-get install {dhcp_release.PACKAGE}`",
     )
 
 

@@ -13,12 +13,13 @@ import random
 from pydantic import BaseModel
 
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor
+from kvmhub.hv import Hypervisor, is_local_uri
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.ops.actions import Action
 from kvmhub.ops.locks import LockSpec, hold
 from kvmhub.ops.operation import Operation
+from kvmhub.tools import dhcp_release
 from kvmhub.xml import network as xml_network
 from kvmhub.xml.domain import domain_from_xml
 from kvmhub.xml.network import DhcpHost, DnsHost
@@ -186,16 +187,33 @@ def unregister(hv: Hypervisor, network: str, mac: str) -> list[str]:
         return []
     facts = xml_network.network_from_xml(net.xml())
     removed = []
+    released: set[str] = set()
     for host in facts.dhcp_hosts:
         if host.mac.lower() != mac.lower():
             continue
         net.remove_dhcp_host(xml_network.dhcp_host_xml(host))
         removed.append(f"{network}: reservation {host.ip}")
+        released.add(host.ip)
         for dns in facts.dns_hosts:
             if dns.ip == host.ip:
                 net.remove_dns_host(xml_network.dns_host_xml(dns))
                 removed.append(f"{network}: DNS {', '.join(dns.names)}")
+    _drop_leases(hv, net, facts, mac, released)
     return removed
+
+
+def _drop_leases(hv: Hypervisor, net: hv_networks.Network, facts: xml_network.NetworkFacts, mac: str,
+                 ips: set[str]) -> None:
+    """Make dnsmasq forget ``mac``'s leases (its reserved ``ips`` and any it shows), so their addresses can go to
+    the next VM at once: dnsmasq gives no address leased to another MAC, even one reserved (see
+    :mod:`kvmhub.tools.dhcp_release`). Only for a network on this host, whose bridge runs here."""
+    if not facts.bridge or not is_local_uri(hv.uri) or hv.uri.startswith("test:") or not net.is_active():
+        return
+    # a lease libvirt shows is dropped too (an address the guest got some other way); a fresh one libvirt does not
+    # show yet is the reserved address, dropped anyway
+    ips = ips | {lease.ip for lease in net.leases() if lease.mac.lower() == mac.lower()}
+    for ip in sorted(ips):
+        dhcp_release.release(facts.bridge, ip, mac.lower())
 
 
 def remove_reservation(hv: Hypervisor, network: str, which: str, force: bool = False) -> list[str]:

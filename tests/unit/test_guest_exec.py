@@ -364,3 +364,35 @@ def test_without_a_wait_a_shell_does_not_wait_for_the_agent(monkeypatch: pytest.
     with pytest.raises(Conflict, match="does not answer"):
         guest_exec.run_shell(Agent(dom), "true")  # type: ignore[arg-type]
     assert dom.calls == ["guest-exec"]
+
+
+def test_started_runs_once_the_script_runs_before_its_end_is_awaited(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    dom = _Reconnecting(refusals=2)
+    seen: list[list[str]] = []
+    status = guest_exec.run_shell(Agent(dom), "echo done", agent_wait=30.0,  # type: ignore[arg-type]
+                                  started=lambda: seen.append(list(dom.calls)))
+    assert status is not None and status.out == b"done"
+    assert seen == [["guest-exec"] * 3]  # after the start that reached the guest, before any status
+
+
+def test_a_failing_started_kills_the_script_and_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "sleep", lambda _s: None)
+    dom = _Reconnecting(refusals=0)
+    sent: list[dict[str, Any]] = []
+    real = dom.agent_command
+
+    def record(command: dict[str, Any], timeout: int = 5) -> Any:
+        sent.append(command)
+        return real(command, timeout)
+
+    dom.agent_command = record  # type: ignore[method-assign]
+
+    def plug() -> None:
+        raise KvmhubError("cannot plug the NIC")
+
+    with pytest.raises(KvmhubError, match="cannot plug the NIC"):
+        guest_exec.run_shell(Agent(dom), "sleep 60", started=plug)  # type: ignore[arg-type]
+    assert [c["execute"] for c in sent] == ["guest-exec", "guest-exec"]
+    assert sent[1]["arguments"]["arg"][-1] == "7"  # kill -9 of the script's pid
+    assert "kill -9" in " ".join(sent[1]["arguments"]["arg"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from kvmhub.errors import OperationFailed
 from kvmhub.hv.agent import Agent, ExecStatus
@@ -143,8 +144,8 @@ AGENT_WAIT = 30.0
 
 
 def _run(ag: Agent, what: str, script: str, *args: str, timeout: float, poll: float = 0.25,
-         agent_wait: float = 0.0) -> ExecStatus:
-    status = run_shell(ag, script, *args, timeout=timeout, poll=poll, agent_wait=agent_wait)
+         agent_wait: float = 0.0, started: Callable[[], None] | None = None) -> ExecStatus:
+    status = run_shell(ag, script, *args, timeout=timeout, poll=poll, agent_wait=agent_wait, started=started)
     if status is None:
         raise OperationFailed(f"cannot {what} in VM {ag.name}: the guest has no /bin/sh",
                               cause="warm templates need a guest with a shell and its agent")
@@ -160,10 +161,12 @@ def prepare(ag: Agent) -> None:
 
 
 def give_identity(ag: Agent, *, name: str, uuid: str, mac: str | None, host_ip: str | None, user: str | None,
-                  keys: list[str]) -> None:
+                  keys: list[str], started: Callable[[], None] | None = None) -> None:
     """Give a just-restored guest VM ``name``'s identity and address; returns once the host answered a ping from
-    that address (or at once without a NIC). Raises OperationFailed with the guest's words when a step fails."""
+    that address (or at once without a NIC). ``started`` runs as soon as the script runs in the guest (which
+    waits for the NIC with ``mac`` to appear). Raises OperationFailed with the guest's words when a step fails."""
     entropy = "".join(f"\\{b:03o}" for b in os.urandom(64))  # octal escapes: printf writes the bytes itself
     _run(ag, "give the guest its identity", IDENTITY, name, uuid.replace("-", ""), entropy, (mac or "").lower(),
          host_ip or "", user or "root", "\n".join(keys), str(round(time.time())), timeout=IDENTITY_TIMEOUT,
-         poll=IDENTITY_POLL, agent_wait=AGENT_WAIT)  # libvirt reconnects to the agent a moment after the restore
+         poll=IDENTITY_POLL, agent_wait=AGENT_WAIT,  # libvirt reconnects to the agent a moment after the restore
+         started=started)

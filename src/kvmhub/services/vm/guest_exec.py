@@ -104,10 +104,11 @@ def environment(env: list[str]) -> list[str] | None:
 
 
 def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0, poll: float = 0.25,
-              agent_wait: float = 0.0) -> ExecStatus | None:
+              agent_wait: float = 0.0, started: Callable[[], None] | None = None) -> ExecStatus | None:
     """``sh -c script`` in the guest with ``args`` as $1...; its status once it ended, or None when the guest
     has no ``/bin/sh``. Its status is asked at most ``poll`` seconds apart. For up to ``agent_wait`` seconds
-    the start is tried again while libvirt is not yet connected to the agent (e.g. just after a restore)."""
+    the start is tried again while libvirt is not yet connected to the agent (e.g. just after a restore).
+    ``started`` runs once the script runs in the guest (the script is killed if it raises)."""
     connect_by = time.monotonic() + agent_wait
     while True:
         try:
@@ -119,6 +120,12 @@ def run_shell(ag: Agent, script: str, *args: str, timeout: float = 30.0, poll: f
             if not never_sent(exc) or time.monotonic() > connect_by:
                 raise
             time.sleep(0.02)
+    if started is not None:
+        try:
+            started()
+        except BaseException:
+            _kill(ag, pid)
+            raise
     deadline = time.monotonic() + timeout
     for delay in _poll_delays(poll):
         status = ag.exec_status(pid)

@@ -29,6 +29,13 @@ class Snapshot:
     def xml(self) -> str:
         return str(self._call("reading", self._snap.getXMLDesc, 0))
 
+    def is_external(self) -> bool:
+        """Whether its memory or a disk is saved outside the disk images (libvirt's own test, the one
+        :func:`kvmhub.xml.snapshot.snapshot_kind` makes from the XML), in one call and without parsing XML."""
+        external = self.dom.call("listing external snapshots of", self.dom.handle.listAllSnapshots,
+                                 libvirt.VIR_DOMAIN_SNAPSHOT_LIST_EXTERNAL)
+        return any(s.getName() == self.name for s in external)
+
     def is_current(self) -> bool:
         return bool(self._call("reading", self._snap.isCurrent, 0))
 

@@ -58,12 +58,13 @@ for key in /etc/dropbear/dropbear_*_host_key; do
 done
 if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null 2>&1; then
 	rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
-	# an ed25519 key now (milliseconds); RSA and ECDSA take seconds under TCG: they follow in the background,
-	# then sshd reloads to offer them too
+	# an ed25519 key now (milliseconds); RSA and ECDSA take seconds under TCG: they follow in the background and
+	# sshd offers them from its next start (a reload re-executes sshd, refusing connections for a moment after
+	# the VM was said ready)
 	ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key </dev/null >/dev/null 2>&1
 	if command -v systemctl >/dev/null 2>&1; then
 		systemctl try-restart ssh sshd 2>/dev/null
-		(ssh-keygen -A; systemctl try-reload-or-restart ssh sshd) </dev/null >/dev/null 2>&1 &
+		ssh-keygen -A </dev/null >/dev/null 2>&1 &
 	else
 		ssh-keygen -A >/dev/null 2>&1
 	fi
@@ -92,15 +93,26 @@ answers() {
 	fi
 }
 if [ -n "$mac" ]; then
-	iface=""
-	i=0
-	while [ -z "$iface" ] && [ $i -lt 500 ]; do
+	find_iface() {
+		iface=""
 		for d in /sys/class/net/*; do
 			read -r address <"$d/address" 2>/dev/null && [ "$address" = "$mac" ] && iface=${d##*/}
 		done
-		[ -n "$iface" ] || { nap 20000; i=$((i + 1)); }
+	}
+	i=0
+	find_iface
+	while [ -z "$iface" ] && [ $i -lt 500 ]; do
+		nap 20000
+		i=$((i + 1))
+		find_iface
 	done
 	[ -n "$iface" ] || fail "no NIC with MAC $mac appeared in the guest"
+	# the NIC is plugged as this script runs: udev may still be renaming it (eth0 -> ens5); let it finish
+	if command -v udevadm >/dev/null 2>&1; then
+		udevadm settle --timeout=10 2>/dev/null
+		find_iface
+		[ -n "$iface" ] || fail "the NIC with MAC $mac went away in the guest"
+	fi
 	ip link set "$iface" up
 	# the new NIC is named after its slot, so the image's own network configuration does not know it
 	if [ -x /etc/kvmhub/udhcpc ]; then

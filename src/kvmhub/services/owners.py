@@ -22,21 +22,16 @@ _owners_lock = threading.Lock()
 
 def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str, str]:
     """Every VM's name and the project it belongs to (``transient``: the transient VMs' names, when known)."""
-    out: dict[str, str] = {}
     now = time.monotonic()
-    unknown: list[hv_domains.Domain] = []
-    doms = hv_domains.list_all(hv)
-    if doms and owners_store.kept(hv.uri) and any(_remembered(d.uuid, now) is None for d in doms):
+    out, unknown = _split(hv_domains.list_all(hv), now)
+    if unknown and owners_store.kept(hv.uri):
         stored = owners_store.load(hv.uri, OWNER_TTL_S)
         with _owners_lock:
             for uuid, entry in stored.items():
                 if uuid not in _owners or _owners[uuid][1] < entry[1]:
                     _owners[uuid] = entry
-    for dom in doms:
-        if (known := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
-            out[dom.name] = known
-        else:
-            unknown.append(dom)
+        found_on_disk, unknown = _split(unknown, now)
+        out.update(found_on_disk)
     if not unknown:
         return out
     if transient is None:
@@ -48,6 +43,18 @@ def owners(hv: Hypervisor, transient: frozenset[str] | None = None) -> dict[str,
     if owners_store.kept(hv.uri):
         owners_store.save(hv.uri, found)
     return out
+
+
+def _split(doms: list[hv_domains.Domain], now: float) -> tuple[dict[str, str], list[hv_domains.Domain]]:
+    """The projects of ``doms`` remembered here (by name), and the domains whose project must be found."""
+    known: dict[str, str] = {}
+    unknown: list[hv_domains.Domain] = []
+    for dom in doms:
+        if (project := _remembered(dom.uuid, now)) is not None:  # the UUID is known to the handle: no round trip
+            known[dom.name] = project
+        else:
+            unknown.append(dom)
+    return known, unknown
 
 
 def owner(hv: Hypervisor, dom: hv_domains.Domain, transient: bool) -> str:

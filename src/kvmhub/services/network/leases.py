@@ -211,7 +211,10 @@ def _drop_leases(hv: Hypervisor, net: hv_networks.Network, facts: xml_network.Ne
         return
     # a lease libvirt shows is dropped too (an address the guest got some other way); a fresh one libvirt does not
     # show yet is the reserved address, dropped anyway
-    ips = ips | {lease.ip for lease in net.leases() if lease.mac.lower() == mac.lower()}
+    try:
+        ips = ips | {lease.ip for lease in net.leases() if lease.mac.lower() == mac.lower()}
+    except KvmhubError:
+        pass  # the reserved addresses are still dropped; the reservation itself is already gone
     for ip in sorted(ips):
         dhcp_release.release(facts.bridge, ip, mac.lower())
 

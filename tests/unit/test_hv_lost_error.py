@@ -43,3 +43,39 @@ def test_a_read_only_call_whose_reason_was_lost_is_made_again() -> None:
             hv.call(_flaky([lost, 7]), what="starting VM 'x'")
     finally:
         hv.close()
+
+
+class _Handle:
+    """A libvirt domain whose metadata reads give ``outcomes`` in turn."""
+
+    def __init__(self, real: object, outcomes: list[object]) -> None:
+        self.real = real
+        self.read = _flaky(outcomes)
+
+    def name(self) -> str:
+        return "test"
+
+    def UUIDString(self) -> str:
+        return str(self.real.UUIDString())  # type: ignore[attr-defined]
+
+    def metadata(self, *args: object) -> object:
+        outcome = self.read()
+        return outcome(*args) if callable(outcome) else outcome
+
+
+def test_a_metadata_read_whose_reason_was_lost_is_made_again_and_not_taken_for_no_metadata() -> None:
+    from kvmhub.hv import domains as hv_domains
+
+    lost = libvirt.libvirtError("virDomainGetMetadata() failed")
+    with Hypervisor("test:///default") as hv:
+        real = hv.conn.lookupByName("test")
+        uuid = real.UUIDString()
+        dom = hv_domains.Domain(hv, _Handle(real, [lost, "<vm/>"]))
+        assert hv_domains.metadata_of(hv, [dom], frozenset()) == {uuid: "<vm/>"}
+        # the VM without kvmhub metadata: the second read's reason says so
+        none = hv_domains.Domain(hv, _Handle(real, [lost, real.metadata]))
+        assert hv_domains.metadata_of(hv, [none], frozenset()) == {uuid: None}
+        # lost twice: a failure, said as one
+        twice = hv_domains.Domain(hv, _Handle(real, [lost, lost]))
+        with pytest.raises(KvmhubError, match="reading VM metadata"):
+            hv_domains.metadata_of(hv, [twice], frozenset())

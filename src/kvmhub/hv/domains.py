@@ -306,18 +306,25 @@ def metadata_of(hv: Hypervisor, doms: list[Domain], transient: frozenset[str]) -
     transient ones (their live definition is read)."""
 
     def fetch() -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for dom in doms:
-            flags = 0 if dom.name in transient else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            try:
-                out[dom.uuid] = str(dom.handle.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, KVMHUB_NS, flags))
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
-                    raise
-                out[dom.uuid] = None  # no kvmhub metadata, or undefined meanwhile
-        return out
+        return {dom.uuid: _metadata_or_none(dom, 0 if dom.name in transient else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                for dom in doms}
 
     return hv.call(fetch, what="reading VM metadata", timeout=hv.timeout + len(doms) * 0.05)
+
+
+def _metadata_or_none(dom: Domain, flags: int, *, again: bool = True) -> str | None:
+    """``dom``'s kvmhub metadata; None when it has none or was undefined meanwhile."""
+    try:
+        return str(dom.handle.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, KVMHUB_NS, flags))
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        if code is not None or not again:
+            raise
+    # no reason: a libvirt object the garbage collector freed in this thread meanwhile cleared it (see
+    # Hypervisor._invoke); the read is asked again rather than taken for a failure
+    return _metadata_or_none(dom, flags, again=False)
 
 
 def capabilities(hv: Hypervisor) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from kvmhub.errors import Conflict
-from kvmhub.hv import Hypervisor
+from kvmhub.hv import Hypervisor, host_files_here
 from kvmhub.models import ExportManifest, ExportNvram
 from kvmhub.models.events import Event, WarningEvent
 from kvmhub.reporting import QUIET, Reporter
-from kvmhub.services.storage.nvram import clone_path, on_this_machine
+from kvmhub.services.storage.nvram import clone_path
 from kvmhub.services.vm.export import _nvram_plan
 from kvmhub.xml._util import parse
 
@@ -47,7 +47,7 @@ def host_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ("qemu+ssh://root@far/system", False), ("qemu+tls://far.example/system", False), ("test:///default", False),
 ])
 def test_only_a_local_host_has_its_files_here(uri: str, here: bool) -> None:
-    assert on_this_machine(uri) is here
+    assert host_files_here(uri) is here
 
 
 @pytest.mark.parametrize("uri", ["qemu+ssh://root@far/system", "test:///default"])

@@ -48,6 +48,12 @@ def is_local_uri(uri: str) -> bool:
     return not parts.hostname or "+unix" in parts.scheme
 
 
+def host_files_here(uri: str) -> bool:
+    """True when the files of the libvirt host at ``uri`` can be reached from here: its daemon runs on this machine
+    and is not libvirt's test driver (which has no files)."""
+    return is_local_uri(uri) and not uri.startswith("test:")
+
+
 def host_root() -> str:
     """Where this host's file system is seen from here ('' = as is; a test host sets its own)."""
     return os.environ.get("KVMHUB_HOST_ROOT", "").rstrip("/")

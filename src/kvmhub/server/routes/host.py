@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from kvmhub.hv import domains as hv_domains
-from kvmhub.hv import is_local_uri
+from kvmhub.hv import host_files_here
 from kvmhub.models import HostReport, HostSummary, OSInfo, OSProfile
 from kvmhub.models.stats import HostStats, VMStats
 from kvmhub.server.auth import VIEWER
@@ -25,7 +25,7 @@ def list_hosts(hv: Hv) -> list[HostSummary]:
     """The hosts the server manages (today the one, named ``local``): URI, host name, accelerator (null until
     ``GET /hosts/local`` has probed it), libvirt and hypervisor versions."""
     lib, hypervisor = hv_domains.versions(hv)
-    probed = accel.cached() if is_local_uri(hv.uri) and not hv.uri.startswith("test:") else None
+    probed = accel.cached() if host_files_here(hv.uri) else None
     return [HostSummary(name="local", uri=hv.uri, hostname=hv_domains.hostname(hv),
                         accelerator=probed.accelerator if probed else None, libvirt_version=lib,
                         hypervisor_version=hypervisor)]

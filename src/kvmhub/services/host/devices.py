@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from kvmhub.errors import InvalidInput, NotFound
-from kvmhub.hv import Hypervisor, is_local_uri, nodedevs
+from kvmhub.hv import Hypervisor, host_files_here, nodedevs
 from kvmhub.hv import domains as hv_domains
 from kvmhub.models.device import DEVICE_PATTERN, HostDevice
 from kvmhub.xml.hostdev import BRIDGE_CLASS, GivenDevice, NodeDevice, given_devices, node_device_from_xml
@@ -51,7 +51,7 @@ def iommu_on(hv: Hypervisor, dev: NodeDevice) -> bool:
     machine) the kernel lists IOMMU groups."""
     if dev.iommu_group is None:
         return False
-    return not (is_local_uri(hv.uri) and not hv.uri.startswith("test:") and not _has_entries(IOMMU_GROUPS))
+    return not (host_files_here(hv.uri) and not _has_entries(IOMMU_GROUPS))
 
 
 def _has_entries(path: Path) -> bool:
@@ -79,7 +79,7 @@ def group_blockers(dev: NodeDevice, all_nodes: list[NodeDevice]) -> list[str]:
 def host_uses(hv: Hypervisor, all_nodes: list[NodeDevice]) -> dict[str, str]:
     """sysfs path -> what the host uses there (``NIC eth0 with 10.0.0.5``, ``disk holding /``); empty when the
     VM's host is not this machine."""
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         return {}
     uses: dict[str, str] = {}
     paths = {n.interface: n.path for n in all_nodes if n.kind == "net" and n.interface and n.path}

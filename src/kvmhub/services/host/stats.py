@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import stats as hv_stats
 from kvmhub.hv.stats import NodeSample, Sample
 from kvmhub.models.stats import HostStats, HugePages, Temperature
@@ -126,5 +126,5 @@ def host_stats(hv: Hypervisor, *, sample_seconds: float = CPU_SAMPLE_S) -> HostS
         time.sleep(sample_seconds)
     second = hv_stats.node_sample(hv)
     domains = hv_stats.sample(hv)
-    local = host_root() if is_local_uri(hv.uri) and not hv.uri.startswith("test:") else None
+    local = host_root() if host_files_here(hv.uri) else None
     return build(hv.uri, second, domains, cpu_percent(first, second), local)

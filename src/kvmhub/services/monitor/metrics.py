@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from kvmhub.errors import InvalidInput, KvmhubError
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import stats as hv_stats
 from kvmhub.hv.stats import NodeSample, Sample
 from kvmhub.services.host import stats as host_stats
@@ -144,7 +144,7 @@ class KvmhubCollector(Collector):
     def __init__(self, hv: Hypervisor) -> None:
         self.hv = hv
         self._lock = threading.Lock()  # concurrent scrapes take turns rather than doubling libvirt's load
-        self._local = host_root() if is_local_uri(hv.uri) and not hv.uri.startswith("test:") else None
+        self._local = host_root() if host_files_here(hv.uri) else None
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()

@@ -13,7 +13,7 @@ import random
 from pydantic import BaseModel
 
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.ops.actions import Action
@@ -207,7 +207,7 @@ def _drop_leases(hv: Hypervisor, net: hv_networks.Network, facts: xml_network.Ne
     """Make dnsmasq forget ``mac``'s leases (its reserved ``ips`` and any it shows), so their addresses can go to
     the next VM at once: dnsmasq gives no address leased to another MAC, even one reserved (see
     :mod:`kvmhub.tools.dhcp_release`). Only for a network on this host, whose bridge runs here."""
-    if not facts.bridge or not is_local_uri(hv.uri) or hv.uri.startswith("test:") or not net.is_active():
+    if not facts.bridge or not host_files_here(hv.uri) or not net.is_active():
         return
     # a lease libvirt shows is dropped too (an address the guest got some other way); a fresh one libvirt does not
     # show yet is the reserved address, dropped anyway

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, NotFound, OperationFailed
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import backup as hv_backup
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import saves as hv_saves
@@ -76,7 +76,7 @@ def local_dir(hv: Hypervisor, directory: str) -> Path:
     """The backup directory (a host path) as seen from here. Raises HostProblem for a remote host."""
     if not os.path.isabs(directory):
         raise InvalidInput(f"the backup directory must be an absolute path on the host, not {directory!r}")
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         raise HostProblem(f"backups need the VM's host to be this machine; {hv.uri} is remote",
                           hint="run kvmhub on the VM's host (`kvmhub --connect qemu:///system ...` there)")
     return Path(host_root() + os.path.normpath(directory))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast, get_args
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, NotFound
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import ImageInfo
 from kvmhub.models.documents import HostMedia
@@ -378,7 +378,7 @@ def _check_stored(pool: hv_storage.Pool, vol_name: str, source: str) -> None:
 
 def _local_file(pool: hv_storage.Pool, vol: hv_storage.Volume) -> Path | None:
     """The volume's file as seen from here, when the daemon is on this machine and the file is writable."""
-    if not is_local_uri(pool.hv.uri) or pool.hv.uri.startswith("test:"):
+    if not host_files_here(pool.hv.uri):
         return None
     path = Path(host_root() + vol.path)
     try:

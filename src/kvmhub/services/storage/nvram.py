@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from kvmhub.errors import Conflict
-from kvmhub.hv import host_root, is_local_uri
+from kvmhub.hv import host_root
 from kvmhub.models.export import NVRAM_MAX_BYTES
 from kvmhub.ops.actions import Action, StepLog
 from kvmhub.reporting import Reporter
@@ -38,11 +38,6 @@ def nvram_path(tree: Element) -> str | None:
 def _autoselected_efi(tree: Element) -> bool:
     os_el = tree.find("os")
     return os_el is not None and os_el.get("firmware") == "efi"
-
-
-def on_this_machine(uri: str) -> bool:
-    """True when the files of the libvirt host at `uri` are reachable here (libvirt's test driver has none)."""
-    return is_local_uri(uri) and not uri.startswith("test:")
 
 
 def new_path(name: str, old: str | None = None) -> str:
@@ -113,5 +108,5 @@ def remove(path: str) -> None:
     Path(host_root() + path).unlink(missing_ok=True)
 
 
-__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "on_this_machine", "read",
+__all__ = ["NVRAM_DIR", "clone_path", "clone_plan", "copy", "new_path", "nvram_path", "read",
            "remove", "write"]

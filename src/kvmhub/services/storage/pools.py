@@ -14,7 +14,7 @@ from typing import Any
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, HostProblem, InvalidInput, KvmhubError, NotFound, OperationTimeout
-from kvmhub.hv import Hypervisor, host_root
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models import PoolInfo, PoolSpec
 from kvmhub.ops.actions import Action, Context, register
@@ -40,7 +40,7 @@ def _quiet(_msg: str) -> None:
 
 def local_root(hv: Hypervisor) -> str | None:
     """The root of the libvirt host's file system as seen from here; None for a remote or test:/// host."""
-    if not hv.is_local or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         return None
     return host_root()
 

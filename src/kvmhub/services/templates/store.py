@@ -13,7 +13,7 @@ import os
 from pydantic import ValidationError
 
 from kvmhub.errors import Conflict, HostProblem, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import storage as hv_storage
 from kvmhub.models.template import TemplateInfo, TemplateRecord
 from kvmhub.services.storage import usage
@@ -44,7 +44,7 @@ def seen(path: str) -> str:
 
 def require_local(hv: Hypervisor) -> None:
     """Refuse a host whose files kvmhub does not reach: a template's state is a file kvmhub edits."""
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         raise HostProblem(f"warm templates need a libvirt host whose files kvmhub reaches, not {hv.uri}",
                           cause="each new VM's identity is written into the template's state file on the host",
                           hint="run kvmhub (or its server) on that host", code="hv.unsupported")

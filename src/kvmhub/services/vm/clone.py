@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import backup as hv_backup
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
@@ -114,7 +114,7 @@ def _untouched(hv: Hypervisor, path: str) -> bool:
 
     Reads the file on the host (local hosts only; elsewhere the answer is False, so the disk is frozen).
     """
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         return False
     # "backing": null opens the file alone: its backing path is the host's, maybe not visible from here
     opts = json.dumps({"file": {"driver": "file", "filename": host_root() + path}, "backing": None})
@@ -212,7 +212,7 @@ def _check_freezable(hv: Hypervisor, req: CloneRequest, disk: DiskSpec, pool: hv
         raise Conflict(f"disk {disk.target} of {req.source} is not a file in a directory pool",
                        cause="a linked clone freezes the source's disk file into a base, which needs a file pool",
                        hint=full)
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         raise Conflict(f"disk {disk.target} of {req.source} has been written and its host is not this machine",
                        cause="freezing it into a base renames its file on the VM's host",
                        hint=f"run kvmhub on the VM's host, or {full}")
@@ -383,7 +383,7 @@ def _copy(hv: Hypervisor, d: _Disk, progress: BytesFn, report: Reporter) -> None
 
 def _host_prefix(hv: Hypervisor) -> list[str] | None:
     """How to run a command among the host's files: [] here, nsenter for a test host; None if remote."""
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         return None
     root = host_root()
     if not root:

@@ -49,7 +49,7 @@ from typing import IO, Literal
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, KvmhubError, NotFound
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import networks as hv_networks
 from kvmhub.hv import saves as hv_saves
@@ -288,7 +288,7 @@ def _read_nvram(hv: Hypervisor, domain_xml: str, report: Reporter) -> bytes | No
     path = nvram_files.nvram_path(parse(domain_xml, "domain"))
     if path is None:
         return None
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         report.warn("the NVRAM (UEFI variables) of a VM on another host is not exported; the imported VM's "
             "starts from the firmware's template")
         return None
@@ -448,7 +448,7 @@ def _nvram_plan(hv: Hypervisor, manifest: ExportManifest, new_name: str, report:
     if nvram_files.nvram_path(parse(manifest.domain_xml, "domain")) is None:
         return None, False
     nvram = nvram_files.new_path(new_name)  # libvirt's directory: never one the archive names
-    if not nvram_files.on_this_machine(hv.uri):
+    if not host_files_here(hv.uri):
         if manifest.nvram is not None:
             report.warn("the archived NVRAM (UEFI variables) is not written on another host; the imported VM's "
                 "starts from the firmware's template")

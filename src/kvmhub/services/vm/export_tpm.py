@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kvmhub.errors import Conflict, InvalidInput
-from kvmhub.hv import Hypervisor, host_root
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.models.export import TPM_FILE_MAX_BYTES, TPM_MAX_FILES, ExportTpm, ExportTpmFile
 from kvmhub.ops.actions import StepLog
 from kvmhub.reporting import Reporter
-from kvmhub.services.storage.nvram import on_this_machine
 from kvmhub.services.vm import tpm as vm_tpm
 from kvmhub.xml._util import Element
 
@@ -32,7 +31,7 @@ def read_state(hv: Hypervisor, tree: Element, vm_uuid: str, report: Reporter) ->
     import accepts (more than TPM_MAX_FILES files, a file over TPM_FILE_MAX_BYTES)."""
     if not vm_tpm.emulated(tree):
         return []
-    if not on_this_machine(hv.uri):
+    if not host_files_here(hv.uri):
         report.warn("the TPM state of a VM on another host is not exported; the imported VM's TPM starts empty")
         return []
     top = Path(host_root() + vm_tpm.state_dir(vm_uuid))
@@ -99,7 +98,7 @@ def restore(hv: Hypervisor, vm_uuid: str, files: dict[str, bytes], undo: StepLog
     when the host's files are out of reach. Raises Conflict when that VM has TPM state already."""
     if not files:
         return False
-    if not on_this_machine(hv.uri):
+    if not host_files_here(hv.uri):
         report.warn("the archived TPM state is not written on another host; the imported VM's TPM starts empty")
         return False
     report.phase("writing the TPM state")

@@ -13,7 +13,7 @@ from typing import Any
 
 from kvmhub import faults
 from kvmhub.errors import Conflict, InvalidInput, NotFound
-from kvmhub.hv import Hypervisor, host_root, is_local_uri
+from kvmhub.hv import Hypervisor, host_files_here, host_root
 from kvmhub.hv import domains as hv_domains
 from kvmhub.hv import saves as hv_saves
 from kvmhub.ops.actions import Action, Context, register
@@ -31,7 +31,7 @@ def _quiet(_msg: str) -> None:
 
 def _host_path(hv: Hypervisor, path: str) -> str | None:
     """Where a host path can be seen from here (None for a remote host)."""
-    if not is_local_uri(hv.uri) or hv.uri.startswith("test:"):
+    if not host_files_here(hv.uri):
         return None
     return host_root() + path
 

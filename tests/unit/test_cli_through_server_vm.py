@@ -95,7 +95,7 @@ def test_save_and_restore(server: str) -> None:
     code, _out, err = run("--remote", server, "restore", "test", "--running", "--paused")
     assert code == 2 and "--running and --paused contradict each other" in err
     code, _out, err = run("--remote", server, "restore", "test")
-    assert code == 0 and "VM test restored; it is running" in err
+    assert code == 0 and "VM test restored; it is running" in err, err
     code, out, _err = run("--remote", server, "show", "test", "--json")
     assert json.loads(out)["state"] == "running"
 

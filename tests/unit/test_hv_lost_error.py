@@ -58,6 +58,9 @@ class _Handle:
     def UUIDString(self) -> str:
         return str(self.real.UUIDString())  # type: ignore[attr-defined]
 
+    def state(self) -> object:
+        return self.metadata()
+
     def metadata(self, *args: object) -> object:
         outcome = self.read()
         return outcome(*args) if callable(outcome) else outcome
@@ -79,3 +82,15 @@ def test_a_metadata_read_whose_reason_was_lost_is_made_again_and_not_taken_for_n
         twice = hv_domains.Domain(hv, _Handle(real, [lost, lost]))
         with pytest.raises(KvmhubError, match="reading VM metadata"):
             hv_domains.metadata_of(hv, [twice], frozenset())
+
+
+def test_a_vm_read_whose_reason_was_lost_is_made_again_and_a_change_is_not() -> None:
+    from kvmhub.hv import domains as hv_domains
+
+    lost = libvirt.libvirtError("virDomainGetState() failed")
+    with Hypervisor("test:///default") as hv:
+        real = hv.conn.lookupByName("test")
+        assert hv_domains.Domain(hv, _Handle(real, [lost, [1, 1]])).state() == "running"
+        dom = hv_domains.Domain(hv, _Handle(real, [lost, 7]))
+        with pytest.raises(KvmhubError, match="virDomainGetState"):
+            dom.call("changing", dom.handle.state)  # not a read: said as it failed

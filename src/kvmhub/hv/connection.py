@@ -289,11 +289,14 @@ class Hypervisor:
         what: str,
         timeout: float | None = None,
         retry: bool = False,
+        reconnect: bool = True,
     ) -> T:
         """Run one libvirt call bounded by a timeout, translating libvirt errors.
 
         `fn` is called as fn(*args); pass bound methods of libvirt objects or lambdas.
-        `retry=True` (read-only calls only) reconnects and retries once when the connection died.
+        `retry=True` (read-only calls only) makes the call again when libvirt lost its error's reason, and
+        reconnects and retries once when the connection died (unless `reconnect=False`: a call on an object of
+        the old connection, such as a domain, would fail the same way).
 
         Raises OperationTimeout, HostProblem (connection lost), or the translated kvmhub error.
         """
@@ -305,7 +308,7 @@ class Hypervisor:
             raise
         except _ConnectionLost as lost:
             self._drop()
-            if retry:
+            if retry and reconnect:
                 again = self._rebind(fn)  # a bound method of the dead connection would fail the same way
                 return run_bounded(lambda: self._invoke(again, args, what), limit, what, self._strays)
             raise HostProblem(

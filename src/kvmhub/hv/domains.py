@@ -50,9 +50,10 @@ class Domain:
         self._dom = dom
         self.name: str = dom.name()
 
-    def call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
-        """A bounded call of `fn(*args)`, errors reported as '<what> <VM name>' (for other hv modules)."""
-        return self.hv.call(fn, *args, what=f"{what} {self.name}", timeout=timeout)
+    def call(self, what: str, fn: Any, *args: Any, timeout: float | None = None, retry: bool = False) -> Any:
+        """A bounded call of `fn(*args)`, errors reported as '<what> <VM name>' (for other hv modules); `retry`:
+        a read, made again when its first try failed for no reason libvirt kept (see Hypervisor.call)."""
+        return self.hv.call(fn, *args, what=f"{what} {self.name}", timeout=timeout, retry=retry, reconnect=False)
 
     @property
     def handle(self) -> Any:
@@ -64,18 +65,18 @@ class Domain:
         return str(self._dom.UUIDString())
 
     def state(self) -> VMState:
-        code, _reason = self.call("reading the state of", self._dom.state)
+        code, _reason = self.call("reading the state of", self._dom.state, retry=True)
         return state_name(int(code))
 
     def is_active(self) -> bool:
-        return bool(self.call("reading the state of", self._dom.isActive))
+        return bool(self.call("reading the state of", self._dom.isActive, retry=True))
 
     def is_persistent(self) -> bool:
-        return bool(self.call("reading", self._dom.isPersistent))
+        return bool(self.call("reading", self._dom.isPersistent, retry=True))
 
     def xml(self, *, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        return str(self.call("reading the definition of", self._dom.XMLDesc, flags))
+        return str(self.call("reading the definition of", self._dom.XMLDesc, flags, retry=True))
 
     def start(self) -> None:
         self.call("starting", self._dom.create, timeout=max(self.hv.timeout, 120.0))
@@ -110,29 +111,21 @@ class Domain:
         self.call("removing the definition of", self._dom.undefineFlags, flags)
 
     def autostart(self) -> bool:
-        return bool(self.call("reading autostart of", self._dom.autostart))
+        return bool(self.call("reading autostart of", self._dom.autostart, retry=True))
 
     def set_autostart(self, on: bool) -> None:
         self.call("setting autostart of", self._dom.setAutostart, 1 if on else 0)
 
     def info(self) -> tuple[int, int, int]:
         """(state code, memory KiB, vCPUs)."""
-        state, _maxmem, mem, vcpus, _cpu = self.call("reading", self._dom.info)
+        state, _maxmem, mem, vcpus, _cpu = self.call("reading", self._dom.info, retry=True)
         return int(state), int(mem), int(vcpus)
 
     def metadata(self) -> str | None:
-        """The kvmhub metadata element as XML text, or None when the VM has none."""
-        try:
-            text = self.call(
-                "reading metadata of",
-                self._dom.metadata,
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                KVMHUB_NS,
-                libvirt.VIR_DOMAIN_AFFECT_CONFIG if self.is_persistent() else 0,
-            )
-        except KvmhubError:
-            return None
-        return str(text)
+        """The kvmhub metadata element as XML text, or None when the VM has none (or was undefined meanwhile)."""
+        flags = self.metadata_flags()
+        found: str | None = self.call("reading metadata of", lambda: _metadata_or_none(self, flags), retry=True)
+        return found
 
     def metadata_flags(self) -> int:
         """The flags :meth:`metadata` reads with: the persistent definition's, for a VM that has one."""

@@ -27,11 +27,12 @@ class Network:
         self.name: str = net.name()
         self.uuid: str = net.UUIDString()  # known to the handle: no libvirt round trip
 
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        return self.hv.call(fn, *args, what=f"{what} (network {self.name})")
+    def _call(self, what: str, fn: Any, *args: Any, retry: bool = False) -> Any:
+        """``retry``: a read (see :meth:`Hypervisor.call`)."""
+        return self.hv.call(fn, *args, what=f"{what} (network {self.name})", retry=retry, reconnect=False)
 
     def is_active(self) -> bool:
-        return bool(self._call("reading state", self._net.isActive))
+        return bool(self._call("reading state", self._net.isActive, retry=True))
 
     def start(self) -> None:
         self._call("starting", self._net.create)
@@ -43,13 +44,13 @@ class Network:
         self._call("removing", self._net.undefine)
 
     def autostart(self) -> bool:
-        return bool(self._call("reading autostart", self._net.autostart))
+        return bool(self._call("reading autostart", self._net.autostart, retry=True))
 
     def set_autostart(self, on: bool) -> None:
         self._call("setting autostart", self._net.setAutostart, 1 if on else 0)
 
     def xml(self) -> str:
-        return str(self._call("reading definition", self._net.XMLDesc, 0))
+        return str(self._call("reading definition", self._net.XMLDesc, 0, retry=True))
 
     def _update(self, command: int, section: int, xml: str, what: str) -> None:
         flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
@@ -76,7 +77,7 @@ class Network:
                      xml, "removing a DNS entry")
 
     def leases(self) -> list[Lease]:
-        rows = self._call("reading DHCP leases", self._net.DHCPLeases)
+        rows = self._call("reading DHCP leases", self._net.DHCPLeases, retry=True)
         return [
             Lease(
                 mac=str(r.get("mac", "")),

@@ -23,24 +23,25 @@ class Snapshot:
         self._snap = snap
         self.name: str = snap.getName()
 
-    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
-        return self.dom.call(f"{what} snapshot {self.name} of", fn, *args, timeout=timeout)
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None, retry: bool = False) -> Any:
+        """``retry``: a read (see :meth:`Hypervisor.call`)."""
+        return self.dom.call(f"{what} snapshot {self.name} of", fn, *args, timeout=timeout, retry=retry)
 
     def xml(self) -> str:
-        return str(self._call("reading", self._snap.getXMLDesc, 0))
+        return str(self._call("reading", self._snap.getXMLDesc, 0, retry=True))
 
     def is_external(self) -> bool:
         """Whether its memory or a disk is saved outside the disk images (libvirt's own test, the one
         :func:`kvmhub.xml.snapshot.snapshot_kind` makes from the XML), in one call and without parsing XML."""
         external = self.dom.call("listing external snapshots of", self.dom.handle.listAllSnapshots,
-                                 libvirt.VIR_DOMAIN_SNAPSHOT_LIST_EXTERNAL)
+                                 libvirt.VIR_DOMAIN_SNAPSHOT_LIST_EXTERNAL, retry=True)
         return any(s.getName() == self.name for s in external)
 
     def is_current(self) -> bool:
-        return bool(self._call("reading", self._snap.isCurrent, 0))
+        return bool(self._call("reading", self._snap.isCurrent, 0, retry=True))
 
     def children(self) -> list[str]:
-        return [str(n) for n in self._call("listing children of", self._snap.listChildrenNames, 0)]
+        return [str(n) for n in self._call("listing children of", self._snap.listChildrenNames, 0, retry=True)]
 
     def revert(self, *, running: bool = False, paused: bool = False) -> None:
         """Native revert (internal snapshots); `running`/`paused` pick the state the VM comes back in."""
@@ -62,14 +63,14 @@ class Snapshot:
 
 def list_all(dom: Domain) -> list[Snapshot]:
     """Every snapshot of the domain."""
-    snaps = dom.call("listing snapshots of", dom.handle.listAllSnapshots, 0)
+    snaps = dom.call("listing snapshots of", dom.handle.listAllSnapshots, 0, retry=True)
     return [Snapshot(dom, s) for s in snaps]
 
 
 def lookup(dom: Domain, name: str) -> Snapshot:
     """The snapshot called `name` (raises NotFound naming the VM)."""
     try:
-        snap = dom.call(f"looking up snapshot {name!r} of", dom.handle.snapshotLookupByName, name, 0)
+        snap = dom.call(f"looking up snapshot {name!r} of", dom.handle.snapshotLookupByName, name, 0, retry=True)
     except NotFound:
         raise NotFound(
             f"VM {dom.name} has no snapshot {name!r}",

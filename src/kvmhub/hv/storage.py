@@ -106,17 +106,19 @@ class Pool:
         self._pool = pool
         self.name: str = pool.name()
 
-    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
-        return self.hv.call(fn, *args, what=f"{what} (pool {self.name})", timeout=timeout)
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None, retry: bool = False) -> Any:
+        """``retry``: a read (see :meth:`Hypervisor.call`)."""
+        return self.hv.call(fn, *args, what=f"{what} (pool {self.name})", timeout=timeout, retry=retry,
+                            reconnect=False)
 
     def is_active(self) -> bool:
-        return bool(self._call("reading pool state", self._pool.isActive))
+        return bool(self._call("reading pool state", self._pool.isActive, retry=True))
 
     def start(self) -> None:
         self._call("starting pool", self._pool.create, 0)
 
     def autostart(self) -> bool:
-        return bool(self._call("reading autostart", self._pool.autostart))
+        return bool(self._call("reading autostart", self._pool.autostart, retry=True))
 
     def set_autostart(self, on: bool) -> None:
         self._call("setting autostart", self._pool.setAutostart, 1 if on else 0)
@@ -125,7 +127,7 @@ class Pool:
         self._call("refreshing pool", self._pool.refresh, 0)
 
     def state(self) -> PoolState:
-        code, capacity, allocation, available = self._call("reading pool state", self._pool.info)
+        code, capacity, allocation, available = self._call("reading pool state", self._pool.info, retry=True)
         return PoolState(_POOL_STATES.get(int(code), "unknown"), int(capacity), int(allocation), int(available))
 
     def build(self) -> None:
@@ -144,15 +146,15 @@ class Pool:
         self._call("deleting the storage of pool", self._pool.delete, 0, timeout=max(self.hv.timeout, 120.0))
 
     def xml(self) -> str:
-        return str(self._call("reading pool definition", self._pool.XMLDesc, 0))
+        return str(self._call("reading pool definition", self._pool.XMLDesc, 0, retry=True))
 
     def volume_names(self) -> list[str]:
-        names = self._call("listing volumes", self._pool.listVolumes)
+        names = self._call("listing volumes", self._pool.listVolumes, retry=True)
         return [str(n) for n in names if n != CREATED_MARKER]
 
     def volume(self, name: str) -> Volume:
         try:
-            vol = self._call(f"looking up volume {name!r}", self._pool.storageVolLookupByName, name)
+            vol = self._call(f"looking up volume {name!r}", self._pool.storageVolLookupByName, name, retry=True)
         except NotFound:
             raise volume_not_found(self.name, name) from None
         return Volume(self.hv, vol, self.name)
@@ -177,8 +179,10 @@ class Volume:
         self.pool = pool
         self.name: str = vol.name()
 
-    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None) -> Any:
-        return self.hv.call(fn, *args, what=f"{what} (volume {self.pool}/{self.name})", timeout=timeout)
+    def _call(self, what: str, fn: Any, *args: Any, timeout: float | None = None, retry: bool = False) -> Any:
+        """``retry``: a read (see :meth:`Hypervisor.call`)."""
+        return self.hv.call(fn, *args, what=f"{what} (volume {self.pool}/{self.name})", timeout=timeout,
+                            retry=retry, reconnect=False)
 
     @property
     def path(self) -> str:
@@ -190,10 +194,10 @@ class Volume:
         return str(self._call("reading key", self._vol.key))
 
     def xml(self) -> str:
-        return str(self._call("reading definition", self._vol.XMLDesc, 0))
+        return str(self._call("reading definition", self._vol.XMLDesc, 0, retry=True))
 
     def info(self) -> VolumeInfo:
-        _kind, capacity, allocation = self._call("reading size", self._vol.info)
+        _kind, capacity, allocation = self._call("reading size", self._vol.info, retry=True)
         return VolumeInfo(self.pool, self.name, self.path, int(capacity), int(allocation))
 
     def delete(self) -> None:
@@ -316,7 +320,7 @@ def ensure_pool(hv: Hypervisor, name: str, xml: str) -> tuple[Pool, bool]:
 def volume_by_path(hv: Hypervisor, path: str) -> Volume | None:
     """The volume at `path`, if libvirt knows one there."""
     try:
-        vol = hv.call(hv.conn.storageVolLookupByPath, path, what=f"looking up volume at {path}")
+        vol = hv.call(hv.conn.storageVolLookupByPath, path, what=f"looking up volume at {path}", retry=True)
     except KvmhubError:
         return None
     pool = hv.call(vol.storagePoolLookupByVolume, what="finding the pool of a volume")

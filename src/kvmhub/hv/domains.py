@@ -124,7 +124,7 @@ class Domain:
     def metadata(self) -> str | None:
         """The kvmhub metadata element as XML text, or None when the VM has none (or was undefined meanwhile)."""
         flags = self.metadata_flags()
-        found: str | None = self.call("reading metadata of", lambda: _metadata_or_none(self, flags), retry=True)
+        found: str | None = self.call("reading metadata of", lambda: _metadata_or_none(self, flags))  # asks again
         return found
 
     def metadata_flags(self) -> int:

@@ -124,7 +124,7 @@ class Domain:
     def metadata(self) -> str | None:
         """The kvmhub metadata element as XML text, or None when the VM has none (or was undefined meanwhile)."""
         flags = self.metadata_flags()
-        found: str | None = self.call("reading metadata of", lambda: _metadata_or_none(self, flags))  # asks again
+        found: str | None = self.call("reading metadata of", lambda: _metadata_or_none(self, flags), retry=True)
         return found
 
     def metadata_flags(self) -> int:
@@ -302,22 +302,20 @@ def metadata_of(hv: Hypervisor, doms: list[Domain], transient: frozenset[str]) -
         return {dom.uuid: _metadata_or_none(dom, 0 if dom.name in transient else libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                 for dom in doms}
 
-    return hv.call(fetch, what="reading VM metadata", timeout=hv.timeout + len(doms) * 0.05)
+    # a read whose reason libvirt lost is asked again (retry), on the same domain objects (no reconnect)
+    return hv.call(fetch, what="reading VM metadata", timeout=hv.timeout + len(doms) * 0.05, retry=True,
+                   reconnect=False)
 
 
-def _metadata_or_none(dom: Domain, flags: int, *, again: bool = True) -> str | None:
-    """``dom``'s kvmhub metadata; None when it has none or was undefined meanwhile."""
+def _metadata_or_none(dom: Domain, flags: int) -> str | None:
+    """``dom``'s kvmhub metadata; None when it has none or was undefined meanwhile (any other error, one whose
+    reason libvirt lost included, is raised: :meth:`Hypervisor.call` asks a read again for the latter)."""
     try:
         return str(dom.handle.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, KVMHUB_NS, flags))
     except libvirt.libvirtError as exc:
-        code = exc.get_error_code()
-        if code in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
             return None
-        if code is not None or not again:
-            raise
-    # no reason: a libvirt object the garbage collector freed in this thread meanwhile cleared it (see
-    # Hypervisor._invoke); the read is asked again rather than taken for a failure
-    return _metadata_or_none(dom, flags, again=False)
+        raise
 
 
 def capabilities(hv: Hypervisor) -> str:
